@@ -1,0 +1,85 @@
+//! `evenkeel check`: parse, validate and lint a config; print the findings.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::{CommandResult, Exit, Failure};
+use crate::config::{self, diagnostic};
+
+/// Parse, validate and lint a config file, and print what is wrong with it.
+///
+/// Exit code 0 when the config can be served, 1 when it has errors (or warnings under
+/// --deny-warnings), 2 when the file cannot be read.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'"
+)]
+pub struct Args {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Treat warnings as errors (exit 1 when there is any).
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+/// How findings are printed.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// rustc-style diagnostics and a summary line.
+    Text,
+    /// A JSON array of findings.
+    Json,
+}
+
+pub fn run(args: &Args) -> CommandResult {
+    let checked = config::check_file(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))
+        .map_err(|e| Failure::new(Exit::Usage, e))?;
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            diagnostic::render_json(&checked.source, &checked.findings)
+        ),
+        Format::Text => {
+            print!(
+                "{}",
+                diagnostic::render_text(&checked.source, &checked.findings)
+            );
+            println!("{}", summary(&checked));
+        }
+    }
+    Ok(if checked.is_rejected(args.deny_warnings) {
+        Exit::Rejected
+    } else {
+        Exit::Success
+    })
+}
+
+fn summary(checked: &config::Checked) -> String {
+    let file = checked.source.path.display();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let (errors, warnings) = (checked.errors(), checked.warnings());
+    match &checked.config {
+        Some(c) if errors == 0 => {
+            let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+            format!(
+                "{file}: ok: {}, {}, {}, {}; {}",
+                plural(c.listeners.len(), "listener"),
+                plural(c.routes.len(), "route"),
+                plural(c.pools.len(), "pool"),
+                plural(backends, "backend"),
+                plural(warnings, "warning"),
+            )
+        }
+        _ => format!(
+            "{file}: rejected: {}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        ),
+    }
+}

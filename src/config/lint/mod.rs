@@ -1,0 +1,62 @@
+//! Lint rules: configurations that are valid but risky.
+//!
+//! A rule has a stable kebab-case name, a default severity (warning for balancing
+//! risks, so a risky but valid config can still be applied and then watched), and an
+//! `explain` text (`evenkeel explain RULE`) saying what it catches, why it matters and
+//! how to fix it. Rules live one family per file and run only on a config that passed
+//! validation. A rule named in `[lint.allow]` still reports, marked as allowed with the
+//! operator's reason, so the decision stays visible in every `check`.
+
+mod exposure;
+mod pools;
+
+use super::diagnostic::{Finding, Severity};
+use super::model::Config;
+
+/// One lint rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Stable name, used in findings, `[lint.allow]` and `evenkeel explain`.
+    pub name: &'static str,
+    /// Severity of its findings unless allowed.
+    pub severity: Severity,
+    /// One line: what it catches.
+    pub summary: &'static str,
+    /// What it catches, why it matters and how to fix it.
+    pub explain: &'static str,
+    /// Appends the rule's findings for `config`.
+    pub check: fn(&Config, &mut Vec<Finding>),
+}
+
+/// Every rule, in `explain` order.
+pub static RULES: &[Rule] = &[
+    pools::SINGLE_BACKEND_POOL,
+    pools::WEIGHTS_IGNORED,
+    pools::NO_HEALTH_CHECK,
+    pools::SLOW_FAILURE_DETECTION,
+    pools::UNUSED_POOL,
+    pools::LISTENER_WITHOUT_ROUTES,
+    exposure::ADMIN_OFF_LOOPBACK,
+];
+
+/// The rule called `name`.
+pub fn rule(name: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.name == name)
+}
+
+/// Runs every rule on `config`, applying its severity and `[lint.allow]`.
+pub fn run(config: &Config) -> Vec<Finding> {
+    let mut all = Vec::new();
+    for rule in RULES {
+        let mut found = Vec::new();
+        (rule.check)(config, &mut found);
+        let allowed = config.lint_allow.iter().find(|a| a.rule == rule.name);
+        for mut finding in found {
+            finding.rule = rule.name;
+            finding.severity = rule.severity;
+            finding.allowed = allowed.map(|a| a.reason.clone());
+            all.push(finding);
+        }
+    }
+    all
+}

@@ -1,0 +1,169 @@
+//! The configuration pipeline. Every step is a pure function of its input; nothing here
+//! binds a socket, opens the store or touches the running proxy (DESIGN.md: checking a
+//! config touches no state).
+//!
+//! ```text
+//!  file text ──toml+serde──► raw::RawConfig ──validate──► model::Config ──lint──► findings
+//!  (Source)     (spans kept,     (strings, spans)   (defaults filled,     (warnings, with
+//!               unknown fields                       addresses resolved,    [lint.allow]
+//!               refused)                             names cross-checked)   applied)
+//! ```
+//!
+//! [`check_source`] runs the whole pipeline and returns a [`Checked`]: the config when
+//! it is valid, and every finding. Syntax and type errors stop the pipeline at the
+//! first one (serde stops there); validation reports every error it finds; lints run
+//! only on a valid config.
+
+pub mod diagnostic;
+pub mod lint;
+pub mod model;
+pub mod raw;
+mod validate;
+pub mod values;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use diagnostic::{Finding, Severity, Source};
+pub use model::*;
+
+/// The outcome of running the pipeline on one file.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The file.
+    pub source: Arc<Source>,
+    /// The validated config, when there were no errors.
+    pub config: Option<Config>,
+    /// Every finding, errors first, then in file order.
+    pub findings: Vec<Finding>,
+}
+
+impl Checked {
+    /// Number of errors.
+    pub fn errors(&self) -> usize {
+        self.count(Severity::Error)
+    }
+
+    /// Number of warnings not silenced by `[lint.allow]`.
+    pub fn warnings(&self) -> usize {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity && f.allowed.is_none())
+            .count()
+    }
+
+    /// Whether the config must be refused: any error, or any warning when
+    /// `deny_warnings` (or the config's own `guard.deny_warnings`) is set.
+    pub fn is_rejected(&self, deny_warnings: bool) -> bool {
+        let deny = deny_warnings || self.config.as_ref().is_some_and(|c| c.guard.deny_warnings);
+        self.config.is_none() || self.errors() > 0 || (deny && self.warnings() > 0)
+    }
+}
+
+/// Reads and checks the file at `path`. Fails only when the file cannot be read.
+pub fn check_file(path: &Path) -> std::io::Result<Checked> {
+    Ok(check_source(Source::read(path)?))
+}
+
+/// Runs the whole pipeline on `source`. Relative paths in the config (state_dir,
+/// token_file) resolve against the folder of `source.path`.
+pub fn check_source(source: Source) -> Checked {
+    let source = Arc::new(source);
+    let base_dir = source
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let raw = match toml::from_str::<raw::RawConfig>(&source.text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Checked {
+                findings: vec![toml_finding(&e)],
+                config: None,
+                source,
+            }
+        }
+    };
+    let (config, mut findings) = validate::validate(raw, Arc::clone(&source), &base_dir);
+    if let Some(config) = &config {
+        findings.extend(lint::run(config));
+    }
+    findings.sort_by_key(|f| {
+        (
+            std::cmp::Reverse(f.severity),
+            f.span.as_ref().map(|s| s.start),
+        )
+    });
+    Checked {
+        source,
+        config,
+        findings,
+    }
+}
+
+/// Turns a TOML syntax or serde data error into a finding, with a "did you mean"
+/// suggestion for an unknown field.
+fn toml_finding(error: &toml::de::Error) -> Finding {
+    // serde names Rust types; say what to write instead.
+    let message = error
+        .message()
+        .trim()
+        .replace("expected i64", "expected a whole number")
+        .replace("expected f64", "expected a number")
+        .replace("expected a boolean", "expected true or false");
+    let span = error.span();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        // serde lists the expected fields in backticks after "expected".
+        let expected: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let help = match suggest(field, &expected) {
+            Some(s) => format!("did you mean `{s}`? fields here: {}", expected.join(", ")),
+            None if expected.is_empty() => "remove it".to_string(),
+            None => format!("remove it; fields here: {}", expected.join(", ")),
+        };
+        return Finding::error("unknown-field", span, format!("unknown field `{field}`"))
+            .with_help(help);
+    }
+    let (rule, help) = if message.starts_with("missing field") {
+        ("missing-field", "add the field (see docs/config.md)")
+    } else if message.starts_with("invalid type") {
+        ("invalid-type", "write the value with the type docs/config.md gives (durations and addresses are quoted strings)")
+    } else if message.contains("duplicate key") {
+        ("duplicate-name", "each key and table may appear only once")
+    } else {
+        (
+            "toml-syntax",
+            "fix the TOML syntax at this point (see https://toml.io)",
+        )
+    };
+    Finding::error(rule, span, message).with_help(help)
+}
+
+/// The known word closest to `word`, when one is close enough to be a likely typo:
+/// within a few edits (a transposition counts as one) or sharing a long prefix.
+pub fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let max_edits = (word.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| {
+            (
+                strsim::osa_distance(word, k),
+                strsim::jaro_winkler(word, k),
+                *k,
+            )
+        })
+        .filter(|(edits, similarity, _)| *edits <= max_edits || *similarity >= 0.85)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, k)| k)
+}
+
+#[cfg(test)]
+mod tests;

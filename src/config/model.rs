@@ -1,0 +1,392 @@
+//! The validated, resolved configuration: immutable values with every default filled
+//! in, addresses resolved, durations parsed, names cross-checked.
+//!
+//! The `Default` impls here are the single home of the defaults in DESIGN.md's config
+//! contract; validation fills omitted fields from them and docs/config.md is checked
+//! against them by a test.
+
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::Algorithm;
+
+use super::diagnostic::Source;
+
+/// Byte range in the config file, for locating lint findings.
+pub type Span = Range<usize>;
+
+/// A whole validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub source: Arc<Source>,
+    /// Where history and the journal live (resolved against the config file's folder).
+    /// Default: `evenkeel-state`.
+    pub state_dir: PathBuf,
+    /// How long in-flight requests may finish after SIGTERM. Default: 30 s.
+    pub drain_timeout: Duration,
+    /// The admin listener; `None`: no admin listener.
+    pub admin: Option<Admin>,
+    /// Client-facing listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+    /// Pools, in file order.
+    pub pools: Vec<Pool>,
+    /// Thresholds for the guarded reload and the alarms.
+    pub guard: Guard,
+    /// Silenced lint rules with the operator's reason.
+    pub lint_allow: Vec<LintAllow>,
+    /// Alert delivery.
+    pub alerts: Alerts,
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// Default for [`Config::state_dir`].
+pub const DEFAULT_STATE_DIR: &str = "evenkeel-state";
+/// Default for [`Config::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[admin]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admin {
+    /// Address to bind. Default: 127.0.0.1:9901.
+    pub listen: SocketAddr,
+    /// File holding the bearer token (resolved against the config file's folder).
+    pub token_file: PathBuf,
+    /// Where `[admin]` is written.
+    pub span: Span,
+}
+
+/// Default for [`Admin::listen`].
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// `[[listener]]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// Address to bind (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The whole request head must arrive within this. Default: 10 s.
+    pub header_timeout: Duration,
+    /// Client connections served at once; more wait in the kernel backlog. Default: 10,000.
+    pub max_connections: u32,
+    /// Where the listener is written.
+    pub span: Span,
+}
+
+/// Default for [`Listener::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Listener::max_connections`].
+pub const DEFAULT_LISTENER_MAX_CONNECTIONS: u32 = 10_000;
+
+/// `[[route]]`: requests on `listener` whose host and path match go to `pool`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// Listener name.
+    pub listener: String,
+    /// Exact host to match (lower case, no port); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, matched on `/` boundaries. Default: `/`.
+    pub path_prefix: String,
+    /// Pool name.
+    pub pool: String,
+    /// Where the route is written.
+    pub span: Span,
+}
+
+/// `[pool.NAME]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    /// The pool's name.
+    pub name: String,
+    /// Where `[pool.NAME]` is written (its name).
+    pub span: Span,
+    /// Balancing algorithm. Default: round robin.
+    pub algorithm: Algorithm,
+    /// Where the request key comes from (consistent hashing only).
+    pub hash_key: Option<HashKey>,
+    /// Pool that takes over when this one has no usable backend.
+    pub backup: Option<String>,
+    /// Percent of usable backends below which the pool is in panic mode. Default: 50.
+    pub panic_threshold: u8,
+    /// Ramp-up time of a backend's weight after it becomes usable. Default: 0 (off).
+    pub slow_start: Duration,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Retry policy.
+    pub retries: Retries,
+    /// Per-backend limits.
+    pub limits: Limits,
+    /// Backends, in file order.
+    pub backends: Vec<Backend>,
+    /// Active health check; `None`: none configured.
+    pub health: Option<HealthCheck>,
+    /// Passive health checks (always present, with defaults).
+    pub outlier: Outlier,
+}
+
+impl Pool {
+    /// Sum of the backends' weights.
+    pub fn total_weight(&self) -> u64 {
+        self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+}
+
+/// Default for [`Pool::panic_threshold`].
+pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+
+/// Where a consistent-hash pool reads the request key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header (name in lower case).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without the query).
+    Path,
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+            HashKey::ClientIp => f.write_str("client_ip"),
+            HashKey::Path => f.write_str("path"),
+        }
+    }
+}
+
+/// `timeouts = { ... }`
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a TCP connection to a backend. Default: 1 s.
+    pub connect: Duration,
+    /// The whole request, all tries included, until the response head. Default: 30 s.
+    pub request: Duration,
+    /// An idle upstream keep-alive connection is closed after this. Default: 60 s.
+    pub idle: Duration,
+    /// One try, connect included, until the response head. Default: 30 s.
+    pub per_try: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            per_try: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `retries = { ... }`
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retries {
+    /// Retries after the first try (0: never retry). Default: 1.
+    pub attempts: u32,
+    /// Retries may be at most this percent of requests over a window. Default: 20.
+    pub budget_percent: u8,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            attempts: 1,
+            budget_percent: 20,
+        }
+    }
+}
+
+/// `limits = { ... }`, per backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections to one backend at once. Default: 1,000.
+    pub max_connections: u32,
+    /// Requests waiting for a connection to one backend. Default: 100.
+    pub max_pending: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            max_pending: 100,
+        }
+    }
+}
+
+/// One backend of a pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    /// The address as written (`host:port`): the backend's identity in status, metrics
+    /// and the admin API.
+    pub address: String,
+    /// The address resolved when the config was loaded.
+    pub socket_addr: SocketAddr,
+    /// Share of traffic relative to the pool's other backends (0: none). Default: 1.
+    pub weight: u32,
+    /// Relative capacity, the operator's statement of how much it can take. Default: 1.
+    pub capacity: f64,
+    /// Where the backend is written.
+    pub span: Span,
+    /// Where its weight is written (the backend's span when omitted).
+    pub weight_span: Span,
+}
+
+/// Default for [`Backend::weight`].
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest weight accepted.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// Default for [`Backend::capacity`].
+pub const DEFAULT_CAPACITY: f64 = 1.0;
+
+/// `[pool.NAME.health]`: the active health check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheck {
+    /// What a probe does.
+    pub probe: Probe,
+    /// Time between probes of one backend, each jittered by up to 10%. Default: 2 s.
+    pub interval: Duration,
+    /// A probe that takes longer has failed. Default: 1 s.
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy backend healthy. Default: 2.
+    pub healthy_after: u32,
+    /// Consecutive failures that make a healthy backend unhealthy. Default: 3.
+    pub unhealthy_after: u32,
+    /// Where the section is written.
+    pub span: Span,
+}
+
+/// What a health probe does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// An HTTP request whose status must fall in `expect_status`.
+    Http {
+        /// Request method. Default: GET.
+        method: String,
+        /// Request path. Default: `/healthz`.
+        path: String,
+        /// Host header; default: the backend's address.
+        host: Option<String>,
+        /// Accepted statuses. Default: 200-399.
+        expect_status: RangeInclusive<u16>,
+    },
+    /// A TCP connect.
+    Tcp,
+}
+
+/// Defaults of the health check.
+pub mod health_defaults {
+    use std::time::Duration;
+    /// Default probe path.
+    pub const PATH: &str = "/healthz";
+    /// Default probe method.
+    pub const METHOD: &str = "GET";
+    /// Default accepted statuses.
+    pub const EXPECT_STATUS: std::ops::RangeInclusive<u16> = 200..=399;
+    /// Default probe interval.
+    pub const INTERVAL: Duration = Duration::from_secs(2);
+    /// Default probe timeout.
+    pub const TIMEOUT: Duration = Duration::from_secs(1);
+    /// Default `healthy_after`.
+    pub const HEALTHY_AFTER: u32 = 2;
+    /// Default `unhealthy_after`.
+    pub const UNHEALTHY_AFTER: u32 = 3;
+}
+
+/// `[pool.NAME.outlier]`: passive health checks from live traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive failures (connect errors, resets, 5xx) that eject a backend
+    /// (0: passive checks off). Default: 5.
+    pub consecutive_failures: u32,
+    /// Base ejection time, multiplied by the number of ejections so far. Default: 30 s.
+    pub ejection: Duration,
+    /// Cap on one ejection's time. Default: 300 s.
+    pub max_ejection: Duration,
+    /// At most this percent of a pool's backends ejected at once. Default: 50.
+    pub max_ejected_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// `[guard]`: what the watch after an apply, and the alarms, hold the traffic to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guard {
+    /// How long to watch after every applied change. Default: 60 s.
+    pub watch: Duration,
+    /// Requests needed in a window before it is judged. Default: 200.
+    pub min_requests: u64,
+    /// Largest acceptable ratio of 5xx and connection errors to requests. Default: 0.02.
+    pub max_error_rate: f64,
+    /// Largest acceptable p99 latency after / before. Default: 2.0.
+    pub max_latency_ratio: f64,
+    /// Largest acceptable pool skew. Default: 0.25.
+    pub max_skew: f64,
+    /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
+    pub max_load_ratio: f64,
+    /// Largest acceptable share after / before for a backend. Default: 2.0.
+    pub max_shift: f64,
+    /// Whether applies refuse lint warnings too. Default: false.
+    pub deny_warnings: bool,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            watch: Duration::from_secs(60),
+            min_requests: 200,
+            max_error_rate: 0.02,
+            max_latency_ratio: 2.0,
+            max_skew: 0.25,
+            max_load_ratio: 2.0,
+            max_shift: 2.0,
+            deny_warnings: false,
+        }
+    }
+}
+
+/// One `[lint.allow]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LintAllow {
+    /// The silenced rule.
+    pub rule: String,
+    /// Why, printed with every finding of that rule.
+    pub reason: String,
+}
+
+/// `[alerts]`
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alerts {
+    /// URL that alarms are POSTed to as JSON.
+    pub webhook: Option<String>,
+}

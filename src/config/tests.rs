@@ -1,0 +1,423 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::balance::Algorithm;
+
+fn check(text: &str) -> Checked {
+    check_source(Source {
+        path: PathBuf::from("/etc/evenkeel/lb.toml"),
+        text: text.to_string(),
+    })
+}
+
+/// A valid base: one listener, one route, one pool of two backends with a health check.
+const BASE: &str = r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[route]]
+pool = "web"
+
+[pool.web]
+backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+[pool.web.health]
+path = "/healthz"
+"#;
+
+fn valid(text: &str) -> Config {
+    let checked = check(text);
+    assert_eq!(checked.errors(), 0, "{:#?}", checked.findings);
+    checked.config.expect("valid config")
+}
+
+/// (rule, 1-based line) of every error in `text`.
+fn errors(text: &str) -> Vec<(&'static str, usize)> {
+    let checked = check(text);
+    checked
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| {
+            (
+                f.rule,
+                checked
+                    .source
+                    .locate(f.span.clone().unwrap_or(0..0).start)
+                    .line,
+            )
+        })
+        .collect()
+}
+
+fn warnings(text: &str) -> Vec<&'static str> {
+    check(text)
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .map(|f| f.rule)
+        .collect()
+}
+
+#[test]
+fn the_base_config_is_valid_and_takes_every_default() {
+    let config = valid(BASE);
+    assert_eq!(
+        config.state_dir,
+        PathBuf::from("/etc/evenkeel/evenkeel-state")
+    );
+    assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    let pool = config.pool("web").unwrap();
+    assert_eq!(pool.algorithm, Algorithm::RoundRobin);
+    assert_eq!(pool.timeouts, Timeouts::default());
+    assert_eq!(pool.outlier, Outlier::default());
+    assert_eq!(
+        pool.backends[1].socket_addr,
+        "127.0.0.1:9002".parse().unwrap()
+    );
+    assert_eq!(
+        config.routes[0].listener, "public",
+        "a lone listener is implied"
+    );
+    assert_eq!(config.routes[0].path_prefix, "/");
+    assert!(warnings(BASE).is_empty(), "{:?}", warnings(BASE));
+}
+
+/// docs/config.md shows a file with every field at its default; it must load to the
+/// same values as a file that omits them, or the docs lie.
+#[test]
+fn docs_config_example_matches_the_code_defaults() {
+    let doc = include_str!("../../docs/config.md");
+    let block = doc
+        .split("<!-- defaults-example -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/config.md has the defaults example");
+    let spelled = valid(block);
+    let minimal = valid(
+        r#"
+[admin]
+token_file = "admin.token"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+[[route]]
+pool = "web"
+[pool.web]
+backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+[pool.web.health]
+"#,
+    );
+    assert_eq!(spelled.state_dir, minimal.state_dir);
+    assert_eq!(spelled.drain_timeout, minimal.drain_timeout);
+    assert_eq!(
+        spelled.admin.as_ref().map(|a| (a.listen, &a.token_file)),
+        minimal.admin.as_ref().map(|a| (a.listen, &a.token_file))
+    );
+    let listener = |c: &Config| {
+        (
+            c.listeners[0].header_timeout,
+            c.listeners[0].max_connections,
+        )
+    };
+    assert_eq!(listener(&spelled), listener(&minimal));
+    assert_eq!(spelled.routes[0].path_prefix, minimal.routes[0].path_prefix);
+    let (a, b) = (&spelled.pools[0], &minimal.pools[0]);
+    assert_eq!(
+        (
+            a.algorithm,
+            a.panic_threshold,
+            a.slow_start,
+            a.timeouts,
+            a.retries,
+            a.limits,
+            a.outlier
+        ),
+        (
+            b.algorithm,
+            b.panic_threshold,
+            b.slow_start,
+            b.timeouts,
+            b.retries,
+            b.limits,
+            b.outlier
+        )
+    );
+    let backend = |c: &Config| {
+        c.pools[0]
+            .backends
+            .iter()
+            .map(|b| (b.weight, b.capacity))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(backend(&spelled), backend(&minimal));
+    let health = |c: &Config| {
+        let h = c.pools[0].health.clone().unwrap();
+        (
+            h.probe,
+            h.interval,
+            h.timeout,
+            h.healthy_after,
+            h.unhealthy_after,
+        )
+    };
+    assert_eq!(health(&spelled), health(&minimal));
+    assert_eq!(spelled.guard, minimal.guard);
+    assert_eq!(spelled.guard, Guard::default());
+}
+
+#[test]
+fn every_validation_error_is_reported_at_its_line() {
+    // Each case: a config, the rule expected, and the line it must point at.
+    let cases: &[(&str, &str, usize)] = &[
+        ("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"nope\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-pool", 5),
+        ("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[route]]\nlistener = \"b\"\npool = \"web\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-listener", 5),
+        ("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:2\"\n", "duplicate-name", 5),
+        ("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[listener]]\nname = \"b\"\nlisten = \"127.0.0.1:1\"\n", "duplicate-listen", 4),
+        ("[pool.web]\nbackends = [\n { address = \"127.0.0.1:2\" },\n { address = \"127.0.0.1:2\" },\n]\n", "duplicate-backend", 4),
+        ("[pool.web]\nbackends = []\n", "empty-pool", 2),
+        ("[pool.web]\nalgorithm = \"random\"\n", "empty-pool", 1),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\", weight = 0 }]\n", "zero-total-weight", 2),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\", weight = 10001 }]\n", "out-of-range", 2),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\", capacity = 0 }]\n", "out-of-range", 2),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1\" }]\n", "invalid-address", 2),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:0\" }]\n", "invalid-address", 2),
+        ("[pool.web]\nbackends = [{ weight = 2 }]\n", "missing-field", 2),
+        ("drain_timeout = \"30\"\n", "invalid-duration", 1),
+        ("", "no-listener", 1),
+        ("drain_timeout = \"3 weeks\"\n", "invalid-duration", 1),
+        ("[pool.web]\nslow_start = \"5d\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-duration", 2),
+        ("[pool.web]\npanic_threshold = 101\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 2),
+        ("[pool.web]\nalgorithm = \"fastest\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 2),
+        ("[pool.web]\nalgorithm = \"consistent_hash\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "missing-hash-key", 1),
+        ("[pool.web]\nalgorithm = \"consistent_hash\"\nhash_key = \"header\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-hash-key", 3),
+        ("[pool.web]\nalgorithm = \"consistent_hash\"\nhash_key = \"query:id\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-hash-key", 3),
+        ("[pool.web]\nhash_key = \"client_ip\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "hash-key-unused", 2),
+        ("[pool.web]\nbackup = \"standby\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-backup", 2),
+        ("[pool.web]\nbackup = \"web\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-backup", 2),
+        ("[pool.web]\ntimeouts = { per_try = \"31s\" }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "impossible-timeouts", 2),
+        ("[pool.web]\ntimeouts = { connect = \"5s\", per_try = \"2s\" }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "impossible-timeouts", 2),
+        ("[pool.web]\ntimeouts = { idle = \"0s\" }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 2),
+        ("[pool.web]\nretries = { attempts = -1 }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 2),
+        ("[pool.web]\nretries = { budget_percent = 150 }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 2),
+        ("[pool.web]\nlimits = { max_connections = 0 }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 2),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\ntype = \"udp\"\n", "invalid-value", 4),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\ntype = \"tcp\"\npath = \"/x\"\n", "invalid-health-check", 5),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n", "invalid-health-check", 5),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\nexpect_status = \"2xx\"\n", "invalid-value", 4),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\nunhealthy_after = 0\n", "out-of-range", 4),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.outlier]\nmax_ejected_percent = 101\n", "out-of-range", 4),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.outlier]\nejection = \"10m\"\n", "out-of-range", 4),
+        ("[guard]\nmax_error_rate = 1.5\n", "out-of-range", 2),
+        ("[guard]\nmax_load_ratio = 1\n", "out-of-range", 2),
+        ("[admin]\nlisten = \"127.0.0.1:9901\"\n", "missing-field", 1),
+        ("[lint.allow]\nsingle-backend = \"legacy\"\n", "unknown-lint-rule", 2),
+        ("[lint.allow]\nsingle-backend-pool = \"\"\n", "invalid-value", 2),
+        ("[alerts]\nwebhook = \"ftp://x\"\n", "invalid-value", 2),
+        ("[[route]]\npool = \"web\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "missing-field", 1),
+        ("[[listener]]\nname = \"a b\"\nlisten = \"127.0.0.1:1\"\n", "invalid-name", 2),
+        // Errors from the TOML and serde layers.
+        ("[pool.web]\nalgoritm = \"random\"\n", "unknown-field", 2),
+        ("[pools.web]\n", "unknown-field", 1),
+        ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\", weight = \"2\" }]\n", "invalid-type", 2),
+        ("[pool.web\n", "toml-syntax", 1),
+        ("drain_timeout = \"1s\"\ndrain_timeout = \"2s\"\n", "duplicate-name", 2),
+    ];
+    for (text, rule, line) in cases {
+        let found = errors(text);
+        assert!(
+            found.contains(&(rule, *line)),
+            "expected {rule} at line {line} in:\n{text}\nfound {found:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_suggest_the_closest_field() {
+    let checked = check("[pool.web]\nalgoritm = \"random\"\n");
+    assert_eq!(
+        checked.findings[0]
+            .help
+            .as_deref()
+            .map(|h| h.starts_with("did you mean `algorithm`?")),
+        Some(true),
+        "{:?}",
+        checked.findings
+    );
+    let checked = check("[[listeners]]\n");
+    assert!(checked.findings[0]
+        .help
+        .as_deref()
+        .unwrap()
+        .contains("did you mean `listener`?"));
+}
+
+#[test]
+fn unknown_names_suggest_the_closest_defined_name() {
+    let text = BASE.replace("pool = \"web\"", "pool = \"wbe\"");
+    let checked = check(&text);
+    let finding = checked
+        .findings
+        .iter()
+        .find(|f| f.rule == "unknown-pool")
+        .unwrap();
+    assert!(
+        finding
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean \"web\"?"),
+        "{finding:?}"
+    );
+}
+
+#[test]
+fn a_route_to_a_pool_with_errors_is_not_also_an_unknown_pool() {
+    let text = BASE.replace("backends = [", "panic_threshold = 200\nbackends = [");
+    let found = errors(&text);
+    assert_eq!(
+        found.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        ["out-of-range"]
+    );
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_in_one_run() {
+    let text = "drain_timeout = \"x\"\n[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[pool.a]\nbackends = []\n[pool.b]\npanic_threshold = -1\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    let rules: Vec<_> = errors(text).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(rules, ["invalid-duration", "empty-pool", "out-of-range"]);
+}
+
+#[test]
+fn values_are_resolved_into_the_model() {
+    let config = valid(
+        r#"
+state_dir = "/var/lib/evenkeel"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+[[route]]
+host = "API.example.com"
+path_prefix = "/api"
+pool = "api"
+[pool.api]
+algorithm = "consistent_hash"
+hash_key = "header:X-User-Id"
+slow_start = "1m30s"
+timeouts = { connect = "250ms", per_try = "2s", request = "5s" }
+backends = [{ address = "localhost:9001", weight = 3, capacity = 2.5 }, { address = "127.0.0.1:9002" }]
+[pool.api.health]
+type = "tcp"
+"#,
+    );
+    assert_eq!(config.state_dir, PathBuf::from("/var/lib/evenkeel"));
+    assert_eq!(config.listeners[0].listen.port(), 0);
+    assert_eq!(config.routes[0].host.as_deref(), Some("api.example.com"));
+    let pool = &config.pools[0];
+    assert_eq!(pool.hash_key, Some(HashKey::Header("x-user-id".into())));
+    assert_eq!(pool.slow_start, Duration::from_secs(90));
+    assert_eq!(pool.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(pool.timeouts.idle, Timeouts::default().idle);
+    assert!(pool.backends[0].socket_addr.ip().is_loopback());
+    assert_eq!(
+        (pool.backends[0].weight, pool.backends[0].capacity),
+        (3, 2.5)
+    );
+    assert_eq!(pool.health.as_ref().map(|h| &h.probe), Some(&Probe::Tcp));
+}
+
+#[test]
+fn pools_keep_file_order() {
+    let config = valid(&format!("{BASE}\n[pool.b]\nbackends = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}]\n[pool.a]\nbackup = \"b\"\nbackends = [{{ address = \"127.0.0.1:3\" }}]\n"));
+    let names: Vec<_> = config.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["web", "b", "a"]);
+}
+
+#[test]
+fn lint_rules_fire_on_risky_configs_and_not_on_the_base() {
+    let cases: &[(&str, &str)] = &[
+        ("single-backend-pool", "backends = [{ address = \"127.0.0.1:9001\" }]"),
+        ("weights-ignored", "backends = [{ address = \"127.0.0.1:9001\", weight = 5 }, { address = \"127.0.0.1:9002\" }]"),
+    ];
+    for (rule, backends) in cases {
+        let text = BASE.replace(
+            "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\" }]",
+            backends,
+        );
+        assert!(
+            warnings(&text).contains(rule),
+            "{rule} should fire: {:?}",
+            warnings(&text)
+        );
+    }
+    let no_health = BASE.replace("[pool.web.health]\npath = \"/healthz\"\n", "");
+    assert_eq!(warnings(&no_health), ["no-health-check"]);
+    let slow = BASE.replace(
+        "path = \"/healthz\"",
+        "interval = \"11s\"\ntimeout = \"1s\"",
+    );
+    assert_eq!(warnings(&slow), ["slow-failure-detection"]);
+    let just_in_time = BASE.replace("path = \"/healthz\"", "interval = \"10s\"");
+    assert!(warnings(&just_in_time).is_empty());
+    let unused = format!("{BASE}\n[pool.spare]\nbackends = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}]\n[pool.spare.health]\n");
+    assert_eq!(warnings(&unused), ["unused-pool"]);
+    let as_backup = unused.replace("[pool.web]\n", "[pool.web]\nbackup = \"spare\"\n");
+    assert!(warnings(&as_backup).is_empty());
+    let weighted = BASE
+        .replace(
+            "[pool.web]\n",
+            "[pool.web]\nalgorithm = \"weighted_round_robin\"\n",
+        )
+        .replace("9001\" }", "9001\", weight = 5 }");
+    assert!(warnings(&weighted).is_empty());
+    let idle = format!("{BASE}\n[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n")
+        .replace("[[route]]\n", "[[route]]\nlistener = \"public\"\n");
+    assert_eq!(warnings(&idle), ["listener-without-routes"]);
+    let admin = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = \"t\"\n{BASE}");
+    assert_eq!(warnings(&admin), ["admin-off-loopback"]);
+    assert!(warnings(&admin.replace("0.0.0.0", "127.0.0.1")).is_empty());
+}
+
+#[test]
+fn allowed_rules_still_report_with_the_reason_but_do_not_count() {
+    let text = format!(
+        "{}\n[lint.allow]\nno-health-check = \"checked by the mesh\"\n",
+        BASE.replace("[pool.web.health]\npath = \"/healthz\"\n", "")
+    );
+    let checked = check(&text);
+    let finding = checked
+        .findings
+        .iter()
+        .find(|f| f.rule == "no-health-check")
+        .unwrap();
+    assert_eq!(finding.allowed.as_deref(), Some("checked by the mesh"));
+    assert_eq!(checked.warnings(), 0);
+    assert!(!checked.is_rejected(true));
+}
+
+#[test]
+fn warnings_reject_only_when_denied() {
+    let text = BASE.replace("[pool.web.health]\npath = \"/healthz\"\n", "");
+    let checked = check(&text);
+    assert!(!checked.is_rejected(false));
+    assert!(checked.is_rejected(true));
+    let by_config = check(&format!("{text}\n[guard]\ndeny_warnings = true\n"));
+    assert!(by_config.is_rejected(false));
+}
+
+#[test]
+fn every_lint_rule_has_an_explanation() {
+    for rule in lint::RULES {
+        assert!(
+            rule.explain.len() > 100,
+            "{} needs a real explanation",
+            rule.name
+        );
+        assert!(rule
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-'));
+    }
+}

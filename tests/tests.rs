@@ -1,0 +1,6 @@
+//! Integration tests: the real `evenkeel` binary, real files, real sockets.
+//! One test binary (faster to build and link); each area is a module.
+
+mod util;
+
+mod check;
