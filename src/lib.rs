@@ -6,3 +6,5 @@
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod proxy;
+pub mod runtime;

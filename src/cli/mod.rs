@@ -6,6 +6,7 @@
 
 mod check;
 mod explain;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,7 @@ pub struct Cli {
 enum Command {
     Check(check::Args),
     Explain(explain::Args),
+    Serve(serve::Args),
 }
 
 /// Entry point of the binary.
@@ -51,6 +53,7 @@ pub fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match exit {
         Ok(exit) => exit.into(),
@@ -82,3 +85,44 @@ impl Failure {
 
 /// What a command returns.
 pub type CommandResult = Result<Exit, Failure>;
+
+/// Sends logs to stderr through a background writer, so a slow terminal or pipe never
+/// slows the request path (lines are dropped rather than waited for when it falls far
+/// behind). RUST_LOG filters (default `info`); `access_log = false` silences the
+/// per-request lines (target `evenkeel::access`). Keep the guard until exit.
+pub fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !access_log {
+        if let Ok(off) = "evenkeel::access=off".parse() {
+            filter = filter.add_directive(off);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
+    guard
+}
+
+/// Blocks until SIGTERM or SIGINT, calling `on_hangup` for each SIGHUP.
+pub fn wait_for_signals(mut on_hangup: impl FnMut()) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+                _ = hup.recv() => on_hangup(),
+            }
+        }
+    })
+}

@@ -1,0 +1,104 @@
+//! `evenkeel serve`: run the load balancer until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::{CommandResult, Exit, Failure};
+use crate::config::{self, diagnostic};
+use crate::proxy::{self, Options};
+use crate::runtime::Runtime;
+
+/// Run the load balancer.
+///
+/// The config must pass `check` (errors refuse to start, exit 1). SIGHUP re-reads the
+/// file and applies it if it passes; SIGTERM or Ctrl-C stops accepting, lets requests
+/// in flight finish for up to `drain_timeout`, then exits 0. Logs go to stderr
+/// (filter with RUST_LOG, e.g. RUST_LOG=debug); each listener's bound address is
+/// printed on stdout as `listening NAME http://ADDR`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  evenkeel serve -c evenkeel.toml --workers 2\n  kill -HUP $(pidof evenkeel)    # reload the file\n  kill -TERM $(pidof evenkeel)   # drain and exit"
+)]
+pub struct Args {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Worker threads (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Do not write an access-log line per request.
+    #[arg(long)]
+    no_access_log: bool,
+}
+
+pub fn run(args: &Args) -> CommandResult {
+    let checked = config::check_file(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))
+        .map_err(|e| Failure::new(Exit::Usage, e))?;
+    if !checked.findings.is_empty() {
+        eprint!(
+            "{}",
+            diagnostic::render_text(&checked.source, &checked.findings)
+        );
+    }
+    let config = match checked.config {
+        Some(config) if !checked.is_rejected(false) => config,
+        _ => {
+            eprintln!(
+                "error: {} has errors; nothing was started",
+                args.config.display()
+            );
+            return Ok(Exit::Rejected);
+        }
+    };
+    let _log = super::init_logging(!args.no_access_log);
+    let workers = args.workers.map_or_else(default_workers, usize::from);
+    let runtime = Runtime::new(config);
+    let running = proxy::start(
+        runtime.clone(),
+        Options {
+            workers,
+            access_log: !args.no_access_log,
+        },
+    )
+    .map_err(|e| Failure::new(Exit::Runtime, e))?;
+    for (name, addr) in &running.listeners {
+        println!("listening {name} http://{addr}");
+    }
+    tracing::info!(workers, config = %args.config.display(), "evenkeel serving");
+    super::wait_for_signals(|| reload(&args.config, &runtime))
+        .map_err(|e| Failure::new(Exit::Runtime, e))?;
+    tracing::info!("draining: no new connections; requests in flight may finish");
+    running.shutdown();
+    running.wait();
+    tracing::info!("stopped");
+    Ok(Exit::Success)
+}
+
+/// Default worker count: the cores this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// SIGHUP: re-read and check the file; put it in force only if it passes.
+fn reload(path: &std::path::Path, runtime: &Runtime) {
+    let checked = match config::check_file(path) {
+        Ok(checked) => checked,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "reload refused: cannot read the config; the running config stays");
+            return;
+        }
+    };
+    let warnings = checked.warnings();
+    match checked.config {
+        Some(config) if !checked.is_rejected(false) => match runtime.replace(config) {
+            Ok(()) => tracing::info!(file = %path.display(), warnings, "reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
+        },
+        _ => {
+            let findings = diagnostic::render_text(&checked.source, &checked.findings);
+            tracing::error!(file = %path.display(), errors = checked.errors(), "reload refused; the running config stays\n{findings}");
+        }
+    }
+}

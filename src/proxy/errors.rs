@@ -1,0 +1,56 @@
+//! The responses evenkeel gives when it cannot forward a request: a status and a short
+//! plain-text body that names the pool, never a backend's address.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why a request was answered by evenkeel itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No route matches the host and path: 404.
+    NoRoute,
+    /// `Upgrade` or `CONNECT`, which evenkeel does not tunnel yet: 501.
+    Upgrade,
+    /// The pool has no usable backend: 503.
+    NoBackend,
+    /// The backend refused or reset the connection, or sent a broken response: 502.
+    BadGateway,
+    /// The backend did not answer in time: 504.
+    Timeout,
+}
+
+impl Refusal {
+    /// The status it answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::Upgrade => StatusCode::NOT_IMPLEMENTED,
+            Refusal::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BadGateway => StatusCode::BAD_GATEWAY,
+            Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response for a request meant for `pool` (if routing got that far).
+    pub fn response(self, pool: Option<&str>) -> Response<Full<Bytes>> {
+        let pool = pool.map_or(String::new(), |p| format!("pool {p:?}: "));
+        let what = match self {
+            Refusal::NoRoute => "no route matches this host and path",
+            Refusal::Upgrade => "protocol upgrades (WebSocket) and CONNECT are not supported yet",
+            Refusal::NoBackend => "no usable backend",
+            Refusal::BadGateway => {
+                "the backend failed to answer (connection refused, reset or invalid response)"
+            }
+            Refusal::Timeout => "the backend did not answer in time",
+        };
+        let mut response =
+            Response::new(Full::new(Bytes::from(format!("evenkeel: {pool}{what}\n"))));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}

@@ -1,0 +1,21 @@
+//! The data path: accept client connections, route and balance each request, forward
+//! it to a backend over a pooled keep-alive connection, stream the response back.
+//!
+//! - [`server`]: listeners, worker threads (one `current_thread` runtime each), limits,
+//!   graceful shutdown.
+//! - [`forward`]: one request, from routing to the streamed response.
+//! - [`upstream`]: each worker's keep-alive connections to backends.
+//! - [`headers`]: hop-by-hop removal and `X-Forwarded-*`.
+//! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
+//!
+//! Malformed requests (bad request line, oversized head, invalid `Content-Length`,
+//! obs-fold) are refused with a 4xx by hyper's HTTP/1 parser before they reach
+//! [`forward`], so they never reach a backend.
+
+pub mod errors;
+pub mod forward;
+pub mod headers;
+pub mod server;
+pub mod upstream;
+
+pub use server::{start, Options, Running, StartError};
