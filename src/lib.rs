@@ -3,8 +3,10 @@
 //! architecture; each module's doc says what it is for.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod loadgen;
 pub mod proxy;
 pub mod runtime;

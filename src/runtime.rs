@@ -234,8 +234,16 @@ impl PoolRuntime {
 
     /// Rebuilds the balancer over the backends usable now (panic mode decided here).
     pub fn rebuild(&self) {
-        let states: Vec<BackendState> = self
-            .backends
+        let selection = balance::select_candidates(&self.states(), self.config.panic_threshold);
+        self.picker.store(Arc::new(Picker {
+            balancer: balance::build(self.config.algorithm, selection.candidates, self.seed),
+            panic: selection.panic,
+        }));
+    }
+
+    /// Each backend's state as the balancer sees it now.
+    pub fn states(&self) -> Vec<BackendState> {
+        self.backends
             .iter()
             .enumerate()
             .map(|(index, b)| BackendState {
@@ -245,12 +253,16 @@ impl PoolRuntime {
                 identity: b.identity,
                 load: Arc::clone(&b.load),
             })
-            .collect();
-        let selection = balance::select_candidates(&states, self.config.panic_threshold);
-        self.picker.store(Arc::new(Picker {
-            balancer: balance::build(self.config.algorithm, selection.candidates, self.seed),
-            panic: selection.panic,
-        }));
+            .collect()
+    }
+
+    /// Each backend's intended share of the pool's requests now.
+    pub fn intended_shares(&self) -> Vec<f64> {
+        balance::intended_shares(
+            self.config.algorithm,
+            &self.states(),
+            self.config.panic_threshold,
+        )
     }
 
     /// Picks a backend for a request whose key hashes to `key`.

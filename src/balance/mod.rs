@@ -230,5 +230,42 @@ pub fn select_candidates(backends: &[BackendState], panic_threshold: u8) -> Sele
     Selection { candidates, panic }
 }
 
+/// The share of a pool's requests each backend should get (DESIGN "Words": intended
+/// share), given the algorithm and each backend's effective weight and usability:
+/// zero for backends that are not candidates, equal shares for round robin, weight
+/// over total weight for the others. Indexed like `backends`. Load-aware algorithms
+/// are meant to depart from this when backends differ; it is their target when
+/// backends are alike.
+pub fn intended_shares(
+    algorithm: Algorithm,
+    backends: &[BackendState],
+    panic_threshold: u8,
+) -> Vec<f64> {
+    let selection = select_candidates(backends, panic_threshold);
+    let mut shares = vec![0.0; backends.len()];
+    let total: f64 = selection
+        .candidates
+        .iter()
+        .map(|c| {
+            if algorithm.uses_weights() {
+                f64::from(c.weight)
+            } else {
+                1.0
+            }
+        })
+        .sum();
+    for c in &selection.candidates {
+        if let Some(position) = backends.iter().position(|b| b.index == c.index) {
+            let part = if algorithm.uses_weights() {
+                f64::from(c.weight)
+            } else {
+                1.0
+            };
+            shares[position] = part / total;
+        }
+    }
+    shares
+}
+
 #[cfg(test)]
 mod tests;

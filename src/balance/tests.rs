@@ -823,3 +823,29 @@ fn select_candidates_never_offers_weight_zero() {
     assert!(selection.panic);
     assert_eq!(selected(&selection), [0, 1]);
 }
+
+#[test]
+fn intended_shares_follow_weights_except_for_round_robin() {
+    let states: Vec<BackendState> = [
+        (0usize, 1u32, true),
+        (1, 3, true),
+        (2, 4, false),
+        (3, 0, true),
+    ]
+    .into_iter()
+    .map(|(index, weight, usable)| BackendState {
+        index,
+        weight,
+        usable,
+        identity: index as u64,
+        load: Arc::new(BackendLoad::default()),
+    })
+    .collect();
+    let weighted = intended_shares(Algorithm::WeightedRoundRobin, &states, 0);
+    assert_eq!(weighted, vec![0.25, 0.75, 0.0, 0.0]);
+    let round_robin = intended_shares(Algorithm::RoundRobin, &states, 0);
+    assert_eq!(round_robin, vec![0.5, 0.5, 0.0, 0.0]);
+    // In panic mode (2 of 3 weighted backends usable < 80%), the unusable one counts too.
+    let panic = intended_shares(Algorithm::WeightedRoundRobin, &states, 80);
+    assert_eq!(panic, vec![0.125, 0.375, 0.5, 0.0]);
+}

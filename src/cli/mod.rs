@@ -5,6 +5,7 @@
 //! 2 usage error or a file that cannot be read at all; 3 runtime failure.
 
 mod check;
+mod demo;
 mod explain;
 mod serve;
 
@@ -43,6 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Check(check::Args),
+    Demo(demo::Args),
     Explain(explain::Args),
     Serve(serve::Args),
 }
@@ -52,6 +54,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
         Command::Check(args) => check::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Serve(args) => serve::run(&args),
     };
@@ -108,7 +111,15 @@ pub fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerG
 }
 
 /// Blocks until SIGTERM or SIGINT, calling `on_hangup` for each SIGHUP.
-pub fn wait_for_signals(mut on_hangup: impl FnMut()) -> std::io::Result<()> {
+pub fn wait_for_signals(on_hangup: impl FnMut()) -> std::io::Result<()> {
+    wait_for_signals_until(None, on_hangup)
+}
+
+/// Like [`wait_for_signals`], but also returns after `limit` when one is given.
+pub fn wait_for_signals_until(
+    limit: Option<std::time::Duration>,
+    mut on_hangup: impl FnMut(),
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,10 +128,18 @@ pub fn wait_for_signals(mut on_hangup: impl FnMut()) -> std::io::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let deadline = async {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
+                _ = &mut deadline => return Ok(()),
                 _ = hup.recv() => on_hangup(),
             }
         }

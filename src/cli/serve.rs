@@ -1,12 +1,15 @@
 //! `evenkeel serve`: run the load balancer until SIGTERM or Ctrl-C.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use super::{CommandResult, Exit, Failure};
-use crate::config::{self, diagnostic};
-use crate::proxy::{self, Options};
+use crate::admin;
+use crate::config::{self, diagnostic, Config};
+use crate::proxy::{self, Options, Running};
 use crate::runtime::Runtime;
 
 /// Run the load balancer.
@@ -54,26 +57,70 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let _log = super::init_logging(!args.no_access_log);
     let workers = args.workers.map_or_else(default_workers, usize::from);
-    let runtime = Runtime::new(config);
-    let running = proxy::start(
-        runtime.clone(),
-        Options {
-            workers,
-            access_log: !args.no_access_log,
-        },
-    )
-    .map_err(|e| Failure::new(Exit::Runtime, e))?;
-    for (name, addr) in &running.listeners {
+    let served = Served::start(config, workers, !args.no_access_log)?;
+    for (name, addr) in &served.running.listeners {
         println!("listening {name} http://{addr}");
     }
+    if let Some(admin) = served.admin {
+        println!("admin http://{admin}");
+    }
     tracing::info!(workers, config = %args.config.display(), "evenkeel serving");
-    super::wait_for_signals(|| reload(&args.config, &runtime))
+    served.run_until_signal(&args.config)
+}
+
+/// A proxy and its admin listener, started from a validated config.
+pub struct Served {
+    /// The live configuration.
+    pub runtime: Arc<Runtime>,
+    /// The proxy.
+    pub running: Running,
+    /// The admin listener's address, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Served {
+    /// Binds the listeners, starts the workers and the admin API.
+    pub fn start(config: Config, workers: usize, access_log: bool) -> Result<Served, Failure> {
+        let admin = config.admin.clone();
+        // Read the token before binding anything: a missing file is a usage error.
+        let token = admin
+            .as_ref()
+            .map(|a| admin::read_token(&a.token_file))
+            .transpose()
+            .map_err(|e| Failure::new(Exit::Usage, e))?;
+        let runtime = Runtime::new(config);
+        let running = proxy::start(
+            Arc::clone(&runtime),
+            Options {
+                workers,
+                access_log,
+            },
+        )
         .map_err(|e| Failure::new(Exit::Runtime, e))?;
-    tracing::info!("draining: no new connections; requests in flight may finish");
-    running.shutdown();
-    running.wait();
-    tracing::info!("stopped");
-    Ok(Exit::Success)
+        let admin = match (admin, token) {
+            (Some(a), Some(token)) => Some(
+                admin::start(Arc::clone(&runtime), a.listen, token)
+                    .map_err(|e| Failure::new(Exit::Runtime, e))?,
+            ),
+            _ => None,
+        };
+        Ok(Served {
+            runtime,
+            running,
+            admin,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading `path` on SIGHUP; then drains.
+    pub fn run_until_signal(self, path: &Path) -> CommandResult {
+        super::wait_for_signals(|| reload(path, &self.runtime))
+            .map_err(|e| Failure::new(Exit::Runtime, e))?;
+        tracing::info!("draining: no new connections; requests in flight may finish");
+        self.running.shutdown();
+        self.running.wait();
+        tracing::info!("stopped");
+        Ok(Exit::Success)
+    }
 }
 
 /// Default worker count: the cores this process may use.
@@ -82,7 +129,7 @@ pub fn default_workers() -> usize {
 }
 
 /// SIGHUP: re-read and check the file; put it in force only if it passes.
-fn reload(path: &std::path::Path, runtime: &Runtime) {
+pub(super) fn reload(path: &Path, runtime: &Runtime) {
     let checked = match config::check_file(path) {
         Ok(checked) => checked,
         Err(e) => {

@@ -1,0 +1,123 @@
+//! `GET /status`: pools and backends with their intended and observed shares.
+//!
+//! Observed shares here count every request since the backend appeared (counters
+//! survive reloads); windowed shares, skew and alarms arrive with the monitor.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Snapshot;
+
+/// The whole status document.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// The config file in force.
+    pub config_file: String,
+    /// Every pool, in config order.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// One pool.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// Its name.
+    pub name: String,
+    /// Its balancing algorithm.
+    pub algorithm: String,
+    /// Whether it is in panic mode.
+    pub panic: bool,
+    /// Requests sent to its backends.
+    pub requests: u64,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Address as written in the config.
+    pub address: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Configured capacity.
+    pub capacity: f64,
+    /// Share of the pool's requests it should get.
+    pub intended_share: f64,
+    /// Share of the pool's requests it got.
+    pub observed_share: f64,
+    /// Its capacity over the pool's capacity.
+    pub capacity_share: f64,
+    /// Requests sent to it.
+    pub requests: u64,
+    /// Requests in flight now.
+    pub in_flight: u32,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [u64; 5],
+    /// Requests that got no response (connect failure, reset, timeout).
+    pub failures: u64,
+}
+
+impl Status {
+    /// The status of `snapshot` now.
+    pub fn of(snapshot: &Snapshot) -> Status {
+        let pools = snapshot
+            .pools
+            .iter()
+            .map(|pool| {
+                let intended = pool.intended_shares();
+                let requests: Vec<u64> = pool
+                    .backends
+                    .iter()
+                    .map(|b| b.stats.requests.load(Ordering::Relaxed))
+                    .collect();
+                let total: u64 = requests.iter().sum();
+                let capacity: f64 = pool
+                    .backends
+                    .iter()
+                    .filter(|b| b.weight > 0)
+                    .map(|b| b.capacity)
+                    .sum();
+                let backends = pool
+                    .backends
+                    .iter()
+                    .zip(&intended)
+                    .zip(&requests)
+                    .map(|((b, &intended_share), &requests)| BackendStatus {
+                        address: b.address.clone(),
+                        weight: b.weight,
+                        capacity: b.capacity,
+                        intended_share,
+                        observed_share: if total == 0 {
+                            0.0
+                        } else {
+                            requests as f64 / total as f64
+                        },
+                        capacity_share: if b.weight == 0 || capacity == 0.0 {
+                            0.0
+                        } else {
+                            b.capacity / capacity
+                        },
+                        requests,
+                        in_flight: b.load.in_flight(),
+                        responses: std::array::from_fn(|i| {
+                            b.stats.responses[i].load(Ordering::Relaxed)
+                        }),
+                        failures: b.stats.failures.load(Ordering::Relaxed),
+                    })
+                    .collect();
+                PoolStatus {
+                    name: pool.name.clone(),
+                    algorithm: pool.config.algorithm.name().to_string(),
+                    panic: pool.in_panic(),
+                    requests: total,
+                    backends,
+                }
+            })
+            .collect();
+        Status {
+            config_file: snapshot.config.source.path.display().to_string(),
+            pools,
+        }
+    }
+}

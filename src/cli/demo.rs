@@ -1,0 +1,351 @@
+//! `evenkeel demo`: a self-contained instance to look at — three stand-in backends
+//! with different latencies, evenkeel in front of them with its admin API, a little
+//! background traffic, and what to try.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::serve::Served;
+use super::{CommandResult, Exit, Failure};
+use crate::admin::Status;
+use crate::config::{self, diagnostic, values};
+use crate::loadgen::standin::StandIn;
+
+/// Run a self-contained demo: three backends, evenkeel in front, a little traffic.
+///
+/// Nothing to configure. It writes its config to a temporary folder (printed), so you
+/// can `check` it, edit it and reload it with SIGHUP while it runs.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  evenkeel demo\n  evenkeel demo --port 0 --admin-port 0 --duration 30s"
+)]
+pub struct Args {
+    /// Port of the load balancer on 127.0.0.1; the next free one is taken if it is busy
+    /// (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Port of the admin API on 127.0.0.1, likewise.
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// Stop by itself after this long (e.g. "30s"); default: run until Ctrl-C.
+    #[arg(long, value_parser = values::parse_duration)]
+    duration: Option<Duration>,
+    /// Background requests per second (0: none). They stop by themselves after 10 minutes.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    rate: u32,
+}
+
+/// How long background traffic runs at most.
+const TRAFFIC_FOR: Duration = Duration::from_secs(600);
+/// How often the share summary is printed while traffic runs.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+pub fn run(args: &Args) -> CommandResult {
+    let runtime_error = |e: anyhow::Error| Failure::new(Exit::Runtime, e);
+    let backends = [
+        ("fast", Duration::from_millis(5)),
+        ("medium", Duration::from_millis(20)),
+        ("slow", Duration::from_millis(80)),
+    ]
+    .into_iter()
+    .map(|(name, latency)| StandIn::start(name, latency))
+    .collect::<Result<Vec<_>, _>>()
+    .context("cannot start the demo backends")
+    .map_err(runtime_error)?;
+
+    let folder = std::env::temp_dir().join(format!("evenkeel-demo-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(folder.clone());
+    let port = free_port(args.port).map_err(runtime_error)?;
+    let admin_port = free_port(args.admin_port).map_err(runtime_error)?;
+    let config_path = write_files(&folder, port, admin_port, &backends).map_err(runtime_error)?;
+
+    // The demo's config goes through the same pipeline as any other.
+    let checked = config::check_file(&config_path)
+        .context("cannot read the demo config")
+        .map_err(runtime_error)?;
+    let Some(config) = checked
+        .config
+        .clone()
+        .filter(|_| !checked.is_rejected(true))
+    else {
+        eprint!(
+            "{}",
+            diagnostic::render_text(&checked.source, &checked.findings)
+        );
+        return Err(runtime_error(anyhow::anyhow!(
+            "the demo config does not pass check"
+        )));
+    };
+    let _log = super::init_logging(false);
+    let served = Served::start(config, 1, false)?;
+    let listen = served.running.listeners[0].1;
+    let admin = served
+        .admin
+        .context("the demo has an admin listener")
+        .map_err(runtime_error)?;
+    print_intro(listen, admin, &folder, &config_path, &backends);
+
+    let traffic = (args.rate > 0).then(|| start_traffic(listen, args.rate));
+    let names: Vec<(String, String)> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.clone()))
+        .collect();
+    let summary = spawn_summary(std::sync::Arc::clone(&served.runtime), names);
+    let result = super::wait_for_signals_until(args.duration, || {
+        served_reload(&config_path, &served);
+    });
+    drop(traffic);
+    drop(summary);
+    result.map_err(|e| Failure::new(Exit::Runtime, e))?;
+    println!("\nstopping: draining requests in flight");
+    served.running.shutdown();
+    served.running.wait();
+    drop(backends);
+    Ok(Exit::Success)
+}
+
+fn served_reload(path: &Path, served: &Served) {
+    super::serve::reload(path, &served.runtime);
+}
+
+/// The first free port on 127.0.0.1 from `preferred` on (0 stays 0: any port).
+fn free_port(preferred: u16) -> anyhow::Result<u16> {
+    if preferred == 0 {
+        return Ok(0);
+    }
+    (preferred..preferred.saturating_add(50))
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .with_context(|| {
+            format!(
+                "no free port in {preferred}..{}",
+                preferred.saturating_add(50)
+            )
+        })
+}
+
+fn write_files(
+    folder: &Path,
+    port: u16,
+    admin_port: u16,
+    backends: &[StandIn],
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    std::fs::write(folder.join("admin.token"), format!("{}\n", random_token()?))?;
+    let [fast, medium, slow] = backends else {
+        anyhow::bail!("the demo needs three backends");
+    };
+    let text = format!(
+        r#"# Written by `evenkeel demo`. Edit it and send SIGHUP to the demo to reload it.
+state_dir = "state"
+drain_timeout = "5s"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token_file = "admin.token"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:{port}"
+
+[[route]]
+pool = "web"
+
+[pool.web]
+algorithm = "weighted_round_robin"
+backends = [
+  {{ address = "{}", weight = 2, capacity = 2 }},  # fast: answers in 5 ms
+  {{ address = "{}", weight = 1 }},                # medium: 20 ms
+  {{ address = "{}", weight = 1 }},                # slow: 80 ms
+]
+
+[pool.web.health]
+path = "/healthz"
+interval = "2s"
+"#,
+        fast.addr, medium.addr, slow.addr
+    );
+    let path = folder.join("evenkeel.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("cannot read /dev/urandom for the admin token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_intro(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    folder: &Path,
+    config: &Path,
+    backends: &[StandIn],
+) {
+    let exe = std::env::current_exe()
+        .map_or_else(|_| "evenkeel".to_string(), |p| p.display().to_string());
+    let token = folder.join("admin.token");
+    let names: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{} ({})", b.name, b.addr))
+        .collect();
+    println!(
+        r#"evenkeel demo is running (pid {pid})
+
+  load balancer  http://{listen}
+  admin API      http://{admin}
+  backends       {names}
+  config         {config}
+
+Pool "web" is weighted_round_robin with weights 2:1:1, so "fast" should get 50% of
+the requests and the others 25% each. Background traffic: see the summary lines.
+
+Try:
+  curl -i http://{listen}/
+  curl -s -H "Authorization: Bearer $(cat {token})" http://{admin}/status
+  curl -s http://{admin}/healthz
+  {exe} check -c {config}
+  {exe} explain weights-ignored
+  # change a weight in the config, then reload it without dropping a request:
+  kill -HUP {pid}
+  # break the config (say pool = "nope"), reload, and see it refused in the log
+
+Ctrl-C to stop."#,
+        pid = std::process::id(),
+        names = names.join(", "),
+        config = config.display(),
+        token = token.display(),
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// Sends `rate` GET requests a second to `target` on one keep-alive connection, for
+/// at most [`TRAFFIC_FOR`]; stops when dropped.
+fn start_traffic(target: SocketAddr, rate: u32) -> tokio::sync::watch::Sender<bool> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let spawned = std::thread::Builder::new()
+        .name("demo-traffic".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let every = Duration::from_secs(1) / rate;
+                let mut tick = tokio::time::interval(every);
+                let end = tokio::time::Instant::now() + TRAFFIC_FOR;
+                let mut sender = None;
+                while tokio::time::Instant::now() < end {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return,
+                        _ = tick.tick() => {}
+                    }
+                    if sender.is_none() {
+                        sender = connect(target).await;
+                    }
+                    let Some(s) = sender.as_mut() else { continue };
+                    let request = http::Request::get("/")
+                        .header("host", "demo.local")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new());
+                    let Ok(request) = request else { continue };
+                    match s.send_request(request).await {
+                        Ok(response) => {
+                            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                        }
+                        Err(_) => sender = None,
+                    }
+                }
+                println!(
+                    "background traffic stopped after {} minutes",
+                    TRAFFIC_FOR.as_secs() / 60
+                );
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no background traffic");
+    }
+    stop
+}
+
+async fn connect(
+    target: SocketAddr,
+) -> Option<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(target).await.ok()?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
+
+/// Prints each backend's observed and intended share every [`SUMMARY_EVERY`].
+fn spawn_summary(
+    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    names: Vec<(String, String)>,
+) -> tokio::sync::watch::Sender<bool> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let _ = std::thread::Builder::new()
+        .name("demo-summary".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let mut tick = tokio::time::interval(SUMMARY_EVERY);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return,
+                        _ = tick.tick() => {}
+                    }
+                    let status = Status::of(&runtime.snapshot());
+                    for pool in status.pools.iter().filter(|p| p.requests > 0) {
+                        let shares: Vec<String> = pool
+                            .backends
+                            .iter()
+                            .map(|b| {
+                                let name = names
+                                    .iter()
+                                    .find(|(a, _)| *a == b.address)
+                                    .map_or(b.address.as_str(), |(_, n)| n.as_str());
+                                format!(
+                                    "{name} {:.1}% (intended {:.1}%)",
+                                    b.observed_share * 100.0,
+                                    b.intended_share * 100.0
+                                )
+                            })
+                            .collect();
+                        println!(
+                            "pool {:?}: {} requests · {}",
+                            pool.name,
+                            pool.requests,
+                            shares.join(" · ")
+                        );
+                    }
+                }
+            });
+        });
+    stop
+}
+
+/// Removes the demo's folder when the demo ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
