@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Starts evenkeel in the foreground for ../shared/bench/anchors.sh, the way that
+# harness starts NGINX and HAProxy: one listener, round robin over the given backends,
+# no access log (NGINX and HAProxy run without one in the harness).
+#
+# Usage: bench/evenkeel-target.sh PORT BACKENDS WORKERS
+#   PORT      port to listen on (127.0.0.1)
+#   BACKENDS  comma list of host:port
+#   WORKERS   worker threads
+# Example (from the repo root, after cargo build --release):
+#   ../shared/bench/anchors.sh --extra-name evenkeel --extra-port 18090 \
+#     --extra-cmd 'bench/evenkeel-target.sh {port} {backends} {workers}'
+set -euo pipefail
+[[ $# -eq 3 ]] || { echo "usage: $0 PORT BACKENDS WORKERS" >&2; exit 2; }
+port=$1 backends=$2 workers=$3
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${EVENKEEL_BIN:-$here/target/release/evenkeel}
+[[ -x $bin ]] || { echo "$bin is missing: run cargo build --release" >&2; exit 2; }
+dir=$(mktemp -d "${TMPDIR:-/tmp}/evenkeel-bench.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+{
+  echo '[[listener]]'
+  echo 'name = "bench"'
+  echo "listen = \"127.0.0.1:$port\""
+  echo '[[route]]'
+  echo 'pool = "bench"'
+  echo '[pool.bench]'
+  echo 'algorithm = "round_robin"'
+  echo 'backends = ['
+  IFS=, read -ra list <<<"$backends"
+  for b in "${list[@]}"; do echo "  { address = \"$b\" },"; done
+  echo ']'
+  echo '[pool.bench.health]'
+  echo 'path = "/"'
+} >"$dir/evenkeel.toml"
+# Not exec: the trap must remove the folder when evenkeel exits.
+"$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -rf "$dir"' EXIT INT TERM
+wait $pid
