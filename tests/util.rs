@@ -253,7 +253,8 @@ struct BackendState {
 ///
 /// Every response carries `x-backend: NAME`. A request with `x-want-hop-by-hop` gets a
 /// response with hop-by-hop headers (`Connection: x-hop-secret`, `X-Hop-Secret`,
-/// `Keep-Alive`, `Proxy-Connection`, `Upgrade`) plus an end-to-end `X-End-To-End: kept`.
+/// `Keep-Alive`, `Proxy-Connection`, `Upgrade`) plus an end-to-end `X-End-To-End: kept`;
+/// one with `x-close-connection` gets `Connection: close`, and the connection closes.
 pub struct Backend {
     pub addr: SocketAddr,
     name: String,
@@ -402,6 +403,9 @@ async fn answer(
     let headers = response.headers_mut();
     if let Ok(name) = HeaderValue::from_str(&state.name) {
         headers.insert("x-backend", name);
+    }
+    if parts.headers.contains_key("x-close-connection") {
+        headers.insert("connection", HeaderValue::from_static("close"));
     }
     if parts.headers.contains_key("x-want-hop-by-hop") {
         for (name, value) in [
@@ -764,10 +768,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Counts how many replies each backend name gave.
-pub fn tally<'a>(names: impl IntoIterator<Item = &'a str>) -> HashMap<String, u64> {
+pub fn tally(names: impl IntoIterator<Item = String>) -> HashMap<String, u64> {
     let mut counts = HashMap::new();
     for name in names {
-        *counts.entry(name.to_string()).or_insert(0) += 1;
+        *counts.entry(name).or_insert(0) += 1;
     }
     counts
 }

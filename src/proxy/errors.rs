@@ -12,6 +12,8 @@ pub enum Refusal {
     NoRoute,
     /// `Upgrade` or `CONNECT`, which evenkeel does not tunnel yet: 501.
     Upgrade,
+    /// A transfer coding other than `chunked` alone, which evenkeel does not decode: 501.
+    TransferCoding,
     /// The pool has no usable backend: 503.
     NoBackend,
     /// The backend refused or reset the connection, or sent a broken response: 502.
@@ -25,7 +27,7 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::Upgrade => StatusCode::NOT_IMPLEMENTED,
+            Refusal::Upgrade | Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             Refusal::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -38,6 +40,7 @@ impl Refusal {
         let what = match self {
             Refusal::NoRoute => "no route matches this host and path",
             Refusal::Upgrade => "protocol upgrades (WebSocket) and CONNECT are not supported yet",
+            Refusal::TransferCoding => "transfer codings other than chunked are not supported",
             Refusal::NoBackend => "no usable backend",
             Refusal::BadGateway => {
                 "the backend failed to answer (connection refused, reset or invalid response)"

@@ -99,6 +99,9 @@ impl Worker {
         if headers::is_upgrade(request.headers()) || request.method() == Method::CONNECT {
             return refuse(Refusal::Upgrade, None, None);
         }
+        if headers::has_unsupported_transfer_coding(request.headers()) {
+            return refuse(Refusal::TransferCoding, None, None);
+        }
         let host = request_host(&request);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
         let Some(pool) = snapshot.route(listener, host_name, request.uri().path()) else {
@@ -319,5 +322,55 @@ impl Drop for Streamed {
                 r.worker.upstream.checkin(r.addr, r.sender, r.idle_timeout);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{check_source, Source};
+
+    /// A pool with no usable backend cannot be made through `serve` yet (a pool whose
+    /// backends all weigh 0 is the config error `zero-total-weight`, and nothing else
+    /// makes a backend unusable), so the 503 path is checked here in its two parts:
+    /// `pick` finds nothing, and the refusal `handle` then sends is a 503 naming the
+    /// pool and no backend.
+    #[test]
+    fn a_pool_with_no_usable_backend_is_refused_with_503_naming_the_pool() {
+        let checked = check_source(Source {
+            path: "t.toml".into(),
+            text: "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+                   [[route]]\npool = \"web\"\n\
+                   [pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }, \
+                   { address = \"127.0.0.1:9002\" }]\n"
+                .into(),
+        });
+        let mut config = checked.config.expect("valid");
+        for backend in &mut config.pools[0].backends {
+            backend.weight = 0;
+        }
+        let runtime = Runtime::new(config);
+        let snapshot = runtime.snapshot();
+        let pool = snapshot.route(0, Some("x"), "/").expect("routed");
+        assert!(pool.pick(None).is_none());
+
+        let response = Refusal::NoBackend.response(Some(&pool.name));
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_text(response.into_body());
+        assert!(body.contains("pool \"web\""), "{body}");
+        assert!(!body.contains("127.0.0.1"), "{body}");
+    }
+
+    fn body_text(body: Full<Bytes>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let bytes = rt.block_on(async {
+            http_body_util::BodyExt::collect(body)
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default()
+        });
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }

@@ -75,6 +75,23 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
+/// Whether the request's `Transfer-Encoding` is anything but `chunked` alone (say
+/// `gzip, chunked`). hyper decodes the chunking only; since `Transfer-Encoding` is
+/// hop-by-hop, forwarding such a body would hand the backend coded bytes with nothing
+/// saying so.
+pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    match codings.next() {
+        None => false,
+        Some(first) => !first.eq_ignore_ascii_case("chunked") || codings.next().is_some(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +113,23 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn only_chunked_alone_is_a_supported_transfer_coding() {
+        let coded = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            has_unsupported_transfer_coding(&h)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["chunked"]));
+        assert!(!coded(&["Chunked "]));
+        assert!(coded(&["gzip, chunked"]));
+        assert!(coded(&["gzip", "chunked"]));
+        assert!(coded(&["chunked, chunked"]));
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! - [`headers`]: hop-by-hop removal and `X-Forwarded-*`.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
 //!
-//! Malformed requests (bad request line, oversized head, invalid `Content-Length`,
-//! obs-fold) are refused with a 4xx by hyper's HTTP/1 parser before they reach
-//! [`forward`], so they never reach a backend.
+//! Malformed requests (bad request line, oversized head, invalid or conflicting
+//! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
+//! are refused with a 4xx by hyper's HTTP/1 parser before they reach [`forward`], so
+//! they never reach a backend. A request with both `Content-Length` and
+//! `Transfer-Encoding: chunked` is framed by the chunking alone, its `Content-Length`
+//! dropped, and its connection closed after the response (RFC 9112 §6.3), so nothing
+//! can be smuggled behind it. [`forward`] refuses other transfer codings (`gzip,
+//! chunked`) with 501: it does not decode them, and must not pass them on stripped.
 
 pub mod errors;
 pub mod forward;

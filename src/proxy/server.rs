@@ -9,7 +9,8 @@
 //! other workers bind that same port.
 //!
 //! Connections speak HTTP/1.1 or HTTP/2 with prior knowledge (detected from the first
-//! bytes). `header_timeout` bounds how long a client may take to send a request head;
+//! bytes). `header_timeout` bounds how long a client may take to send a request head
+//! (including the first bytes, before the protocol is known);
 //! `max_connections` bounds the connections a listener serves at once (further ones
 //! wait in the kernel's accept backlog).
 //!
@@ -275,6 +276,16 @@ async fn accept_loop(
         let builder = Rc::clone(&builder);
         let mut shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
+            let detectable = tokio::select! {
+                detectable = protocol_detectable(&stream, header_timeout) => detectable,
+                _ = shutdown.wait_for(|stopping| *stopping) => false,
+            };
+            if !detectable {
+                tracing::debug!(%client, "client sent no request head in time; closed");
+                drop(permit);
+                drop(guard);
+                return;
+            }
             let service =
                 service_fn(move |request| Rc::clone(&worker).handle(request, index, client));
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -293,6 +304,33 @@ async fn accept_loop(
             drop(guard);
         });
     }
+}
+
+/// The HTTP/2 connection preface; a client that starts otherwise speaks HTTP/1.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, within `limit`, until the client has sent enough to tell HTTP/1 from HTTP/2
+/// (one byte that departs from the HTTP/2 preface, or the whole preface); false when
+/// it closed or was too slow. hyper-util's protocol detection has no timeout of its
+/// own, and hyper's `header_read_timeout` only starts once it is done, so without this
+/// a client that connects and sends nothing (or a piece of the preface) would hold
+/// its connection, and a `max_connections` slot, forever. The bytes are peeked, not
+/// read: hyper reads them again. A slow client may thus take up to twice
+/// `header_timeout` for its first head: once here, once in hyper.
+async fn protocol_detectable(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let detect = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                // A piece of the preface: pause, then peek again (peek returns at once
+                // while unread bytes wait, so waiting for readiness would spin).
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, detect).await.unwrap_or(false)
 }
 
 async fn accept(
