@@ -15,6 +15,7 @@
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod retry;
 pub mod server;
 pub mod upstream;
 
