@@ -7,6 +7,7 @@ pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod loadgen;
 pub mod proxy;
 pub mod runtime;

@@ -1,35 +1,58 @@
 //! The live configuration the proxy serves from.
 //!
 //! A [`Snapshot`] is built from a validated [`Config`] and never changes: routing
-//! tables per listener, and per pool its backends (with their shared load and traffic
-//! counters) and its balancer. The [`Runtime`] holds the current snapshot in an
-//! `ArcSwap`; a request loads it once and finishes on it, so a reload (a new snapshot
-//! stored whole) never shows a request half of an update (DESIGN principle 2).
+//! tables per listener, and per pool its backends (with their shared load, health and
+//! traffic counters). The [`Runtime`] holds the current snapshot in an `ArcSwap`; a
+//! request loads it once and finishes on it, so a reload (a new snapshot stored whole)
+//! never shows a request half of an update (DESIGN principle 2).
 //!
-//! A pool's balancer sits behind its own `ArcSwap` so that health changes can rebuild
-//! it over the new set of usable backends without building a new snapshot.
+//! Within a snapshot, a pool's balancer sits behind its own `ArcSwap`:
+//! [`PoolRuntime::refresh`] (run by the health thread, never by a request) rebuilds it
+//! over the backends usable now, with slow-start weights, and decides panic mode and
+//! failover. The request path only loads it and re-checks the picked backend's
+//! usability and limits, which covers the moment between an ejection and the next
+//! refresh.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use tokio::sync::{watch, Notify};
 
 use crate::balance::{self, BackendLoad, BackendState, Balancer, PickContext};
 use crate::config::{Config, HashKey, Pool, Timeouts};
+use crate::health::{self, BackendHealth, Event, Events};
+use crate::proxy::retry::RetryBudget;
 
-/// The current snapshot, swapped whole on reload.
+/// How long a failed-over pool must keep a usable backend before traffic returns to
+/// it from its backup (hysteresis against flapping).
+pub const FAILBACK_AFTER: Duration = Duration::from_secs(5);
+/// Weights are multiplied by this while a backend ramps up under slow start, so a
+/// weight of 1 can still ramp in small steps.
+const RAMP_SCALE: u32 = 100;
+/// How often a pool is refreshed while a backend ramps up.
+const RAMP_STEP: Duration = Duration::from_millis(250);
+
+/// The current snapshot, swapped whole on reload, and the event stream.
 #[derive(Debug)]
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
+    generation: watch::Sender<u64>,
+    /// Every health and traffic event goes through here.
+    pub events: Events,
 }
 
 impl Runtime {
     /// A runtime serving `config`.
     pub fn new(config: Config) -> Arc<Runtime> {
+        let events = Events::default();
+        let snapshot = Snapshot::build(config, None, &events, health::now());
         Arc::new(Runtime {
-            current: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            current: ArcSwap::from_pointee(snapshot),
+            generation: watch::channel(0).0,
+            events,
         })
     }
 
@@ -38,10 +61,16 @@ impl Runtime {
         self.current.load_full()
     }
 
+    /// A receiver told of every replaced snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// Puts `config` in force. Requests in flight finish on the snapshot they started
-    /// with; backends that stay (same pool, same address) keep their load and
-    /// counters. Listeners are bound at start, so a config whose listeners differ is
-    /// refused and nothing changes.
+    /// with; backends that stay (same pool, same address) keep their load, health and
+    /// counters; backends added to an existing pool ramp up under its slow start.
+    /// Listeners are bound at start, so a config whose listeners differ is refused and
+    /// nothing changes.
     pub fn replace(&self, config: Config) -> Result<(), ReplaceError> {
         let current = self.snapshot();
         let listeners = |c: &Config| {
@@ -60,8 +89,9 @@ impl Runtime {
         if listeners(&current.config) != listeners(&config) {
             return Err(ReplaceError::ListenersChanged);
         }
-        self.current
-            .store(Arc::new(Snapshot::build(config, Some(&current))));
+        let next = Snapshot::build(config, Some(&current), &self.events, health::now());
+        self.current.store(Arc::new(next));
+        self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
 }
@@ -86,7 +116,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+    fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        events: &Events,
+        now: Duration,
+    ) -> Snapshot {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -96,9 +131,22 @@ impl Snapshot {
             .map(|pool| {
                 let before =
                     previous.and_then(|p| p.pools.iter().find(|old| old.name == pool.name));
-                Arc::new(PoolRuntime::new(pool, seed, before.map(|p| p.as_ref())))
+                let backup = pool
+                    .backup
+                    .as_ref()
+                    .and_then(|b| config.pools.iter().position(|p| &p.name == b));
+                Arc::new(PoolRuntime::new(
+                    pool,
+                    backup,
+                    seed,
+                    before.map(|p| p.as_ref()),
+                    now,
+                ))
             })
             .collect();
+        for pool in &pools {
+            pool.refresh(now, events);
+        }
         let routers = config
             .listeners
             .iter()
@@ -150,6 +198,22 @@ impl Snapshot {
         let entry = best(true).or_else(|| best(false))?;
         self.pools.get(entry.pool)
     }
+
+    /// The pool that serves traffic meant for `pool`: the pool itself, or — while it
+    /// has failed over — its backup (or the backup's backup), never looping.
+    pub fn serving<'a>(&'a self, mut pool: &'a Arc<PoolRuntime>) -> &'a Arc<PoolRuntime> {
+        for _ in 0..self.pools.len() {
+            match pool
+                .backup
+                .filter(|_| pool.is_failed_over())
+                .and_then(|b| self.pools.get(b))
+            {
+                Some(backup) => pool = backup,
+                None => break,
+            }
+        }
+        pool
+    }
 }
 
 /// Whether `prefix` matches `path` on a `/` boundary: `/api` matches `/api` and
@@ -173,6 +237,15 @@ struct RouteEntry {
     pool: usize,
 }
 
+/// Why a pool could not give a backend to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoBackend {
+    /// No backend is usable (or every usable one was tried already).
+    Unusable,
+    /// Every usable backend is at `limits.max_connections`.
+    Full,
+}
+
 /// One pool at run time.
 #[derive(Debug)]
 pub struct PoolRuntime {
@@ -186,24 +259,58 @@ pub struct PoolRuntime {
     pub backends: Vec<Arc<BackendRuntime>>,
     /// The config of the pool.
     pub config: Pool,
+    /// Position of the backup pool in the snapshot.
+    pub backup: Option<usize>,
+    /// Retries may not exceed `retries.budget_percent` of requests.
+    pub budget: RetryBudget,
+    /// Nudged when a backend's usability may have changed (ejection, probe, drain):
+    /// the health thread refreshes the pool.
+    pub changed: Notify,
+    /// Requests waiting for a backend under its connection limit, and their wake-up.
+    pub waiting: AtomicU32,
+    /// Woken when a request of this pool ends while others wait.
+    pub slot_freed: Notify,
     picker: ArcSwap<Picker>,
+    failed_over: AtomicBool,
+    refresh_state: Mutex<RefreshState>,
     seed: u64,
 }
 
 #[derive(Debug)]
 struct Picker {
     balancer: Box<dyn Balancer>,
+    candidates: usize,
     panic: bool,
 }
 
+#[derive(Debug, Default)]
+struct RefreshState {
+    /// (index, effective weight) of the candidates the balancer was built over.
+    signature: Option<(Vec<(usize, u32)>, bool)>,
+    /// Since when a failed-over pool has had a usable backend.
+    recovered_since: Option<Duration>,
+}
+
 impl PoolRuntime {
-    fn new(pool: &Pool, seed: u64, previous: Option<&PoolRuntime>) -> PoolRuntime {
+    fn new(
+        pool: &Pool,
+        backup: Option<usize>,
+        seed: u64,
+        previous: Option<&PoolRuntime>,
+        now: Duration,
+    ) -> PoolRuntime {
         let backends: Vec<Arc<BackendRuntime>> = pool
             .backends
             .iter()
             .map(|b| {
                 let before =
                     previous.and_then(|p| p.backends.iter().find(|old| old.address == b.address));
+                // A backend added to a running pool ramps up; one present from the start does not.
+                let health = match (before, previous) {
+                    (Some(old), _) => Arc::clone(&old.health),
+                    (None, Some(_)) => Arc::new(BackendHealth::added(now)),
+                    (None, None) => Arc::default(),
+                };
                 Arc::new(BackendRuntime {
                     address: b.address.clone(),
                     socket_addr: b.socket_addr,
@@ -212,69 +319,238 @@ impl PoolRuntime {
                     identity: balance::key_hash(b.address.as_bytes()),
                     load: before.map_or_else(Default::default, |old| Arc::clone(&old.load)),
                     stats: before.map_or_else(Default::default, |old| Arc::clone(&old.stats)),
+                    health,
                 })
             })
             .collect();
         let seed = seed ^ balance::key_hash(pool.name.as_bytes());
-        let runtime = PoolRuntime {
+        PoolRuntime {
             name: pool.name.clone(),
             hash_key: pool.hash_key.clone(),
             timeouts: pool.timeouts,
             picker: ArcSwap::from_pointee(Picker {
                 balancer: balance::build(pool.algorithm, Vec::new(), seed),
+                candidates: 0,
                 panic: false,
             }),
             backends,
             config: pool.clone(),
+            backup,
+            budget: RetryBudget::default(),
+            changed: Notify::new(),
+            waiting: AtomicU32::new(0),
+            slot_freed: Notify::new(),
+            failed_over: AtomicBool::new(previous.is_some_and(|p| p.is_failed_over())),
+            refresh_state: Mutex::new(RefreshState::default()),
             seed,
-        };
-        runtime.rebuild();
-        runtime
+        }
     }
 
-    /// Rebuilds the balancer over the backends usable now (panic mode decided here).
-    pub fn rebuild(&self) {
-        let selection = balance::select_candidates(&self.states(), self.config.panic_threshold);
-        self.picker.store(Arc::new(Picker {
-            balancer: balance::build(self.config.algorithm, selection.candidates, self.seed),
-            panic: selection.panic,
-        }));
-    }
-
-    /// Each backend's state as the balancer sees it now.
-    pub fn states(&self) -> Vec<BackendState> {
+    /// Each backend's state as the balancer should see it at `now`: usability from
+    /// health, weights scaled by slow start.
+    pub fn states(&self, now: Duration) -> Vec<BackendState> {
+        let slow_start = self.config.slow_start;
+        let ramps: Vec<f64> = self
+            .backends
+            .iter()
+            .map(|b| b.health.ramp(slow_start, now))
+            .collect();
+        let ramping = ramps.iter().any(|r| *r < 1.0);
+        let scale = if ramping { RAMP_SCALE } else { 1 };
         self.backends
             .iter()
+            .zip(ramps)
             .enumerate()
-            .map(|(index, b)| BackendState {
+            .map(|(index, (b, ramp))| BackendState {
                 index,
-                weight: b.weight,
-                usable: true,
+                weight: match b.weight {
+                    0 => 0,
+                    w => ((f64::from(w * scale) * ramp).round() as u32).max(1),
+                },
+                usable: b.health.is_usable(now),
                 identity: b.identity,
                 load: Arc::clone(&b.load),
             })
             .collect()
     }
 
-    /// Each backend's intended share of the pool's requests now.
-    pub fn intended_shares(&self) -> Vec<f64> {
+    /// Each backend's intended share of the pool's requests at `now`.
+    pub fn intended_shares(&self, now: Duration) -> Vec<f64> {
         balance::intended_shares(
             self.config.algorithm,
-            &self.states(),
+            &self.states(now),
             self.config.panic_threshold,
         )
     }
 
-    /// Picks a backend for a request whose key hashes to `key`.
-    pub fn pick(&self, key: Option<u64>) -> Option<&Arc<BackendRuntime>> {
-        let index = self.picker.load().balancer.pick(&PickContext { key })?;
-        self.backends.get(index)
+    /// Brings the pool up to date at `now`: notices ejections that ended, rebuilds the
+    /// balancer when the usable set or the effective weights changed, decides panic
+    /// mode and failover. Returns when it next needs to run (an ejection ending, a
+    /// slow-start step, a fail-back), if ever. Runs off the request path.
+    pub fn refresh(&self, now: Duration, events: &Events) -> Option<Duration> {
+        let mut next: Option<Duration> = None;
+        let mut soonest = |at: Duration| next = Some(next.map_or(at, |n: Duration| n.min(at)));
+        for b in &self.backends {
+            match b.health.ejected_until() {
+                Some(until) if until <= now => {
+                    b.health.ejection_ended(until);
+                    events.emit(Event::Returned {
+                        pool: self.name.clone(),
+                        backend: b.address.clone(),
+                    });
+                }
+                Some(until) => soonest(until),
+                None => {}
+            }
+        }
+        let states = self.states(now);
+        if self
+            .backends
+            .iter()
+            .any(|b| b.health.is_usable(now) && b.health.ramp(self.config.slow_start, now) < 1.0)
+        {
+            soonest(now + RAMP_STEP);
+        }
+        let selection = balance::select_candidates(&states, self.config.panic_threshold);
+        let total = states.iter().filter(|s| s.weight > 0).count();
+        let usable = states.iter().filter(|s| s.weight > 0 && s.usable).count();
+        let signature = (
+            selection
+                .candidates
+                .iter()
+                .map(|c| (c.index, c.weight))
+                .collect::<Vec<_>>(),
+            selection.panic,
+        );
+        let mut state = self.refresh_state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.signature.as_ref() != Some(&signature) {
+            let was_panic = state.signature.as_ref().is_some_and(|(_, panic)| *panic);
+            if was_panic != selection.panic {
+                events.emit(Event::Panic {
+                    pool: self.name.clone(),
+                    panic: selection.panic,
+                    usable,
+                    total,
+                });
+            }
+            self.picker.store(Arc::new(Picker {
+                candidates: selection.candidates.len(),
+                balancer: balance::build(self.config.algorithm, selection.candidates, self.seed),
+                panic: selection.panic,
+            }));
+            state.signature = Some(signature);
+        }
+        if let Some(backup) = &self.config.backup {
+            let failed_over = self.is_failed_over();
+            if usable == 0 {
+                state.recovered_since = None;
+                if !failed_over {
+                    self.failed_over.store(true, Ordering::Relaxed);
+                    events.emit(Event::Failover {
+                        pool: self.name.clone(),
+                        backup: backup.clone(),
+                        active: true,
+                    });
+                }
+            } else if failed_over {
+                let since = *state.recovered_since.get_or_insert(now);
+                if now >= since + FAILBACK_AFTER {
+                    self.failed_over.store(false, Ordering::Relaxed);
+                    state.recovered_since = None;
+                    events.emit(Event::Failover {
+                        pool: self.name.clone(),
+                        backup: backup.clone(),
+                        active: false,
+                    });
+                } else {
+                    soonest(since + FAILBACK_AFTER);
+                }
+            }
+        }
+        next
+    }
+
+    /// Picks a backend for a request whose key hashes to `key`, other than those in
+    /// `tried`, usable at `now` (unless in panic mode) and under its connection limit.
+    pub fn pick(
+        &self,
+        key: Option<u64>,
+        tried: &[usize],
+        now: Duration,
+    ) -> Result<&Arc<BackendRuntime>, NoBackend> {
+        let picker = self.picker.load();
+        let mut full = false;
+        // A few draws: a balancer rebuilt a moment ago may still offer a backend that
+        // was just ejected, tried, or is full; then look at every candidate once.
+        for attempt in 0..(picker.candidates + 2).min(8) as u64 {
+            let key = key.map(|k| if attempt == 0 { k } else { rehash(k, attempt) });
+            let Some(index) = picker.balancer.pick(&PickContext { key }) else {
+                break;
+            };
+            if tried.contains(&index) {
+                continue;
+            }
+            let Some(backend) = self.backends.get(index) else {
+                continue;
+            };
+            if !picker.panic && !backend.health.is_usable(now) {
+                self.changed.notify_one();
+                continue;
+            }
+            if backend.load.in_flight() >= self.config.limits.max_connections {
+                full = true;
+                continue;
+            }
+            return Ok(backend);
+        }
+        Err(if full {
+            NoBackend::Full
+        } else {
+            NoBackend::Unusable
+        })
     }
 
     /// Whether the pool is in panic mode.
     pub fn in_panic(&self) -> bool {
         self.picker.load().panic
     }
+
+    /// Whether traffic for this pool goes to its backup.
+    pub fn is_failed_over(&self) -> bool {
+        self.failed_over.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a request to backend `backend` (`ok`: a response below
+    /// 500) for passive health, ejecting it when it crosses the failure threshold and
+    /// the pool stays within `max_ejected_percent`.
+    pub fn record(&self, backend: &BackendRuntime, ok: bool, now: Duration, events: &Events) {
+        let outlier = &self.config.outlier;
+        let may_eject = || {
+            let ejected = self
+                .backends
+                .iter()
+                .filter(|b| b.health.is_ejected(now))
+                .count();
+            (ejected + 1) * 100 <= usize::from(outlier.max_ejected_percent) * self.backends.len()
+        };
+        if let Some(ejection) = backend.health.record(ok, now, outlier, may_eject) {
+            events.emit(Event::Ejected {
+                pool: self.name.clone(),
+                backend: backend.address.clone(),
+                count: ejection.count,
+                seconds: ejection.duration.as_secs_f64(),
+            });
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A different, well-mixed key for a re-pick.
+fn rehash(key: u64, attempt: u64) -> u64 {
+    let mut x = key ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^ (x >> 33)
 }
 
 /// One backend at run time.
@@ -294,13 +570,15 @@ pub struct BackendRuntime {
     pub load: Arc<BackendLoad>,
     /// Traffic counters (kept across reloads).
     pub stats: Arc<BackendStats>,
+    /// Health (kept across reloads).
+    pub health: Arc<BackendHealth>,
 }
 
 /// Monotonic traffic counters of one backend, updated on the request path with
 /// relaxed atomic adds and read off it.
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    /// Requests sent to it.
+    /// Requests sent to it (every try counts).
     pub requests: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 5],
@@ -341,7 +619,12 @@ mod tests {
             path: "t.toml".into(),
             text,
         });
-        Snapshot::build(checked.config.expect("valid"), None)
+        Snapshot::build(
+            checked.config.expect("valid"),
+            None,
+            &Events::default(),
+            crate::health::now(),
+        )
     }
 
     #[test]

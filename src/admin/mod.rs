@@ -10,6 +10,8 @@
 //! - `GET /status` → JSON: every pool, its backends, their weight, intended share,
 //!   requests, observed share, responses by class, failures, in-flight requests.
 //! - `GET /config` → the config text in force.
+//! - `POST /backends/{pool}/{address}/drain` and `/enable` → stop sending a backend new
+//!   requests (those in flight finish), or start again.
 
 mod status;
 
@@ -131,11 +133,59 @@ fn handle(request: &Request<Incoming>, runtime: &Runtime, token: &str) -> Respon
     match (request.method(), path) {
         (&Method::GET, "/status") => json(StatusCode::OK, &Status::of(&runtime.snapshot())),
         (&Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
+        (&Method::POST, path) if path.starts_with("/backends/") => drain_or_enable(runtime, path),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": format!("no endpoint {} {path}", request.method())}),
         ),
     }
+}
+
+/// `POST /backends/{pool}/{address}/drain` and `/enable`: a draining backend gets no
+/// new requests (those in flight finish); enabling it puts it back, ramping up under
+/// the pool's slow start.
+fn drain_or_enable(runtime: &Runtime, path: &str) -> Response<Full<Bytes>> {
+    let not_found =
+        |what: String| json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": what }));
+    let rest = path.trim_start_matches("/backends/");
+    let Some((target, action)) = rest.rsplit_once('/') else {
+        return not_found(format!(
+            "use POST /backends/POOL/ADDRESS/drain or /enable, not {path}"
+        ));
+    };
+    let draining = match action {
+        "drain" => true,
+        "enable" => false,
+        _ => return not_found(format!("unknown action {action:?}: use drain or enable")),
+    };
+    let Some((pool_name, address)) = target.split_once('/') else {
+        return not_found(format!("use POST /backends/POOL/ADDRESS/{action}"));
+    };
+    let snapshot = runtime.snapshot();
+    let Some(pool) = snapshot.pools.iter().find(|p| p.name == pool_name) else {
+        return not_found(format!("no pool {pool_name:?}"));
+    };
+    let Some(backend) = pool.backends.iter().find(|b| b.address == address) else {
+        return not_found(format!("pool {pool_name:?} has no backend {address:?}"));
+    };
+    if backend.health.is_draining() != draining {
+        backend.health.set_draining(draining, crate::health::now());
+        runtime.events.emit(crate::health::Event::Draining {
+            pool: pool.name.clone(),
+            backend: backend.address.clone(),
+            draining,
+        });
+        pool.changed.notify_one();
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "pool": pool.name,
+            "backend": backend.address,
+            "draining": draining,
+            "in_flight": backend.load.in_flight(),
+        }),
+    )
 }
 
 /// Whether the request carries the bearer token (compared in constant time).

@@ -27,6 +27,8 @@ pub struct PoolStatus {
     pub algorithm: String,
     /// Whether it is in panic mode.
     pub panic: bool,
+    /// Whether its traffic goes to its backup pool.
+    pub failed_over: bool,
     /// Requests sent to its backends.
     pub requests: u64,
     /// Its backends, in config order.
@@ -56,6 +58,15 @@ pub struct BackendStatus {
     pub responses: [u64; 5],
     /// Requests that got no response (connect failure, reset, timeout).
     pub failures: u64,
+    /// Active-check verdict: `unknown` (not probed yet, or no active checks),
+    /// `healthy` or `unhealthy`.
+    pub health: String,
+    /// Ejected by passive checks now.
+    pub ejected: bool,
+    /// Draining (no new requests).
+    pub draining: bool,
+    /// Usable: may be picked.
+    pub usable: bool,
 }
 
 impl Status {
@@ -65,7 +76,8 @@ impl Status {
             .pools
             .iter()
             .map(|pool| {
-                let intended = pool.intended_shares();
+                let now = crate::health::now();
+                let intended = pool.intended_shares(now);
                 let requests: Vec<u64> = pool
                     .backends
                     .iter()
@@ -104,12 +116,17 @@ impl Status {
                             b.stats.responses[i].load(Ordering::Relaxed)
                         }),
                         failures: b.stats.failures.load(Ordering::Relaxed),
+                        health: b.health.verdict().name().to_string(),
+                        ejected: b.health.is_ejected(now),
+                        draining: b.health.is_draining(),
+                        usable: b.health.is_usable(now),
                     })
                     .collect();
                 PoolStatus {
                     name: pool.name.clone(),
                     algorithm: pool.config.algorithm.name().to_string(),
                     panic: pool.in_panic(),
+                    failed_over: pool.is_failed_over(),
                     requests: total,
                     backends,
                 }

@@ -207,17 +207,19 @@ pub struct Selection {
     pub panic: bool,
 }
 
-/// Chooses what a pool balances over. Normally its usable backends; but when fewer
-/// than `panic_threshold` percent of its backends (of weight above zero) are usable,
-/// the pool is in **panic mode** and spreads over all of them, usable or not — so the
-/// last one or two survivors are not crushed by the whole load (Envoy's "panic
-/// threshold"). A threshold of 0 disables panic mode. Backends of weight zero are
-/// never candidates.
+/// Chooses what a pool balances over. Normally its usable backends; but when some,
+/// yet fewer than `panic_threshold` percent, of its backends (of weight above zero)
+/// are usable, the pool is in **panic mode** and spreads over all of them, usable or
+/// not — so the last one or two survivors are not crushed by the whole load (Envoy's
+/// "panic threshold"). When none is usable there is no panic: the pool has nothing to
+/// offer, and requests fail fast with 503 or go to its backup pool rather than to
+/// backends known to be down. A threshold of 0 disables panic mode. Backends of
+/// weight zero are never candidates.
 pub fn select_candidates(backends: &[BackendState], panic_threshold: u8) -> Selection {
     let weighted = || backends.iter().filter(|b| b.weight > 0);
     let total = weighted().count();
     let usable = weighted().filter(|b| b.usable).count();
-    let panic = total > 0 && usable * 100 < usize::from(panic_threshold) * total;
+    let panic = usable > 0 && usable * 100 < usize::from(panic_threshold) * total;
     let candidates = weighted()
         .filter(|b| panic || b.usable)
         .map(|b| Candidate {

@@ -754,9 +754,10 @@ fn selected(selection: &Selection) -> Vec<usize> {
 proptest! {
     #![proptest_config(exact(128))]
 
-    /// Normally the usable backends of weight > 0; in panic mode (usable fewer than
-    /// threshold% of the weight > 0 backends) all backends of weight > 0; threshold 0
-    /// never panics; weight 0 is never a candidate. Candidates keep their weight,
+    /// Normally the usable backends of weight > 0; in panic mode (some usable, but
+    /// fewer than threshold% of the weight > 0 backends) all backends of weight > 0;
+    /// none usable is no panic and no candidates; threshold 0 never panics; weight 0 is
+    /// never a candidate. Candidates keep their weight,
     /// identity and load.
     #[test]
     fn select_candidates_follows_panic_mode_rules(
@@ -768,7 +769,7 @@ proptest! {
         let weighted: Vec<usize> = (0..states.len()).filter(|&i| states[i].0 > 0).collect();
         let usable: Vec<usize> = weighted.iter().copied().filter(|&i| states[i].1).collect();
         // "fewer than threshold percent": usable / weighted < threshold / 100.
-        let expect_panic = !weighted.is_empty()
+        let expect_panic = !usable.is_empty()
             && usable.len() * 100 < usize::from(threshold) * weighted.len();
         prop_assert_eq!(selection.panic, expect_panic);
         if threshold == 0 {
@@ -804,6 +805,16 @@ fn select_candidates_panics_below_the_threshold_only() {
 fn select_candidates_threshold_zero_disables_panic() {
     let none_usable = backend_states(&[(1, false), (2, false)]);
     let selection = select_candidates(&none_usable, 0);
+    assert!(!selection.panic);
+    assert!(selection.candidates.is_empty());
+}
+
+/// Regression: a pool whose backends are all down spread requests over the dead
+/// backends in panic mode, so clients waited for connect errors instead of a fast 503.
+#[test]
+fn select_candidates_offers_nothing_when_nothing_is_usable() {
+    let none_usable = backend_states(&[(1, false), (2, false), (1, false)]);
+    let selection = select_candidates(&none_usable, 50);
     assert!(!selection.panic);
     assert!(selection.candidates.is_empty());
 }

@@ -102,8 +102,7 @@ pub fn run(args: &Args) -> CommandResult {
     drop(summary);
     result.map_err(|e| Failure::new(Exit::Runtime, e))?;
     println!("\nstopping: draining requests in flight");
-    served.running.shutdown();
-    served.running.wait();
+    served.stop();
     drop(backends);
     Ok(Exit::Success)
 }

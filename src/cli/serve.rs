@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use super::{CommandResult, Exit, Failure};
 use crate::admin;
 use crate::config::{self, diagnostic, Config};
+use crate::health;
 use crate::proxy::{self, Options, Running};
 use crate::runtime::Runtime;
 
@@ -76,6 +77,8 @@ pub struct Served {
     pub running: Running,
     /// The admin listener's address, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
+    /// Stops the health thread.
+    health_stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Served {
@@ -97,6 +100,13 @@ impl Served {
             },
         )
         .map_err(|e| Failure::new(Exit::Runtime, e))?;
+        let (health_stop, stopped) = tokio::sync::watch::channel(false);
+        health::start(Arc::clone(&runtime), stopped).map_err(|e| {
+            Failure::new(
+                Exit::Runtime,
+                anyhow::anyhow!("cannot start health checks: {e}"),
+            )
+        })?;
         let admin = match (admin, token) {
             (Some(a), Some(token)) => Some(
                 admin::start(Arc::clone(&runtime), a.listen, token)
@@ -108,6 +118,7 @@ impl Served {
             runtime,
             running,
             admin,
+            health_stop,
         })
     }
 
@@ -116,10 +127,16 @@ impl Served {
         super::wait_for_signals(|| reload(path, &self.runtime))
             .map_err(|e| Failure::new(Exit::Runtime, e))?;
         tracing::info!("draining: no new connections; requests in flight may finish");
-        self.running.shutdown();
-        self.running.wait();
+        self.stop();
         tracing::info!("stopped");
         Ok(Exit::Success)
+    }
+
+    /// Drains the proxy (up to `drain_timeout`) and stops health checks.
+    pub fn stop(self) {
+        self.running.shutdown();
+        self.running.wait();
+        self.health_stop.send_replace(true);
     }
 }
 

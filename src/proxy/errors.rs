@@ -16,6 +16,8 @@ pub enum Refusal {
     TransferCoding,
     /// The pool has no usable backend: 503.
     NoBackend,
+    /// Every usable backend is at its connection limit and the wait queue is full: 503.
+    Overloaded,
     /// The backend refused or reset the connection, or sent a broken response: 502.
     BadGateway,
     /// The backend did not answer in time: 504.
@@ -28,7 +30,7 @@ impl Refusal {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::Upgrade | Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
-            Refusal::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NoBackend | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -42,6 +44,7 @@ impl Refusal {
             Refusal::Upgrade => "protocol upgrades (WebSocket) and CONNECT are not supported yet",
             Refusal::TransferCoding => "transfer codings other than chunked are not supported",
             Refusal::NoBackend => "no usable backend",
+            Refusal::Overloaded => "every backend is at its connection limit",
             Refusal::BadGateway => {
                 "the backend failed to answer (connection refused, reset or invalid response)"
             }

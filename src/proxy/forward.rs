@@ -23,16 +23,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
 use super::errors::Refusal;
 use super::headers;
-use super::upstream::{self, Sender, UpstreamPool};
+use super::upstream::{self, Sender, UpstreamBody, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
 use crate::config::HashKey;
-use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
+use crate::health;
+use crate::runtime::{BackendRuntime, NoBackend, PoolRuntime, Runtime};
 
 /// The body of every response evenkeel sends: a backend's, streamed, or its own.
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
@@ -91,69 +92,203 @@ impl Worker {
                 start,
             })
         };
-        let refuse = |refusal: Refusal, pool: Option<&str>, backend: Option<&str>| {
-            drop(record(pool, backend, refusal.status().as_u16()));
+        let refuse = |refusal: Refusal, pool: Option<&str>| {
+            drop(record(pool, None, refusal.status().as_u16()));
             Ok(refusal.response(pool).map(Either::Right))
         };
 
         if headers::is_upgrade(request.headers()) || request.method() == Method::CONNECT {
-            return refuse(Refusal::Upgrade, None, None);
+            return refuse(Refusal::Upgrade, None);
         }
         if headers::has_unsupported_transfer_coding(request.headers()) {
-            return refuse(Refusal::TransferCoding, None, None);
+            return refuse(Refusal::TransferCoding, None);
         }
         let host = request_host(&request);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
-        let Some(pool) = snapshot.route(listener, host_name, request.uri().path()) else {
-            return refuse(Refusal::NoRoute, None, None);
+        let Some(routed) = snapshot.route(listener, host_name, request.uri().path()) else {
+            return refuse(Refusal::NoRoute, None);
         };
+        let pool = snapshot.serving(routed);
         let key = pool
             .hash_key
             .as_ref()
             .and_then(|k| request_key(k, &request, client))
             .map(|k| key_hash(&k));
-        let Some(backend) = pool.pick(key) else {
-            return refuse(Refusal::NoBackend, Some(&pool.name), None);
+        let now = health::now();
+        pool.budget.record_request(now);
+        let deadline = start + pool.timeouts.request;
+        let mut backend = match self.first_backend(pool, key, deadline).await {
+            Ok(backend) => backend,
+            Err(refusal) => return refuse(refusal, Some(&routed.name)),
         };
-        let log = record(Some(&pool.name), Some(&backend.address), 0);
-        let upstream_request = upstream_request(request, client, host);
-        let in_flight = backend.load.begin();
-        backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let mut log = record(Some(&pool.name), Some(&backend.runtime.address), 0);
+        let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
+        let retries = pool.config.retries;
+        let request = upstream_request(request, client, host);
+        // What a retry after the request went out needs: a copy of its head (the body
+        // is empty, or the request is not retried once sent).
+        let head = (retries.attempts > 0 && replayable).then(|| Head::of(&request));
+        let mut unsent = Some(request.map(Either::Left));
+        let mut tried = Tried::default();
+        let mut attempt = 0;
+        let failure = loop {
+            tried.push(backend.index);
+            let Some(request) = unsent.take().or_else(|| head.as_ref().map(Head::request)) else {
+                break Refusal::BadGateway;
+            };
+            let slot = Slot::take(pool, &backend.runtime);
+            backend
+                .runtime
+                .stats
+                .requests
+                .fetch_add(1, Ordering::Relaxed);
+            let per_try = pool
+                .timeouts
+                .per_try
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let sent =
+                tokio::time::timeout(per_try, self.send(pool, &backend.runtime, request)).await;
+            // May this failure be retried on another backend, and on which?
+            let retry = |sent: bool| {
+                let allowed = attempt < retries.attempts
+                    && (!sent || head.is_some())
+                    && Instant::now() < deadline
+                    && pool.budget.try_retry(health::now(), retries.budget_percent);
+                allowed
+                    .then(|| pool.pick(key, tried.as_slice(), health::now()).ok())
+                    .flatten()
+            };
+            let (refusal, next) = match sent {
+                Ok(Ok((response, sender))) => {
+                    let status = response.status().as_u16();
+                    backend.runtime.stats.record_status(status);
+                    pool.record(
+                        &backend.runtime,
+                        status < 500,
+                        health::now(),
+                        &self.runtime.events,
+                    );
+                    let next = matches!(status, 502..=504).then(|| retry(true)).flatten();
+                    match next {
+                        Some(next) => (Refusal::BadGateway, next),
+                        None => {
+                            if let Some(log) = log.as_mut() {
+                                log.status = status;
+                            }
+                            return Ok(self.stream(
+                                response,
+                                sender,
+                                pool,
+                                &backend.runtime,
+                                slot,
+                                log,
+                            ));
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    self.failed(pool, &backend.runtime, &error);
+                    let was_sent = match error {
+                        SendError::NotSent(request, _) => {
+                            unsent = Some(*request);
+                            false
+                        }
+                        SendError::Sent(_) => true,
+                    };
+                    match retry(was_sent) {
+                        Some(next) => (Refusal::BadGateway, next),
+                        None => break Refusal::BadGateway,
+                    }
+                }
+                Err(_) => {
+                    backend
+                        .runtime
+                        .stats
+                        .failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    pool.record(&backend.runtime, false, health::now(), &self.runtime.events);
+                    match retry(true) {
+                        Some(next) => (Refusal::Timeout, next),
+                        None => break Refusal::Timeout,
+                    }
+                }
+            };
+            tracing::debug!(pool = %pool.name, from = %backend.runtime.address, to = %next.address, ?refusal, "retrying");
+            drop(slot);
+            attempt += 1;
+            backend = Picked::of(pool, next);
+            if let Some(log) = log.as_mut() {
+                log.backend = backend.runtime.address.clone();
+            }
+        };
+        refuse_logged(log, failure, &pool.name)
+    }
 
-        let deadline = pool.timeouts.per_try.min(pool.timeouts.request);
-        let sent = tokio::time::timeout(deadline, self.send(pool, backend, upstream_request)).await;
-        let (response, sender) = match sent {
-            Ok(Ok(done)) => done,
-            Ok(Err(error)) => {
-                backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
-                return refuse_logged(log, Refusal::BadGateway, &pool.name);
+    /// The first backend for a request: a usable one under its connection limit, or —
+    /// while every usable backend is at `limits.max_connections` — one that frees a
+    /// slot before `deadline`, if fewer than `limits.max_pending` requests per backend
+    /// already wait; else a fast 503.
+    async fn first_backend(
+        &self,
+        pool: &Arc<PoolRuntime>,
+        key: Option<u64>,
+        deadline: Instant,
+    ) -> Result<Picked, Refusal> {
+        loop {
+            match pool.pick(key, &[], health::now()) {
+                Ok(backend) => return Ok(Picked::of(pool, backend)),
+                Err(NoBackend::Unusable) => return Err(Refusal::NoBackend),
+                Err(NoBackend::Full) => {
+                    let limit = pool.config.limits.max_pending as usize * pool.backends.len();
+                    let waiting = pool.waiting.fetch_add(1, Ordering::Relaxed) as usize;
+                    let _waiter = Waiter(pool);
+                    if waiting >= limit || Instant::now() >= deadline {
+                        return Err(Refusal::Overloaded);
+                    }
+                    // Woken when a request of the pool ends; re-check at least every 50 ms.
+                    let nap = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(50));
+                    let _ = tokio::time::timeout(nap, pool.slot_freed.notified()).await;
+                }
             }
-            Err(_) => {
-                backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-                return refuse_logged(log, Refusal::Timeout, &pool.name);
-            }
+        }
+    }
+
+    fn failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, error: &SendError) {
+        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+        pool.record(backend, false, health::now(), &self.runtime.events);
+        let error: &dyn std::fmt::Display = match error {
+            SendError::NotSent(_, e) => e,
+            SendError::Sent(e) => e,
         };
+        tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
+    }
+
+    fn stream(
+        self: &Rc<Self>,
+        response: Response<Incoming>,
+        sender: Sender,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
+        slot: Slot,
+        log: Option<AccessRecord>,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
-        backend.stats.record_status(parts.status.as_u16());
         headers::remove_hop_by_hop(&mut parts.headers);
-        let log = log.map(|mut l| {
-            l.status = parts.status.as_u16();
-            l
-        });
         let body = Streamed {
             body,
             ended: false,
             release: Some(Release {
-                worker: Rc::clone(&self),
+                worker: Rc::clone(self),
                 addr: backend.socket_addr,
                 sender,
                 idle_timeout: pool.timeouts.idle,
             }),
-            _in_flight: in_flight,
+            _slot: slot,
             _log: log,
         };
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        Response::from_parts(parts, Either::Left(body))
     }
 
     /// Sends `request` to `backend` on a pooled connection, or a new one when the pool
@@ -162,7 +297,7 @@ impl Worker {
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
-        request: Request<Incoming>,
+        request: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Sender), SendError> {
         let addr = backend.socket_addr;
         let mut request = request;
@@ -172,17 +307,127 @@ impl Worker {
                 Err(mut e) => match e.take_message() {
                     // Nothing was written: try once more on a fresh connection.
                     Some(unsent) => request = unsent,
-                    None => return Err(SendError::Request(e.into_error())),
+                    None => return Err(SendError::Sent(e.into_error())),
                 },
             }
         }
-        let mut sender = upstream::connect(addr, pool.timeouts.connect).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Request)?;
-        Ok((response, sender))
+        let mut sender = match upstream::connect(addr, pool.timeouts.connect).await {
+            Ok(sender) => sender,
+            Err(e) => return Err(SendError::NotSent(Box::new(request), e)),
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((response, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => Err(SendError::NotSent(Box::new(unsent), e.into_error().into())),
+                None => Err(SendError::Sent(e.into_error())),
+            },
+        }
     }
+}
+
+/// The backend chosen for a try, with its position in the pool.
+struct Picked {
+    index: usize,
+    runtime: Arc<BackendRuntime>,
+}
+
+impl Picked {
+    fn of(pool: &PoolRuntime, backend: &Arc<BackendRuntime>) -> Picked {
+        Picked {
+            index: pool
+                .backends
+                .iter()
+                .position(|b| Arc::ptr_eq(b, backend))
+                .unwrap_or(usize::MAX),
+            runtime: Arc::clone(backend),
+        }
+    }
+}
+
+/// Backends already tried for a request (at most 1 + the 10 retries config allows).
+#[derive(Default)]
+struct Tried {
+    indexes: [usize; 11],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, index: usize) {
+        if self.len < self.indexes.len() {
+            self.indexes[self.len] = index;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.indexes[..self.len]
+    }
+}
+
+/// A request counted in flight on its backend for as long as it lasts (response body
+/// included); when it ends, requests waiting for a connection slot are woken.
+pub struct Slot {
+    _in_flight: InFlight,
+    pool: Arc<PoolRuntime>,
+}
+
+impl Slot {
+    fn take(pool: &Arc<PoolRuntime>, backend: &BackendRuntime) -> Slot {
+        Slot {
+            _in_flight: backend.load.begin(),
+            pool: Arc::clone(pool),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.pool.waiting.load(Ordering::Relaxed) > 0 {
+            self.pool.slot_freed.notify_waiters();
+        }
+    }
+}
+
+/// Counts a request waiting for a connection slot while it waits.
+struct Waiter<'a>(&'a PoolRuntime);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The head of a request, kept to send it again.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Head {
+    fn of<B>(request: &Request<B>) -> Head {
+        Head {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Methods whose requests may be repeated (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 fn refuse_logged(
@@ -196,12 +441,12 @@ fn refuse_logged(
     Ok(refusal.response(Some(pool)).map(Either::Right))
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a try failed.
 enum SendError {
-    #[error(transparent)]
-    Connect(#[from] upstream::ConnectError),
-    #[error("request failed: {0}")]
-    Request(hyper::Error),
+    /// Nothing of the request was written; here it is back, with the cause.
+    NotSent(Box<Request<UpstreamBody>>, upstream::ConnectError),
+    /// The request went out (at least partly), then the exchange failed.
+    Sent(hyper::Error),
 }
 
 /// The host a request is for: its `Host` header, or the URI authority (HTTP/2).
@@ -284,7 +529,7 @@ pub struct Streamed {
     body: Incoming,
     ended: bool,
     release: Option<Release>,
-    _in_flight: InFlight,
+    _slot: Slot,
     _log: Option<AccessRecord>,
 }
 
@@ -352,7 +597,10 @@ mod tests {
         let runtime = Runtime::new(config);
         let snapshot = runtime.snapshot();
         let pool = snapshot.route(0, Some("x"), "/").expect("routed");
-        assert!(pool.pick(None).is_none());
+        assert_eq!(
+            pool.pick(None, &[], crate::health::now()).err(),
+            Some(NoBackend::Unusable)
+        );
 
         let response = Refusal::NoBackend.response(Some(&pool.name));
         assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);

@@ -20,6 +20,7 @@
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod retry;
 pub mod server;
 pub mod upstream;
 

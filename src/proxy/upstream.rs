@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -21,8 +23,12 @@ use tokio::time::Instant;
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
+/// The body of a request to a backend: the client's, streamed, or none (a retry of a
+/// request without a body).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 /// A connection's request side.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<UpstreamBody>;
 
 /// Why a new connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +39,8 @@ pub enum ConnectError {
     /// The connect failed (refused, unreachable).
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The HTTP/1 handshake failed.
+    /// The HTTP/1 handshake failed, or the new connection closed before the request
+    /// could be written.
     #[error("handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
 }
