@@ -108,18 +108,31 @@ impl Worker {
         let Some(routed) = snapshot.route(listener, host_name, request.uri().path()) else {
             return refuse(Refusal::NoRoute, None);
         };
-        let pool = snapshot.serving(routed);
-        let key = pool
-            .hash_key
-            .as_ref()
-            .and_then(|k| request_key(k, &request, client))
-            .map(|k| key_hash(&k));
-        let now = health::now();
-        pool.budget.record_request(now);
+        let mut pool = snapshot.serving(routed);
         let deadline = start + pool.timeouts.request;
-        let mut backend = match self.first_backend(pool, key, deadline).await {
-            Ok(backend) => backend,
-            Err(refusal) => return refuse(refusal, Some(&routed.name)),
+        let mut hops = 0;
+        let (mut backend, key) = loop {
+            let key = pool
+                .hash_key
+                .as_ref()
+                .and_then(|k| request_key(k, &request, client))
+                .map(|k| key_hash(&k));
+            pool.budget.record_request(health::now());
+            match self.first_backend(pool, key, deadline).await {
+                Ok(backend) => break (backend, key),
+                // The health thread fails a pool over moments after it loses its last
+                // usable backend; until then, go to the backup directly.
+                Err(Refusal::NoBackend) if hops < snapshot.pools.len() => {
+                    match pool.backup.and_then(|b| snapshot.pools.get(b)) {
+                        Some(backup) => {
+                            pool = backup;
+                            hops += 1;
+                        }
+                        None => return refuse(Refusal::NoBackend, Some(&routed.name)),
+                    }
+                }
+                Err(refusal) => return refuse(refusal, Some(&routed.name)),
+            }
         };
         let mut log = record(Some(&pool.name), Some(&backend.runtime.address), 0);
         let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
