@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
-use crate::balance::{self, BackendLoad, BackendState, Balancer, PickContext};
+use crate::balance::{self, Algorithm, BackendLoad, BackendState, Balancer, PickContext};
 use crate::config::{Config, HashKey, Pool, Timeouts};
 use crate::health::{self, BackendHealth, Event, Events};
 use crate::proxy::retry::RetryBudget;
@@ -349,6 +349,16 @@ impl PoolRuntime {
     /// Each backend's state as the balancer should see it at `now`: usability from
     /// health, weights scaled by slow start.
     pub fn states(&self, now: Duration) -> Vec<BackendState> {
+        self.balancing(now).1
+    }
+
+    /// The algorithm the pool balances with at `now`, and each backend's state.
+    ///
+    /// Round robin ignores weights, so slow start could not slow anything down with
+    /// it: while a backend ramps up, a round-robin pool balances with smooth weighted
+    /// round robin over equal weights (a weight above zero counts as 1) scaled by the
+    /// ramp — which is plain round robin again once every ramp has ended.
+    fn balancing(&self, now: Duration) -> (Algorithm, Vec<BackendState>) {
         let slow_start = self.config.slow_start;
         let ramps: Vec<f64> = self
             .backends
@@ -357,7 +367,13 @@ impl PoolRuntime {
             .collect();
         let ramping = ramps.iter().any(|r| *r < 1.0);
         let scale = if ramping { RAMP_SCALE } else { 1 };
-        self.backends
+        let algorithm = match self.config.algorithm {
+            Algorithm::RoundRobin if ramping => Algorithm::WeightedRoundRobin,
+            algorithm => algorithm,
+        };
+        let equal_weights = !self.config.algorithm.uses_weights();
+        let states = self
+            .backends
             .iter()
             .zip(ramps)
             .enumerate()
@@ -365,22 +381,21 @@ impl PoolRuntime {
                 index,
                 weight: match b.weight {
                     0 => 0,
+                    _ if equal_weights => ((f64::from(scale) * ramp).round() as u32).max(1),
                     w => ((f64::from(w * scale) * ramp).round() as u32).max(1),
                 },
                 usable: b.health.is_usable(now),
                 identity: b.identity,
                 load: Arc::clone(&b.load),
             })
-            .collect()
+            .collect();
+        (algorithm, states)
     }
 
     /// Each backend's intended share of the pool's requests at `now`.
     pub fn intended_shares(&self, now: Duration) -> Vec<f64> {
-        balance::intended_shares(
-            self.config.algorithm,
-            &self.states(now),
-            self.config.panic_threshold,
-        )
+        let (algorithm, states) = self.balancing(now);
+        balance::intended_shares(algorithm, &states, self.config.panic_threshold)
     }
 
     /// Brings the pool up to date at `now`: notices ejections that ended, rebuilds the
@@ -403,7 +418,7 @@ impl PoolRuntime {
                 None => {}
             }
         }
-        let states = self.states(now);
+        let (algorithm, states) = self.balancing(now);
         if self
             .backends
             .iter()
@@ -435,7 +450,7 @@ impl PoolRuntime {
             }
             self.picker.store(Arc::new(Picker {
                 candidates: selection.candidates.len(),
-                balancer: balance::build(self.config.algorithm, selection.candidates, self.seed),
+                balancer: balance::build(algorithm, selection.candidates, self.seed),
                 panic: selection.panic,
             }));
             state.signature = Some(signature);
@@ -640,6 +655,45 @@ mod tests {
         assert_eq!(pool(None, "/apis"), Some("a"));
         assert_eq!(pool(Some("SHOP.example"), "/api/v1"), Some("c"));
         assert_eq!(pool(Some("other.example"), "/api"), Some("b"));
+    }
+
+    /// Regression: round robin ignores weights, so slow start did nothing under it (the
+    /// default algorithm): a recovered backend got its full share at once.
+    #[test]
+    fn slow_start_ramps_a_recovered_backend_under_round_robin_too() {
+        let checked = crate::config::check_source(crate::config::Source {
+            path: "t.toml".into(),
+            text: "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+                   [[route]]\npool = \"web\"\n\
+                   [pool.web]\nslow_start = \"10s\"\nbackends = [{ address = \"127.0.0.1:1\" }, \
+                   { address = \"127.0.0.1:2\" }, { address = \"127.0.0.1:3\", weight = 5 }]\n"
+                .into(),
+        });
+        let runtime = Runtime::new(checked.config.expect("valid"));
+        let snapshot = runtime.snapshot();
+        let pool = &snapshot.pools[0];
+        let share_of_third = |now: Duration| {
+            let picks = (0..3000)
+                .filter(|_| pool.pick(None, &[], now).expect("a backend").address == "127.0.0.1:3")
+                .count();
+            picks as f64 / 3000.0
+        };
+        let t = crate::health::now();
+        let third = &pool.backends[2].health;
+        third.set_verdict(crate::health::Verdict::Unhealthy, t);
+        pool.refresh(t, &runtime.events);
+        assert_eq!(share_of_third(t), 0.0);
+        third.set_verdict(crate::health::Verdict::Healthy, t);
+        let early = t + Duration::from_secs(1);
+        pool.refresh(early, &runtime.events);
+        // A tenth of the way: 10 / (100 + 100 + 10); round robin ignores weight = 5.
+        let expected = 10.0 / 210.0;
+        assert!((share_of_third(early) - expected).abs() < 0.01);
+        assert!((pool.intended_shares(early)[2] - expected).abs() < 1e-9);
+        let done = t + Duration::from_secs(10);
+        pool.refresh(done, &runtime.events);
+        assert_eq!(share_of_third(done), 1.0 / 3.0);
+        assert_eq!(pool.intended_shares(done)[2], 1.0 / 3.0);
     }
 
     #[test]

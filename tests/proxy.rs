@@ -364,10 +364,8 @@ fn a_backend_slower_than_per_try_gives_504_in_time() {
     assert_eq!(slow.requests(), 1);
 }
 
-// 503 (no usable backend) cannot be produced through the binary yet: without health
-// checks, draining or ejection every backend of weight above 0 is usable, and a pool
-// whose backends all have weight 0 is a config error (zero-total-weight), refused both
-// at start and on reload. It is unit-tested in src/proxy/forward.rs instead.
+// 503 (no usable backend) needs health checks, ejection or draining to make every
+// backend unusable: see tests/survive.rs.
 
 // ---------------------------------------------------------------------------------------
 // 5. HTTP/2

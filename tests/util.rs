@@ -3,11 +3,15 @@
 //!
 //! - [`Dir`], [`run`], [`run_bounded`]: files and one-shot commands.
 //! - [`Backend`]: an HTTP/1.1 server on `127.0.0.1:0` in its own thread and runtime that
-//!   counts requests and uploaded bytes, can answer late, echoes what it received as
-//!   JSON and streams large bodies (`/download/N`).
-//! - [`Proxy`]: `evenkeel serve` on a temporary config, killed when dropped.
+//!   counts requests (with their arrival times), probes and uploaded bytes, can answer
+//!   late, echoes what it received as JSON and streams large bodies (`/download/N`);
+//!   for failure tests it can answer a fixed status, reset or hang ([`Answer`]), fail
+//!   or flap its health path ([`Health`]), and be stopped and restarted on its port.
+//! - [`Proxy`]: `evenkeel serve` on a temporary config, killed when dropped; with
+//!   [`Proxy::start_with_admin`], its admin API (`/status`, drain, enable) too.
 //! - [`Client`]: a blocking HTTP/1.1 keep-alive client; [`raw_exchange`] for bytes that
-//!   no well-behaved client would send.
+//!   no well-behaved client would send; [`Load`]: steady load from several clients,
+//!   recording every request.
 //!
 //! Everything that waits is bounded by a timeout, so a hang fails a test instead of
 //! blocking the suite.
@@ -22,8 +26,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -230,23 +234,81 @@ where
 // ---------------------------------------------------------------------------------------
 // Backend
 
+/// The path test backends treat as their health check: requests to it are counted as
+/// probes (not traffic) and answered as [`Backend::set_health`] says.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// How a [`Backend`] answers; changeable while it runs ([`Backend::set_answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The normal answer (see [`Backend`]); the health path as [`Health`] says.
+    Serve,
+    /// This status with a short body, to every request (health probes included).
+    Status(u16),
+    /// Read the request to its end, then reset the connection (RST) without answering.
+    Reset,
+    /// Read the request to its end, then close the connection (FIN) without answering.
+    Close,
+    /// Read the request, then never answer (a hung process); health probes too.
+    Hang,
+}
+
+/// How a [`Backend`] answering [`Answer::Serve`] answers its [`HEALTH_PATH`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// 200.
+    Pass,
+    /// 500.
+    Fail,
+    /// 200 and 500 on successive probes, starting with 200 (a flapping backend).
+    Alternate,
+}
+
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
     uploaded: AtomicU64,
+    probes: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    /// When each traffic request (not probe) arrived.
+    arrivals: Mutex<Vec<Instant>>,
+    /// When each probe arrived.
+    probe_arrivals: Mutex<Vec<Instant>>,
+}
+
+/// What can be changed while a backend runs.
+struct Control {
+    answer: Mutex<Answer>,
+    health: Mutex<Health>,
+    delay_ms: AtomicU64,
 }
 
 struct BackendState {
     name: String,
-    delay: Duration,
+    control: Arc<Control>,
     counters: Arc<Counters>,
+}
+
+/// A running server thread of a [`Backend`].
+struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Server {
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// A test backend: an HTTP/1.1 server on `127.0.0.1:0` running in its own thread with
 /// its own tokio runtime; stopped (connections and all) when dropped.
 ///
-/// Every request is counted on arrival, then (after the optional delay) its body is read
-/// and counted, and the answer is:
+/// Every traffic request (any path but [`HEALTH_PATH`]) is counted and timed on
+/// arrival, then (after the optional delay) its body is read and counted, and the
+/// answer is (under [`Answer::Serve`], the default):
 /// - `GET /download/N`: `N` bytes streamed 64 KiB at a time;
 /// - anything else: JSON `{"backend", "method", "path", "version", "headers": [[name,
 ///   value], ...], "body_bytes"}` describing the request as received.
@@ -255,12 +317,31 @@ struct BackendState {
 /// response with hop-by-hop headers (`Connection: x-hop-secret`, `X-Hop-Secret`,
 /// `Keep-Alive`, `Proxy-Connection`, `Upgrade`) plus an end-to-end `X-End-To-End: kept`;
 /// one with `x-close-connection` gets `Connection: close`, and the connection closes.
+///
+/// For failure tests it can be made to answer otherwise ([`Answer`], [`Health`]), to
+/// answer late ([`Backend::set_delay`]), and be stopped and restarted on the same port
+/// ([`Backend::stop`], [`Backend::restart`]): while stopped its port stays bound but
+/// does not listen, so connections to it are refused and no other socket takes it.
 pub struct Backend {
     pub addr: SocketAddr,
     name: String,
-    counters: Arc<Counters>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    state: Arc<BackendState>,
+    server: Option<Server>,
+    /// While stopped: the port, bound, not listening.
+    reserved: Option<socket2::Socket>,
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEADDR` (so that connections of a previous
+/// listener on the port, in TIME_WAIT, do not stop the bind), not yet listening.
+fn bind_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 impl Backend {
@@ -269,54 +350,95 @@ impl Backend {
         Backend::with_delay(name, Duration::ZERO)
     }
 
-    /// A backend that waits `delay` before answering each request.
+    /// A backend that waits `delay` before answering each traffic request.
     pub fn with_delay(name: &str, delay: Duration) -> Backend {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a backend");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("backend address");
-        let counters = Arc::new(Counters::default());
+        let socket = bind_port("127.0.0.1:0".parse().expect("address")).expect("bind a backend");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("backend address");
         let state = Arc::new(BackendState {
             name: name.to_string(),
-            delay,
-            counters: Arc::clone(&counters),
+            control: Arc::new(Control {
+                answer: Mutex::new(Answer::Serve),
+                health: Mutex::new(Health::Pass),
+                delay_ms: AtomicU64::new(delay.as_millis() as u64),
+            }),
+            counters: Arc::new(Counters::default()),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("backend-{name}"))
-            .spawn(move || {
-                let rt = current_thread_runtime();
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("register backend");
-                    tokio::pin!(stopped);
-                    loop {
-                        tokio::select! {
-                            _ = &mut stopped => break,
-                            accepted = listener.accept() => {
-                                let Ok((stream, _)) = accepted else { continue };
-                                let state = Arc::clone(&state);
-                                tokio::spawn(async move {
-                                    let service = service_fn(move |request| {
-                                        answer(Arc::clone(&state), request)
-                                    });
-                                    let _ = hyper::server::conn::http1::Builder::new()
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .await;
-                                });
-                            }
-                        }
-                    }
-                });
-                // Dropping the runtime here cancels every connection task.
-            })
-            .expect("backend thread");
-        Backend {
+        let mut backend = Backend {
             addr,
             name: name.to_string(),
-            counters,
-            stop: Some(stop),
-            thread: Some(thread),
+            state,
+            server: None,
+            reserved: Some(socket),
+        };
+        backend.restart();
+        backend
+    }
+
+    /// Stops serving: every connection is closed and new ones are refused, until
+    /// [`Backend::restart`]. Counters are kept.
+    pub fn stop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        server.stop();
+        let addr = self.addr;
+        let mut last_error = None;
+        let bound = eventually(Duration::from_secs(2), || match bind_port(addr) {
+            Ok(socket) => {
+                self.reserved = Some(socket);
+                true
+            }
+            Err(e) => {
+                last_error = Some(e);
+                false
+            }
+        });
+        assert!(
+            bound,
+            "cannot hold the port of stopped backend {addr}: {last_error:?}"
+        );
+    }
+
+    /// Serves again on the same port.
+    pub fn restart(&mut self) {
+        if self.server.is_some() {
+            return;
         }
+        let socket = self
+            .reserved
+            .take()
+            .expect("a stopped backend holds its port");
+        socket.listen(1024).expect("listen");
+        let listener = std::net::TcpListener::from(socket);
+        listener.set_nonblocking(true).expect("non-blocking");
+        self.server = Some(serve_backend(listener, Arc::clone(&self.state)));
+    }
+
+    /// Whether it is serving (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// How it answers from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        *lock(&self.state.control.answer) = answer;
+    }
+
+    /// How it answers its health path from now on.
+    pub fn set_health(&self, health: Health) {
+        *lock(&self.state.control.health) = health;
+    }
+
+    /// How long it waits before answering each traffic request from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .control
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {
@@ -328,49 +450,191 @@ impl Backend {
         self.addr.to_string()
     }
 
-    /// Requests received so far.
+    /// Traffic requests (any path but [`HEALTH_PATH`]) received so far.
     pub fn requests(&self) -> u64 {
-        self.counters.requests.load(Ordering::SeqCst)
+        self.state.counters.requests.load(Ordering::SeqCst)
     }
 
     /// Request body bytes received so far.
     pub fn uploaded(&self) -> u64 {
-        self.counters.uploaded.load(Ordering::SeqCst)
+        self.state.counters.uploaded.load(Ordering::SeqCst)
+    }
+
+    /// Health probes ([`HEALTH_PATH`]) received so far.
+    pub fn probes(&self) -> u64 {
+        self.state.counters.probes.load(Ordering::SeqCst)
+    }
+
+    /// Traffic requests received and not answered yet.
+    pub fn in_flight(&self) -> u64 {
+        self.state.counters.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most traffic requests it ever had in flight at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.counters.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When each traffic request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        lock(&self.state.counters.arrivals).clone()
+    }
+
+    /// When each health probe arrived, in order.
+    pub fn probe_arrivals(&self) -> Vec<Instant> {
+        lock(&self.state.counters.probe_arrivals).clone()
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(server) = self.server.take() {
+            server.stop();
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serves `listener` on a thread of its own until the returned server is stopped;
+/// stopping drops the runtime, which closes the listener and every connection.
+fn serve_backend(listener: std::net::TcpListener, state: Arc<BackendState>) -> Server {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("backend-{}", state.name))
+        .spawn(move || {
+            let rt = current_thread_runtime();
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("register backend");
+                tokio::pin!(stopped);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            // A second handle on the socket, to reset it (SO_LINGER 0)
+                            // or close it from a request (Answer::Reset, Answer::Close).
+                            let handle = Arc::new(Mutex::new(
+                                socket2::SockRef::from(&stream).try_clone().ok(),
+                            ));
+                            let state = Arc::clone(&state);
+                            tokio::spawn(async move {
+                                let service = service_fn(move |request| {
+                                    answer(Arc::clone(&state), Arc::clone(&handle), request)
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+            // Dropping the runtime here cancels every connection task.
+        })
+        .expect("backend thread");
+    Server { stop, thread }
+}
+
 type BackendBody = Either<Full<Bytes>, Zeros>;
 
-async fn answer(
-    state: Arc<BackendState>,
-    request: Request<Incoming>,
-) -> Result<Response<BackendBody>, Infallible> {
-    state.counters.requests.fetch_add(1, Ordering::SeqCst);
-    if !state.delay.is_zero() {
-        tokio::time::sleep(state.delay).await;
+/// Counts a traffic request in flight while it lasts.
+struct InFlightGuard(Arc<Counters>);
+
+impl InFlightGuard {
+    fn new(counters: &Arc<Counters>) -> InFlightGuard {
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(Arc::clone(counters))
     }
-    let (parts, mut body) = request.into_parts();
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads `body` to its end; how many bytes it had.
+async fn drain_body(body: &mut Incoming, counters: &Counters) -> u64 {
     let mut body_bytes = 0u64;
     while let Some(Ok(frame)) = body.frame().await {
         if let Some(data) = frame.data_ref() {
             body_bytes += data.len() as u64;
-            state
-                .counters
+            counters
                 .uploaded
                 .fetch_add(data.len() as u64, Ordering::SeqCst);
         }
     }
+    body_bytes
+}
+
+fn status_response(state: &BackendState, status: u16) -> Response<BackendBody> {
+    let body = format!("backend {} answers {status}\n", state.name);
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *response.status_mut() = StatusCode::from_u16(status).expect("a valid status");
+    if let Ok(name) = HeaderValue::from_str(&state.name) {
+        response.headers_mut().insert("x-backend", name);
+    }
+    response
+}
+
+async fn answer(
+    state: Arc<BackendState>,
+    handle: Arc<Mutex<Option<socket2::Socket>>>,
+    request: Request<Incoming>,
+) -> Result<Response<BackendBody>, std::io::Error> {
+    let counters = &state.counters;
+    let mode = *lock(&state.control.answer);
+    let probe = request.uri().path() == HEALTH_PATH;
+    let _in_flight = if probe {
+        let n = counters.probes.fetch_add(1, Ordering::SeqCst);
+        lock(&counters.probe_arrivals).push(Instant::now());
+        if mode == Answer::Serve {
+            let pass = match *lock(&state.control.health) {
+                Health::Pass => true,
+                Health::Fail => false,
+                Health::Alternate => n % 2 == 0,
+            };
+            return Ok(status_response(&state, if pass { 200 } else { 500 }));
+        }
+        None
+    } else {
+        counters.requests.fetch_add(1, Ordering::SeqCst);
+        lock(&counters.arrivals).push(Instant::now());
+        Some(InFlightGuard::new(counters))
+    };
+    let (parts, mut body) = request.into_parts();
+    match mode {
+        Answer::Serve => {}
+        Answer::Status(status) => {
+            drain_body(&mut body, counters).await;
+            return Ok(status_response(&state, status));
+        }
+        Answer::Reset | Answer::Close => {
+            drain_body(&mut body, counters).await;
+            // Without this handle, the connection's socket closes when hyper drops it
+            // after the error below: with SO_LINGER 0 that close is a reset.
+            if let Some(socket) = lock(&handle).take() {
+                if mode == Answer::Reset {
+                    let _ = socket.set_linger(Some(Duration::ZERO));
+                }
+            }
+            return Err(std::io::Error::other("closing without an answer"));
+        }
+        Answer::Hang => {
+            drain_body(&mut body, counters).await;
+            std::future::pending::<()>().await;
+        }
+    }
+    let delay = Duration::from_millis(state.control.delay_ms.load(Ordering::SeqCst));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let body_bytes = drain_body(&mut body, counters).await;
     let path = parts
         .uri
         .path_and_query()
@@ -434,13 +698,33 @@ pub struct Proxy {
     stderr_path: PathBuf,
     /// Each listener's name and bound address, as printed on stdout.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's address, as printed on stdout ([`Proxy::start_with_admin`]).
+    pub admin: Option<SocketAddr>,
 }
+
+/// The admin token [`Proxy::start_with_admin`] configures.
+pub const ADMIN_TOKEN: &str = "evenkeel-test-admin-token";
 
 impl Proxy {
     /// Starts `evenkeel serve` with `workers` worker threads on `config`, and waits until
     /// it has printed the address of every `[[listener]]`.
     pub fn start(config: &str, workers: usize) -> Proxy {
+        Proxy::launch(config, workers, false)
+    }
+
+    /// Like [`Proxy::start`], with an `[admin]` section added to `config` (on
+    /// `127.0.0.1:0`, token [`ADMIN_TOKEN`]); also waits for the admin address.
+    pub fn start_with_admin(config: &str, workers: usize) -> Proxy {
+        let config =
+            format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n");
+        Proxy::launch(&config, workers, true)
+    }
+
+    fn launch(config: &str, workers: usize, admin: bool) -> Proxy {
         let dir = Dir::new();
+        if admin {
+            dir.write("admin.token", ADMIN_TOKEN);
+        }
         let config_path = dir.write("evenkeel.toml", config);
         let stderr_path = dir.path().join("stderr.log");
         let mut child = evenkeel()
@@ -469,10 +753,11 @@ impl Proxy {
             config: config_path,
             stderr_path,
             listeners: Vec::new(),
+            admin: None,
         };
         let expected = config.matches("[[listener]]").count();
         let deadline = Instant::now() + TIMEOUT;
-        while proxy.listeners.len() < expected {
+        while proxy.listeners.len() < expected || (admin && proxy.admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
                 Ok(line) => line,
@@ -482,6 +767,10 @@ impl Proxy {
                     proxy.stderr()
                 ),
             };
+            if let Some(url) = line.strip_prefix("admin http://") {
+                proxy.admin = Some(url.parse().expect("admin address"));
+                continue;
+            }
             let Some(rest) = line.strip_prefix("listening ") else {
                 continue;
             };
@@ -555,6 +844,52 @@ impl Proxy {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `METHOD path` on the admin API with the token; the status and the body as JSON
+    /// (`null` when it is not JSON).
+    pub fn admin_request(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let addr = self.admin.expect("started with an admin listener");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+             content-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let reply = raw_exchange(addr, request.as_bytes());
+        let body = reply
+            .text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body);
+        (
+            reply.status.unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `GET /status`.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, status) = self.admin_request("GET", "/status");
+        assert_eq!(code, 200, "GET /status: {status}");
+        status
+    }
+
+    /// The `/status` entry of pool `pool`.
+    pub fn pool_status(&self, pool: &str) -> serde_json::Value {
+        let status = self.status();
+        status["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["name"] == pool))
+            .cloned()
+            .unwrap_or_else(|| panic!("no pool {pool} in /status: {status}"))
+    }
+
+    /// The `/status` entry of the backend at `address` in pool `pool`.
+    pub fn backend_status(&self, pool: &str, address: &str) -> serde_json::Value {
+        let pool_status = self.pool_status(pool);
+        pool_status["backends"]
+            .as_array()
+            .and_then(|backends| backends.iter().find(|b| b["address"] == address))
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {address} in pool {pool}: {pool_status}"))
     }
 
     /// A field of `/proc/PID/status` in KiB (`"VmRSS"`, `"VmHWM"`).
@@ -774,4 +1109,135 @@ pub fn tally(names: impl IntoIterator<Item = String>) -> HashMap<String, u64> {
         *counts.entry(name).or_insert(0) += 1;
     }
     counts
+}
+
+// ---------------------------------------------------------------------------------------
+// Steady load
+
+/// One request of a [`Load`]: when it started and ended, and how it went.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub start: Instant,
+    pub end: Instant,
+    /// The response status, if a response head came back.
+    pub status: Option<StatusCode>,
+    /// The test backend that answered (`x-backend`), or `""`.
+    pub backend: String,
+    /// What went wrong on the connection (before or after the response head), if
+    /// anything.
+    pub error: Option<String>,
+}
+
+impl Sent {
+    /// A 200 read to its end.
+    pub fn ok(&self) -> bool {
+        self.status == Some(StatusCode::OK) && self.error.is_none()
+    }
+
+    /// Failed after its response had begun (head received, body cut).
+    pub fn failed_after_head(&self) -> bool {
+        self.status.is_some() && self.error.is_some()
+    }
+}
+
+/// Steady load: `clients` threads, each sending `GET path` one request after another
+/// on its own keep-alive connection (a new one after a connection error), pausing
+/// between requests, until [`Load::stop`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<Sent>>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize, path: &str, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                let path = path.to_string();
+                std::thread::Builder::new()
+                    .name(format!("load-{i}"))
+                    .spawn(move || load_thread(addr, &path, pause, &stop))
+                    .expect("load thread")
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients (each finishes the request it is on) and returns every
+    /// request sent, ordered by start.
+    pub fn stop(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut sent: Vec<Sent> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect();
+        sent.sort_by_key(|s| s.start);
+        sent
+    }
+}
+
+fn load_thread(addr: SocketAddr, path: &str, pause: Duration, stop: &AtomicBool) -> Vec<Sent> {
+    let rt = current_thread_runtime();
+    let mut sent = Vec::new();
+    rt.block_on(async {
+        let mut sender: Option<hyper::client::conn::http1::SendRequest<ClientBody>> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let start = Instant::now();
+            let mut record = Sent {
+                start,
+                end: start,
+                status: None,
+                backend: String::new(),
+                error: None,
+            };
+            let exchange = async {
+                if sender.as_ref().is_none_or(|s| s.is_closed()) {
+                    let stream = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let (s, connection) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(|e| format!("handshake: {e}"))?;
+                    tokio::spawn(connection);
+                    sender = Some(s);
+                }
+                let s = sender.as_mut().ok_or("no connection")?;
+                s.ready().await.map_err(|e| format!("ready: {e}"))?;
+                let request = get(path).body(empty()).expect("request");
+                let response = s
+                    .send_request(request)
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+                record.status = Some(response.status());
+                record.backend = response
+                    .headers()
+                    .get("x-backend")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("body: {e}"))?;
+                Ok::<_, String>(())
+            };
+            let result = tokio::time::timeout(TIMEOUT, exchange)
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_string()));
+            if let Err(e) = result {
+                record.error = Some(e);
+                sender = None;
+            }
+            record.end = Instant::now();
+            sent.push(record);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    });
+    sent
 }
