@@ -642,6 +642,20 @@ mod tests {
         assert_eq!(pool(Some("other.example"), "/api"), Some("b"));
     }
 
+    /// The lint `shadowed-route` tells the operator which of two identical routes wins:
+    /// this holds it to what routing does.
+    #[test]
+    fn of_two_identical_routes_the_later_one_wins() {
+        let s = snapshot(
+            "[[route]]\npath_prefix = \"/api\"\npool = \"a\"\n\
+             [[route]]\npath_prefix = \"/api\"\npool = \"b\"\n",
+        );
+        assert_eq!(
+            s.route(0, None, "/api/x").map(|p| p.name.as_str()),
+            Some("b")
+        );
+    }
+
     #[test]
     fn no_matching_route_gives_no_pool() {
         let s = snapshot("[[route]]\npath_prefix = \"/api\"\npool = \"a\"\n");
