@@ -193,7 +193,9 @@ impl Snapshot {
                     _ => false,
                 })
                 .filter(|r| prefix_matches(&r.prefix, path))
-                .max_by_key(|r| r.prefix.len())
+                // Longest prefix; among equals the first defined (min_by_key keeps the
+                // first of equal elements).
+                .min_by_key(|r| std::cmp::Reverse(r.prefix.len()))
         };
         let entry = best(true).or_else(|| best(false))?;
         self.pools.get(entry.pool)
@@ -694,6 +696,21 @@ mod tests {
         pool.refresh(done, &runtime.events);
         assert_eq!(share_of_third(done), 1.0 / 3.0);
         assert_eq!(pool.intended_shares(done)[2], 1.0 / 3.0);
+    }
+
+    /// The lint `shadowed-route` tells the operator which of two identical routes wins
+    /// (the first, as DESIGN says: a later duplicate can never match); this holds
+    /// routing to it.
+    #[test]
+    fn of_two_identical_routes_the_first_one_wins() {
+        let s = snapshot(
+            "[[route]]\npath_prefix = \"/api\"\npool = \"a\"\n\
+             [[route]]\npath_prefix = \"/api\"\npool = \"b\"\n",
+        );
+        assert_eq!(
+            s.route(0, None, "/api/x").map(|p| p.name.as_str()),
+            Some("a")
+        );
     }
 
     #[test]

@@ -5,5 +5,6 @@ mod util;
 
 mod check;
 mod demo;
+mod lint;
 mod proxy;
 mod survive;

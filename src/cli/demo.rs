@@ -156,6 +156,7 @@ pool = "web"
 
 [pool.web]
 algorithm = "weighted_round_robin"
+timeouts = {{ request = "5s", per_try = "5s" }}      # within drain_timeout
 backends = [
   {{ address = "{}", weight = 2, capacity = 2 }},  # fast: answers in 5 ms
   {{ address = "{}", weight = 1 }},                # medium: 20 ms

@@ -28,6 +28,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How long in-flight requests may finish after SIGTERM. Default: 30 s.
     pub drain_timeout: Duration,
+    /// Where `drain_timeout` is written; `None`: omitted.
+    pub drain_timeout_span: Option<Span>,
     /// The admin listener; `None`: no admin listener.
     pub admin: Option<Admin>,
     /// Client-facing listeners, in file order.
@@ -68,12 +70,17 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// File holding the bearer token (resolved against the config file's folder).
     pub token_file: PathBuf,
+    /// Where `token_file` is written.
+    pub token_file_span: Span,
     /// Where `[admin]` is written.
     pub span: Span,
 }
 
 /// Default for [`Admin::listen`].
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Fewest characters an admin token may have (after trimming); the admin API refuses
+/// to start with a shorter one.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// `[[listener]]`
 #[derive(Clone, Debug, PartialEq)]
@@ -139,6 +146,24 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// Passive health checks (always present, with defaults).
     pub outlier: Outlier,
+    /// Where some optional values are written, for lint findings.
+    pub spans: PoolSpans,
+}
+
+/// Where a pool's optional values are written, so lint findings can point at them;
+/// `None`: the value was omitted and its default is in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolSpans {
+    /// `hash_key`.
+    pub hash_key: Option<Span>,
+    /// `backup`.
+    pub backup: Option<Span>,
+    /// `timeouts.request`.
+    pub request_timeout: Option<Span>,
+    /// `retries.budget_percent`.
+    pub budget_percent: Option<Span>,
+    /// `outlier.max_ejected_percent`.
+    pub max_ejected_percent: Option<Span>,
 }
 
 impl Pool {

@@ -375,7 +375,12 @@ fn lint_rules_fire_on_risky_configs_and_not_on_the_base() {
     let idle = format!("{BASE}\n[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n")
         .replace("[[route]]\n", "[[route]]\nlistener = \"public\"\n");
     assert_eq!(warnings(&idle), ["listener-without-routes"]);
-    let admin = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = \"t\"\n{BASE}");
+    // A readable token, so only the listen address is at stake (admin-token-missing).
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let token = dir.path().join("t");
+    std::fs::write(&token, "0123456789abcdef\n").expect("write the token");
+    let token = token.display().to_string();
+    let admin = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = {token:?}\n{BASE}");
     assert_eq!(warnings(&admin), ["admin-off-loopback"]);
     assert!(warnings(&admin.replace("0.0.0.0", "127.0.0.1")).is_empty());
 }

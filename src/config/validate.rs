@@ -89,6 +89,7 @@ pub fn validate(
         source,
         state_dir,
         drain_timeout,
+        drain_timeout_span: raw.drain_timeout.as_ref().map(|d| d.span()),
         admin,
         listeners,
         routes,
@@ -279,6 +280,7 @@ impl Validator {
         Some(Admin {
             listen,
             token_file: base_dir.join(token_file.get_ref()),
+            token_file_span: token_file.span(),
             span: admin.span(),
         })
     }
@@ -528,6 +530,25 @@ impl Validator {
             backends,
             health: health.flatten(),
             outlier,
+            spans: PoolSpans {
+                hash_key: raw.hash_key.as_ref().map(|k| k.span()),
+                backup: raw.backup.as_ref().map(|b| b.span()),
+                request_timeout: raw
+                    .timeouts
+                    .as_ref()
+                    .and_then(|t| t.get_ref().request.as_ref())
+                    .map(|r| r.span()),
+                budget_percent: raw
+                    .retries
+                    .as_ref()
+                    .and_then(|r| r.get_ref().budget_percent.as_ref())
+                    .map(|b| b.span()),
+                max_ejected_percent: raw
+                    .outlier
+                    .as_ref()
+                    .and_then(|o| o.get_ref().max_ejected_percent.as_ref())
+                    .map(|m| m.span()),
+            },
         })
     }
 

@@ -6,9 +6,18 @@
 //! how to fix it. Rules live one family per file and run only on a config that passed
 //! validation. A rule named in `[lint.allow]` still reports, marked as allowed with the
 //! operator's reason, so the decision stays visible in every `check`.
+//!
+//! Families: `pools` (redundancy, health checks, unused pools and listeners), `shares`
+//! (the split of traffic against capacity, hash keys), `failover` (retries, ejection,
+//! backup chains), `timeouts`, `routes`, `exposure` (the admin API). docs/lints.md shows
+//! every rule with an example; its examples are tested.
 
 mod exposure;
+mod failover;
 mod pools;
+mod routes;
+mod shares;
+mod timeouts;
 
 use super::diagnostic::{Finding, Severity};
 use super::model::Config;
@@ -36,7 +45,17 @@ pub static RULES: &[Rule] = &[
     pools::SLOW_FAILURE_DETECTION,
     pools::UNUSED_POOL,
     pools::LISTENER_WITHOUT_ROUTES,
+    shares::LOAD_RATIO,
+    shares::NEAR_ZERO_WEIGHT,
+    shares::HASH_KEY_MAY_BE_MISSING,
+    failover::RETRIES_WITHOUT_BUDGET,
+    failover::RETRIES_NEVER_ALLOWED,
+    failover::EJECT_ALL_ALLOWED,
+    failover::BACKUP_CYCLE,
+    timeouts::TIMEOUT_ORDER,
+    routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
+    exposure::ADMIN_TOKEN_MISSING,
 ];
 
 /// The rule called `name`.
@@ -60,3 +79,6 @@ pub fn run(config: &Config) -> Vec<Finding> {
     }
     all
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! Every lint rule on a config that triggers it (and only it, at the offending value)
+//! and on a close config that does not; the examples of docs/lints.md; the split the
+//! share rules judge.
+
+use std::path::Path;
+
+use super::shares::{split, BackendSplit};
+use super::RULES;
+use crate::config::{check_source, Checked, Severity, Source};
+
+/// Listener and catch-all route to pool "web"; a case appends its pools.
+const FRONT: &str = r#"[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[route]]
+pool = "web"
+"#;
+
+/// A health check for pool "web", so only the rule under test fires.
+const WEB_HEALTH: &str = "[pool.web.health]\npath = \"/healthz\"\n";
+const TWO: &str = r#"backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]"#;
+const GOOD_TOKEN: &str = "0123456789abcdef0123456789abcdef\n";
+
+/// A rule, a config that triggers it where `at` says, and a close one that does not.
+struct Case {
+    rule: &'static str,
+    /// Files beside the config (name, contents), such as the admin token.
+    files: &'static [(&'static str, &'static str)],
+    triggers: String,
+    /// A unique piece of `triggers`; the finding must start at its `|`.
+    at: &'static str,
+    clean: String,
+}
+
+/// `[pool.web]` with `lines` (algorithm, retries…) and `backends`, then its health check.
+fn web(lines: &str, backends: &str) -> String {
+    format!("{FRONT}\n[pool.web]\n{lines}{backends}\n{WEB_HEALTH}")
+}
+
+fn cases() -> Vec<Case> {
+    let spare = format!("[pool.spare]\n{TWO}\n[pool.spare.health]\n");
+    let wrr = "algorithm = \"weighted_round_robin\"\n";
+    let three = |weights: [&str; 3]| {
+        format!(
+            "backends = [\n  {{ address = \"127.0.0.1:9001\"{} }},\n  {{ address = \"127.0.0.1:9002\"{} }},\n  {{ address = \"127.0.0.1:9003\"{} }},\n]",
+            weights[0], weights[1], weights[2]
+        )
+    };
+    let case = |rule, triggers: String, at, clean: String| Case {
+        rule,
+        files: &[],
+        triggers,
+        at,
+        clean,
+    };
+    vec![
+        case(
+            "single-backend-pool",
+            web("", "backends = [{ address = \"127.0.0.1:9001\" }]"),
+            "[pool.|web]",
+            web("", TWO),
+        ),
+        case(
+            "weights-ignored",
+            web("", "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 2 }]"),
+            "weight = |2",
+            web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 2 }]"),
+        ),
+        case(
+            "no-health-check",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n"),
+            "[pool.|web]",
+            web("", TWO),
+        ),
+        case(
+            "slow-failure-detection",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n[pool.web.health]\ninterval = \"11s\"\n"),
+            "|[pool.web.health]",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n[pool.web.health]\ninterval = \"10s\"\n"),
+        ),
+        case(
+            "unused-pool",
+            format!("{}{spare}", web("", TWO)),
+            "[pool.|spare]",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
+        ),
+        case(
+            "listener-without-routes",
+            format!("[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n\n{}", web("", TWO))
+                .replace("[[route]]\n", "[[route]]\nlistener = \"public\"\n"),
+            "|[[listener]]\nname = \"internal\"",
+            format!("[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n\n[[route]]\nlistener = \"internal\"\npool = \"web\"\n\n{}", web("", TWO))
+                .replace("[[route]]\npool", "[[route]]\nlistener = \"public\"\npool"),
+        ),
+        case(
+            "load-ratio",
+            web(wrr, &three(["", "", ", weight = 5"])),
+            "weight = |5",
+            web(wrr, &three(["", "", ", weight = 5, capacity = 3"])),
+        ),
+        // round_robin ignores weights: capacities alone make the ratio.
+        case(
+            "load-ratio",
+            web("", &three(["", "", ", capacity = 5"])),
+            "|{ address = \"127.0.0.1:9001\"",
+            web("", &three(["", "", ", capacity = 4"])),
+        ),
+        case(
+            "near-zero-weight",
+            web(wrr, &three([", weight = 1", ", weight = 100", ", weight = 100"])),
+            "weight = |1 }",
+            web(wrr, &three([", weight = 10", ", weight = 100", ", weight = 100"])),
+        ),
+        case(
+            "hash-key-may-be-missing",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"header:x-user-id\"\n", TWO),
+            "hash_key = |\"header",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"client_ip\"\n", TWO),
+        ),
+        case(
+            "hash-key-may-be-missing",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"cookie:session\"\n", TWO),
+            "hash_key = |\"cookie",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"path\"\n", TWO),
+        ),
+        case(
+            "retries-without-budget",
+            web("retries = { attempts = 2, budget_percent = 100 }\n", TWO),
+            "budget_percent = |100",
+            web("retries = { attempts = 0, budget_percent = 100 }\n", TWO),
+        ),
+        case(
+            "retries-never-allowed",
+            web("retries = { budget_percent = 0 }\n", TWO),
+            "budget_percent = |0",
+            web("retries = { attempts = 0, budget_percent = 0 }\n", TWO),
+        ),
+        case(
+            "eject-all-allowed",
+            format!("{}[pool.web.outlier]\nmax_ejected_percent = 100\n", web("", TWO)),
+            "max_ejected_percent = |100",
+            format!("{}[pool.web.outlier]\nconsecutive_failures = 0\nmax_ejected_percent = 100\n", web("", TWO)),
+        ),
+        case(
+            "backup-cycle",
+            format!("{}{}", web("backup = \"spare\"\n", TWO), spare.replace(TWO, &format!("backup = \"web\"\n{TWO}"))),
+            "backup = |\"spare\"",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
+        ),
+        case(
+            "backup-cycle",
+            // a → b → c → a, reported once, at the first pool of the loop in the file.
+            format!(
+                "{}[pool.b]\nbackup = \"c\"\n{TWO}\n[pool.b.health]\n[pool.c]\nbackup = \"web\"\n{TWO}\n[pool.c.health]\n",
+                web("backup = \"b\"\n", TWO)
+            ),
+            "backup = |\"b\"",
+            format!(
+                "{}[pool.b]\nbackup = \"c\"\n{TWO}\n[pool.b.health]\n[pool.c]\n{TWO}\n[pool.c.health]\n",
+                web("backup = \"b\"\n", TWO)
+            ),
+        ),
+        case(
+            "timeout-order",
+            format!("drain_timeout = \"5s\"\n{}", web("", TWO)),
+            "drain_timeout = |\"5s\"",
+            format!("drain_timeout = \"5s\"\n{}", web("timeouts = { request = \"5s\", per_try = \"5s\" }\n", TWO)),
+        ),
+        case(
+            "timeout-order",
+            web("timeouts = { request = \"60s\" }\n", TWO),
+            "request = |\"60s\"",
+            format!("drain_timeout = \"60s\"\n{}", web("timeouts = { request = \"60s\" }\n", TWO)),
+        ),
+        case(
+            "shadowed-route",
+            format!("{}{spare}", web("", TWO)).replace(
+                "[[route]]\npool = \"web\"\n",
+                "[[route]]\npath_prefix = \"/api\"\npool = \"spare\"\n\n[[route]]\npath_prefix = \"/api\"\npool = \"web\"\n",
+            ),
+            "|[[route]]\npath_prefix = \"/api\"\npool = \"web\"",
+            format!("{}{spare}", web("", TWO)).replace(
+                "[[route]]\npool = \"web\"\n",
+                "[[route]]\npath_prefix = \"/api\"\npool = \"spare\"\n\n[[route]]\nhost = \"api.example.com\"\npath_prefix = \"/api\"\npool = \"web\"\n",
+            ),
+        ),
+        Case {
+            rule: "admin-off-loopback",
+            files: &[("admin.token", GOOD_TOKEN)],
+            triggers: format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
+            at: "|[admin]",
+            clean: format!("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
+        },
+        Case {
+            rule: "admin-token-missing",
+            files: &[("admin.token", GOOD_TOKEN), ("short.token", "0123456789abcde\n")],
+            triggers: format!("[admin]\ntoken_file = \"short.token\"\n\n{}", web("", TWO)),
+            at: "token_file = |\"short",
+            clean: format!("[admin]\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
+        },
+        Case {
+            rule: "admin-token-missing",
+            files: &[("admin.token", GOOD_TOKEN)],
+            triggers: format!("[admin]\ntoken_file = \"missing.token\"\n\n{}", web("", TWO)),
+            at: "token_file = |\"missing",
+            clean: format!("[admin]\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
+        },
+    ]
+}
+
+/// Checks `text` as `lb.toml` in `dir`, with `files` beside it.
+fn check_in(dir: &Path, files: &[(&str, &str)], text: &str) -> Checked {
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).expect("write a test file");
+    }
+    check_source(Source {
+        path: dir.join("lb.toml"),
+        text: text.to_string(),
+    })
+}
+
+/// (rule, line, column) of every warning.
+fn warnings(checked: &Checked) -> Vec<(&'static str, usize, usize)> {
+    assert_eq!(checked.errors(), 0, "{:#?}", checked.findings);
+    checked
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .map(|f| {
+            let at = checked.source.locate(f.span.clone().unwrap_or(0..0).start);
+            (f.rule, at.line, at.column)
+        })
+        .collect()
+}
+
+/// Line and column where the `|` of `at` falls in `text`.
+fn position(text: &str, at: &str) -> (usize, usize) {
+    let (before, after) = at.split_once('|').expect("`at` marks the spot with |");
+    let needle = format!("{before}{after}");
+    assert_eq!(
+        text.matches(&needle).count(),
+        1,
+        "{needle:?} must occur once in:\n{text}"
+    );
+    let offset = text.find(&needle).unwrap_or(0) + before.len();
+    let source = Source {
+        path: "x".into(),
+        text: text.to_string(),
+    };
+    let at = source.locate(offset);
+    (at.line, at.column)
+}
+
+#[test]
+fn every_rule_fires_alone_at_the_offending_value_and_not_on_a_close_config() {
+    for case in cases() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let found = warnings(&check_in(dir.path(), case.files, &case.triggers));
+        let (line, column) = position(&case.triggers, case.at);
+        assert!(
+            found.contains(&(case.rule, line, column)),
+            "{} should fire at {line}:{column} in:\n{}\nfound {found:?}",
+            case.rule,
+            case.triggers
+        );
+        assert!(
+            found.iter().all(|(rule, _, _)| *rule == case.rule),
+            "only {} should fire in:\n{}\nfound {found:?}",
+            case.rule,
+            case.triggers
+        );
+        let found = warnings(&check_in(dir.path(), case.files, &case.clean));
+        assert!(
+            found.is_empty(),
+            "nothing should fire in this close config for {}:\n{}\nfound {found:?}",
+            case.rule,
+            case.clean
+        );
+    }
+}
+
+#[test]
+fn every_rule_has_a_case() {
+    let cases = cases();
+    for rule in RULES {
+        assert!(
+            cases.iter().any(|c| c.rule == rule.name),
+            "{} has no case",
+            rule.name
+        );
+    }
+}
+
+#[test]
+fn load_ratio_and_near_zero_weight_follow_guard_and_capacity() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let skewed = web(
+        "algorithm = \"weighted_round_robin\"\n",
+        "backends = [{ address = \"127.0.0.1:9001\", weight = 5 }, { address = \"127.0.0.1:9002\" }, { address = \"127.0.0.1:9003\" }]",
+    );
+    let rules = |text: &str| -> Vec<&'static str> {
+        warnings(&check_in(dir.path(), &[], text))
+            .into_iter()
+            .map(|(r, _, _)| r)
+            .collect()
+    };
+    assert_eq!(rules(&skewed), ["load-ratio"]);
+    // 5/7 of the traffic on a third of the capacity is a load ratio of 2.14.
+    assert!(rules(&format!("{skewed}[guard]\nmax_load_ratio = 2.2\n")).is_empty());
+    // least_connections follows the weights too.
+    let least = skewed.replace("weighted_round_robin", "least_connections");
+    assert_eq!(rules(&least), ["load-ratio"]);
+    // A weight of zero is out on purpose: neither rule counts it.
+    let zero = skewed.replace("9003\" }", "9003\", weight = 0 }");
+    assert!(rules(&zero).is_empty(), "{:?}", rules(&zero));
+    // A small canary with a small declared capacity is fine.
+    let canary = web(
+        "algorithm = \"weighted_round_robin\"\n",
+        "backends = [{ address = \"127.0.0.1:9001\", weight = 1, capacity = 0.01 }, { address = \"127.0.0.1:9002\", weight = 100 }]",
+    );
+    assert!(rules(&canary).is_empty(), "{:?}", rules(&canary));
+    // round_robin ignores weights, so a tiny weight does not leave a backend out.
+    let rr = canary
+        .replace("algorithm = \"weighted_round_robin\"\n", "")
+        .replace(", capacity = 0.01", "");
+    assert_eq!(rules(&rr), ["weights-ignored"]);
+}
+
+#[test]
+fn the_split_comes_from_the_balancer_with_every_backend_usable() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let text = web(
+        "algorithm = \"weighted_round_robin\"\n",
+        "backends = [{ address = \"127.0.0.1:9001\", weight = 2, capacity = 2 }, { address = \"127.0.0.1:9002\" }, { address = \"127.0.0.1:9003\", weight = 0 }]",
+    );
+    let config = check_in(dir.path(), &[], &text).config.expect("valid");
+    let split = split(&config.pools[0]);
+    let expect = [(2.0 / 3.0, 2.0 / 3.0), (1.0 / 3.0, 1.0 / 3.0), (0.0, 0.0)];
+    for (got, (intended, capacity)) in split.iter().zip(expect) {
+        assert!((got.intended_share - intended).abs() < 1e-9, "{split:?}");
+        assert!((got.capacity_share - capacity).abs() < 1e-9, "{split:?}");
+    }
+    assert!((split[0].load_ratio() - 1.0).abs() < 1e-9);
+    let out = BackendSplit {
+        intended_share: 0.0,
+        capacity_share: 0.0,
+    };
+    assert_eq!(out.load_ratio(), 0.0);
+}
+
+#[test]
+fn a_token_the_lint_accepts_is_one_the_admin_api_accepts() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    for token in [
+        "0123456789abcde",
+        "0123456789abcdef",
+        "  0123456789abcdef \n",
+    ] {
+        let config = format!("[admin]\ntoken_file = \"t\"\n\n{}", web("", TWO));
+        let checked = check_in(dir.path(), &[("t", token)], &config);
+        let lint_ok = warnings(&checked).is_empty();
+        let admin_ok = crate::admin::read_token(&dir.path().join("t")).is_ok();
+        assert_eq!(lint_ok, admin_ok, "token {token:?}");
+    }
+}
+
+/// docs/lints.md shows, for every rule, a config that triggers it (its first `toml`
+/// block): each must trigger that rule and nothing else, or the docs lie.
+#[test]
+fn every_docs_example_triggers_its_rule() {
+    let doc = include_str!("../../../docs/lints.md");
+    let mut seen = Vec::new();
+    for section in doc.split("\n## `").skip(1) {
+        let rule = section.split('`').next().unwrap_or_default();
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("docs/lints.md: {rule} has no example"));
+        let dir = tempfile::tempdir().expect("temporary folder");
+        // The admin-off-loopback example assumes a good token beside it.
+        let found = warnings(&check_in(
+            dir.path(),
+            &[("admin.token", GOOD_TOKEN)],
+            example,
+        ));
+        assert!(
+            !found.is_empty() && found.iter().all(|(r, _, _)| *r == rule),
+            "docs/lints.md: the example of {rule} should trigger it alone, found {found:?}"
+        );
+        seen.push(rule.to_string());
+    }
+    let names: Vec<String> = RULES.iter().map(|r| r.name.to_string()).collect();
+    assert_eq!(
+        seen, names,
+        "docs/lints.md lists every rule, in `explain` order"
+    );
+}

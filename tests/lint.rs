@@ -1,0 +1,284 @@
+//! Every lint rule through the real `evenkeel check` and `evenkeel explain`: a config
+//! that triggers the rule warns (exit 0), fails under --deny-warnings (exit 1), names the
+//! rule at the offending `file:line:col` in text and JSON; a close config does not.
+
+use evenkeel::config::lint::RULES;
+
+use crate::util::{run, Dir};
+
+const FRONT: &str = r#"[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[route]]
+pool = "web"
+"#;
+const TWO: &str = r#"backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]"#;
+const GOOD_TOKEN: &str = "0123456789abcdef0123456789abcdef\n";
+
+/// One rule: a config that triggers it, with `|` in `at` marking where the finding must
+/// point, and a close config that must pass `check --deny-warnings`.
+struct Case {
+    rule: &'static str,
+    triggers: String,
+    at: &'static str,
+    clean: String,
+}
+
+/// `[pool.web]` with `lines` and `backends`, and a health check.
+fn web(lines: &str, backends: &str) -> String {
+    format!("{FRONT}\n[pool.web]\n{lines}{backends}\n[pool.web.health]\npath = \"/healthz\"\n")
+}
+
+fn cases() -> Vec<Case> {
+    let spare = format!("[pool.spare]\n{TWO}\n[pool.spare.health]\n");
+    let wrr = "algorithm = \"weighted_round_robin\"\n";
+    let three = |a: &str, b: &str, c: &str| {
+        format!("backends = [\n  {{ address = \"127.0.0.1:9001\"{a} }},\n  {{ address = \"127.0.0.1:9002\"{b} }},\n  {{ address = \"127.0.0.1:9003\"{c} }},\n]")
+    };
+    let admin = |listen: &str, token_file: &str| {
+        format!(
+            "[admin]\nlisten = \"{listen}\"\ntoken_file = \"{token_file}\"\n\n{}",
+            web("", TWO)
+        )
+    };
+    let routes = |second: &str| {
+        format!("{}{spare}", web("", TWO)).replace(
+            "[[route]]\npool = \"web\"\n",
+            &format!("[[route]]\npath_prefix = \"/api\"\npool = \"spare\"\n\n[[route]]\n{second}path_prefix = \"/api\"\npool = \"web\"\n"),
+        )
+    };
+    let case = |rule, triggers, at, clean| Case {
+        rule,
+        triggers,
+        at,
+        clean,
+    };
+    vec![
+        case(
+            "single-backend-pool",
+            web("", "backends = [{ address = \"127.0.0.1:9001\" }]"),
+            "[pool.|web]",
+            web("", TWO),
+        ),
+        case(
+            "weights-ignored",
+            web("", &three("", ", weight = 3", "")),
+            "weight = |3",
+            web(wrr, &three("", ", weight = 3", "")),
+        ),
+        case(
+            "no-health-check",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n"),
+            "[pool.|web]",
+            web("", TWO),
+        ),
+        case(
+            "slow-failure-detection",
+            web("", TWO).replace("path = \"/healthz\"", "interval = \"20s\""),
+            "|[pool.web.health]",
+            web("", TWO).replace("path = \"/healthz\"", "interval = \"10s\""),
+        ),
+        case(
+            "unused-pool",
+            format!("{}{spare}", web("", TWO)),
+            "[pool.|spare]",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
+        ),
+        case(
+            "listener-without-routes",
+            format!("{}[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n", web("", TWO))
+                .replace("[[route]]\n", "[[route]]\nlistener = \"public\"\n"),
+            "|[[listener]]\nname = \"internal\"",
+            format!("{}[[listener]]\nname = \"internal\"\nlisten = \"127.0.0.1:8081\"\n[[route]]\nlistener = \"internal\"\npool = \"web\"\n", web("", TWO))
+                .replace("[[route]]\npool", "[[route]]\nlistener = \"public\"\npool"),
+        ),
+        case(
+            "load-ratio",
+            web(wrr, &three(", weight = 6", "", "")),
+            "weight = |6",
+            web(wrr, &three(", weight = 6, capacity = 4", "", "")),
+        ),
+        case(
+            "near-zero-weight",
+            web(wrr, &three(", weight = 100", ", weight = 2", ", weight = 100")),
+            "weight = |2 ",
+            web(wrr, &three(", weight = 100", ", weight = 20", ", weight = 100")),
+        ),
+        case(
+            "hash-key-may-be-missing",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"header:X-User-Id\"\n", TWO),
+            "hash_key = |\"header",
+            web("algorithm = \"consistent_hash\"\nhash_key = \"client_ip\"\n", TWO),
+        ),
+        case(
+            "retries-without-budget",
+            web("retries = { attempts = 1, budget_percent = 100 }\n", TWO),
+            "budget_percent = |100",
+            web("retries = { attempts = 1, budget_percent = 50 }\n", TWO),
+        ),
+        case(
+            "retries-never-allowed",
+            web("retries = { attempts = 3, budget_percent = 0 }\n", TWO),
+            "budget_percent = |0",
+            web("retries = { attempts = 0, budget_percent = 0 }\n", TWO),
+        ),
+        case(
+            "eject-all-allowed",
+            format!("{}[pool.web.outlier]\nmax_ejected_percent = 100\n", web("", TWO)),
+            "max_ejected_percent = |100",
+            format!("{}[pool.web.outlier]\nmax_ejected_percent = 99\n", web("", TWO)),
+        ),
+        case(
+            "backup-cycle",
+            format!(
+                "{}{}",
+                web("backup = \"spare\"\n", TWO),
+                spare.replace(TWO, &format!("backup = \"web\"\n{TWO}"))
+            ),
+            "backup = |\"spare\"",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
+        ),
+        case(
+            "timeout-order",
+            format!("drain_timeout = \"20s\"\n\n{}", web("", TWO)),
+            "drain_timeout = |\"20s\"",
+            format!("drain_timeout = \"30s\"\n\n{}", web("", TWO)),
+        ),
+        case(
+            "shadowed-route",
+            routes(""),
+            "|[[route]]\npath_prefix = \"/api\"\npool = \"web\"",
+            routes("host = \"api.example.com\"\n"),
+        ),
+        case(
+            "admin-off-loopback",
+            admin("0.0.0.0:9901", "admin.token"),
+            "|[admin]",
+            admin("127.0.0.1:9901", "admin.token"),
+        ),
+        case(
+            "admin-token-missing",
+            admin("127.0.0.1:9901", "short.token"),
+            "token_file = |\"short.token\"",
+            admin("127.0.0.1:9901", "admin.token"),
+        ),
+    ]
+}
+
+/// 1-based line and column (in characters) where the `|` of `at` falls in `text`.
+fn position(text: &str, at: &str) -> (usize, usize) {
+    let (before, after) = at.split_once('|').expect("`at` marks the spot with |");
+    let needle = format!("{before}{after}");
+    assert_eq!(
+        text.matches(&needle).count(),
+        1,
+        "{needle:?} once in:\n{text}"
+    );
+    let offset = text.find(&needle).unwrap() + before.len();
+    let head = &text[..offset];
+    let line = head.matches('\n').count() + 1;
+    let column = head.rsplit('\n').next().unwrap().chars().count() + 1;
+    (line, column)
+}
+
+#[test]
+fn every_rule_warns_at_its_value_in_text_and_json_and_not_on_a_close_config() {
+    let cases = cases();
+    for rule in RULES {
+        assert!(
+            cases.iter().any(|c| c.rule == rule.name),
+            "{} has no process-level case",
+            rule.name
+        );
+    }
+    for case in cases {
+        let dir = Dir::new();
+        dir.write("admin.token", GOOD_TOKEN);
+        dir.write("short.token", "too-short\n");
+        let path = dir.write("lb.toml", &case.triggers);
+        let file = path.to_str().unwrap();
+        let (line, column) = position(&case.triggers, case.at);
+        let context = format!("{} in:\n{}", case.rule, case.triggers);
+
+        let out = run(&["check", "-c", file]);
+        assert_eq!(out.code, Some(0), "{context}\n{}{}", out.stdout, out.stderr);
+        let header = format!("warning[{}]: ", case.rule);
+        let location = format!("--> {file}:{line}:{column}\n");
+        let located = out.stdout.split(&header).skip(1).any(|finding| {
+            finding
+                .lines()
+                .nth(1)
+                .is_some_and(|l| format!("{}\n", l.trim()) == location)
+        });
+        assert!(
+            located,
+            "{context}\nexpected {header}at {location}\n{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("= help: "), "{}", out.stdout);
+
+        let denied = run(&["check", "-c", file, "--deny-warnings"]);
+        assert_eq!(denied.code, Some(1), "{context}\n{}", denied.stdout);
+
+        let json = run(&["check", "-c", file, "--format", "json"]);
+        assert_eq!(json.code, Some(0), "{context}");
+        let findings: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+        let found = findings.as_array().unwrap().iter().any(|f| {
+            f["rule"] == case.rule
+                && f["severity"] == "warning"
+                && f["file"] == file
+                && f["line"] == line
+                && f["column"] == column
+                && f["help"].is_string()
+        });
+        assert!(found, "{context}\n{}", json.stdout);
+
+        let path = dir.write("lb.toml", &case.clean);
+        let clean = run(&["check", "-c", path.to_str().unwrap(), "--deny-warnings"]);
+        assert_eq!(
+            clean.code,
+            Some(0),
+            "close config for {}:\n{}\n{}",
+            case.rule,
+            case.clean,
+            clean.stdout
+        );
+        assert!(clean.stdout.contains("0 warnings"), "{}", clean.stdout);
+    }
+}
+
+#[test]
+fn explain_works_for_every_rule() {
+    let list = run(&["explain"]);
+    assert_eq!(list.code, Some(0));
+    for rule in RULES {
+        let out = run(&["explain", rule.name]);
+        assert_eq!(out.code, Some(0), "{}: {}", rule.name, out.stderr);
+        assert!(
+            out.stdout.starts_with(&format!(
+                "{} ({} by default): {}",
+                rule.name,
+                rule.severity.as_str(),
+                rule.summary
+            )),
+            "{}",
+            out.stdout
+        );
+        // The explanation is wrapped; its first words come through whole.
+        let opening: Vec<&str> = rule.explain.split_whitespace().take(4).collect();
+        let shown: Vec<&str> = out.stdout.split_whitespace().collect();
+        assert!(
+            shown.windows(4).any(|w| w == opening.as_slice()),
+            "{}: {}",
+            rule.name,
+            out.stdout
+        );
+        assert!(
+            list.stdout.lines().any(|l| l.starts_with(rule.name)),
+            "{} missing from `explain`:\n{}",
+            rule.name,
+            list.stdout
+        );
+    }
+}
