@@ -434,6 +434,8 @@ pub struct Proxy {
     stderr_path: PathBuf,
     /// Each listener's name and bound address, as printed on stdout.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin API's address, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -469,10 +471,12 @@ impl Proxy {
             config: config_path,
             stderr_path,
             listeners: Vec::new(),
+            admin: None,
         };
         let expected = config.matches("[[listener]]").count();
+        let wants_admin = config.contains("[admin]");
         let deadline = Instant::now() + TIMEOUT;
-        while proxy.listeners.len() < expected {
+        while proxy.listeners.len() < expected || (wants_admin && proxy.admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
                 Ok(line) => line,
@@ -482,6 +486,10 @@ impl Proxy {
                     proxy.stderr()
                 ),
             };
+            if let Some(url) = line.strip_prefix("admin http://") {
+                proxy.admin = Some(url.parse().expect("admin address"));
+                continue;
+            }
             let Some(rest) = line.strip_prefix("listening ") else {
                 continue;
             };
