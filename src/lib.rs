@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apply;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -11,3 +12,4 @@ pub mod health;
 pub mod loadgen;
 pub mod proxy;
 pub mod runtime;
+pub mod store;

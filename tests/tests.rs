@@ -5,6 +5,7 @@ mod util;
 
 mod check;
 mod demo;
+mod history;
 mod lint;
 mod proxy;
 mod survive;

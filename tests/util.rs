@@ -698,7 +698,7 @@ pub struct Proxy {
     stderr_path: PathBuf,
     /// Each listener's name and bound address, as printed on stdout.
     pub listeners: Vec<(String, SocketAddr)>,
-    /// The admin listener's address, as printed on stdout ([`Proxy::start_with_admin`]).
+    /// The admin API's address, as printed on stdout, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
 }
 
@@ -756,8 +756,9 @@ impl Proxy {
             admin: None,
         };
         let expected = config.matches("[[listener]]").count();
+        let wants_admin = config.contains("[admin]");
         let deadline = Instant::now() + TIMEOUT;
-        while proxy.listeners.len() < expected || (admin && proxy.admin.is_none()) {
+        while proxy.listeners.len() < expected || (wants_admin && proxy.admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
                 Ok(line) => line,

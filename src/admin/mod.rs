@@ -10,6 +10,11 @@
 //! - `GET /status` → JSON: every pool, its backends, their weight, intended share,
 //!   requests, observed share, responses by class, failures, in-flight requests.
 //! - `GET /config` → the config text in force.
+//! - `POST /config` (TOML body; `?deny_warnings=true`) → apply it: 200 with the new
+//!   version, or 422 with the findings when refused (and nothing changes).
+//! - `GET /config/history` → every version applied or refused, and the current one.
+//! - `POST /config/rollback` (`?to=VERSION`) → go back, by default to the previous good
+//!   version, through the same path as any apply.
 //! - `POST /backends/{pool}/{address}/drain` and `/enable` → stop sending a backend new
 //!   requests (those in flight finish), or start again.
 
@@ -23,13 +28,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use crate::apply::{Applied, Applier, RollbackError};
+use crate::config::diagnostic;
 use crate::runtime::Runtime;
+use crate::store::Origin;
 
 pub use status::{BackendStatus, PoolStatus, Status};
 
@@ -72,6 +80,7 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
 /// address (port 0 resolved).
 pub fn start(
     runtime: Arc<Runtime>,
+    applier: Arc<Applier>,
     addr: SocketAddr,
     token: String,
 ) -> Result<SocketAddr, AdminError> {
@@ -90,13 +99,18 @@ pub fn start(
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!(error = %e, "admin runtime failed"),
             };
-            rt.block_on(serve(listener, runtime, token));
+            rt.block_on(serve(listener, runtime, applier, token));
         })
         .map_err(bind_error)?;
     Ok(bound)
 }
 
-async fn serve(listener: std::net::TcpListener, runtime: Arc<Runtime>, token: Arc<String>) {
+async fn serve(
+    listener: std::net::TcpListener,
+    runtime: Arc<Runtime>,
+    applier: Arc<Applier>,
+    token: Arc<String>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "admin listener failed"),
@@ -106,11 +120,16 @@ async fn serve(listener: std::net::TcpListener, runtime: Arc<Runtime>, token: Ar
             continue;
         };
         let runtime = Arc::clone(&runtime);
+        let applier = Arc::clone(&applier);
         let token = Arc::clone(&token);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let response = handle(&request, &runtime, &token);
-                async move { Ok::<_, Infallible>(response) }
+                let (runtime, applier, token) = (
+                    Arc::clone(&runtime),
+                    Arc::clone(&applier),
+                    Arc::clone(&token),
+                );
+                async move { Ok::<_, Infallible>(handle(request, &runtime, &applier, &token).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -119,24 +138,150 @@ async fn serve(listener: std::net::TcpListener, runtime: Arc<Runtime>, token: Ar
     }
 }
 
-fn handle(request: &Request<Incoming>, runtime: &Runtime, token: &str) -> Response<Full<Bytes>> {
-    let path = request.uri().path();
-    if (request.method(), path) == (&Method::GET, "/healthz") {
+async fn handle(
+    request: Request<Incoming>,
+    runtime: &Runtime,
+    applier: &Applier,
+    token: &str,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    if (request.method(), path.as_str()) == (&Method::GET, "/healthz") {
         return text(StatusCode::OK, "ok\n");
     }
-    if !authorized(request, token) {
+    if !authorized(&request, token) {
         return json(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({"error": "missing or wrong token: send Authorization: Bearer <token from admin.token_file>"}),
         );
     }
-    match (request.method(), path) {
-        (&Method::GET, "/status") => json(StatusCode::OK, &Status::of(&runtime.snapshot())),
-        (&Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
-        (&Method::POST, path) if path.starts_with("/backends/") => drain_or_enable(runtime, path),
-        _ => json(
+    let query = request.uri().query().unwrap_or("").to_string();
+    match (request.method().clone(), path.as_str()) {
+        (Method::GET, "/status") => {
+            let mut status =
+                serde_json::to_value(Status::of(&runtime.snapshot())).unwrap_or_default();
+            status["version"] = applier.current().into();
+            json(StatusCode::OK, &status)
+        }
+        (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
+        (Method::GET, "/config/history") => match applier.history() {
+            Ok(versions) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "current": applier.current(), "versions": versions }),
+            ),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({ "error": e.to_string() }),
+            ),
+        },
+        (Method::POST, "/config") => {
+            let body = match read_body(request).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let deny_warnings = flag(&query, "deny_warnings");
+            applied(applier.apply(body, "POST /config".into(), Origin::Api, deny_warnings))
+        }
+        (Method::POST, "/config/rollback") => {
+            let to = match param(&query, "to").map(str::parse::<u64>) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(_)) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"error": "`to` must be a version number"}),
+                    )
+                }
+            };
+            match applier.rollback(to) {
+                Ok(outcome) => applied(outcome),
+                Err(e @ RollbackError::NoSuchVersion(_)) => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": e.to_string()}),
+                ),
+                Err(e @ RollbackError::Store(_)) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"error": e.to_string()}),
+                ),
+                Err(e) => json(
+                    StatusCode::CONFLICT,
+                    &serde_json::json!({"error": e.to_string()}),
+                ),
+            }
+        }
+        (Method::POST, path) if path.starts_with("/backends/") => drain_or_enable(runtime, path),
+        (method, path) => json(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": format!("no endpoint {} {path}", request.method())}),
+            &serde_json::json!({"error": format!("no endpoint {method} {path}")}),
+        ),
+    }
+}
+
+/// Largest config accepted by `POST /config`.
+const MAX_CONFIG_BYTES: usize = 4 << 20;
+
+async fn read_body(request: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_CONFIG_BYTES);
+    let bytes = match limited.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return Err(json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": format!("cannot read the config: {e} (at most 4 MiB)")}),
+            ))
+        }
+    };
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "the config is not UTF-8 text"}),
+        )
+    })
+}
+
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn flag(query: &str, name: &str) -> bool {
+    param(query, name).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The answer to an apply or rollback: 200 with the version, or 422 with the findings.
+fn applied(outcome: Applied) -> Response<Full<Bytes>> {
+    match outcome {
+        Applied::Applied {
+            version,
+            warnings,
+            source,
+        } => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "result": "applied",
+                "version": version.id,
+                "warnings": diagnostic::json_findings(&source, &warnings),
+            }),
+        ),
+        Applied::Unchanged { version } => json(
+            StatusCode::OK,
+            &serde_json::json!({ "result": "unchanged", "version": version }),
+        ),
+        Applied::Refused {
+            version,
+            findings,
+            source,
+            reason,
+        } => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "result": "refused",
+                "version": version.map(|v| v.id),
+                "reason": reason,
+                "findings": diagnostic::json_findings(&source, &findings),
+            }),
         ),
     }
 }

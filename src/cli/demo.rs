@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> CommandResult {
         )));
     };
     let _log = super::init_logging(false);
-    let served = Served::start(config, 1, false)?;
+    let served = Served::start(&config_path, config, 1, false)?;
     let listen = served.running.listeners[0].1;
     let admin = served
         .admin
@@ -108,7 +108,7 @@ pub fn run(args: &Args) -> CommandResult {
 }
 
 fn served_reload(path: &Path, served: &Served) {
-    super::serve::reload(path, &served.runtime);
+    super::serve::reload(path, &served.applier);
 }
 
 /// The first free port on 127.0.0.1 from `preferred` on (0 stays 0: any port).

@@ -4,9 +4,13 @@
 //! Exit codes (DESIGN.md contract): 0 success; 1 the input was read and rejected;
 //! 2 usage error or a file that cannot be read at all; 3 runtime failure.
 
+mod apply;
 mod check;
+mod client;
 mod demo;
 mod explain;
+mod history;
+mod rollback;
 mod serve;
 
 use std::process::ExitCode;
@@ -43,9 +47,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Apply(apply::Args),
     Check(check::Args),
     Demo(demo::Args),
     Explain(explain::Args),
+    History(history::Args),
+    Rollback(rollback::Args),
     Serve(serve::Args),
 }
 
@@ -53,9 +60,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
+        Command::Apply(args) => apply::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::History(args) => history::run(&args),
+        Command::Rollback(args) => rollback::run(&args),
         Command::Serve(args) => serve::run(&args),
     };
     match exit {

@@ -8,10 +8,12 @@ use anyhow::Context as _;
 
 use super::{CommandResult, Exit, Failure};
 use crate::admin;
+use crate::apply::{Applied, Applier};
 use crate::config::{self, diagnostic, Config};
 use crate::health;
 use crate::proxy::{self, Options, Running};
 use crate::runtime::Runtime;
+use crate::store::{Origin, SqliteStore};
 
 /// Run the load balancer.
 ///
@@ -58,7 +60,7 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let _log = super::init_logging(!args.no_access_log);
     let workers = args.workers.map_or_else(default_workers, usize::from);
-    let served = Served::start(config, workers, !args.no_access_log)?;
+    let served = Served::start(&args.config, config, workers, !args.no_access_log)?;
     for (name, addr) in &served.running.listeners {
         println!("listening {name} http://{addr}");
     }
@@ -73,6 +75,8 @@ pub fn run(args: &Args) -> CommandResult {
 pub struct Served {
     /// The live configuration.
     pub runtime: Arc<Runtime>,
+    /// Every change of configuration goes through it.
+    pub applier: Arc<Applier>,
     /// The proxy.
     pub running: Running,
     /// The admin listener's address, when the config has `[admin]`.
@@ -82,8 +86,14 @@ pub struct Served {
 }
 
 impl Served {
-    /// Binds the listeners, starts the workers and the admin API.
-    pub fn start(config: Config, workers: usize, access_log: bool) -> Result<Served, Failure> {
+    /// Opens the config history, binds the listeners, starts the workers, health
+    /// checks and the admin API for `config`, read from `path`.
+    pub fn start(
+        path: &Path,
+        config: Config,
+        workers: usize,
+        access_log: bool,
+    ) -> Result<Served, Failure> {
         let admin = config.admin.clone();
         // Read the token before binding anything: a missing file is a usage error.
         let token = admin
@@ -91,7 +101,13 @@ impl Served {
             .map(|a| admin::read_token(&a.token_file))
             .transpose()
             .map_err(|e| Failure::new(Exit::Usage, e))?;
+        // A history that cannot be opened is a loud error at start, not a surprise later.
+        let store =
+            SqliteStore::open(&config.state_dir).map_err(|e| Failure::new(Exit::Runtime, e))?;
         let runtime = Runtime::new(config);
+        let applier = Applier::start(Arc::clone(&runtime), Arc::new(store), path.to_path_buf())
+            .map_err(|e| Failure::new(Exit::Runtime, e))?;
+        let applier = Arc::new(applier);
         let running = proxy::start(
             Arc::clone(&runtime),
             Options {
@@ -109,13 +125,14 @@ impl Served {
         })?;
         let admin = match (admin, token) {
             (Some(a), Some(token)) => Some(
-                admin::start(Arc::clone(&runtime), a.listen, token)
+                admin::start(Arc::clone(&runtime), Arc::clone(&applier), a.listen, token)
                     .map_err(|e| Failure::new(Exit::Runtime, e))?,
             ),
             _ => None,
         };
         Ok(Served {
             runtime,
+            applier,
             running,
             admin,
             health_stop,
@@ -124,7 +141,7 @@ impl Served {
 
     /// Serves until SIGTERM or SIGINT, reloading `path` on SIGHUP; then drains.
     pub fn run_until_signal(self, path: &Path) -> CommandResult {
-        super::wait_for_signals(|| reload(path, &self.runtime))
+        super::wait_for_signals(|| reload(path, &self.applier))
             .map_err(|e| Failure::new(Exit::Runtime, e))?;
         tracing::info!("draining: no new connections; requests in flight may finish");
         self.stop();
@@ -145,24 +162,38 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// SIGHUP: re-read and check the file; put it in force only if it passes.
-pub(super) fn reload(path: &Path, runtime: &Runtime) {
-    let checked = match config::check_file(path) {
-        Ok(checked) => checked,
+/// SIGHUP: re-read the file and apply it if it passes `check`; otherwise the running
+/// config stays (and the refusal is in the history).
+pub(super) fn reload(path: &Path, applier: &Applier) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "reload refused: cannot read the config; the running config stays");
             return;
         }
     };
-    let warnings = checked.warnings();
-    match checked.config {
-        Some(config) if !checked.is_rejected(false) => match runtime.replace(config) {
-            Ok(()) => tracing::info!(file = %path.display(), warnings, "reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload refused; the running config stays"),
-        },
-        _ => {
-            let findings = diagnostic::render_text(&checked.source, &checked.findings);
-            tracing::error!(file = %path.display(), errors = checked.errors(), "reload refused; the running config stays\n{findings}");
+    match applier.apply(text, path.to_path_buf(), Origin::Sighup, false) {
+        Applied::Applied {
+            version, warnings, ..
+        } => {
+            tracing::info!(file = %path.display(), version = version.id, warnings = warnings.len(), "reloaded")
+        }
+        Applied::Unchanged { version } => {
+            tracing::info!(file = %path.display(), version, "reload: the file is the config in force already")
+        }
+        Applied::Refused {
+            version,
+            findings,
+            source,
+            reason,
+        } => {
+            let findings = diagnostic::render_text(&source, &findings);
+            let reason = reason.unwrap_or_default();
+            tracing::error!(
+                file = %path.display(),
+                version = version.map(|v| v.id),
+                "reload refused; the running config stays. {reason}\n{findings}"
+            );
         }
     }
 }

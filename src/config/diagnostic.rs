@@ -227,7 +227,14 @@ pub struct JsonFinding<'a> {
 
 /// The findings as a pretty-printed JSON array.
 pub fn render_json(source: &Source, findings: &[Finding]) -> String {
-    let rows: Vec<JsonFinding<'_>> = findings
+    let rows = json_findings(source, findings);
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| String::from("[]"))
+}
+
+/// The findings as `--format json` shows them, to embed in other JSON.
+pub fn json_findings<'a>(source: &Source, findings: &'a [Finding]) -> Vec<JsonFinding<'a>> {
+    findings
         .iter()
         .map(|f| {
             let at = f.span.as_ref().map(|s| source.locate(s.start));
@@ -242,9 +249,7 @@ pub fn render_json(source: &Source, findings: &[Finding]) -> String {
                 allowed: f.allowed.as_deref(),
             }
         })
-        .collect();
-    // Serialising plain structs of strings and numbers cannot fail.
-    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| String::from("[]"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -72,13 +72,22 @@ pub fn check_file(path: &Path) -> std::io::Result<Checked> {
 /// Runs the whole pipeline on `source`. Relative paths in the config (state_dir,
 /// token_file) resolve against the folder of `source.path`.
 pub fn check_source(source: Source) -> Checked {
-    let source = Arc::new(source);
-    let base_dir = source
-        .path
-        .parent()
+    let base_dir = folder_of(&source.path);
+    check_source_in(source, &base_dir)
+}
+
+/// The folder relative paths in a config file resolve against.
+pub fn folder_of(path: &Path) -> std::path::PathBuf {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// Runs the whole pipeline on `source`, resolving relative paths against `base_dir`
+/// (for a config that did not come from a file, such as `POST /config`).
+pub fn check_source_in(source: Source, base_dir: &Path) -> Checked {
+    let source = Arc::new(source);
     let raw = match toml::from_str::<raw::RawConfig>(&source.text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -89,7 +98,7 @@ pub fn check_source(source: Source) -> Checked {
             }
         }
     };
-    let (config, mut findings) = validate::validate(raw, Arc::clone(&source), &base_dir);
+    let (config, mut findings) = validate::validate(raw, Arc::clone(&source), base_dir);
     if let Some(config) = &config {
         findings.extend(lint::run(config));
     }

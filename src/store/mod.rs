@@ -1,0 +1,220 @@
+//! The config history: every version evenkeel was asked to apply — applied or refused —
+//! with its number, time, source, sha256, full text and result.
+//!
+//! [`Store`] is the interface the rest of evenkeel uses; [`SqliteStore`] keeps it in
+//! one SQLite file under `state_dir` (the embedded default; a fleet would implement the
+//! same interface over etcd, see DESIGN "Growing past one machine"). Versions are
+//! integers increasing from 1. The store is written off the request path only (at an
+//! apply), and a write that fails is reported to the caller, never a panic.
+
+mod sqlite;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use sqlite::SqliteStore;
+
+/// Where a version came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The config file, read at start.
+    Start,
+    /// The config file, re-read on SIGHUP.
+    Sighup,
+    /// `POST /config` (or `evenkeel apply`).
+    Api,
+    /// `POST /config/rollback` (or `evenkeel rollback`).
+    Rollback,
+}
+
+impl Origin {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Start => "start",
+            Origin::Sighup => "sighup",
+            Origin::Api => "api",
+            Origin::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Origin {
+        match s {
+            "start" => Origin::Start,
+            "sighup" => Origin::Sighup,
+            "rollback" => Origin::Rollback,
+            _ => Origin::Api,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It was put in force.
+    Applied,
+    /// It was refused (errors, denied warnings, or a change that needs a restart) and
+    /// changed nothing.
+    Refused,
+}
+
+impl Outcome {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Refused => "refused",
+        }
+    }
+
+    fn parse(s: &str) -> Outcome {
+        if s == "applied" {
+            Outcome::Applied
+        } else {
+            Outcome::Refused
+        }
+    }
+}
+
+/// One version of the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// Its number, from 1.
+    pub id: u64,
+    /// When it was applied or refused (RFC 3339, UTC).
+    pub time: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// SHA-256 of the text, hex.
+    pub sha256: String,
+    /// The whole config text.
+    pub text: String,
+    /// Applied or refused.
+    pub outcome: Outcome,
+    /// Why it was refused, or the warnings it was applied with (text, as `check` prints).
+    pub detail: String,
+    /// For a rollback: the version whose text it restored.
+    pub restores: Option<u64>,
+}
+
+/// A version about to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewVersion<'a> {
+    /// Where it came from.
+    pub origin: Origin,
+    /// The config text.
+    pub text: &'a str,
+    /// Applied or refused.
+    pub outcome: Outcome,
+    /// Findings or reason, as text.
+    pub detail: &'a str,
+    /// For a rollback: the version restored.
+    pub restores: Option<u64>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state folder could not be created.
+    #[error("cannot create the state folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("config history ({path}): {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+}
+
+/// Keeps the config history.
+pub trait Store: Send + Sync {
+    /// Records a version and returns it with its number and time.
+    fn record(&self, version: NewVersion<'_>) -> Result<Version, StoreError>;
+    /// Every version, oldest first.
+    fn versions(&self) -> Result<Vec<Version>, StoreError>;
+    /// Version `id`.
+    fn version(&self, id: u64) -> Result<Option<Version>, StoreError>;
+}
+
+/// Hex SHA-256 of a config text.
+pub fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The version a rollback goes back to when none is named: the last applied version
+/// before `current` whose text differs from it.
+pub fn previous_good(versions: &[Version], current: u64) -> Option<&Version> {
+    let current_sha = versions
+        .iter()
+        .find(|v| v.id == current)
+        .map(|v| v.sha256.as_str());
+    versions
+        .iter()
+        .rev()
+        .filter(|v| v.id < current && v.outcome == Outcome::Applied)
+        .find(|v| Some(v.sha256.as_str()) != current_sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: u64, text: &str, outcome: Outcome) -> Version {
+        Version {
+            id,
+            time: String::new(),
+            origin: Origin::Api,
+            sha256: sha256(text),
+            text: text.into(),
+            outcome,
+            detail: String::new(),
+            restores: None,
+        }
+    }
+
+    #[test]
+    fn sha256_of_a_known_text() {
+        assert_eq!(
+            sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn previous_good_skips_refused_versions_and_the_same_text() {
+        let versions = [
+            version(1, "a", Outcome::Applied),
+            version(2, "b", Outcome::Applied),
+            version(3, "bad", Outcome::Refused),
+            version(4, "b", Outcome::Applied),
+            version(5, "c", Outcome::Applied),
+        ];
+        assert_eq!(previous_good(&versions, 5).map(|v| v.id), Some(4));
+        assert_eq!(
+            previous_good(&versions, 4).map(|v| v.id),
+            Some(1),
+            "2 has the same text as 4"
+        );
+        assert_eq!(previous_good(&versions, 1), None);
+    }
+}
