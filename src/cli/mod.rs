@@ -7,6 +7,7 @@
 mod check;
 mod demo;
 mod explain;
+mod loadtest;
 mod serve;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ enum Command {
     Check(check::Args),
     Demo(demo::Args),
     Explain(explain::Args),
+    Loadtest(loadtest::Args),
     Serve(serve::Args),
 }
 
@@ -56,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
         Command::Serve(args) => serve::run(&args),
     };
     match exit {
