@@ -5,4 +5,5 @@ mod util;
 
 mod check;
 mod demo;
+mod loadtest;
 mod proxy;
