@@ -7,5 +7,6 @@ mod check;
 mod demo;
 mod history;
 mod lint;
+mod loadtest;
 mod proxy;
 mod survive;

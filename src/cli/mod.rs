@@ -10,6 +10,7 @@ mod client;
 mod demo;
 mod explain;
 mod history;
+mod loadtest;
 mod rollback;
 mod serve;
 
@@ -53,6 +54,7 @@ enum Command {
     Explain(explain::Args),
     History(history::Args),
     Rollback(rollback::Args),
+    Loadtest(loadtest::Args),
     Serve(serve::Args),
 }
 
@@ -66,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::History(args) => history::run(&args),
         Command::Rollback(args) => rollback::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
         Command::Serve(args) => serve::run(&args),
     };
     match exit {
