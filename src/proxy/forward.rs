@@ -588,11 +588,10 @@ mod tests {
     use super::*;
     use crate::config::{check_source, Source};
 
-    /// A pool with no usable backend cannot be made through `serve` yet (a pool whose
-    /// backends all weigh 0 is the config error `zero-total-weight`, and nothing else
-    /// makes a backend unusable), so the 503 path is checked here in its two parts:
-    /// `pick` finds nothing, and the refusal `handle` then sends is a 503 naming the
-    /// pool and no backend.
+    /// The 503 path in its two parts (the whole path through `serve` is covered by
+    /// tests/survive.rs): with every backend unusable (here: weight 0, which only a
+    /// test can build), `pick` finds nothing, and the refusal `handle` then sends is a
+    /// 503 naming the pool and no backend.
     #[test]
     fn a_pool_with_no_usable_backend_is_refused_with_503_naming_the_pool() {
         let checked = check_source(Source {
