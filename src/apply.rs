@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{self, diagnostic, Finding, Severity, Source};
+use crate::health::Event;
 use crate::runtime::Runtime;
 use crate::store::{self, NewVersion, Origin, Outcome, Store, StoreError, Version};
 
@@ -126,32 +127,38 @@ impl Applier {
         &self.config_path
     }
 
-    /// Checks `text` and, if it passes, puts it in force. `label` names it in findings
-    /// (the file path, or `POST /config`).
-    pub fn apply(
-        &self,
-        text: String,
-        label: PathBuf,
-        origin: Origin,
-        deny_warnings: bool,
-    ) -> Applied {
-        self.apply_restoring(text, label, origin, deny_warnings, None)
+    /// The history and journal.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
-    fn apply_restoring(
-        &self,
-        text: String,
-        label: PathBuf,
-        origin: Origin,
-        deny_warnings: bool,
-        restores: Option<u64>,
-    ) -> Applied {
+    /// Checks `text` and, if it passes, puts it in force. `label` names it in findings
+    /// (the file path, or `POST /config`).
+    pub fn apply(&self, text: String, label: PathBuf, origin: Origin, options: ApplyOptions) -> Applied {
+        self.apply_restoring(text, label, origin, options, None)
+    }
+
+    fn apply_restoring(&self, text: String, label: PathBuf, origin: Origin, options: ApplyOptions, restores: Option<u64>) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = *current;
         if self.runtime.snapshot().config.source.text == text {
             return Applied::Unchanged { version: *current };
         }
         let base_dir = config::folder_of(&self.config_path);
+        let sha = store::sha256(&text);
         let checked = config::check_source_in(Source { path: label, text }, &base_dir);
+        let deny_warnings = options.deny_warnings;
+        let emit = |version: Option<u64>, outcome: Outcome, detail: &str| {
+            self.runtime.events.emit(Event::Config {
+                version,
+                previous,
+                origin: origin.as_str(),
+                outcome: outcome.as_str(),
+                restores,
+                expect_shift: options.expect_shift,
+                detail: detail.lines().next().unwrap_or("").to_string(),
+            });
+        };
         let record = |outcome, detail: &str| {
             let recorded = self.store.record(NewVersion {
                 origin,
@@ -160,10 +167,29 @@ impl Applier {
                 detail,
                 restores,
             });
-            recorded
+            let recorded = recorded
                 .map_err(|e| tracing::error!(error = %e, "ALARM: the config history could not be written"))
-                .ok()
+                .ok();
+            emit(recorded.as_ref().map(|v| v.id), outcome, detail);
+            recorded
         };
+        // A config the guard rolled back is not applied again by accident (a SIGHUP of
+        // the same file, a retried deploy): only with force.
+        if !options.force && origin != Origin::Rollback {
+            if let Ok(Some(rejection)) = self.store.rejection(&sha) {
+                let reason = format!(
+                    "this config (version {}) was rolled back by the guard at {}: {}; apply it again with --force if you mean it",
+                    rejection.version, rejection.time, rejection.reason
+                );
+                let version = record(Outcome::Refused, &reason);
+                return Applied::Refused {
+                    version,
+                    findings: Vec::new(),
+                    source: Arc::clone(&checked.source),
+                    reason: Some(reason),
+                };
+            }
+        }
         let refused = |reason: Option<String>, version: Option<Version>| Applied::Refused {
             version,
             findings: checked.findings.clone(),
@@ -230,12 +256,50 @@ impl Applier {
                 .ok_or(RollbackError::NothingToRollBackTo)?,
         };
         let label = PathBuf::from(format!("version {}", target.id));
-        Ok(self.apply_restoring(
-            target.text.clone(),
-            label,
-            Origin::Rollback,
-            false,
-            Some(target.id),
-        ))
+        Ok(self.apply_restoring(target.text.clone(), label, Origin::Rollback, ApplyOptions::default(), Some(target.id)))
     }
+
+    /// The guard's verdict on `version`: roll back to `previous`, mark `version`'s text
+    /// rejected, and say so. Does nothing when `version` is no longer in force.
+    pub fn guard_rollback(&self, version: u64, previous: u64, reason: &str) {
+        if self.current() != version {
+            return;
+        }
+        let text = match self.store.version(version) {
+            Ok(Some(v)) => v.text,
+            _ => String::new(),
+        };
+        if let Err(e) = self.store.reject(&store::sha256(&text), version, reason) {
+            tracing::error!(error = %e, "ALARM: cannot mark the rolled-back config as rejected");
+        }
+        let restored = match self.rollback(Some(previous)) {
+            Ok(Applied::Applied { version: restored, .. }) => Some(restored.id),
+            Ok(Applied::Unchanged { version }) => Some(version),
+            Ok(Applied::Refused { reason: why, .. }) => {
+                tracing::error!(version, previous, reason = ?why, "ALARM: the guard could not roll back");
+                None
+            }
+            Err(e) => {
+                tracing::error!(version, previous, error = %e, "ALARM: the guard could not roll back");
+                None
+            }
+        };
+        self.runtime.events.emit(Event::Guard {
+            version,
+            verdict: if restored.is_some() { "rolled_back" } else { "rollback_failed" },
+            reason: reason.to_string(),
+            restored,
+        });
+    }
+}
+
+/// How an apply treats findings and the guard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Refuse lint warnings too.
+    pub deny_warnings: bool,
+    /// The change moves traffic on purpose: the guard does not judge shift.
+    pub expect_shift: bool,
+    /// Apply even a config the guard rolled back before.
+    pub force: bool,
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod loadgen;
+pub mod monitor;
 pub mod proxy;
 pub mod runtime;
 pub mod store;

@@ -601,6 +601,8 @@ pub struct BackendStats {
     pub responses: [AtomicU64; 5],
     /// Requests that got no response: connect failures, resets, timeouts.
     pub failures: AtomicU64,
+    /// Time from sending a try to its response head.
+    pub latency: crate::monitor::latency::LatencyHistogram,
 }
 
 impl BackendStats {

@@ -34,7 +34,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::apply::{Applied, Applier, RollbackError};
+use crate::apply::{Applied, Applier, ApplyOptions, RollbackError};
+use crate::monitor::Monitor;
 use crate::config::diagnostic;
 use crate::runtime::Runtime;
 use crate::store::Origin;
@@ -81,6 +82,7 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
 pub fn start(
     runtime: Arc<Runtime>,
     applier: Arc<Applier>,
+    monitor: Arc<Monitor>,
     addr: SocketAddr,
     token: String,
 ) -> Result<SocketAddr, AdminError> {
@@ -88,7 +90,6 @@ pub fn start(
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
-    let token = Arc::new(token);
     std::thread::Builder::new()
         .name("evenkeel-admin".into())
         .spawn(move || {
@@ -99,18 +100,22 @@ pub fn start(
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!(error = %e, "admin runtime failed"),
             };
-            rt.block_on(serve(listener, runtime, applier, token));
+            let state = Arc::new(AdminState { runtime, applier, monitor, token });
+            rt.block_on(serve(listener, state));
         })
         .map_err(bind_error)?;
     Ok(bound)
 }
 
-async fn serve(
-    listener: std::net::TcpListener,
+/// What every admin request may use.
+struct AdminState {
     runtime: Arc<Runtime>,
     applier: Arc<Applier>,
-    token: Arc<String>,
-) {
+    monitor: Arc<Monitor>,
+    token: String,
+}
+
+async fn serve(listener: std::net::TcpListener, state: Arc<AdminState>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "admin listener failed"),
@@ -119,17 +124,11 @@ async fn serve(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let runtime = Arc::clone(&runtime);
-        let applier = Arc::clone(&applier);
-        let token = Arc::clone(&token);
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let (runtime, applier, token) = (
-                    Arc::clone(&runtime),
-                    Arc::clone(&applier),
-                    Arc::clone(&token),
-                );
-                async move { Ok::<_, Infallible>(handle(request, &runtime, &applier, &token).await) }
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(request, &state).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -138,12 +137,8 @@ async fn serve(
     }
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    runtime: &Runtime,
-    applier: &Applier,
-    token: &str,
-) -> Response<Full<Bytes>> {
+async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let AdminState { runtime, applier, monitor, token } = state;
     let path = request.uri().path().to_string();
     if (request.method(), path.as_str()) == (&Method::GET, "/healthz") {
         return text(StatusCode::OK, "ok\n");
@@ -160,6 +155,7 @@ async fn handle(
             let mut status =
                 serde_json::to_value(Status::of(&runtime.snapshot())).unwrap_or_default();
             status["version"] = applier.current().into();
+            status["monitor"] = serde_json::to_value(&*monitor.state()).unwrap_or_default();
             json(StatusCode::OK, &status)
         }
         (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
@@ -178,9 +174,14 @@ async fn handle(
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let deny_warnings = flag(&query, "deny_warnings");
-            applied(applier.apply(body, "POST /config".into(), Origin::Api, deny_warnings))
+            let options = ApplyOptions {
+                deny_warnings: flag(&query, "deny_warnings"),
+                expect_shift: flag(&query, "expect_shift"),
+                force: flag(&query, "force"),
+            };
+            applied(applier.apply(body, "POST /config".into(), Origin::Api, options))
         }
+        (Method::GET, "/events") => events(applier, &query),
         (Method::POST, "/config/rollback") => {
             let to = match param(&query, "to").map(str::parse::<u64>) {
                 None => None,
@@ -214,6 +215,42 @@ async fn handle(
             &serde_json::json!({"error": format!("no endpoint {method} {path}")}),
         ),
     }
+}
+
+/// `GET /events?since=&until=`: journal entries, oldest first. `since` is an entry id
+/// (entries after it), an RFC 3339 time, or a duration back from now (`15m`).
+fn events(applier: &Applier, query: &str) -> Response<Full<Bytes>> {
+    let bad = |what: &str| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": what }));
+    let (mut after, mut since) = (0, None);
+    if let Some(value) = param(query, "since") {
+        match value.parse::<u64>() {
+            Ok(id) => after = id,
+            Err(_) => match time_param(value) {
+                Some(time) => since = Some(time),
+                None => return bad("`since` must be an event id, an RFC 3339 time or a duration such as 15m"),
+            },
+        }
+    }
+    let until = match param(query, "until").map(time_param) {
+        None => None,
+        Some(Some(time)) => Some(time),
+        Some(None) => return bad("`until` must be an RFC 3339 time or a duration such as 15m"),
+    };
+    match applier.store().journal_entries(after, since.as_deref(), until.as_deref(), 10_000) {
+        Ok(entries) => json(StatusCode::OK, &serde_json::json!({ "events": entries })),
+        Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": e.to_string() })),
+    }
+}
+
+/// An RFC 3339 time as the journal stores it, from RFC 3339 or a duration back from now.
+pub fn time_param(value: &str) -> Option<String> {
+    let value = value.replace("%3A", ":");
+    if let Ok(time) = humantime::parse_rfc3339_weak(&value) {
+        return Some(humantime::format_rfc3339_millis(time).to_string());
+    }
+    let back = crate::config::values::parse_duration(&value).ok()?;
+    let time = std::time::SystemTime::now().checked_sub(back)?;
+    Some(humantime::format_rfc3339_millis(time).to_string())
 }
 
 /// Largest config accepted by `POST /config`.

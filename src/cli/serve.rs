@@ -8,7 +8,8 @@ use anyhow::Context as _;
 
 use super::{CommandResult, Exit, Failure};
 use crate::admin;
-use crate::apply::{Applied, Applier};
+use crate::apply::{Applied, Applier, ApplyOptions};
+use crate::monitor::{self, Monitor};
 use crate::config::{self, diagnostic, Config};
 use crate::health;
 use crate::proxy::{self, Options, Running};
@@ -81,7 +82,9 @@ pub struct Served {
     pub running: Running,
     /// The admin listener's address, when the config has `[admin]`.
     pub admin: Option<SocketAddr>,
-    /// Stops the health thread.
+    /// Alarms, the guard, the journal.
+    pub monitor: Arc<Monitor>,
+    /// Stops the health and monitor threads.
     health_stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -117,6 +120,8 @@ impl Served {
         )
         .map_err(|e| Failure::new(Exit::Runtime, e))?;
         let (health_stop, stopped) = tokio::sync::watch::channel(false);
+        let monitor = monitor::start(Arc::clone(&runtime), Arc::clone(&applier), stopped.clone())
+            .map_err(|e| Failure::new(Exit::Runtime, anyhow::anyhow!("cannot start the monitor: {e}")))?;
         health::start(Arc::clone(&runtime), stopped).map_err(|e| {
             Failure::new(
                 Exit::Runtime,
@@ -125,7 +130,7 @@ impl Served {
         })?;
         let admin = match (admin, token) {
             (Some(a), Some(token)) => Some(
-                admin::start(Arc::clone(&runtime), Arc::clone(&applier), a.listen, token)
+                admin::start(Arc::clone(&runtime), Arc::clone(&applier), Arc::clone(&monitor), a.listen, token)
                     .map_err(|e| Failure::new(Exit::Runtime, e))?,
             ),
             _ => None,
@@ -135,6 +140,7 @@ impl Served {
             applier,
             running,
             admin,
+            monitor,
             health_stop,
         })
     }
@@ -172,7 +178,7 @@ pub(super) fn reload(path: &Path, applier: &Applier) {
             return;
         }
     };
-    match applier.apply(text, path.to_path_buf(), Origin::Sighup, false) {
+    match applier.apply(text, path.to_path_buf(), Origin::Sighup, ApplyOptions::default()) {
         Applied::Applied {
             version, warnings, ..
         } => {

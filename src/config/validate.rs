@@ -1105,15 +1105,22 @@ impl Validator {
 
     fn webhook(&mut self, raw: &Str) -> Option<String> {
         let url = raw.get_ref();
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
-        let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
-        if authority.is_none_or(|a| a.is_empty() || a.contains(char::is_whitespace)) {
+        if url.starts_with("https://") {
             self.error(
                 "invalid-value",
                 raw.span(),
-                format!("`alerts.webhook` {url:?} is not an http(s) URL"),
+                format!("`alerts.webhook` {url:?} is https, which evenkeel cannot send to yet"),
+                "use an http:// URL (for example a local relay that forwards to the https endpoint)",
+            );
+            return None;
+        }
+        let authority = url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
+        let valid = authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace) && a.parse::<http::uri::Authority>().is_ok());
+        if !valid {
+            self.error(
+                "invalid-value",
+                raw.span(),
+                format!("`alerts.webhook` {url:?} is not an http URL"),
                 "use a URL such as \"http://127.0.0.1:9099/hook\"",
             );
             return None;

@@ -1,6 +1,7 @@
-//! Health and traffic events: one place every decision about a backend or pool goes
-//! through (DESIGN principle 3). Each event is logged here; the monitor, the journal
-//! and the admin API subscribe to the same stream as they arrive.
+//! Events: one place every decision goes through (DESIGN principle 3) — health
+//! transitions, ejections, panic and failover, drains, config changes, the guard's
+//! verdicts and alarms. Each event is logged here; the journal, the webhook and the
+//! admin API subscribe to the same stream as they arrive.
 
 use std::fmt;
 use std::time::Duration;
@@ -61,6 +62,44 @@ pub enum Event {
         /// Backends of weight above zero.
         total: usize,
     },
+    /// A config was applied or refused.
+    Config {
+        /// Its version number (None when the history could not record it).
+        version: Option<u64>,
+        /// The version in force before.
+        previous: u64,
+        /// `start`, `sighup`, `api` or `rollback`.
+        origin: &'static str,
+        /// `applied` or `refused`.
+        outcome: &'static str,
+        /// For a rollback: the version it restored.
+        restores: Option<u64>,
+        /// The operator said the change moves traffic on purpose (the guard then does
+        /// not judge shift).
+        expect_shift: bool,
+        /// Why it was refused, or the first warning.
+        detail: String,
+    },
+    /// The guard judged a change: it held, or was rolled back.
+    Guard {
+        /// The version watched.
+        version: u64,
+        /// `passed` or `rolled_back`.
+        verdict: &'static str,
+        /// What breached (or "within thresholds").
+        reason: String,
+        /// The version rolled back to.
+        restored: Option<u64>,
+    },
+    /// An alarm was raised or cleared.
+    Alarm {
+        /// Stable key: kind and subject (`load_ratio/web/127.0.0.1:9001`).
+        key: String,
+        /// True: raised; false: cleared.
+        raised: bool,
+        /// What it is about, with the numbers.
+        message: String,
+    },
     /// A pool failed over to its backup pool, or back.
     Failover {
         /// Pool name.
@@ -92,6 +131,18 @@ impl fmt::Display for Event {
             Event::Panic { pool, panic: false, usable, total } => {
                 write!(f, "pool {pool:?} left panic mode: {usable} of {total} backends usable")
             }
+            Event::Config { version, origin, outcome, restores, detail, .. } => {
+                let version = version.map_or("unrecorded".to_string(), |v| format!("version {v}"));
+                let restores = restores.map_or(String::new(), |r| format!(", restoring version {r}"));
+                let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+                write!(f, "config {version} from {origin} {outcome}{restores}{detail}")
+            }
+            Event::Guard { version, verdict, reason, restored } => match restored {
+                Some(to) => write!(f, "guard: version {version} {verdict} to version {to}: {reason}"),
+                None => write!(f, "guard: version {version} {verdict}: {reason}"),
+            },
+            Event::Alarm { key, raised: true, message } => write!(f, "ALARM raised [{key}]: {message}"),
+            Event::Alarm { key, raised: false, message } => write!(f, "alarm cleared [{key}]: {message}"),
             Event::Failover { pool, backup, active: true } => {
                 write!(f, "pool {pool:?} has no usable backend: failing over to pool {backup:?}")
             }
@@ -127,7 +178,10 @@ impl Events {
             | Event::Returned { .. }
             | Event::Draining { .. }
             | Event::Panic { panic: false, .. }
-            | Event::Failover { active: false, .. } => {
+            | Event::Failover { active: false, .. }
+            | Event::Config { outcome: "applied", .. }
+            | Event::Guard { verdict: "passed", .. }
+            | Event::Alarm { raised: false, .. } => {
                 tracing::info!(target: "evenkeel::events", "{event}")
             }
             _ => tracing::warn!(target: "evenkeel::events", "{event}"),

@@ -159,6 +159,7 @@ impl Worker {
                 .timeouts
                 .per_try
                 .min(deadline.saturating_duration_since(Instant::now()));
+            let try_start = Instant::now();
             let sent =
                 tokio::time::timeout(per_try, self.send(pool, &backend.runtime, request)).await;
             // May this failure be retried on another backend, and on which?
@@ -175,6 +176,7 @@ impl Worker {
                 Ok(Ok((response, sender))) => {
                     let status = response.status().as_u16();
                     backend.runtime.stats.record_status(status);
+                    backend.runtime.stats.latency.record(try_start.elapsed());
                     pool.record(
                         &backend.runtime,
                         status < 500,

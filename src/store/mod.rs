@@ -143,7 +143,35 @@ pub enum StoreError {
     },
 }
 
-/// Keeps the config history.
+/// One entry of the journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Its number, increasing.
+    pub id: u64,
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The config version in force then.
+    pub version: Option<u64>,
+    /// The event kind (`health`, `ejected`, `config`, `guard`, `alarm`, ...).
+    pub kind: String,
+    /// The event in words.
+    pub message: String,
+    /// The event's fields.
+    pub data: serde_json::Value,
+}
+
+/// A config the guard rolled back: applying the same text again needs `force`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The version that was rolled back.
+    pub version: u64,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub time: String,
+}
+
+/// Keeps the config history and the journal.
 pub trait Store: Send + Sync {
     /// Records a version and returns it with its number and time.
     fn record(&self, version: NewVersion<'_>) -> Result<Version, StoreError>;
@@ -151,6 +179,15 @@ pub trait Store: Send + Sync {
     fn versions(&self) -> Result<Vec<Version>, StoreError>;
     /// Version `id`.
     fn version(&self, id: u64) -> Result<Option<Version>, StoreError>;
+    /// Appends an event to the journal, with the version in force.
+    fn journal(&self, version: Option<u64>, event: &crate::health::Event) -> Result<u64, StoreError>;
+    /// Journal entries after id `after`, at or after `since` (RFC 3339) when given, and
+    /// at or before `until`, oldest first, at most `limit`.
+    fn journal_entries(&self, after: u64, since: Option<&str>, until: Option<&str>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Marks a config text (by sha256) as rolled back by the guard.
+    fn reject(&self, sha256: &str, version: u64, reason: &str) -> Result<(), StoreError>;
+    /// The guard's rejection of a config text, if any.
+    fn rejection(&self, sha256: &str) -> Result<Option<Rejection>, StoreError>;
 }
 
 /// Hex SHA-256 of a config text.

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{sha256, NewVersion, Origin, Outcome, Store, StoreError, Version};
+use super::{sha256, JournalEntry, NewVersion, Origin, Outcome, Rejection, Store, StoreError, Version};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -21,6 +21,21 @@ CREATE TABLE IF NOT EXISTS versions (
     outcome  TEXT NOT NULL,
     detail   TEXT NOT NULL,
     restores INTEGER
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    version  INTEGER,
+    kind     TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    data     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_time ON journal (time);
+CREATE TABLE IF NOT EXISTS rejected (
+    sha256   TEXT PRIMARY KEY,
+    version  INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    time     TEXT NOT NULL
 );
 ";
 
@@ -129,6 +144,65 @@ impl Store for SqliteStore {
             .query_map([], from_row)
             .map_err(|e| self.error(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.error(e))
+    }
+
+    fn journal(&self, version: Option<u64>, event: &crate::health::Event) -> Result<u64, StoreError> {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let data = serde_json::to_value(event).unwrap_or_default();
+        let kind = data["kind"].as_str().unwrap_or("event").to_string();
+        let connection = self.connection();
+        connection
+            .execute(
+                "INSERT INTO journal (time, version, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![time, version.map(|v| v as i64), kind, event.to_string(), data.to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(connection.last_insert_rowid() as u64)
+    }
+
+    fn journal_entries(&self, after: u64, since: Option<&str>, until: Option<&str>, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare(
+                "SELECT id, time, version, kind, message, data FROM journal
+                 WHERE id > ?1 AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time <= ?3)
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params![after as i64, since, until, limit as i64], |row| {
+                let data: String = row.get(5)?;
+                Ok(JournalEntry {
+                    id: row.get::<_, i64>(0)? as u64,
+                    time: row.get(1)?,
+                    version: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    kind: row.get(3)?,
+                    message: row.get(4)?,
+                    data: serde_json::from_str(&data).unwrap_or_default(),
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.error(e))
+    }
+
+    fn reject(&self, sha256: &str, version: u64, reason: &str) -> Result<(), StoreError> {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        self.connection()
+            .execute(
+                "INSERT OR REPLACE INTO rejected (sha256, version, reason, time) VALUES (?1, ?2, ?3, ?4)",
+                params![sha256, version as i64, reason, time],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    fn rejection(&self, sha256: &str) -> Result<Option<Rejection>, StoreError> {
+        self.connection()
+            .query_row("SELECT version, reason, time FROM rejected WHERE sha256 = ?1", [sha256], |row| {
+                Ok(Rejection { version: row.get::<_, i64>(0)? as u64, reason: row.get(1)?, time: row.get(2)? })
+            })
+            .optional()
             .map_err(|e| self.error(e))
     }
 

@@ -1,0 +1,189 @@
+//! Alarms: conditions on the live windows that an operator must hear about, each
+//! raised once and cleared once.
+//!
+//! Every second the monitor computes which conditions hold (over the last 10 seconds
+//! of traffic); a condition that starts holding raises its alarm at once, and an
+//! alarm clears only after its condition has not held for [`CLEAR_AFTER`] consecutive
+//! evaluations — hysteresis, so a value hovering at its threshold does not raise and
+//! clear every second. Raising and clearing are events (journal, webhook, log).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::window::{PoolView, MIN_EXPECTED};
+use crate::config::Guard;
+use crate::health::{Event, Events};
+
+/// Evaluations without the condition before an alarm clears.
+pub const CLEAR_AFTER: u32 = 5;
+/// Least requests in a window before its error rate is judged.
+pub const MIN_REQUESTS_FOR_ERRORS: u64 = 20;
+/// Health changes of one backend within [`FLAP_WINDOW`] that make it flapping.
+pub const FLAP_CHANGES: usize = 4;
+/// See [`FLAP_CHANGES`].
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+
+/// An alarm in force.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActiveAlarm {
+    /// Stable key (`kind/pool[/backend]`).
+    pub key: String,
+    /// What holds, with numbers.
+    pub message: String,
+    /// Seconds since it was raised.
+    pub seconds: f64,
+    #[serde(skip)]
+    since: Duration,
+    #[serde(skip)]
+    quiet: u32,
+}
+
+/// The alarms in force, with their hysteresis.
+#[derive(Debug, Default)]
+pub struct Alarms {
+    active: BTreeMap<String, ActiveAlarm>,
+}
+
+impl Alarms {
+    /// Applies the conditions that hold at `now`: raises the new ones, clears those quiet
+    /// for long enough.
+    pub fn update(&mut self, holding: Vec<(String, String)>, now: Duration, events: &Events) {
+        let holding: HashMap<String, String> = holding.into_iter().collect();
+        for (key, message) in &holding {
+            match self.active.get_mut(key) {
+                Some(alarm) => {
+                    alarm.quiet = 0;
+                    alarm.message.clone_from(message);
+                }
+                None => {
+                    self.active.insert(
+                        key.clone(),
+                        ActiveAlarm { key: key.clone(), message: message.clone(), seconds: 0.0, since: now, quiet: 0 },
+                    );
+                    events.emit(Event::Alarm { key: key.clone(), raised: true, message: message.clone() });
+                }
+            }
+        }
+        let mut cleared = Vec::new();
+        for (key, alarm) in self.active.iter_mut() {
+            if !holding.contains_key(key) {
+                alarm.quiet += 1;
+                if alarm.quiet >= CLEAR_AFTER {
+                    cleared.push(key.clone());
+                }
+            }
+            alarm.seconds = now.saturating_sub(alarm.since).as_secs_f64();
+        }
+        for key in cleared {
+            if let Some(alarm) = self.active.remove(&key) {
+                events.emit(Event::Alarm { key, raised: false, message: alarm.message });
+            }
+        }
+    }
+
+    /// Raises a one-off alarm (an event, not a condition): it clears by itself after
+    /// [`CLEAR_AFTER`] evaluations.
+    pub fn raise_once(&mut self, key: String, message: String, now: Duration, events: &Events) {
+        events.emit(Event::Alarm { key: key.clone(), raised: true, message: message.clone() });
+        self.active.insert(key.clone(), ActiveAlarm { key, message, seconds: 0.0, since: now, quiet: 0 });
+    }
+
+    /// The alarms in force, by key.
+    pub fn active(&self) -> Vec<ActiveAlarm> {
+        self.active.values().cloned().collect()
+    }
+}
+
+/// The conditions that hold in `views` (the last seconds of traffic) against the
+/// `[guard]` thresholds, plus the `flapping` backends `(pool, address, changes)`.
+pub fn conditions(views: &[PoolView], guard: &Guard, flapping: &[(String, String, usize)]) -> Vec<(String, String)> {
+    let mut holding = Vec::new();
+    for pool in views {
+        let name = &pool.name;
+        if pool.weight_driven {
+            if let Some(skew) = pool.skew.filter(|s| *s > guard.max_skew) {
+                let worst = pool
+                    .backends
+                    .iter()
+                    .filter(|b| b.intended_share > 0.0)
+                    .max_by(|a, b| {
+                        let d = |x: &super::window::BackendView| (x.observed_share - x.intended_share).abs() / x.intended_share;
+                        d(a).total_cmp(&d(b))
+                    });
+                let detail = worst.map_or(String::new(), |b| {
+                    format!(": backend {} gets {:.1}% of requests, intended {:.1}%", b.address, b.observed_share * 100.0, b.intended_share * 100.0)
+                });
+                holding.push((format!("skew/{name}"), format!("pool {name:?} is skewed (skew {skew:.2} > {}){detail}", guard.max_skew)));
+            }
+        }
+        for b in &pool.backends {
+            let expected_by_capacity = b.capacity_share * pool.requests as f64;
+            if expected_by_capacity >= MIN_EXPECTED && b.load_ratio > guard.max_load_ratio {
+                holding.push((
+                    format!("load_ratio/{name}/{}", b.address),
+                    format!(
+                        "backend {} of pool {name:?} is overloaded: it gets {:.1}% of requests for {:.1}% of the capacity (load ratio {:.2} > {})",
+                        b.address,
+                        b.observed_share * 100.0,
+                        b.capacity_share * 100.0,
+                        b.load_ratio,
+                        guard.max_load_ratio
+                    ),
+                ));
+            }
+        }
+        if pool.requests >= MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate {
+            holding.push((
+                format!("error_rate/{name}"),
+                format!("pool {name:?} fails {:.1}% of requests (5xx and connection errors; threshold {:.1}%)", pool.error_rate * 100.0, guard.max_error_rate * 100.0),
+            ));
+        }
+        if pool.panic {
+            holding.push((format!("panic/{name}"), format!("pool {name:?} is in panic mode: {} of {} backends usable", pool.usable, pool.total)));
+        }
+        if pool.failed_over {
+            holding.push((format!("failover/{name}"), format!("pool {name:?} has failed over to its backup pool")));
+        }
+        if pool.total > 0 && pool.usable == 0 {
+            holding.push((format!("all_down/{name}"), format!("pool {name:?} has no usable backend")));
+        }
+    }
+    for (pool, backend, changes) in flapping {
+        holding.push((
+            format!("flapping/{pool}/{backend}"),
+            format!("backend {backend} of pool {pool:?} is flapping: {changes} health changes in the last minute"),
+        ));
+    }
+    holding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alarm_is_raised_once_and_cleared_once_after_quiet_evaluations() {
+        let events = Events::default();
+        let mut received = events.subscribe();
+        let mut alarms = Alarms::default();
+        let s = Duration::from_secs;
+        let cond = || vec![("skew/web".to_string(), "skewed".to_string())];
+        for t in 0..3 {
+            alarms.update(cond(), s(t), &events);
+        }
+        // A brief dip does not clear it.
+        alarms.update(vec![], s(3), &events);
+        alarms.update(cond(), s(4), &events);
+        for t in 5..(5 + u64::from(CLEAR_AFTER)) {
+            alarms.update(vec![], s(t), &events);
+        }
+        let mut kinds = Vec::new();
+        while let Ok(Event::Alarm { raised, .. }) = received.try_recv() {
+            kinds.push(raised);
+        }
+        assert_eq!(kinds, [true, false]);
+        assert!(alarms.active().is_empty());
+    }
+}

@@ -1,0 +1,167 @@
+//! The guard: after every applied change (not its own rollbacks), watch the traffic
+//! for `guard.watch` and roll the change back as soon as it breaches a `[guard]`
+//! threshold against the window before it (DESIGN "Applying, the guard").
+//!
+//! The judgement ([`judge`]) is a pure function of two windows — before the change and
+//! since — so it is tested without a network. It waits until `min_requests` requests
+//! went through after the change, then looks at every pool:
+//! - error rate after above `max_error_rate` (absolute);
+//! - p99 latency after / before above `max_latency_ratio` (both windows busy enough);
+//! - skew after above `max_skew` (weight-driven algorithms);
+//! - a backend's load ratio after above `max_load_ratio`;
+//! - a backend's share after / before above `max_shift`, for backends that had at
+//!   least 5% before, unless the change was applied with `expect_shift`.
+
+use std::time::Duration;
+
+use super::window::{PoolView, MIN_EXPECTED};
+use crate::config::Guard;
+
+/// Least share before the change for a backend's shift to be judged.
+pub const MIN_SHARE_FOR_SHIFT: f64 = 0.05;
+/// Least requests in each window before p99 latencies are compared.
+pub const MIN_REQUESTS_FOR_LATENCY: u64 = 100;
+
+/// A change under watch.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    /// The version applied.
+    pub version: u64,
+    /// The version in force before it (what a rollback restores).
+    pub previous: u64,
+    /// When it was applied.
+    pub applied_at: Duration,
+    /// The operator said the change moves traffic on purpose.
+    pub expect_shift: bool,
+    /// The traffic in the `watch` before the change.
+    pub before: Vec<PoolView>,
+}
+
+/// What breached, in words, or `None` when `after` is within every threshold (or has
+/// not seen `min_requests` yet — then judging waits).
+pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shift: bool) -> Option<String> {
+    let total: u64 = after.iter().map(|p| p.requests).sum();
+    if total < guard.min_requests {
+        return None;
+    }
+    let mut breaches = Vec::new();
+    for pool in after {
+        let name = &pool.name;
+        let old = before.iter().find(|p| &p.name == name);
+        if pool.requests >= super::alarms::MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate {
+            breaches.push(format!(
+                "pool {name:?} error rate {:.1}% > {:.1}%",
+                pool.error_rate * 100.0,
+                guard.max_error_rate * 100.0
+            ));
+        }
+        if let (Some(old), Some(p99)) = (old, pool.p99_ms) {
+            if let Some(was) = old.p99_ms.filter(|_| old.requests >= MIN_REQUESTS_FOR_LATENCY && pool.requests >= MIN_REQUESTS_FOR_LATENCY) {
+                if was > 0.0 && p99 / was > guard.max_latency_ratio {
+                    breaches.push(format!(
+                        "pool {name:?} p99 latency {p99:.1} ms is {:.1}x the {was:.1} ms before (> {})",
+                        p99 / was,
+                        guard.max_latency_ratio
+                    ));
+                }
+            }
+        }
+        if let Some(skew) = pool.skew.filter(|s| pool.weight_driven && *s > guard.max_skew) {
+            breaches.push(format!("pool {name:?} skew {skew:.2} > {}", guard.max_skew));
+        }
+        for b in &pool.backends {
+            if b.capacity_share * pool.requests as f64 >= MIN_EXPECTED && b.load_ratio > guard.max_load_ratio {
+                breaches.push(format!(
+                    "backend {} of pool {name:?} load ratio {:.2} > {} ({:.1}% of requests for {:.1}% of capacity)",
+                    b.address,
+                    b.load_ratio,
+                    guard.max_load_ratio,
+                    b.observed_share * 100.0,
+                    b.capacity_share * 100.0
+                ));
+            }
+            if expect_shift {
+                continue;
+            }
+            let was = old.and_then(|o| o.backends.iter().find(|x| x.address == b.address)).map_or(0.0, |x| x.observed_share);
+            if was >= MIN_SHARE_FOR_SHIFT && b.expected >= MIN_EXPECTED && b.observed_share / was > guard.max_shift {
+                breaches.push(format!(
+                    "backend {} of pool {name:?} share went from {:.1}% to {:.1}% ({:.1}x > {}; apply with --expect-shift if intended)",
+                    b.address,
+                    was * 100.0,
+                    b.observed_share * 100.0,
+                    b.observed_share / was,
+                    guard.max_shift
+                ));
+            }
+        }
+    }
+    (!breaches.is_empty()).then(|| breaches.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::window::BackendView;
+
+    fn pool(shares: &[f64], requests: u64, errors: f64) -> PoolView {
+        let backends = shares
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| BackendView {
+                address: format!("127.0.0.1:{}", 9000 + i),
+                requests: (s * requests as f64) as u64,
+                errors: 0,
+                observed_share: s,
+                intended_share: s,
+                capacity_share: 1.0 / shares.len() as f64,
+                load_ratio: s * shares.len() as f64,
+                expected: s * requests as f64,
+            })
+            .collect();
+        PoolView {
+            name: "web".into(),
+            algorithm: "weighted_round_robin".into(),
+            weight_driven: true,
+            requests,
+            error_rate: errors,
+            p50_ms: Some(1.0),
+            p99_ms: Some(5.0),
+            skew: None,
+            panic: false,
+            failed_over: false,
+            usable: shares.len(),
+            total: shares.len(),
+            backends,
+        }
+    }
+
+    #[test]
+    fn an_even_change_passes_and_a_pile_on_one_backend_breaches() {
+        let guard = Guard::default();
+        let before = [pool(&[1.0 / 3.0; 3], 1000, 0.0)];
+        assert_eq!(judge(&before, &[pool(&[1.0 / 3.0; 3], 1000, 0.0)], &guard, false), None);
+        let piled = judge(&before, &[pool(&[0.9, 0.05, 0.05], 1000, 0.0)], &guard, false).unwrap();
+        assert!(piled.contains("load ratio 2.70"), "{piled}");
+        assert!(piled.contains("share went from 33.3% to 90.0%"), "{piled}");
+    }
+
+    #[test]
+    fn expect_shift_skips_shift_but_not_load_ratio() {
+        let mut guard = Guard::default();
+        guard.max_load_ratio = 10.0;
+        let before = [pool(&[0.5, 0.5], 1000, 0.0)];
+        let after = [pool(&[0.1, 0.9], 1000, 0.0)];
+        assert!(judge(&before, &after, &guard, false).is_none(), "0.9/0.5 = 1.8 < 2: no shift breach");
+        let after = [pool(&[0.02, 0.98], 1000, 0.0)];
+        assert!(judge(&before, &after, &guard, true).is_none());
+    }
+
+    #[test]
+    fn errors_breach_and_nothing_is_judged_below_min_requests() {
+        let guard = Guard::default();
+        let before = [pool(&[0.5, 0.5], 1000, 0.0)];
+        assert!(judge(&before, &[pool(&[0.5, 0.5], 1000, 0.3)], &guard, false).unwrap().contains("error rate 30.0%"));
+        assert_eq!(judge(&before, &[pool(&[0.5, 0.5], 100, 0.3)], &guard, false), None);
+    }
+}

@@ -1,0 +1,244 @@
+//! Sliding windows over the proxy's counters.
+//!
+//! Once a second the monitor copies every backend's cumulative counters (requests,
+//! responses by class, failures) and every pool's latency histogram into a
+//! [`Sample`]; a window is the difference between two samples. Nothing here touches the
+//! request path: the counters are relaxed atomics the workers bump anyway.
+//!
+//! [`view`] turns a window into what DESIGN.md's words define: each backend's observed
+//! share against its intended share (from weights, health, draining and slow start, as
+//! the balancer sees them now) and its capacity share, its load ratio, the pool's skew,
+//! error rate and latency percentiles.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::latency::{quantile_ms, BUCKETS};
+use crate::runtime::Snapshot;
+
+/// Cumulative counters of one backend at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct BackendSample {
+    /// Tries sent.
+    pub requests: u64,
+    /// Responses by class 1xx..5xx.
+    pub responses: [u64; 5],
+    /// Tries without a response.
+    pub failures: u64,
+}
+
+/// Everything counted, at one moment.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// When (monotonic, `health::now()`).
+    pub at: Duration,
+    /// Per pool name: per backend address, its counters; and the pool's latency counts.
+    pub pools: HashMap<String, PoolSample>,
+}
+
+/// Cumulative counters of one pool.
+#[derive(Clone, Debug, Default)]
+pub struct PoolSample {
+    /// Per backend address.
+    pub backends: HashMap<String, BackendSample>,
+    /// Latency histogram counts summed over its backends.
+    pub latency: Vec<u64>,
+}
+
+impl Sample {
+    /// Reads the counters of `snapshot` now.
+    pub fn take(snapshot: &Snapshot, at: Duration) -> Sample {
+        let pools = snapshot
+            .pools
+            .iter()
+            .map(|pool| {
+                let mut latency = vec![0u64; BUCKETS];
+                let backends = pool
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        for (sum, count) in latency.iter_mut().zip(b.stats.latency.snapshot()) {
+                            *sum += count;
+                        }
+                        let sample = BackendSample {
+                            requests: b.stats.requests.load(Ordering::Relaxed),
+                            responses: std::array::from_fn(|i| b.stats.responses[i].load(Ordering::Relaxed)),
+                            failures: b.stats.failures.load(Ordering::Relaxed),
+                        };
+                        (b.address.clone(), sample)
+                    })
+                    .collect();
+                (pool.name.clone(), PoolSample { backends, latency })
+            })
+            .collect();
+        Sample { at, pools }
+    }
+}
+
+/// One backend over a window.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendView {
+    /// Address as written in the config.
+    pub address: String,
+    /// Tries it got in the window.
+    pub requests: u64,
+    /// 5xx responses and failures in the window.
+    pub errors: u64,
+    /// Its share of the pool's tries.
+    pub observed_share: f64,
+    /// The share it should get now.
+    pub intended_share: f64,
+    /// Its capacity over the usable capacity.
+    pub capacity_share: f64,
+    /// observed share / capacity share (0 when it has no capacity share).
+    pub load_ratio: f64,
+    /// Its requests expected from the intended share (for significance rules).
+    pub expected: f64,
+}
+
+/// One pool over a window.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolView {
+    /// Its name.
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: String,
+    /// Whether skew is alarmed for it (weight-driven algorithms).
+    pub weight_driven: bool,
+    /// Tries in the window.
+    pub requests: u64,
+    /// (5xx + failures) / tries.
+    pub error_rate: f64,
+    /// Median time to response head, ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// DESIGN's skew (None when no backend's difference is significant).
+    pub skew: Option<f64>,
+    /// Panic mode now.
+    pub panic: bool,
+    /// Failed over to its backup now.
+    pub failed_over: bool,
+    /// Usable backends now, and backends of weight above zero.
+    pub usable: usize,
+    /// Backends of weight above zero.
+    pub total: usize,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendView>,
+}
+
+/// The window from `older` to `newer`, judged against `snapshot` (the config in force
+/// at the end of the window) at time `now`.
+pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) -> Vec<PoolView> {
+    snapshot
+        .pools
+        .iter()
+        .map(|pool| {
+            let empty = PoolSample::default();
+            let (old, new) = (older.pools.get(&pool.name).unwrap_or(&empty), newer.pools.get(&pool.name).unwrap_or(&empty));
+            let zero = BackendSample::default();
+            let deltas: Vec<(u64, u64)> = pool
+                .backends
+                .iter()
+                .map(|b| {
+                    let (o, n) = (old.backends.get(&b.address).unwrap_or(&zero), new.backends.get(&b.address).unwrap_or(&zero));
+                    let requests = n.requests.saturating_sub(o.requests);
+                    let errors = n.responses[4].saturating_sub(o.responses[4]) + n.failures.saturating_sub(o.failures);
+                    (requests, errors)
+                })
+                .collect();
+            let total: u64 = deltas.iter().map(|d| d.0).sum();
+            let errors: u64 = deltas.iter().map(|d| d.1).sum();
+            let intended = pool.intended_shares(now);
+            let usable: Vec<bool> = pool.backends.iter().map(|b| b.weight > 0 && b.health.is_usable(now)).collect();
+            let capacity: f64 = pool.backends.iter().zip(&usable).filter(|(_, u)| **u).map(|(b, _)| b.capacity).sum();
+            let counts: Vec<u64> = deltas.iter().map(|d| d.0).collect();
+            let latency: Vec<u64> = match old.latency.len() {
+                0 => new.latency.clone(),
+                _ => new.latency.iter().zip(&old.latency).map(|(n, o)| n.saturating_sub(*o)).collect(),
+            };
+            let backends = pool
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let observed = if total == 0 { 0.0 } else { counts[i] as f64 / total as f64 };
+                    let capacity_share = if usable[i] && capacity > 0.0 { b.capacity / capacity } else { 0.0 };
+                    BackendView {
+                        address: b.address.clone(),
+                        requests: counts[i],
+                        errors: deltas[i].1,
+                        observed_share: observed,
+                        intended_share: intended[i],
+                        capacity_share,
+                        load_ratio: if capacity_share > 0.0 { observed / capacity_share } else { 0.0 },
+                        expected: intended[i] * total as f64,
+                    }
+                })
+                .collect();
+            PoolView {
+                name: pool.name.clone(),
+                algorithm: pool.config.algorithm.name().to_string(),
+                weight_driven: pool.config.algorithm.is_weight_driven(),
+                requests: total,
+                error_rate: if total == 0 { 0.0 } else { errors as f64 / total as f64 },
+                p50_ms: quantile_ms(&latency, 0.5),
+                p99_ms: quantile_ms(&latency, 0.99),
+                skew: skew(&counts, &intended),
+                panic: pool.in_panic(),
+                failed_over: pool.is_failed_over(),
+                usable: usable.iter().filter(|u| **u).count(),
+                total: pool.backends.iter().filter(|b| b.weight > 0).count(),
+                backends,
+            }
+        })
+        .collect()
+}
+
+/// Least requests a backend must be expected to get before its share is judged.
+pub const MIN_EXPECTED: f64 = 30.0;
+/// How many binomial standard deviations a difference must exceed to count.
+pub const SIGMAS: f64 = 4.0;
+
+/// DESIGN's skew of a pool: the largest `|observed − intended| / intended` over the
+/// backends expected to get at least [`MIN_EXPECTED`] requests, counting only those
+/// whose difference in requests is also beyond [`SIGMAS`] binomial standard
+/// deviations, so random noise never alarms. `None` when no backend qualifies.
+pub fn skew(counts: &[u64], intended: &[f64]) -> Option<f64> {
+    let n: u64 = counts.iter().sum();
+    let n = n as f64;
+    counts
+        .iter()
+        .zip(intended)
+        .filter_map(|(&count, &p)| {
+            let expected = n * p;
+            if p <= 0.0 || expected < MIN_EXPECTED {
+                return None;
+            }
+            let sigma = (n * p * (1.0 - p)).sqrt();
+            let difference = (count as f64 - expected).abs();
+            (difference > SIGMAS * sigma).then(|| difference / expected)
+        })
+        .max_by(|a, b| a.total_cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_not_skew_but_a_real_miss_is() {
+        // 10,000 requests over three equal backends, off by binomial noise only.
+        assert_eq!(skew(&[3380, 3300, 3320], &[1.0 / 3.0; 3]), None);
+        // 90% to one of three equal backends.
+        let s = skew(&[9000, 500, 500], &[1.0 / 3.0; 3]).unwrap();
+        assert!((s - 1.7).abs() < 0.01, "{s}");
+        // Too few requests to judge.
+        assert_eq!(skew(&[20, 0, 0], &[1.0 / 3.0; 3]), None);
+        // A backend intended to get nothing is not judged by skew (load ratio is).
+        assert_eq!(skew(&[500, 500], &[1.0, 0.0]), Some(0.5));
+    }
+}
