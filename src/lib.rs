@@ -11,3 +11,4 @@ pub mod health;
 pub mod loadgen;
 pub mod proxy;
 pub mod runtime;
+pub mod sim;

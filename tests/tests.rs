@@ -6,3 +6,4 @@ mod util;
 mod check;
 mod demo;
 mod proxy;
+mod sim;

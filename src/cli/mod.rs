@@ -7,7 +7,10 @@
 mod check;
 mod demo;
 mod explain;
+mod plan;
 mod serve;
+mod simulate;
+mod table;
 
 use std::process::ExitCode;
 
@@ -46,7 +49,9 @@ enum Command {
     Check(check::Args),
     Demo(demo::Args),
     Explain(explain::Args),
+    Plan(plan::Args),
     Serve(serve::Args),
+    Simulate(simulate::Args),
 }
 
 /// Entry point of the binary.
@@ -56,7 +61,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     };
     match exit {
         Ok(exit) => exit.into(),
