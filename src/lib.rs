@@ -12,4 +12,5 @@ pub mod health;
 pub mod loadgen;
 pub mod proxy;
 pub mod runtime;
+pub mod sim;
 pub mod store;
