@@ -13,4 +13,5 @@ pub mod loadgen;
 pub mod monitor;
 pub mod proxy;
 pub mod runtime;
+pub mod sim;
 pub mod store;

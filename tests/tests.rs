@@ -9,4 +9,5 @@ mod history;
 mod lint;
 mod loadtest;
 mod proxy;
+mod sim;
 mod survive;

@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> CommandResult {
     })
 }
 
-fn summary(checked: &config::Checked) -> String {
+pub(super) fn summary(checked: &config::Checked) -> String {
     let file = checked.source.path.display();
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let (errors, warnings) = (checked.errors(), checked.warnings());

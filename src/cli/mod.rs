@@ -11,8 +11,11 @@ mod demo;
 mod explain;
 mod history;
 mod loadtest;
+mod plan;
 mod rollback;
 mod serve;
+mod simulate;
+mod table;
 
 use std::process::ExitCode;
 
@@ -55,7 +58,9 @@ enum Command {
     History(history::Args),
     Rollback(rollback::Args),
     Loadtest(loadtest::Args),
+    Plan(plan::Args),
     Serve(serve::Args),
+    Simulate(simulate::Args),
 }
 
 /// Entry point of the binary.
@@ -69,7 +74,9 @@ pub fn main() -> ExitCode {
         Command::History(args) => history::run(&args),
         Command::Rollback(args) => rollback::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
     };
     match exit {
         Ok(exit) => exit.into(),

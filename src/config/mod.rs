@@ -15,6 +15,7 @@
 //! only on a valid config.
 
 pub mod diagnostic;
+pub mod diff;
 pub mod lint;
 pub mod model;
 pub mod raw;
