@@ -134,11 +134,24 @@ impl Applier {
 
     /// Checks `text` and, if it passes, puts it in force. `label` names it in findings
     /// (the file path, or `POST /config`).
-    pub fn apply(&self, text: String, label: PathBuf, origin: Origin, options: ApplyOptions) -> Applied {
+    pub fn apply(
+        &self,
+        text: String,
+        label: PathBuf,
+        origin: Origin,
+        options: ApplyOptions,
+    ) -> Applied {
         self.apply_restoring(text, label, origin, options, None)
     }
 
-    fn apply_restoring(&self, text: String, label: PathBuf, origin: Origin, options: ApplyOptions, restores: Option<u64>) -> Applied {
+    fn apply_restoring(
+        &self,
+        text: String,
+        label: PathBuf,
+        origin: Origin,
+        options: ApplyOptions,
+        restores: Option<u64>,
+    ) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = *current;
         if self.runtime.snapshot().config.source.text == text {
@@ -256,7 +269,13 @@ impl Applier {
                 .ok_or(RollbackError::NothingToRollBackTo)?,
         };
         let label = PathBuf::from(format!("version {}", target.id));
-        Ok(self.apply_restoring(target.text.clone(), label, Origin::Rollback, ApplyOptions::default(), Some(target.id)))
+        Ok(self.apply_restoring(
+            target.text.clone(),
+            label,
+            Origin::Rollback,
+            ApplyOptions::default(),
+            Some(target.id),
+        ))
     }
 
     /// The guard's verdict on `version`: roll back to `previous`, mark `version`'s text
@@ -273,7 +292,9 @@ impl Applier {
             tracing::error!(error = %e, "ALARM: cannot mark the rolled-back config as rejected");
         }
         let restored = match self.rollback(Some(previous)) {
-            Ok(Applied::Applied { version: restored, .. }) => Some(restored.id),
+            Ok(Applied::Applied {
+                version: restored, ..
+            }) => Some(restored.id),
             Ok(Applied::Unchanged { version }) => Some(version),
             Ok(Applied::Refused { reason: why, .. }) => {
                 tracing::error!(version, previous, reason = ?why, "ALARM: the guard could not roll back");
@@ -286,7 +307,11 @@ impl Applier {
         };
         self.runtime.events.emit(Event::Guard {
             version,
-            verdict: if restored.is_some() { "rolled_back" } else { "rollback_failed" },
+            verdict: if restored.is_some() {
+                "rolled_back"
+            } else {
+                "rollback_failed"
+            },
             reason: reason.to_string(),
             restored,
         });

@@ -35,8 +35,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::apply::{Applied, Applier, ApplyOptions, RollbackError};
-use crate::monitor::Monitor;
 use crate::config::diagnostic;
+use crate::monitor::Monitor;
 use crate::runtime::Runtime;
 use crate::store::Origin;
 
@@ -100,7 +100,12 @@ pub fn start(
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!(error = %e, "admin runtime failed"),
             };
-            let state = Arc::new(AdminState { runtime, applier, monitor, token });
+            let state = Arc::new(AdminState {
+                runtime,
+                applier,
+                monitor,
+                token,
+            });
             rt.block_on(serve(listener, state));
         })
         .map_err(bind_error)?;
@@ -138,7 +143,12 @@ async fn serve(listener: std::net::TcpListener, state: Arc<AdminState>) {
 }
 
 async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
-    let AdminState { runtime, applier, monitor, token } = state;
+    let AdminState {
+        runtime,
+        applier,
+        monitor,
+        token,
+    } = state;
     let path = request.uri().path().to_string();
     if (request.method(), path.as_str()) == (&Method::GET, "/healthz") {
         return text(StatusCode::OK, "ok\n");
@@ -220,15 +230,24 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
 /// `GET /events?since=&until=`: journal entries, oldest first. `since` is an entry id
 /// (entries after it), an RFC 3339 time, or a duration back from now (`15m`).
 fn events(applier: &Applier, query: &str) -> Response<Full<Bytes>> {
-    let bad = |what: &str| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": what }));
+    let bad = |what: &str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": what }),
+        )
+    };
     let (mut after, mut since) = (0, None);
     if let Some(value) = param(query, "since") {
         match value.parse::<u64>() {
             Ok(id) => after = id,
-            Err(_) => match time_param(value) {
-                Some(time) => since = Some(time),
-                None => return bad("`since` must be an event id, an RFC 3339 time or a duration such as 15m"),
-            },
+            Err(_) => {
+                match time_param(value) {
+                    Some(time) => since = Some(time),
+                    None => return bad(
+                        "`since` must be an event id, an RFC 3339 time or a duration such as 15m",
+                    ),
+                }
+            }
         }
     }
     let until = match param(query, "until").map(time_param) {
@@ -236,9 +255,15 @@ fn events(applier: &Applier, query: &str) -> Response<Full<Bytes>> {
         Some(Some(time)) => Some(time),
         Some(None) => return bad("`until` must be an RFC 3339 time or a duration such as 15m"),
     };
-    match applier.store().journal_entries(after, since.as_deref(), until.as_deref(), 10_000) {
+    match applier
+        .store()
+        .journal_entries(after, since.as_deref(), until.as_deref(), 10_000)
+    {
         Ok(entries) => json(StatusCode::OK, &serde_json::json!({ "events": entries })),
-        Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": e.to_string() })),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({ "error": e.to_string() }),
+        ),
     }
 }
 

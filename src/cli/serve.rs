@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use super::{CommandResult, Exit, Failure};
 use crate::admin;
 use crate::apply::{Applied, Applier, ApplyOptions};
-use crate::monitor::{self, Monitor};
 use crate::config::{self, diagnostic, Config};
 use crate::health;
+use crate::monitor::{self, Monitor};
 use crate::proxy::{self, Options, Running};
 use crate::runtime::Runtime;
 use crate::store::{Origin, SqliteStore};
@@ -121,7 +121,12 @@ impl Served {
         .map_err(|e| Failure::new(Exit::Runtime, e))?;
         let (health_stop, stopped) = tokio::sync::watch::channel(false);
         let monitor = monitor::start(Arc::clone(&runtime), Arc::clone(&applier), stopped.clone())
-            .map_err(|e| Failure::new(Exit::Runtime, anyhow::anyhow!("cannot start the monitor: {e}")))?;
+            .map_err(|e| {
+            Failure::new(
+                Exit::Runtime,
+                anyhow::anyhow!("cannot start the monitor: {e}"),
+            )
+        })?;
         health::start(Arc::clone(&runtime), stopped).map_err(|e| {
             Failure::new(
                 Exit::Runtime,
@@ -130,8 +135,14 @@ impl Served {
         })?;
         let admin = match (admin, token) {
             (Some(a), Some(token)) => Some(
-                admin::start(Arc::clone(&runtime), Arc::clone(&applier), Arc::clone(&monitor), a.listen, token)
-                    .map_err(|e| Failure::new(Exit::Runtime, e))?,
+                admin::start(
+                    Arc::clone(&runtime),
+                    Arc::clone(&applier),
+                    Arc::clone(&monitor),
+                    a.listen,
+                    token,
+                )
+                .map_err(|e| Failure::new(Exit::Runtime, e))?,
             ),
             _ => None,
         };
@@ -178,7 +189,12 @@ pub(super) fn reload(path: &Path, applier: &Applier) {
             return;
         }
     };
-    match applier.apply(text, path.to_path_buf(), Origin::Sighup, ApplyOptions::default()) {
+    match applier.apply(
+        text,
+        path.to_path_buf(),
+        Origin::Sighup,
+        ApplyOptions::default(),
+    ) {
         Applied::Applied {
             version, warnings, ..
         } => {

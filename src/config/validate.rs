@@ -1114,8 +1114,14 @@ impl Validator {
             );
             return None;
         }
-        let authority = url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
-        let valid = authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace) && a.parse::<http::uri::Authority>().is_ok());
+        let authority = url
+            .strip_prefix("http://")
+            .map(|r| r.split('/').next().unwrap_or(""));
+        let valid = authority.is_some_and(|a| {
+            !a.is_empty()
+                && !a.contains(char::is_whitespace)
+                && a.parse::<http::uri::Authority>().is_ok()
+        });
         if !valid {
             self.error(
                 "invalid-value",

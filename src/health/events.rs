@@ -179,8 +179,12 @@ impl Events {
             | Event::Draining { .. }
             | Event::Panic { panic: false, .. }
             | Event::Failover { active: false, .. }
-            | Event::Config { outcome: "applied", .. }
-            | Event::Guard { verdict: "passed", .. }
+            | Event::Config {
+                outcome: "applied", ..
+            }
+            | Event::Guard {
+                verdict: "passed", ..
+            }
             | Event::Alarm { raised: false, .. } => {
                 tracing::info!(target: "evenkeel::events", "{event}")
             }

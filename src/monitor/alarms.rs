@@ -60,9 +60,19 @@ impl Alarms {
                 None => {
                     self.active.insert(
                         key.clone(),
-                        ActiveAlarm { key: key.clone(), message: message.clone(), seconds: 0.0, since: now, quiet: 0 },
+                        ActiveAlarm {
+                            key: key.clone(),
+                            message: message.clone(),
+                            seconds: 0.0,
+                            since: now,
+                            quiet: 0,
+                        },
                     );
-                    events.emit(Event::Alarm { key: key.clone(), raised: true, message: message.clone() });
+                    events.emit(Event::Alarm {
+                        key: key.clone(),
+                        raised: true,
+                        message: message.clone(),
+                    });
                 }
             }
         }
@@ -78,7 +88,11 @@ impl Alarms {
         }
         for key in cleared {
             if let Some(alarm) = self.active.remove(&key) {
-                events.emit(Event::Alarm { key, raised: false, message: alarm.message });
+                events.emit(Event::Alarm {
+                    key,
+                    raised: false,
+                    message: alarm.message,
+                });
             }
         }
     }
@@ -86,8 +100,21 @@ impl Alarms {
     /// Raises a one-off alarm (an event, not a condition): it clears by itself after
     /// [`CLEAR_AFTER`] evaluations.
     pub fn raise_once(&mut self, key: String, message: String, now: Duration, events: &Events) {
-        events.emit(Event::Alarm { key: key.clone(), raised: true, message: message.clone() });
-        self.active.insert(key.clone(), ActiveAlarm { key, message, seconds: 0.0, since: now, quiet: 0 });
+        events.emit(Event::Alarm {
+            key: key.clone(),
+            raised: true,
+            message: message.clone(),
+        });
+        self.active.insert(
+            key.clone(),
+            ActiveAlarm {
+                key,
+                message,
+                seconds: 0.0,
+                since: now,
+                quiet: 0,
+            },
+        );
     }
 
     /// The alarms in force, by key.
@@ -98,24 +125,35 @@ impl Alarms {
 
 /// The conditions that hold in `views` (the last seconds of traffic) against the
 /// `[guard]` thresholds, plus the `flapping` backends `(pool, address, changes)`.
-pub fn conditions(views: &[PoolView], guard: &Guard, flapping: &[(String, String, usize)]) -> Vec<(String, String)> {
+pub fn conditions(
+    views: &[PoolView],
+    guard: &Guard,
+    flapping: &[(String, String, usize)],
+) -> Vec<(String, String)> {
     let mut holding = Vec::new();
     for pool in views {
         let name = &pool.name;
         if pool.weight_driven {
             if let Some(skew) = pool.skew.filter(|s| *s > guard.max_skew) {
                 let worst = pool
-                    .backends
-                    .iter()
-                    .filter(|b| b.intended_share > 0.0)
-                    .max_by(|a, b| {
-                        let d = |x: &super::window::BackendView| (x.observed_share - x.intended_share).abs() / x.intended_share;
-                        d(a).total_cmp(&d(b))
-                    });
+                    .skew_backend
+                    .as_ref()
+                    .and_then(|a| pool.backends.iter().find(|b| &b.address == a));
                 let detail = worst.map_or(String::new(), |b| {
-                    format!(": backend {} gets {:.1}% of requests, intended {:.1}%", b.address, b.observed_share * 100.0, b.intended_share * 100.0)
+                    format!(
+                        ": backend {} gets {:.1}% of requests, intended {:.1}%",
+                        b.address,
+                        b.observed_share * 100.0,
+                        b.intended_share * 100.0
+                    )
                 });
-                holding.push((format!("skew/{name}"), format!("pool {name:?} is skewed (skew {skew:.2} > {}){detail}", guard.max_skew)));
+                holding.push((
+                    format!("skew/{name}"),
+                    format!(
+                        "pool {name:?} is skewed (skew {skew:.2} > {}){detail}",
+                        guard.max_skew
+                    ),
+                ));
             }
         }
         for b in &pool.backends {
@@ -141,13 +179,25 @@ pub fn conditions(views: &[PoolView], guard: &Guard, flapping: &[(String, String
             ));
         }
         if pool.panic {
-            holding.push((format!("panic/{name}"), format!("pool {name:?} is in panic mode: {} of {} backends usable", pool.usable, pool.total)));
+            holding.push((
+                format!("panic/{name}"),
+                format!(
+                    "pool {name:?} is in panic mode: {} of {} backends usable",
+                    pool.usable, pool.total
+                ),
+            ));
         }
         if pool.failed_over {
-            holding.push((format!("failover/{name}"), format!("pool {name:?} has failed over to its backup pool")));
+            holding.push((
+                format!("failover/{name}"),
+                format!("pool {name:?} has failed over to its backup pool"),
+            ));
         }
         if pool.total > 0 && pool.usable == 0 {
-            holding.push((format!("all_down/{name}"), format!("pool {name:?} has no usable backend")));
+            holding.push((
+                format!("all_down/{name}"),
+                format!("pool {name:?} has no usable backend"),
+            ));
         }
     }
     for (pool, backend, changes) in flapping {

@@ -39,7 +39,12 @@ pub struct Watch {
 
 /// What breached, in words, or `None` when `after` is within every threshold (or has
 /// not seen `min_requests` yet — then judging waits).
-pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shift: bool) -> Option<String> {
+pub fn judge(
+    before: &[PoolView],
+    after: &[PoolView],
+    guard: &Guard,
+    expect_shift: bool,
+) -> Option<String> {
     let total: u64 = after.iter().map(|p| p.requests).sum();
     if total < guard.min_requests {
         return None;
@@ -48,7 +53,9 @@ pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shif
     for pool in after {
         let name = &pool.name;
         let old = before.iter().find(|p| &p.name == name);
-        if pool.requests >= super::alarms::MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate {
+        if pool.requests >= super::alarms::MIN_REQUESTS_FOR_ERRORS
+            && pool.error_rate > guard.max_error_rate
+        {
             breaches.push(format!(
                 "pool {name:?} error rate {:.1}% > {:.1}%",
                 pool.error_rate * 100.0,
@@ -56,7 +63,10 @@ pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shif
             ));
         }
         if let (Some(old), Some(p99)) = (old, pool.p99_ms) {
-            if let Some(was) = old.p99_ms.filter(|_| old.requests >= MIN_REQUESTS_FOR_LATENCY && pool.requests >= MIN_REQUESTS_FOR_LATENCY) {
+            if let Some(was) = old.p99_ms.filter(|_| {
+                old.requests >= MIN_REQUESTS_FOR_LATENCY
+                    && pool.requests >= MIN_REQUESTS_FOR_LATENCY
+            }) {
                 if was > 0.0 && p99 / was > guard.max_latency_ratio {
                     breaches.push(format!(
                         "pool {name:?} p99 latency {p99:.1} ms is {:.1}x the {was:.1} ms before (> {})",
@@ -66,11 +76,16 @@ pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shif
                 }
             }
         }
-        if let Some(skew) = pool.skew.filter(|s| pool.weight_driven && *s > guard.max_skew) {
+        if let Some(skew) = pool
+            .skew
+            .filter(|s| pool.weight_driven && *s > guard.max_skew)
+        {
             breaches.push(format!("pool {name:?} skew {skew:.2} > {}", guard.max_skew));
         }
         for b in &pool.backends {
-            if b.capacity_share * pool.requests as f64 >= MIN_EXPECTED && b.load_ratio > guard.max_load_ratio {
+            if b.capacity_share * pool.requests as f64 >= MIN_EXPECTED
+                && b.load_ratio > guard.max_load_ratio
+            {
                 breaches.push(format!(
                     "backend {} of pool {name:?} load ratio {:.2} > {} ({:.1}% of requests for {:.1}% of capacity)",
                     b.address,
@@ -83,8 +98,13 @@ pub fn judge(before: &[PoolView], after: &[PoolView], guard: &Guard, expect_shif
             if expect_shift {
                 continue;
             }
-            let was = old.and_then(|o| o.backends.iter().find(|x| x.address == b.address)).map_or(0.0, |x| x.observed_share);
-            if was >= MIN_SHARE_FOR_SHIFT && b.expected >= MIN_EXPECTED && b.observed_share / was > guard.max_shift {
+            let was = old
+                .and_then(|o| o.backends.iter().find(|x| x.address == b.address))
+                .map_or(0.0, |x| x.observed_share);
+            if was >= MIN_SHARE_FOR_SHIFT
+                && b.expected >= MIN_EXPECTED
+                && b.observed_share / was > guard.max_shift
+            {
                 breaches.push(format!(
                     "backend {} of pool {name:?} share went from {:.1}% to {:.1}% ({:.1}x > {}; apply with --expect-shift if intended)",
                     b.address,
@@ -128,6 +148,7 @@ mod tests {
             p50_ms: Some(1.0),
             p99_ms: Some(5.0),
             skew: None,
+            skew_backend: None,
             panic: false,
             failed_over: false,
             usable: shares.len(),
@@ -140,8 +161,17 @@ mod tests {
     fn an_even_change_passes_and_a_pile_on_one_backend_breaches() {
         let guard = Guard::default();
         let before = [pool(&[1.0 / 3.0; 3], 1000, 0.0)];
-        assert_eq!(judge(&before, &[pool(&[1.0 / 3.0; 3], 1000, 0.0)], &guard, false), None);
-        let piled = judge(&before, &[pool(&[0.9, 0.05, 0.05], 1000, 0.0)], &guard, false).unwrap();
+        assert_eq!(
+            judge(&before, &[pool(&[1.0 / 3.0; 3], 1000, 0.0)], &guard, false),
+            None
+        );
+        let piled = judge(
+            &before,
+            &[pool(&[0.9, 0.05, 0.05], 1000, 0.0)],
+            &guard,
+            false,
+        )
+        .unwrap();
         assert!(piled.contains("load ratio 2.70"), "{piled}");
         assert!(piled.contains("share went from 33.3% to 90.0%"), "{piled}");
     }
@@ -152,7 +182,10 @@ mod tests {
         guard.max_load_ratio = 10.0;
         let before = [pool(&[0.5, 0.5], 1000, 0.0)];
         let after = [pool(&[0.1, 0.9], 1000, 0.0)];
-        assert!(judge(&before, &after, &guard, false).is_none(), "0.9/0.5 = 1.8 < 2: no shift breach");
+        assert!(
+            judge(&before, &after, &guard, false).is_none(),
+            "0.9/0.5 = 1.8 < 2: no shift breach"
+        );
         let after = [pool(&[0.02, 0.98], 1000, 0.0)];
         assert!(judge(&before, &after, &guard, true).is_none());
     }
@@ -161,7 +194,14 @@ mod tests {
     fn errors_breach_and_nothing_is_judged_below_min_requests() {
         let guard = Guard::default();
         let before = [pool(&[0.5, 0.5], 1000, 0.0)];
-        assert!(judge(&before, &[pool(&[0.5, 0.5], 1000, 0.3)], &guard, false).unwrap().contains("error rate 30.0%"));
-        assert_eq!(judge(&before, &[pool(&[0.5, 0.5], 100, 0.3)], &guard, false), None);
+        assert!(
+            judge(&before, &[pool(&[0.5, 0.5], 1000, 0.3)], &guard, false)
+                .unwrap()
+                .contains("error rate 30.0%")
+        );
+        assert_eq!(
+            judge(&before, &[pool(&[0.5, 0.5], 100, 0.3)], &guard, false),
+            None
+        );
     }
 }

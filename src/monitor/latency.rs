@@ -31,7 +31,11 @@ impl Default for LatencyHistogram {
 pub fn bucket_of(micros: u64) -> usize {
     let micros = micros.max(1);
     let k = 63 - micros.leading_zeros() as usize;
-    let j = if k >= 2 { ((micros >> (k - 2)) & 0b11) as usize } else { ((micros << (2 - k)) & 0b11) as usize };
+    let j = if k >= 2 {
+        ((micros >> (k - 2)) & 0b11) as usize
+    } else {
+        ((micros << (2 - k)) & 0b11) as usize
+    };
     (k * 4 + j).min(BUCKETS - 1)
 }
 
@@ -50,7 +54,10 @@ impl LatencyHistogram {
 
     /// The counts now (to subtract from a later snapshot).
     pub fn snapshot(&self) -> Vec<u64> {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -79,12 +86,22 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_at_most_a_quarter_wide() {
         let mut last = 0;
-        for micros in [1u64, 2, 3, 4, 5, 7, 8, 100, 1000, 1250, 5000, 1_000_000, 60_000_000] {
+        for micros in [
+            1u64, 2, 3, 4, 5, 7, 8, 100, 1000, 1250, 5000, 1_000_000, 60_000_000,
+        ] {
             let b = bucket_of(micros);
             assert!(b >= last, "{micros}");
             last = b;
-            assert!(upper_bound(b) >= micros as f64, "{micros} ≤ bound {}", upper_bound(b));
-            assert!(upper_bound(b) <= micros as f64 * 1.25 + 1.0, "{micros}: bound {}", upper_bound(b));
+            assert!(
+                upper_bound(b) >= micros as f64,
+                "{micros} ≤ bound {}",
+                upper_bound(b)
+            );
+            assert!(
+                upper_bound(b) <= micros as f64 * 1.25 + 1.0,
+                "{micros}: bound {}",
+                upper_bound(b)
+            );
         }
     }
 

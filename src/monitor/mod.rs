@@ -72,9 +72,15 @@ impl Monitor {
 }
 
 /// Starts the monitor thread; it stops when `shutdown` turns true.
-pub fn start(runtime: Arc<Runtime>, applier: Arc<Applier>, shutdown: watch::Receiver<bool>) -> std::io::Result<Arc<Monitor>> {
+pub fn start(
+    runtime: Arc<Runtime>,
+    applier: Arc<Applier>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Arc<Monitor>> {
     let monitor = Arc::new(Monitor::default());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let events = runtime.events.subscribe();
     let published = Arc::clone(&monitor);
     std::thread::Builder::new()
@@ -97,7 +103,13 @@ struct Loop {
     last_change: Duration,
 }
 
-async fn run(runtime: Arc<Runtime>, applier: Arc<Applier>, monitor: Arc<Monitor>, mut events: broadcast::Receiver<Event>, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    runtime: Arc<Runtime>,
+    applier: Arc<Applier>,
+    monitor: Arc<Monitor>,
+    mut events: broadcast::Receiver<Event>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut state = Loop {
         runtime,
         applier,
@@ -134,19 +146,28 @@ impl Loop {
         self.samples.push_back(Sample::take(&snapshot, now));
         // Keep what the guard's before-window and the alarm window need.
         let keep = (snapshot.config.guard.watch * 2).max(ALARM_WINDOW * 6) + TICK * 2;
-        while self.samples.front().is_some_and(|s| now.saturating_sub(s.at) > keep) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| now.saturating_sub(s.at) > keep)
+        {
             self.samples.pop_front();
         }
         self.update_webhook(&snapshot.config.alerts.webhook);
         // The window starts at the last config change if that is more recent: alarms
         // judge the config in force, not a mix of two.
         let window_start = now.saturating_sub(ALARM_WINDOW).max(self.last_change);
-        let (Some(newest), Some(oldest)) = (self.samples.back(), self.sample_since(window_start)) else {
+        let (Some(newest), Some(oldest)) = (self.samples.back(), self.sample_since(window_start))
+        else {
             return;
         };
         let window_seconds = newest.at.saturating_sub(oldest.at).as_secs_f64();
         let pools = window::view(oldest, newest, &snapshot, now);
-        while self.health_changes.front().is_some_and(|(at, _, _)| now.saturating_sub(*at) > FLAP_WINDOW) {
+        while self
+            .health_changes
+            .front()
+            .is_some_and(|(at, _, _)| now.saturating_sub(*at) > FLAP_WINDOW)
+        {
             self.health_changes.pop_front();
         }
         let flapping = self.flapping();
@@ -182,7 +203,10 @@ impl Loop {
         let Some(w) = &self.watch else { return };
         let snapshot = self.runtime.snapshot();
         let guard = snapshot.config.guard;
-        let (Some(start), Some(newest)) = (self.sample_since(w.applied_at), self.samples.back()) else { return };
+        let (Some(start), Some(newest)) = (self.sample_since(w.applied_at), self.samples.back())
+        else {
+            return;
+        };
         let after = window::view(start, newest, &snapshot, now);
         if let Some(reason) = guard::judge(&w.before, &after, &guard, w.expect_shift) {
             let (version, previous) = (w.version, w.previous);
@@ -199,16 +223,28 @@ impl Loop {
             self.watch = None;
             let total: u64 = after.iter().map(|p| p.requests).sum();
             let reason = if total < guard.min_requests {
-                format!("too little traffic to judge ({total} requests < min_requests {})", guard.min_requests)
+                format!(
+                    "too little traffic to judge ({total} requests < min_requests {})",
+                    guard.min_requests
+                )
             } else {
                 "within every threshold".to_string()
             };
-            self.runtime.events.emit(Event::Guard { version, verdict: "passed", reason, restored: None });
+            self.runtime.events.emit(Event::Guard {
+                version,
+                verdict: "passed",
+                reason,
+                restored: None,
+            });
         }
     }
 
     fn event(&mut self, event: Event) {
-        if let Err(e) = self.applier.store().journal(Some(self.applier.current()), &event) {
+        if let Err(e) = self
+            .applier
+            .store()
+            .journal(Some(self.applier.current()), &event)
+        {
             tracing::error!(error = %e, "ALARM: the journal could not be written");
         }
         match &event {
@@ -218,14 +254,24 @@ impl Loop {
                 }
             }
             Event::Health { pool, backend, .. } => {
-                self.health_changes.push_back((health::now(), pool.clone(), backend.clone()));
+                self.health_changes
+                    .push_back((health::now(), pool.clone(), backend.clone()));
             }
-            Event::Config { outcome: "applied", origin, .. } if *origin == "rollback" || *origin == "start" => {
+            Event::Config {
+                outcome: "applied",
+                origin,
+                ..
+            } if *origin == "rollback" || *origin == "start" => {
                 self.last_change = health::now();
             }
-            Event::Config { version: Some(version), previous, origin, outcome: "applied", expect_shift, .. }
-                if *origin == "sighup" || *origin == "api" =>
-            {
+            Event::Config {
+                version: Some(version),
+                previous,
+                origin,
+                outcome: "applied",
+                expect_shift,
+                ..
+            } if *origin == "sighup" || *origin == "api" => {
                 let now = health::now();
                 self.last_change = now;
                 let snapshot = self.runtime.snapshot();
@@ -234,7 +280,13 @@ impl Loop {
                     (Some(old), Some(new)) => window::view(old, new, &snapshot, now),
                     _ => Vec::new(),
                 };
-                self.watch = Some(Watch { version: *version, previous: *previous, applied_at: now, expect_shift: *expect_shift, before });
+                self.watch = Some(Watch {
+                    version: *version,
+                    previous: *previous,
+                    applied_at: now,
+                    expect_shift: *expect_shift,
+                    before,
+                });
             }
             _ => {}
         }
@@ -245,11 +297,13 @@ impl Loop {
             return;
         }
         self.webhook_url.clone_from(url);
-        self.webhook = url.as_deref().and_then(|url| match Webhook::start(url, Arc::clone(&self.monitor.webhook)) {
-            Ok(webhook) => Some(webhook),
-            Err(e) => {
-                tracing::error!(error = %e, "ALARM: alerts cannot be sent");
-                None
+        self.webhook = url.as_deref().and_then(|url| {
+            match Webhook::start(url, Arc::clone(&self.monitor.webhook)) {
+                Ok(webhook) => Some(webhook),
+                Err(e) => {
+                    tracing::error!(error = %e, "ALARM: alerts cannot be sent");
+                    None
+                }
             }
         });
     }

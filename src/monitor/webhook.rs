@@ -46,12 +46,19 @@ impl Webhook {
     /// Starts the delivery task for `url` (`http://host:port/path`) on the current
     /// runtime.
     pub fn start(url: &str, stats: Arc<WebhookStats>) -> Result<Webhook, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("bad webhook URL {url:?}: {e}"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("bad webhook URL {url:?}: {e}"))?;
         if uri.scheme_str() != Some("http") {
             return Err(format!("webhook {url:?}: only http:// is supported"));
         }
-        let authority = uri.authority().ok_or_else(|| format!("webhook {url:?} has no host"))?.clone();
-        let path = uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("webhook {url:?} has no host"))?
+            .clone();
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string());
         let (queue, mut pending) = mpsc::channel::<Event>(QUEUE);
         let task_stats = Arc::clone(&stats);
         tokio::spawn(async move {
@@ -74,7 +81,11 @@ impl Webhook {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-                let counter = if delivered { &task_stats.delivered } else { &task_stats.failed };
+                let counter = if delivered {
+                    &task_stats.delivered
+                } else {
+                    &task_stats.failed
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -92,8 +103,12 @@ impl Webhook {
 /// One POST; true on a 2xx answer within 5 s.
 async fn post(authority: &http::uri::Authority, path: &str, body: Vec<u8>) -> bool {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(authority.as_str()).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        let stream = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         tokio::spawn(connection);
         let request = Request::post(path)
             .header(header::HOST, authority.as_str())
@@ -103,5 +118,8 @@ async fn post(authority: &http::uri::Authority, path: &str, body: Vec<u8>) -> bo
         let response = sender.send_request(request).await.ok()?;
         Some(response.status().is_success())
     };
-    matches!(tokio::time::timeout(Duration::from_secs(5), attempt).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), attempt).await,
+        Ok(Some(true))
+    )
 }

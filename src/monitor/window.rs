@@ -65,7 +65,9 @@ impl Sample {
                         }
                         let sample = BackendSample {
                             requests: b.stats.requests.load(Ordering::Relaxed),
-                            responses: std::array::from_fn(|i| b.stats.responses[i].load(Ordering::Relaxed)),
+                            responses: std::array::from_fn(|i| {
+                                b.stats.responses[i].load(Ordering::Relaxed)
+                            }),
                             failures: b.stats.failures.load(Ordering::Relaxed),
                         };
                         (b.address.clone(), sample)
@@ -118,6 +120,8 @@ pub struct PoolView {
     pub p99_ms: Option<f64>,
     /// DESIGN's skew (None when no backend's difference is significant).
     pub skew: Option<f64>,
+    /// The backend that sets the skew.
+    pub skew_backend: Option<String>,
     /// Panic mode now.
     pub panic: bool,
     /// Failed over to its backup now.
@@ -138,35 +142,66 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
         .iter()
         .map(|pool| {
             let empty = PoolSample::default();
-            let (old, new) = (older.pools.get(&pool.name).unwrap_or(&empty), newer.pools.get(&pool.name).unwrap_or(&empty));
+            let (old, new) = (
+                older.pools.get(&pool.name).unwrap_or(&empty),
+                newer.pools.get(&pool.name).unwrap_or(&empty),
+            );
             let zero = BackendSample::default();
             let deltas: Vec<(u64, u64)> = pool
                 .backends
                 .iter()
                 .map(|b| {
-                    let (o, n) = (old.backends.get(&b.address).unwrap_or(&zero), new.backends.get(&b.address).unwrap_or(&zero));
+                    let (o, n) = (
+                        old.backends.get(&b.address).unwrap_or(&zero),
+                        new.backends.get(&b.address).unwrap_or(&zero),
+                    );
                     let requests = n.requests.saturating_sub(o.requests);
-                    let errors = n.responses[4].saturating_sub(o.responses[4]) + n.failures.saturating_sub(o.failures);
+                    let errors = n.responses[4].saturating_sub(o.responses[4])
+                        + n.failures.saturating_sub(o.failures);
                     (requests, errors)
                 })
                 .collect();
             let total: u64 = deltas.iter().map(|d| d.0).sum();
             let errors: u64 = deltas.iter().map(|d| d.1).sum();
             let intended = pool.intended_shares(now);
-            let usable: Vec<bool> = pool.backends.iter().map(|b| b.weight > 0 && b.health.is_usable(now)).collect();
-            let capacity: f64 = pool.backends.iter().zip(&usable).filter(|(_, u)| **u).map(|(b, _)| b.capacity).sum();
+            let usable: Vec<bool> = pool
+                .backends
+                .iter()
+                .map(|b| b.weight > 0 && b.health.is_usable(now))
+                .collect();
+            let capacity: f64 = pool
+                .backends
+                .iter()
+                .zip(&usable)
+                .filter(|(_, u)| **u)
+                .map(|(b, _)| b.capacity)
+                .sum();
             let counts: Vec<u64> = deltas.iter().map(|d| d.0).collect();
             let latency: Vec<u64> = match old.latency.len() {
                 0 => new.latency.clone(),
-                _ => new.latency.iter().zip(&old.latency).map(|(n, o)| n.saturating_sub(*o)).collect(),
+                _ => new
+                    .latency
+                    .iter()
+                    .zip(&old.latency)
+                    .map(|(n, o)| n.saturating_sub(*o))
+                    .collect(),
             };
+            let skew = crate::sim::skew::skew(&counts, &intended);
             let backends = pool
                 .backends
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let observed = if total == 0 { 0.0 } else { counts[i] as f64 / total as f64 };
-                    let capacity_share = if usable[i] && capacity > 0.0 { b.capacity / capacity } else { 0.0 };
+                    let observed = if total == 0 {
+                        0.0
+                    } else {
+                        counts[i] as f64 / total as f64
+                    };
+                    let capacity_share = if usable[i] && capacity > 0.0 {
+                        b.capacity / capacity
+                    } else {
+                        0.0
+                    };
                     BackendView {
                         address: b.address.clone(),
                         requests: counts[i],
@@ -174,7 +209,11 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
                         observed_share: observed,
                         intended_share: intended[i],
                         capacity_share,
-                        load_ratio: if capacity_share > 0.0 { observed / capacity_share } else { 0.0 },
+                        load_ratio: if capacity_share > 0.0 {
+                            observed / capacity_share
+                        } else {
+                            0.0
+                        },
                         expected: intended[i] * total as f64,
                     }
                 })
@@ -184,10 +223,18 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
                 algorithm: pool.config.algorithm.name().to_string(),
                 weight_driven: pool.config.algorithm.is_weight_driven(),
                 requests: total,
-                error_rate: if total == 0 { 0.0 } else { errors as f64 / total as f64 },
+                error_rate: if total == 0 {
+                    0.0
+                } else {
+                    errors as f64 / total as f64
+                },
                 p50_ms: quantile_ms(&latency, 0.5),
                 p99_ms: quantile_ms(&latency, 0.99),
-                skew: skew(&counts, &intended),
+                skew: skew.backend.map(|_| skew.value),
+                skew_backend: skew
+                    .backend
+                    .and_then(|i| pool.backends.get(i))
+                    .map(|b| b.address.clone()),
                 panic: pool.in_panic(),
                 failed_over: pool.is_failed_over(),
                 usable: usable.iter().filter(|u| **u).count(),
@@ -198,47 +245,4 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
         .collect()
 }
 
-/// Least requests a backend must be expected to get before its share is judged.
-pub const MIN_EXPECTED: f64 = 30.0;
-/// How many binomial standard deviations a difference must exceed to count.
-pub const SIGMAS: f64 = 4.0;
-
-/// DESIGN's skew of a pool: the largest `|observed − intended| / intended` over the
-/// backends expected to get at least [`MIN_EXPECTED`] requests, counting only those
-/// whose difference in requests is also beyond [`SIGMAS`] binomial standard
-/// deviations, so random noise never alarms. `None` when no backend qualifies.
-pub fn skew(counts: &[u64], intended: &[f64]) -> Option<f64> {
-    let n: u64 = counts.iter().sum();
-    let n = n as f64;
-    counts
-        .iter()
-        .zip(intended)
-        .filter_map(|(&count, &p)| {
-            let expected = n * p;
-            if p <= 0.0 || expected < MIN_EXPECTED {
-                return None;
-            }
-            let sigma = (n * p * (1.0 - p)).sqrt();
-            let difference = (count as f64 - expected).abs();
-            (difference > SIGMAS * sigma).then(|| difference / expected)
-        })
-        .max_by(|a, b| a.total_cmp(b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn noise_is_not_skew_but_a_real_miss_is() {
-        // 10,000 requests over three equal backends, off by binomial noise only.
-        assert_eq!(skew(&[3380, 3300, 3320], &[1.0 / 3.0; 3]), None);
-        // 90% to one of three equal backends.
-        let s = skew(&[9000, 500, 500], &[1.0 / 3.0; 3]).unwrap();
-        assert!((s - 1.7).abs() < 0.01, "{s}");
-        // Too few requests to judge.
-        assert_eq!(skew(&[20, 0, 0], &[1.0 / 3.0; 3]), None);
-        // A backend intended to get nothing is not judged by skew (load ratio is).
-        assert_eq!(skew(&[500, 500], &[1.0, 0.0]), Some(0.5));
-    }
-}
+pub use crate::sim::skew::MIN_EXPECTED;

@@ -180,10 +180,20 @@ pub trait Store: Send + Sync {
     /// Version `id`.
     fn version(&self, id: u64) -> Result<Option<Version>, StoreError>;
     /// Appends an event to the journal, with the version in force.
-    fn journal(&self, version: Option<u64>, event: &crate::health::Event) -> Result<u64, StoreError>;
+    fn journal(
+        &self,
+        version: Option<u64>,
+        event: &crate::health::Event,
+    ) -> Result<u64, StoreError>;
     /// Journal entries after id `after`, at or after `since` (RFC 3339) when given, and
     /// at or before `until`, oldest first, at most `limit`.
-    fn journal_entries(&self, after: u64, since: Option<&str>, until: Option<&str>, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+    fn journal_entries(
+        &self,
+        after: u64,
+        since: Option<&str>,
+        until: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     /// Marks a config text (by sha256) as rolled back by the guard.
     fn reject(&self, sha256: &str, version: u64, reason: &str) -> Result<(), StoreError>;
     /// The guard's rejection of a config text, if any.

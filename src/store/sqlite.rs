@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{sha256, JournalEntry, NewVersion, Origin, Outcome, Rejection, Store, StoreError, Version};
+use super::{
+    sha256, JournalEntry, NewVersion, Origin, Outcome, Rejection, Store, StoreError, Version,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -147,7 +149,11 @@ impl Store for SqliteStore {
             .map_err(|e| self.error(e))
     }
 
-    fn journal(&self, version: Option<u64>, event: &crate::health::Event) -> Result<u64, StoreError> {
+    fn journal(
+        &self,
+        version: Option<u64>,
+        event: &crate::health::Event,
+    ) -> Result<u64, StoreError> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let data = serde_json::to_value(event).unwrap_or_default();
         let kind = data["kind"].as_str().unwrap_or("event").to_string();
@@ -161,7 +167,13 @@ impl Store for SqliteStore {
         Ok(connection.last_insert_rowid() as u64)
     }
 
-    fn journal_entries(&self, after: u64, since: Option<&str>, until: Option<&str>, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+    fn journal_entries(
+        &self,
+        after: u64,
+        since: Option<&str>,
+        until: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         let connection = self.connection();
         let mut statement = connection
             .prepare(
@@ -183,7 +195,8 @@ impl Store for SqliteStore {
                 })
             })
             .map_err(|e| self.error(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.error(e))
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.error(e))
     }
 
     fn reject(&self, sha256: &str, version: u64, reason: &str) -> Result<(), StoreError> {
@@ -199,9 +212,17 @@ impl Store for SqliteStore {
 
     fn rejection(&self, sha256: &str) -> Result<Option<Rejection>, StoreError> {
         self.connection()
-            .query_row("SELECT version, reason, time FROM rejected WHERE sha256 = ?1", [sha256], |row| {
-                Ok(Rejection { version: row.get::<_, i64>(0)? as u64, reason: row.get(1)?, time: row.get(2)? })
-            })
+            .query_row(
+                "SELECT version, reason, time FROM rejected WHERE sha256 = ?1",
+                [sha256],
+                |row| {
+                    Ok(Rejection {
+                        version: row.get::<_, i64>(0)? as u64,
+                        reason: row.get(1)?,
+                        time: row.get(2)?,
+                    })
+                },
+            )
             .optional()
             .map_err(|e| self.error(e))
     }
