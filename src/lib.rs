@@ -12,6 +12,7 @@ pub mod health;
 pub mod loadgen;
 pub mod monitor;
 pub mod proxy;
+pub mod report;
 pub mod runtime;
 pub mod sim;
 pub mod store;

@@ -9,5 +9,6 @@ mod history;
 mod lint;
 mod loadtest;
 mod proxy;
+mod report;
 mod sim;
 mod survive;

@@ -8,7 +8,9 @@
 //! Endpoints so far:
 //! - `GET /healthz` → `ok` (no token): the process is up.
 //! - `GET /status` → JSON: every pool, its backends, their weight, intended share,
-//!   requests, observed share, responses by class, failures, in-flight requests.
+//!   requests, observed share, responses by class, failures, in-flight requests; the
+//!   `[guard]` thresholds in force (`guard`), the config `version` in force and the
+//!   monitor's last windows and alarms (`monitor`).
 //! - `GET /config` → the config text in force.
 //! - `POST /config` (TOML body; `?deny_warnings=true`) → apply it: 200 with the new
 //!   version, or 422 with the findings when refused (and nothing changes).
@@ -40,7 +42,7 @@ use crate::monitor::Monitor;
 use crate::runtime::Runtime;
 use crate::store::Origin;
 
-pub use status::{BackendStatus, PoolStatus, Status};
+pub use status::{BackendStatus, GuardThresholds, PoolStatus, Status};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,10 @@
 //! `GET /status`: pools and backends with their intended and observed shares.
 //!
 //! Observed shares here count every request since the backend appeared (counters
-//! survive reloads); windowed shares, skew and alarms arrive with the monitor.
+//! survive reloads); windowed shares, skew and alarms are the monitor's, added beside
+//! this document by the admin API (`monitor`). The `[guard]` thresholds in force are
+//! included so that a client (`evenkeel status`) marks what the alarms would judge
+//! against the same lines.
 
 use std::sync::atomic::Ordering;
 
@@ -16,6 +19,46 @@ pub struct Status {
     pub config_file: String,
     /// Every pool, in config order.
     pub pools: Vec<PoolStatus>,
+    /// The `[guard]` thresholds in force.
+    pub guard: GuardThresholds,
+}
+
+/// The `[guard]` thresholds in force: the lines alarms and the guard judge against
+/// (DESIGN "Configuration", `[guard]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuardThresholds {
+    /// How long every applied change is watched, in seconds. Default: 60.
+    pub watch_seconds: f64,
+    /// Requests needed after a change before it is judged. Default: 200.
+    pub min_requests: u64,
+    /// Largest acceptable ratio of 5xx and connection errors to requests. Default: 0.02.
+    pub max_error_rate: f64,
+    /// Largest acceptable p99 latency after / before a change. Default: 2.0.
+    pub max_latency_ratio: f64,
+    /// Largest acceptable pool skew. Default: 0.25.
+    pub max_skew: f64,
+    /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
+    pub max_load_ratio: f64,
+    /// Largest acceptable share after / before a change for a backend. Default: 2.0.
+    pub max_shift: f64,
+    /// Whether applies refuse lint warnings too. Default: false.
+    pub deny_warnings: bool,
+}
+
+impl GuardThresholds {
+    /// The thresholds of `guard`.
+    pub fn of(guard: &crate::config::Guard) -> GuardThresholds {
+        GuardThresholds {
+            watch_seconds: guard.watch.as_secs_f64(),
+            min_requests: guard.min_requests,
+            max_error_rate: guard.max_error_rate,
+            max_latency_ratio: guard.max_latency_ratio,
+            max_skew: guard.max_skew,
+            max_load_ratio: guard.max_load_ratio,
+            max_shift: guard.max_shift,
+            deny_warnings: guard.deny_warnings,
+        }
+    }
 }
 
 /// One pool.
@@ -135,6 +178,7 @@ impl Status {
         Status {
             config_file: snapshot.config.source.path.display().to_string(),
             pools,
+            guard: GuardThresholds::of(&snapshot.config.guard),
         }
     }
 }

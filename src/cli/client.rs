@@ -1,4 +1,5 @@
-//! Talking to a running evenkeel's admin API, for `apply`, `rollback`, `history`.
+//! Talking to a running evenkeel's admin API, for `apply`, `rollback`, `history`,
+//! `status` and `report`.
 //!
 //! The admin address and token come from `-c FILE` (its `[admin]` section: `listen`,
 //! and `token_file` relative to the file) or from `--admin ADDR --token-file FILE`.
@@ -57,6 +58,11 @@ impl Admin {
         };
         let token = admin::read_token(&token_file).map_err(|e| Failure::new(Exit::Usage, e))?;
         Ok(Admin { addr, token })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Sends `method path` with an optional body; waits at most 60 s.

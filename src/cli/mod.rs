@@ -12,9 +12,11 @@ mod explain;
 mod history;
 mod loadtest;
 mod plan;
+mod report;
 mod rollback;
 mod serve;
 mod simulate;
+mod status;
 mod table;
 
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Command {
     Plan(plan::Args),
     Serve(serve::Args),
     Simulate(simulate::Args),
+    Status(status::Args),
+    Report(report::Args),
 }
 
 /// Entry point of the binary.
@@ -77,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match exit {
         Ok(exit) => exit.into(),
