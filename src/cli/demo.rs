@@ -11,7 +11,6 @@ use anyhow::Context as _;
 
 use super::serve::Served;
 use super::{CommandResult, Exit, Failure};
-use crate::admin::Status;
 use crate::config::{self, diagnostic, values};
 use crate::loadgen::standin::StandIn;
 
@@ -81,7 +80,7 @@ pub fn run(args: &Args) -> CommandResult {
         )));
     };
     let _log = super::init_logging(false);
-    let served = Served::start(&config_path, config, 1, false)?;
+    let served = Served::start(&config_path, config, 1, false, false)?;
     let listen = served.running.listeners[0].1;
     let admin = served
         .admin
@@ -94,7 +93,7 @@ pub fn run(args: &Args) -> CommandResult {
         .iter()
         .map(|b| (b.addr.to_string(), b.name.clone()))
         .collect();
-    let summary = spawn_summary(std::sync::Arc::clone(&served.runtime), names);
+    let summary = spawn_summary(std::sync::Arc::clone(&served.monitor), names);
     let result = super::wait_for_signals_until(args.duration, || {
         served_reload(&config_path, &served);
     });
@@ -288,9 +287,10 @@ async fn connect(
     Some(sender)
 }
 
-/// Prints each backend's observed and intended share every [`SUMMARY_EVERY`].
+/// Prints the alarms in force and each backend's observed share over the monitor's
+/// window against its intended share, every [`SUMMARY_EVERY`].
 fn spawn_summary(
-    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    monitor: std::sync::Arc<crate::monitor::Monitor>,
     names: Vec<(String, String)>,
 ) -> tokio::sync::watch::Sender<bool> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -311,8 +311,11 @@ fn spawn_summary(
                         _ = stopped.wait_for(|s| *s) => return,
                         _ = tick.tick() => {}
                     }
-                    let status = Status::of(&runtime.snapshot());
-                    for pool in status.pools.iter().filter(|p| p.requests > 0) {
+                    let state = monitor.state();
+                    for alarm in &state.alarms {
+                        println!("ALARM {}: {}", alarm.key, alarm.message);
+                    }
+                    for pool in state.pools.iter().filter(|p| p.requests > 0) {
                         let shares: Vec<String> = pool
                             .backends
                             .iter()
@@ -329,8 +332,9 @@ fn spawn_summary(
                             })
                             .collect();
                         println!(
-                            "pool {:?}: {} requests · {}",
+                            "pool {:?}, last {:.0} s: {} requests · {}",
                             pool.name,
+                            state.window_seconds,
                             pool.requests,
                             shares.join(" · ")
                         );
