@@ -265,6 +265,8 @@ pub struct PoolRuntime {
     pub backup: Option<usize>,
     /// Retries may not exceed `retries.budget_percent` of requests.
     pub budget: RetryBudget,
+    /// What its clients got (kept across reloads).
+    pub stats: Arc<PoolStats>,
     /// Nudged when a backend's usability may have changed (ejection, probe, drain):
     /// the health thread refreshes the pool.
     pub changed: Notify,
@@ -339,6 +341,7 @@ impl PoolRuntime {
             config: pool.clone(),
             backup,
             budget: RetryBudget::default(),
+            stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
             changed: Notify::new(),
             waiting: AtomicU32::new(0),
             slot_freed: Notify::new(),
@@ -589,6 +592,27 @@ pub struct BackendRuntime {
     pub stats: Arc<BackendStats>,
     /// Health (kept across reloads).
     pub health: Arc<BackendHealth>,
+}
+
+/// What a pool's clients got: every request routed to it counts once, whatever the
+/// tries behind it, and so does every answer of 500 or more (from a backend, or
+/// evenkeel's own 502/503/504). This is the error rate users see.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Client requests routed to the pool.
+    pub requests: AtomicU64,
+    /// Of those, answered with a status of 500 or more.
+    pub errors: AtomicU64,
+}
+
+impl PoolStats {
+    /// Counts one client request answered with `status`.
+    pub fn record(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Monotonic traffic counters of one backend, updated on the request path with

@@ -11,3 +11,4 @@ mod loadtest;
 mod proxy;
 mod sim;
 mod survive;
+mod watch;

@@ -166,6 +166,14 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 serde_json::to_value(Status::of(&runtime.snapshot())).unwrap_or_default();
             status["version"] = applier.current().into();
             status["monitor"] = serde_json::to_value(&*monitor.state()).unwrap_or_default();
+            let counter =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            status["alerts"] = serde_json::json!({
+                "delivered": counter(&monitor.webhook.delivered),
+                "dropped": counter(&monitor.webhook.dropped),
+                "failed": counter(&monitor.webhook.failed),
+                "queue_bound": crate::monitor::webhook::QUEUE,
+            });
             json(StatusCode::OK, &status)
         }
         (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),

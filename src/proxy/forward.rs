@@ -128,10 +128,16 @@ impl Worker {
                             pool = backup;
                             hops += 1;
                         }
-                        None => return refuse(Refusal::NoBackend, Some(&routed.name)),
+                        None => {
+                            routed.stats.record(Refusal::NoBackend.status().as_u16());
+                            return refuse(Refusal::NoBackend, Some(&routed.name));
+                        }
                     }
                 }
-                Err(refusal) => return refuse(refusal, Some(&routed.name)),
+                Err(refusal) => {
+                    pool.stats.record(refusal.status().as_u16());
+                    return refuse(refusal, Some(&routed.name));
+                }
             }
         };
         let mut log = record(Some(&pool.name), Some(&backend.runtime.address), 0);
@@ -190,6 +196,7 @@ impl Worker {
                             if let Some(log) = log.as_mut() {
                                 log.status = status;
                             }
+                            pool.stats.record(status);
                             return Ok(self.stream(
                                 response,
                                 sender,
@@ -236,6 +243,7 @@ impl Worker {
                 log.backend = backend.runtime.address.clone();
             }
         };
+        pool.stats.record(failure.status().as_u16());
         refuse_logged(log, failure, &pool.name)
     }
 
