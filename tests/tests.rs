@@ -8,6 +8,7 @@ mod demo;
 mod history;
 mod lint;
 mod loadtest;
+mod preflight;
 mod proxy;
 mod sim;
 mod survive;

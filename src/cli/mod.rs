@@ -12,6 +12,7 @@ mod explain;
 mod history;
 mod loadtest;
 mod plan;
+mod preflight;
 mod rollback;
 mod serve;
 mod simulate;
@@ -59,6 +60,7 @@ enum Command {
     Rollback(rollback::Args),
     Loadtest(loadtest::Args),
     Plan(plan::Args),
+    Preflight(preflight::Args),
     Serve(serve::Args),
     Simulate(simulate::Args),
 }
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => rollback::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Preflight(args) => preflight::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Simulate(args) => simulate::run(&args),
     };
