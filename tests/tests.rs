@@ -8,6 +8,7 @@ mod demo;
 mod history;
 mod lint;
 mod loadtest;
+mod metrics;
 mod proxy;
 mod sim;
 mod survive;

@@ -178,8 +178,10 @@ mod tests {
 
     #[test]
     fn expect_shift_skips_shift_but_not_load_ratio() {
-        let mut guard = Guard::default();
-        guard.max_load_ratio = 10.0;
+        let guard = Guard {
+            max_load_ratio: 10.0,
+            ..Guard::default()
+        };
         let before = [pool(&[0.5, 0.5], 1000, 0.0)];
         let after = [pool(&[0.1, 0.9], 1000, 0.0)];
         assert!(
