@@ -8,6 +8,7 @@ mod demo;
 mod history;
 mod lint;
 mod loadtest;
+mod metrics;
 mod preflight;
 mod proxy;
 mod sim;
