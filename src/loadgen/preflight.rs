@@ -30,6 +30,7 @@ use super::standin::StandIn;
 use crate::balance::Algorithm;
 use crate::config::{Config, HashKey};
 use crate::health;
+use crate::monitor::window::{self, BackendView, Sample};
 use crate::proxy::{self, Options as ProxyOptions};
 use crate::runtime::Runtime;
 
@@ -52,23 +53,6 @@ pub struct Options {
     pub max_error_rate: f64,
     /// Percent of synthetic requests without the hash key (consistent-hash pools).
     pub key_missing: u8,
-}
-
-/// One backend under load.
-#[derive(Clone, Debug, Serialize)]
-pub struct BackendResult {
-    /// Address as written in the config.
-    pub address: String,
-    /// Share it should get.
-    pub intended_share: f64,
-    /// Share it got.
-    pub observed_share: f64,
-    /// Its capacity over the pool's.
-    pub capacity_share: f64,
-    /// observed / capacity share.
-    pub load_ratio: f64,
-    /// Requests its stand-in answered.
-    pub requests: u64,
 }
 
 /// A pool with one backend down.
@@ -113,7 +97,7 @@ pub struct PoolResult {
     /// Skew (weight-driven algorithms; None when nothing is significant).
     pub skew: Option<f64>,
     /// Its backends.
-    pub backends: Vec<BackendResult>,
+    pub backends: Vec<BackendView>,
     /// The hash key's share, for consistent-hash pools.
     pub key: Option<KeyResult>,
     /// With one backend down.
@@ -206,56 +190,18 @@ pub fn run(mut config: Config, options: &Options) -> std::io::Result<Report> {
             .collect();
         let snapshot = runtime.snapshot();
         let live = &snapshot.pools[index];
-        let counts_before: Vec<u64> = standins[index]
-            .iter()
-            .map(|s| s.as_ref().map_or(0, StandIn::requests))
-            .collect();
+        // Shares, capacity shares, load ratios and skew exactly as the live monitor
+        // defines them: a window of the proxy's own counters around the load.
+        let before = Sample::take(&snapshot, health::now());
         let load = drive(&targets)?;
-        let counts: Vec<u64> = standins[index]
-            .iter()
-            .zip(&counts_before)
-            .map(|(s, b)| s.as_ref().map_or(0, StandIn::requests) - b)
-            .collect();
-        let total: u64 = counts.iter().sum();
-        let intended = live.intended_shares(health::now());
-        let capacity: f64 = pool
-            .backends
-            .iter()
-            .filter(|b| b.weight > 0)
-            .map(|b| b.capacity)
-            .sum();
-        let backends: Vec<BackendResult> = pool
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let observed = if total == 0 {
-                    0.0
-                } else {
-                    counts[i] as f64 / total as f64
-                };
-                let capacity_share = if b.weight > 0 && capacity > 0.0 {
-                    b.capacity / capacity
-                } else {
-                    0.0
-                };
-                BackendResult {
-                    address: b.address.clone(),
-                    intended_share: intended[i],
-                    observed_share: observed,
-                    capacity_share,
-                    load_ratio: if capacity_share > 0.0 {
-                        observed / capacity_share
-                    } else {
-                        0.0
-                    },
-                    requests: counts[i],
-                }
-            })
-            .collect();
-        let skew = crate::sim::skew::skew(&counts, &intended);
-        let skew =
-            (pool.algorithm.is_weight_driven() && skew.backend.is_some()).then_some(skew.value);
+        let now = health::now();
+        let view = window::view(&before, &Sample::take(&snapshot, now), &snapshot, now);
+        let Some(window) = view.into_iter().nth(index) else {
+            continue;
+        };
+        let skew = window.skew.filter(|_| window.weight_driven);
+        let intended: Vec<f64> = window.backends.iter().map(|b| b.intended_share).collect();
+        let backends = window.backends;
         let errors = load.failures()
             + load
                 .statuses
@@ -408,7 +354,7 @@ fn judge_load(pool: &PoolResult, options: &Options, failures: &mut Vec<String>) 
             .iter()
             .filter(|b| b.intended_share > 0.0)
             .max_by(|a, b| {
-                let d = |x: &BackendResult| {
+                let d = |x: &BackendView| {
                     (x.observed_share - x.intended_share).abs() / x.intended_share
                 };
                 d(a).total_cmp(&d(b))
