@@ -17,6 +17,7 @@
 //! during a `POST /config`) run one after the other.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{self, diagnostic, Finding, Severity, Source};
@@ -78,6 +79,56 @@ pub struct Applier {
     config_path: PathBuf,
     /// The version in force; the lock also serialises applies.
     current: Mutex<u64>,
+    /// Applies and refusals so far, and the guard's rollbacks.
+    counts: ApplyCounts,
+}
+
+/// How many configs were applied and refused, by origin, and how many the guard rolled
+/// back, since the process started (for `/metrics`). An apply that finds the config in
+/// force already changes nothing and is not counted.
+#[derive(Debug, Default)]
+pub struct ApplyCounts {
+    /// By origin (in the order of [`ApplyCounts::ORIGINS`]), then outcome (applied,
+    /// refused).
+    applies: [[AtomicU64; 2]; 4],
+    guard_rollbacks: AtomicU64,
+}
+
+impl ApplyCounts {
+    /// Every origin.
+    pub const ORIGINS: [Origin; 4] = [Origin::Start, Origin::Sighup, Origin::Api, Origin::Rollback];
+    /// Every outcome.
+    pub const OUTCOMES: [Outcome; 2] = [Outcome::Applied, Outcome::Refused];
+
+    fn counter(&self, origin: Origin, outcome: Outcome) -> &AtomicU64 {
+        let row = match origin {
+            Origin::Start => 0,
+            Origin::Sighup => 1,
+            Origin::Api => 2,
+            Origin::Rollback => 3,
+        };
+        let column = match outcome {
+            Outcome::Applied => 0,
+            Outcome::Refused => 1,
+        };
+        &self.applies[row][column]
+    }
+
+    fn count(&self, origin: Origin, outcome: Outcome) {
+        self.counter(origin, outcome)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Configs from `origin` that ended in `outcome`.
+    pub fn applies(&self, origin: Origin, outcome: Outcome) -> u64 {
+        self.counter(origin, outcome).load(Ordering::Relaxed)
+    }
+
+    /// Versions the guard rolled back (the rollback itself also counts as an apply
+    /// from `rollback`).
+    pub fn guard_rollbacks(&self) -> u64 {
+        self.guard_rollbacks.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Applier {
@@ -104,12 +155,20 @@ impl Applier {
             detail: "",
             restores: None,
         })?;
+        let counts = ApplyCounts::default();
+        counts.count(Origin::Start, Outcome::Applied);
         Ok(Applier {
             runtime,
             store,
             config_path,
             current: Mutex::new(version.id),
+            counts,
         })
+    }
+
+    /// Applies, refusals and guard rollbacks so far.
+    pub fn counts(&self) -> &ApplyCounts {
+        &self.counts
     }
 
     /// The version in force.
@@ -162,6 +221,7 @@ impl Applier {
         let checked = config::check_source_in(Source { path: label, text }, &base_dir);
         let deny_warnings = options.deny_warnings;
         let emit = |version: Option<u64>, outcome: Outcome, detail: &str| {
+            self.counts.count(origin, outcome);
             self.runtime.events.emit(Event::Config {
                 version,
                 previous,
@@ -305,6 +365,9 @@ impl Applier {
                 None
             }
         };
+        if restored.is_some() {
+            self.counts.guard_rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
         self.runtime.events.emit(Event::Guard {
             version,
             verdict: if restored.is_some() {

@@ -42,6 +42,10 @@ pub struct Runtime {
     generation: watch::Sender<u64>,
     /// Every health and traffic event goes through here.
     pub events: Events,
+    /// Connections to backends open now, every worker's together (idle in a pool or
+    /// carrying a request): one more when a connection is made, one less when it
+    /// closes. Read by `/metrics`.
+    pub upstream_connections: Arc<AtomicU64>,
 }
 
 impl Runtime {
@@ -53,6 +57,7 @@ impl Runtime {
             current: ArcSwap::from_pointee(snapshot),
             generation: watch::channel(0).0,
             events,
+            upstream_connections: Arc::default(),
         })
     }
 
@@ -265,6 +270,9 @@ pub struct PoolRuntime {
     pub backup: Option<usize>,
     /// Retries may not exceed `retries.budget_percent` of requests.
     pub budget: RetryBudget,
+    /// What its clients got, and its retries (kept across reloads while the pool
+    /// keeps its name).
+    pub stats: Arc<PoolStats>,
     /// Nudged when a backend's usability may have changed (ejection, probe, drain):
     /// the health thread refreshes the pool.
     pub changed: Notify,
@@ -339,6 +347,7 @@ impl PoolRuntime {
             config: pool.clone(),
             backup,
             budget: RetryBudget::default(),
+            stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
             changed: Notify::new(),
             waiting: AtomicU32::new(0),
             slot_freed: Notify::new(),
@@ -551,6 +560,7 @@ impl PoolRuntime {
             (ejected + 1) * 100 <= usize::from(outlier.max_ejected_percent) * self.backends.len()
         };
         if let Some(ejection) = backend.health.record(ok, now, outlier, may_eject) {
+            backend.stats.ejections.fetch_add(1, Ordering::Relaxed);
             events.emit(Event::Ejected {
                 pool: self.name.clone(),
                 backend: backend.address.clone(),
@@ -591,6 +601,32 @@ pub struct BackendRuntime {
     pub health: Arc<BackendHealth>,
 }
 
+/// What a pool's clients got: every request routed to it counts once, whatever the
+/// tries behind it, and so does every answer of 500 or more (from a backend, or
+/// evenkeel's own 502/503/504). This is the error rate users see.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Client requests routed to the pool.
+    pub requests: AtomicU64,
+    /// Of those, answered with a status of 500 or more.
+    pub errors: AtomicU64,
+    /// Tries sent again to another backend after a failed one.
+    pub retries: AtomicU64,
+    /// Failed tries that could have been retried but the retry budget
+    /// (`retries.budget_percent`) said no.
+    pub retry_budget_exhausted: AtomicU64,
+}
+
+impl PoolStats {
+    /// Counts one client request answered with `status`.
+    pub fn record(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Monotonic traffic counters of one backend, updated on the request path with
 /// relaxed atomic adds and read off it.
 #[derive(Debug, Default)]
@@ -603,6 +639,8 @@ pub struct BackendStats {
     pub failures: AtomicU64,
     /// Time from sending a try to its response head.
     pub latency: crate::monitor::latency::LatencyHistogram,
+    /// Times passive checks ejected it.
+    pub ejections: AtomicU64,
 }
 
 impl BackendStats {

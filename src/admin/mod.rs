@@ -1,12 +1,13 @@
 //! The admin API: what a running evenkeel is doing, on its own listener.
 //!
 //! It runs on one thread of its own, so a burst of admin calls never takes time from
-//! the proxy's workers. Every endpoint but `GET /healthz` (and `GET /metrics`, when it
-//! arrives) needs `Authorization: Bearer <token>` with the token from
-//! `admin.token_file`; a missing or wrong token gets 401 and changes nothing.
+//! the proxy's workers. Every endpoint but `GET /healthz` and `GET /metrics` needs
+//! `Authorization: Bearer <token>` with the token from `admin.token_file`; a missing or
+//! wrong token gets 401 and changes nothing.
 //!
 //! Endpoints so far:
 //! - `GET /healthz` → `ok` (no token): the process is up.
+//! - `GET /metrics` → OpenMetrics text for Prometheus (no token; [`metrics`]).
 //! - `GET /status` → JSON: every pool, its backends, their weight, intended share,
 //!   requests, observed share, responses by class, failures, in-flight requests; the
 //!   `[guard]` thresholds in force (`guard`), the config `version` in force and the
@@ -20,6 +21,7 @@
 //! - `POST /backends/{pool}/{address}/drain` and `/enable` → stop sending a backend new
 //!   requests (those in flight finish), or start again.
 
+pub mod metrics;
 mod status;
 
 use std::convert::Infallible;
@@ -152,8 +154,12 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         token,
     } = state;
     let path = request.uri().path().to_string();
-    if (request.method(), path.as_str()) == (&Method::GET, "/healthz") {
-        return text(StatusCode::OK, "ok\n");
+    // The only two endpoints open without the token: they change nothing and tell
+    // nothing a token protects (DESIGN "Admin API").
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => return metrics_response(runtime, applier, monitor),
+        _ => {}
     }
     if !authorized(&request, token) {
         return json(
@@ -168,6 +174,14 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 serde_json::to_value(Status::of(&runtime.snapshot())).unwrap_or_default();
             status["version"] = applier.current().into();
             status["monitor"] = serde_json::to_value(&*monitor.state()).unwrap_or_default();
+            let counter =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            status["alerts"] = serde_json::json!({
+                "delivered": counter(&monitor.webhook.delivered),
+                "dropped": counter(&monitor.webhook.dropped),
+                "failed": counter(&monitor.webhook.failed),
+                "queue_bound": crate::monitor::webhook::QUEUE,
+            });
             json(StatusCode::OK, &status)
         }
         (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
@@ -413,6 +427,28 @@ fn authorized(request: &Request<Incoming>, token: &str) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// `GET /metrics`: the exposition, or 500 if it could not be written.
+fn metrics_response(
+    runtime: &Runtime,
+    applier: &Applier,
+    monitor: &Monitor,
+) -> Response<Full<Bytes>> {
+    match metrics::render(runtime, applier, monitor) {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be written\n",
+        ),
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

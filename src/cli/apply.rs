@@ -28,6 +28,17 @@ pub struct Args {
     /// Refuse the config if it has lint warnings.
     #[arg(long)]
     deny_warnings: bool,
+    /// The change moves traffic between backends on purpose: the guard does not roll it
+    /// back for shift (it still does for errors, latency, skew and load ratio).
+    #[arg(long)]
+    expect_shift: bool,
+    /// Apply even a config that the guard rolled back before.
+    #[arg(long)]
+    force: bool,
+    /// Wait until the guard has judged the change (guard.watch); exit 1 if it rolled
+    /// it back.
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -37,18 +48,32 @@ pub fn run(args: &Args) -> CommandResult {
         .with_context(|| format!("cannot read {}", args.config.display()))
         .map_err(|e| Failure::new(Exit::Usage, e))?;
     let admin = Admin::find(Some(&args.config), &args.admin)?;
-    let path = if args.deny_warnings {
-        "/config?deny_warnings=true"
+    let flags: Vec<&str> = [
+        ("deny_warnings", args.deny_warnings),
+        ("expect_shift", args.expect_shift),
+        ("force", args.force),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect();
+    let query: Vec<String> = flags.iter().map(|f| format!("{f}=true")).collect();
+    let path = if query.is_empty() {
+        "/config".to_string()
     } else {
-        "/config"
+        format!("/config?{}", query.join("&"))
     };
-    let answer = admin.call(Method::POST, path, Some(text))?;
+    let started = std::time::SystemTime::now();
+    let answer = admin.call(Method::POST, &path, Some(text))?;
     let file = args.config.display();
     match (answer.status, answer.json["result"].as_str()) {
         (200, Some("applied")) => {
             print_findings(&answer.json["warnings"], &args.config);
             println!("applied {file} as version {}", answer.json["version"]);
-            Ok(Exit::Success)
+            match (args.wait, answer.json["version"].as_u64()) {
+                (true, Some(version)) => wait_for_guard(&admin, version, started),
+                _ => Ok(Exit::Success),
+            }
         }
         (200, Some("unchanged")) => {
             println!(
@@ -73,4 +98,34 @@ pub fn run(args: &Args) -> CommandResult {
             anyhow::anyhow!("unexpected answer {status}: {}", answer.json),
         )),
     }
+}
+
+/// Polls the journal until the guard judges `version`: exit 0 when it held, 1 when it
+/// was rolled back; gives up after 15 minutes.
+fn wait_for_guard(admin: &Admin, version: u64, started: std::time::SystemTime) -> CommandResult {
+    println!("waiting for the guard to judge version {version}...");
+    let since =
+        humantime::format_rfc3339_millis(started - std::time::Duration::from_secs(1)).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    while std::time::Instant::now() < deadline {
+        let answer = admin.call(Method::GET, &format!("/events?since={since}"), None)?;
+        let verdict = answer.json["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "guard" && e["data"]["version"].as_u64() == Some(version));
+        if let Some(event) = verdict {
+            println!("{}", event["message"].as_str().unwrap_or(""));
+            return Ok(if event["data"]["verdict"] == "passed" {
+                Exit::Success
+            } else {
+                Exit::Rejected
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err(Failure::new(
+        Exit::Runtime,
+        anyhow::anyhow!("the guard did not judge version {version} within 15 minutes"),
+    ))
 }

@@ -11,7 +11,6 @@ use anyhow::Context as _;
 
 use super::serve::Served;
 use super::{CommandResult, Exit, Failure};
-use crate::admin::Status;
 use crate::config::{self, diagnostic, values};
 use crate::loadgen::standin::StandIn;
 
@@ -81,7 +80,7 @@ pub fn run(args: &Args) -> CommandResult {
         )));
     };
     let _log = super::init_logging(false);
-    let served = Served::start(&config_path, config, 1, false)?;
+    let served = Served::start(&config_path, config, 1, false, false)?;
     let listen = served.running.listeners[0].1;
     let admin = served
         .admin
@@ -94,7 +93,7 @@ pub fn run(args: &Args) -> CommandResult {
         .iter()
         .map(|b| (b.addr.to_string(), b.name.clone()))
         .collect();
-    let summary = spawn_summary(std::sync::Arc::clone(&served.runtime), names);
+    let summary = spawn_summary(std::sync::Arc::clone(&served.monitor), names);
     let result = super::wait_for_signals_until(args.duration, || {
         served_reload(&config_path, &served);
     });
@@ -229,51 +228,36 @@ Ctrl-C to stop."#,
 /// Sends `rate` GET requests a second to `target` on one keep-alive connection, for
 /// at most [`TRAFFIC_FOR`]; stops when dropped.
 fn start_traffic(target: SocketAddr, rate: u32) -> tokio::sync::watch::Sender<bool> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let spawned = std::thread::Builder::new()
-        .name("demo-traffic".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let every = Duration::from_secs(1) / rate;
-                let mut tick = tokio::time::interval(every);
-                let end = tokio::time::Instant::now() + TRAFFIC_FOR;
-                let mut sender = None;
-                while tokio::time::Instant::now() < end {
-                    tokio::select! {
-                        _ = stopped.wait_for(|s| *s) => return,
-                        _ = tick.tick() => {}
-                    }
-                    if sender.is_none() {
-                        sender = connect(target).await;
-                    }
-                    let Some(s) = sender.as_mut() else { continue };
-                    let request = http::Request::get("/")
-                        .header("host", "demo.local")
-                        .body(http_body_util::Empty::<bytes::Bytes>::new());
-                    let Ok(request) = request else { continue };
-                    match s.send_request(request).await {
-                        Ok(response) => {
-                            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                        }
-                        Err(_) => sender = None,
-                    }
+    background("demo-traffic", move |mut stopped| async move {
+        let every = Duration::from_secs(1) / rate;
+        let mut tick = tokio::time::interval(every);
+        let end = tokio::time::Instant::now() + TRAFFIC_FOR;
+        let mut sender = None;
+        while tokio::time::Instant::now() < end {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            if sender.is_none() {
+                sender = connect(target).await;
+            }
+            let Some(s) = sender.as_mut() else { continue };
+            let request = http::Request::get("/")
+                .header("host", "demo.local")
+                .body(http_body_util::Empty::<bytes::Bytes>::new());
+            let Ok(request) = request else { continue };
+            match s.send_request(request).await {
+                Ok(response) => {
+                    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
                 }
-                println!(
-                    "background traffic stopped after {} minutes",
-                    TRAFFIC_FOR.as_secs() / 60
-                );
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no background traffic");
-    }
-    stop
+                Err(_) => sender = None,
+            }
+        }
+        println!(
+            "background traffic stopped after {} minutes",
+            TRAFFIC_FOR.as_secs() / 60
+        );
+    })
 }
 
 async fn connect(
@@ -288,56 +272,76 @@ async fn connect(
     Some(sender)
 }
 
-/// Prints each backend's observed and intended share every [`SUMMARY_EVERY`].
+/// Prints the alarms in force and each backend's observed share over the monitor's
+/// window against its intended share, every [`SUMMARY_EVERY`].
 fn spawn_summary(
-    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    monitor: std::sync::Arc<crate::monitor::Monitor>,
     names: Vec<(String, String)>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let _ = std::thread::Builder::new()
-        .name("demo-summary".into())
+    background("demo-summary", move |mut stopped| async move {
+        let mut tick = tokio::time::interval(SUMMARY_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let state = monitor.state();
+            for alarm in &state.alarms {
+                println!("ALARM {}: {}", alarm.key, alarm.message);
+            }
+            for pool in state.pools.iter().filter(|p| p.requests > 0) {
+                let shares: Vec<String> = pool
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let name = names
+                            .iter()
+                            .find(|(a, _)| *a == b.address)
+                            .map_or(b.address.as_str(), |(_, n)| n.as_str());
+                        format!(
+                            "{name} {:.1}% (intended {:.1}%)",
+                            b.observed_share * 100.0,
+                            b.intended_share * 100.0
+                        )
+                    })
+                    .collect();
+                println!(
+                    "pool {:?}, last {:.0} s: {} requests · {}",
+                    pool.name,
+                    state.window_seconds,
+                    pool.requests,
+                    shares.join(" · ")
+                );
+            }
+        }
+    })
+}
+
+/// Runs `task` on a thread of its own with a single-threaded runtime; `task` is given
+/// a receiver that turns true when the returned sender is set or dropped.
+fn background<F>(
+    name: &str,
+    task: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> F + Send + 'static,
+) -> tokio::sync::watch::Sender<bool>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let mut tick = tokio::time::interval(SUMMARY_EVERY);
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = stopped.wait_for(|s| *s) => return,
-                        _ = tick.tick() => {}
-                    }
-                    let status = Status::of(&runtime.snapshot());
-                    for pool in status.pools.iter().filter(|p| p.requests > 0) {
-                        let shares: Vec<String> = pool
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let name = names
-                                    .iter()
-                                    .find(|(a, _)| *a == b.address)
-                                    .map_or(b.address.as_str(), |(_, n)| n.as_str());
-                                format!(
-                                    "{name} {:.1}% (intended {:.1}%)",
-                                    b.observed_share * 100.0,
-                                    b.intended_share * 100.0
-                                )
-                            })
-                            .collect();
-                        println!(
-                            "pool {:?}: {} requests · {}",
-                            pool.name,
-                            pool.requests,
-                            shares.join(" · ")
-                        );
-                    }
-                }
-            });
+            {
+                Ok(rt) => rt.block_on(task(stopped)),
+                Err(e) => tracing::warn!(error = %e, "cannot start a demo task"),
+            }
         });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a demo task");
+    }
     stop
 }
 

@@ -126,6 +126,7 @@ pub fn run(args: &Args) -> CommandResult {
         http2: args.http2,
         timeout: args.timeout,
         group_by,
+        key: None,
     };
     let json = matches!(args.format, super::check::Format::Json);
     let progress = !json && std::io::stderr().is_terminal();

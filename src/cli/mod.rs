@@ -12,6 +12,7 @@ mod explain;
 mod history;
 mod loadtest;
 mod plan;
+mod preflight;
 mod report;
 mod rollback;
 mod serve;
@@ -61,6 +62,7 @@ enum Command {
     Rollback(rollback::Args),
     Loadtest(loadtest::Args),
     Plan(plan::Args),
+    Preflight(preflight::Args),
     Serve(serve::Args),
     Simulate(simulate::Args),
     Status(status::Args),
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => rollback::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Preflight(args) => preflight::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::Status(args) => status::run(&args),

@@ -14,7 +14,7 @@ use crate::health;
 use crate::monitor::{self, Monitor};
 use crate::proxy::{self, Options, Running};
 use crate::runtime::Runtime;
-use crate::store::{Origin, SqliteStore};
+use crate::store::{Origin, SqliteStore, Store};
 
 /// Run the load balancer.
 ///
@@ -37,6 +37,10 @@ pub struct Args {
     /// Do not write an access-log line per request.
     #[arg(long)]
     no_access_log: bool,
+    /// Serve the file even if the guard rolled this exact config back before (by
+    /// default the last good version from the history is served instead).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: &Args) -> CommandResult {
@@ -61,7 +65,13 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let _log = super::init_logging(!args.no_access_log);
     let workers = args.workers.map_or_else(default_workers, usize::from);
-    let served = Served::start(&args.config, config, workers, !args.no_access_log)?;
+    let served = Served::start(
+        &args.config,
+        config,
+        workers,
+        !args.no_access_log,
+        args.force,
+    )?;
     for (name, addr) in &served.running.listeners {
         println!("listening {name} http://{addr}");
     }
@@ -74,8 +84,6 @@ pub fn run(args: &Args) -> CommandResult {
 
 /// A proxy and its admin listener, started from a validated config.
 pub struct Served {
-    /// The live configuration.
-    pub runtime: Arc<Runtime>,
     /// Every change of configuration goes through it.
     pub applier: Arc<Applier>,
     /// The proxy.
@@ -96,6 +104,7 @@ impl Served {
         config: Config,
         workers: usize,
         access_log: bool,
+        force: bool,
     ) -> Result<Served, Failure> {
         let admin = config.admin.clone();
         // Read the token before binding anything: a missing file is a usage error.
@@ -107,6 +116,11 @@ impl Served {
         // A history that cannot be opened is a loud error at start, not a surprise later.
         let store =
             SqliteStore::open(&config.state_dir).map_err(|e| Failure::new(Exit::Runtime, e))?;
+        let config = if force {
+            config
+        } else {
+            last_good_unless_rejected(config, &store, path)
+        };
         let runtime = Runtime::new(config);
         let applier = Applier::start(Arc::clone(&runtime), Arc::new(store), path.to_path_buf())
             .map_err(|e| Failure::new(Exit::Runtime, e))?;
@@ -147,7 +161,6 @@ impl Served {
             _ => None,
         };
         Ok(Served {
-            runtime,
             applier,
             running,
             admin,
@@ -171,6 +184,49 @@ impl Served {
         self.running.shutdown();
         self.running.wait();
         self.health_stop.send_replace(true);
+    }
+}
+
+/// The config to start with: `config`, unless the guard rolled this exact text back
+/// before — then the last applied version that was not rolled back, said loudly
+/// (DESIGN: a restart with a rejected file keeps the last good version).
+fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -> Config {
+    let Ok(Some(rejection)) = store.rejection(&crate::store::sha256(&config.source.text)) else {
+        return config;
+    };
+    let versions = store.versions().unwrap_or_default();
+    let good = versions
+        .iter()
+        .rev()
+        .filter(|v| v.outcome == crate::store::Outcome::Applied)
+        .find_map(|v| {
+            if matches!(store.rejection(&v.sha256), Ok(Some(_))) {
+                return None;
+            }
+            let checked = config::check_source_in(
+                config::Source {
+                    path: path.to_path_buf(),
+                    text: v.text.clone(),
+                },
+                &config::folder_of(path),
+            );
+            let rejected = checked.is_rejected(false);
+            checked.config.filter(|_| !rejected).map(|c| (v.id, c))
+        });
+    match good {
+        Some((id, good)) => {
+            tracing::error!(
+                file = %path.display(),
+                "ALARM: this config file was rolled back by the guard at {} ({}); serving version {id}, the last good one, instead. Fix the file, or start with --force to serve it anyway",
+                rejection.time,
+                rejection.reason
+            );
+            good
+        }
+        None => {
+            tracing::error!(file = %path.display(), "ALARM: this config file was rolled back by the guard, and the history holds no good version to serve instead; serving the file");
+            config
+        }
     }
 }
 

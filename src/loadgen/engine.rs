@@ -102,9 +102,10 @@ fn closed(spec: &Rc<LoadSpec>, recorder: &Rc<RefCell<Recorder>>, start: Instant)
                     if !more {
                         return;
                     }
-                    issued.set(issued.get() + 1);
+                    let n = issued.get();
+                    issued.set(n + 1);
                     let sent = Instant::now();
-                    exchange(&spec, &mut connection, &recorder, sent).await;
+                    exchange(&spec, &mut connection, &recorder, sent, n).await;
                 }
             })
         })
@@ -117,7 +118,7 @@ fn open(
     start: Instant,
     rate: f64,
 ) -> Workers {
-    let (queue, intended) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (queue, intended) = tokio::sync::mpsc::unbounded_channel::<(Instant, u64)>();
     let intended = Rc::new(tokio::sync::Mutex::new(intended));
     let dispatch_spec = Rc::clone(spec);
     let dispatcher = tokio::task::spawn_local(async move {
@@ -132,7 +133,7 @@ fn open(
                 return;
             }
             tokio::time::sleep_until(at).await;
-            if queue.send(at).is_err() {
+            if queue.send((at, i)).is_err() {
                 return;
             }
         }
@@ -145,8 +146,8 @@ fn open(
                 let mut connection = None;
                 loop {
                     let next = intended.lock().await.recv().await;
-                    let Some(at) = next else { return };
-                    exchange(&spec, &mut connection, &recorder, at).await;
+                    let Some((at, n)) = next else { return };
+                    exchange(&spec, &mut connection, &recorder, at, n).await;
                 }
             })
         })
@@ -205,7 +206,7 @@ impl Connection {
     }
 }
 
-fn request(spec: &LoadSpec) -> Request<Full<Bytes>> {
+fn request(spec: &LoadSpec, n: u64) -> Request<Full<Bytes>> {
     let uri = if spec.http2 {
         Uri::builder()
             .scheme("http")
@@ -227,6 +228,18 @@ fn request(spec: &LoadSpec) -> Request<Full<Bytes>> {
     for (name, value) in &spec.headers {
         request.headers_mut().append(name.clone(), value.clone());
     }
+    if let Some(key) = &spec.key {
+        if let Some(value) = key.value(n) {
+            let (name, value) = if key.cookie {
+                (header::COOKIE, format!("{}={value}", key.name))
+            } else {
+                (key.name.clone(), value)
+            };
+            if let Ok(value) = http::HeaderValue::from_str(&value) {
+                request.headers_mut().append(name, value);
+            }
+        }
+    }
     request
 }
 
@@ -237,6 +250,7 @@ async fn exchange(
     connection: &mut Option<Connection>,
     recorder: &RefCell<Recorder>,
     since: Instant,
+    n: u64,
 ) {
     if connection.is_none() {
         match Connection::open(spec).await {
@@ -254,7 +268,7 @@ async fn exchange(
     };
     let attempt = async {
         let response = open
-            .send(request(spec))
+            .send(request(spec, n))
             .await
             .map_err(|_| ErrorKind::Protocol)?;
         let status = response.status().as_u16();

@@ -8,6 +8,7 @@
 //! - [`standin`]: stand-in backends with a set latency.
 
 pub mod engine;
+pub mod preflight;
 pub mod report;
 pub mod spec;
 pub mod standin;

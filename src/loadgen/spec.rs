@@ -27,6 +27,30 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Count responses by this header's value (e.g. `x-backend`).
     pub group_by: Option<HeaderName>,
+    /// A varying request key (for consistent-hash pools), if any.
+    pub key: Option<RequestKey>,
+}
+
+/// A key that changes from request to request: request `n` carries `key-{n mod
+/// distinct}` in a header or cookie, except `missing_percent` of requests, which lack it.
+#[derive(Clone, Debug)]
+pub struct RequestKey {
+    /// Header name, or cookie name when `cookie`.
+    pub name: HeaderName,
+    /// Send it as a cookie (`Cookie: NAME=VALUE`) instead of a header.
+    pub cookie: bool,
+    /// How many distinct values.
+    pub distinct: u64,
+    /// Percent of requests without the key (0..=100).
+    pub missing_percent: u8,
+}
+
+impl RequestKey {
+    /// The key of request number `n`, or `None` when it goes without.
+    pub fn value(&self, n: u64) -> Option<String> {
+        ((n % 100) >= u64::from(self.missing_percent))
+            .then(|| format!("key-{}", n % self.distinct.max(1)))
+    }
 }
 
 /// How requests are paced.

@@ -172,7 +172,8 @@ pub fn conditions(
                 ));
             }
         }
-        if pool.requests >= MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate {
+        if pool.client_requests >= MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate
+        {
             holding.push((
                 format!("error_rate/{name}"),
                 format!("pool {name:?} fails {:.1}% of requests (5xx and connection errors; threshold {:.1}%)", pool.error_rate * 100.0, guard.max_error_rate * 100.0),

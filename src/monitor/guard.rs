@@ -45,7 +45,10 @@ pub fn judge(
     guard: &Guard,
     expect_shift: bool,
 ) -> Option<String> {
-    let total: u64 = after.iter().map(|p| p.requests).sum();
+    let total: u64 = after
+        .iter()
+        .map(|p| p.client_requests.max(p.requests))
+        .sum();
     if total < guard.min_requests {
         return None;
     }
@@ -144,6 +147,7 @@ mod tests {
             algorithm: "weighted_round_robin".into(),
             weight_driven: true,
             requests,
+            client_requests: requests,
             error_rate: errors,
             p50_ms: Some(1.0),
             p99_ms: Some(5.0),
@@ -178,8 +182,10 @@ mod tests {
 
     #[test]
     fn expect_shift_skips_shift_but_not_load_ratio() {
-        let mut guard = Guard::default();
-        guard.max_load_ratio = 10.0;
+        let guard = Guard {
+            max_load_ratio: 10.0,
+            ..Guard::default()
+        };
         let before = [pool(&[0.5, 0.5], 1000, 0.0)];
         let after = [pool(&[0.1, 0.9], 1000, 0.0)];
         assert!(

@@ -5,7 +5,8 @@
 //! Bucket `4k + j` (j in 0..4) covers microseconds in `[2^k (1 + j/4), 2^k (1 + (j+1)/4))`:
 //! four buckets per doubling, so a bucket is at most 25% wide — fine enough to tell a
 //! p99 latency ratio of 2.0 (the guard's default) from noise. Recording is a leading-
-//! zeros count, two shifts and one atomic add. Covers 1 µs to about 2^36 µs (19 hours).
+//! zeros count, two shifts and two atomic adds (the bucket, and the running sum that
+//! `/metrics` reports as the histogram's `_sum`). Covers 1 µs to about 2^36 µs (19 hours).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,12 +18,15 @@ pub const BUCKETS: usize = 37 * 4;
 #[derive(Debug)]
 pub struct LatencyHistogram {
     counts: [AtomicU64; BUCKETS],
+    /// Every latency recorded, added up, in µs.
+    sum_micros: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
         }
     }
 }
@@ -50,6 +54,13 @@ impl LatencyHistogram {
     pub fn record(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.counts[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Every latency recorded so far, added up, in µs (wraps after about 580,000
+    /// years of latency).
+    pub fn sum_micros(&self) -> u64 {
+        self.sum_micros.load(Ordering::Relaxed)
     }
 
     /// The counts now (to subtract from a later snapshot).
@@ -117,5 +128,14 @@ mod tests {
         assert!((50.0..=62.5).contains(&p50), "{p50}");
         assert!((99.0..=125.0).contains(&p99), "{p99}");
         assert_eq!(quantile_ms(&vec![0; BUCKETS], 0.5), None);
+    }
+
+    #[test]
+    fn the_sum_adds_every_latency_in_microseconds() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_micros(250));
+        assert_eq!(h.sum_micros(), 3_250);
+        assert_eq!(h.snapshot().iter().sum::<u64>(), 2);
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::health::Event;
 
 /// Alerts waiting for delivery at most.
-pub const QUEUE: usize = 256;
+pub const QUEUE: usize = 64;
 /// Tries per alert.
 pub const ATTEMPTS: u32 = 5;
 

@@ -42,6 +42,8 @@ pub struct Sample {
 /// Cumulative counters of one pool.
 #[derive(Clone, Debug, Default)]
 pub struct PoolSample {
+    /// Client requests routed to it, and those answered 500 or more.
+    pub clients: (u64, u64),
     /// Per backend address.
     pub backends: HashMap<String, BackendSample>,
     /// Latency histogram counts summed over its backends.
@@ -73,7 +75,18 @@ impl Sample {
                         (b.address.clone(), sample)
                     })
                     .collect();
-                (pool.name.clone(), PoolSample { backends, latency })
+                let clients = (
+                    pool.stats.requests.load(Ordering::Relaxed),
+                    pool.stats.errors.load(Ordering::Relaxed),
+                );
+                (
+                    pool.name.clone(),
+                    PoolSample {
+                        clients,
+                        backends,
+                        latency,
+                    },
+                )
             })
             .collect();
         Sample { at, pools }
@@ -110,9 +123,12 @@ pub struct PoolView {
     pub algorithm: String,
     /// Whether skew is alarmed for it (weight-driven algorithms).
     pub weight_driven: bool,
-    /// Tries in the window.
+    /// Tries sent to its backends in the window.
     pub requests: u64,
-    /// (5xx + failures) / tries.
+    /// Client requests routed to it in the window.
+    pub client_requests: u64,
+    /// Share of client requests answered with 500 or more — by a backend or by
+    /// evenkeel itself (no usable backend, backend unreachable, timeout).
     pub error_rate: f64,
     /// Median time to response head, ms.
     pub p50_ms: Option<f64>,
@@ -162,7 +178,8 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
                 })
                 .collect();
             let total: u64 = deltas.iter().map(|d| d.0).sum();
-            let errors: u64 = deltas.iter().map(|d| d.1).sum();
+            let client_requests = new.clients.0.saturating_sub(old.clients.0);
+            let client_errors = new.clients.1.saturating_sub(old.clients.1);
             let intended = pool.intended_shares(now);
             let usable: Vec<bool> = pool
                 .backends
@@ -223,10 +240,11 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
                 algorithm: pool.config.algorithm.name().to_string(),
                 weight_driven: pool.config.algorithm.is_weight_driven(),
                 requests: total,
-                error_rate: if total == 0 {
+                client_requests,
+                error_rate: if client_requests == 0 {
                     0.0
                 } else {
-                    errors as f64 / total as f64
+                    client_errors as f64 / client_requests as f64
                 },
                 p50_ms: quantile_ms(&latency, 0.5),
                 p99_ms: quantile_ms(&latency, 0.99),

@@ -128,10 +128,16 @@ impl Worker {
                             pool = backup;
                             hops += 1;
                         }
-                        None => return refuse(Refusal::NoBackend, Some(&routed.name)),
+                        None => {
+                            routed.stats.record(Refusal::NoBackend.status().as_u16());
+                            return refuse(Refusal::NoBackend, Some(&routed.name));
+                        }
                     }
                 }
-                Err(refusal) => return refuse(refusal, Some(&routed.name)),
+                Err(refusal) => {
+                    pool.stats.record(refusal.status().as_u16());
+                    return refuse(refusal, Some(&routed.name));
+                }
             }
         };
         let mut log = record(Some(&pool.name), Some(&backend.runtime.address), 0);
@@ -164,13 +170,19 @@ impl Worker {
                 tokio::time::timeout(per_try, self.send(pool, &backend.runtime, request)).await;
             // May this failure be retried on another backend, and on which?
             let retry = |sent: bool| {
-                let allowed = attempt < retries.attempts
+                let eligible = attempt < retries.attempts
                     && (!sent || head.is_some())
-                    && Instant::now() < deadline
-                    && pool.budget.try_retry(health::now(), retries.budget_percent);
-                allowed
-                    .then(|| pool.pick(key, tried.as_slice(), health::now()).ok())
-                    .flatten()
+                    && Instant::now() < deadline;
+                if !eligible {
+                    return None;
+                }
+                if !pool.budget.try_retry(health::now(), retries.budget_percent) {
+                    pool.stats
+                        .retry_budget_exhausted
+                        .fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                pool.pick(key, tried.as_slice(), health::now()).ok()
             };
             let (refusal, next) = match sent {
                 Ok(Ok((response, sender))) => {
@@ -190,6 +202,7 @@ impl Worker {
                             if let Some(log) = log.as_mut() {
                                 log.status = status;
                             }
+                            pool.stats.record(status);
                             return Ok(self.stream(
                                 response,
                                 sender,
@@ -229,6 +242,7 @@ impl Worker {
                 }
             };
             tracing::debug!(pool = %pool.name, from = %backend.runtime.address, to = %next.address, ?refusal, "retrying");
+            pool.stats.retries.fetch_add(1, Ordering::Relaxed);
             drop(slot);
             attempt += 1;
             backend = Picked::of(pool, next);
@@ -236,6 +250,7 @@ impl Worker {
                 log.backend = backend.runtime.address.clone();
             }
         };
+        pool.stats.record(failure.status().as_u16());
         refuse_logged(log, failure, &pool.name)
     }
 
@@ -326,7 +341,8 @@ impl Worker {
                 },
             }
         }
-        let mut sender = match upstream::connect(addr, pool.timeouts.connect).await {
+        let open = &self.runtime.upstream_connections;
+        let mut sender = match upstream::connect(addr, pool.timeouts.connect, open).await {
             Ok(sender) => sender,
             Err(e) => return Err(SendError::NotSent(Box::new(request), e)),
         };

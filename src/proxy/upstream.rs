@@ -6,10 +6,15 @@
 //! response body has been read to its end the connection goes back to the idle list
 //! of its backend; idle connections expire after the pool's `timeouts.idle`, and a
 //! sweep closes them even when no request comes by.
+//!
+//! Every connection is counted in one shared gauge while it is open (made in
+//! [`connect`], released when its I/O task ends), for `/metrics`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,9 +106,29 @@ impl UpstreamPool {
     }
 }
 
+/// One open connection, counted in a shared gauge for as long as it lives.
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn new(open: &Arc<AtomicU64>) -> Counted {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted(Arc::clone(open))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Opens a new connection to `addr` within `timeout`; its I/O task runs on the
-/// current `LocalSet`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+/// current `LocalSet`. `open` counts it until the connection ends.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    open: &Arc<AtomicU64>,
+) -> Result<Sender, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
@@ -111,7 +136,10 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Conn
     let (mut sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await?;
+    let counted = Counted::new(open);
     tokio::task::spawn_local(async move {
+        // Dropped when the connection ends, or with the task if the worker stops.
+        let _counted = counted;
         if let Err(e) = connection.await {
             tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
         }
