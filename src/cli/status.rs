@@ -4,7 +4,9 @@
 //! under the guard's watch) and the `[guard]` thresholds, then per pool its algorithm, panic and failover flags and
 //! the monitor's last window (requests, error rate, p50/p99 latency, skew), a table of
 //! its backends (health, weight, intended share, observed share in the window, capacity
-//! share, load ratio, requests in flight), and last the alarms in force.
+//! share, load ratio, requests in flight), and last the alarms in force. The window's
+//! error rate is the share of client requests answered with a 5xx, by a backend or by
+//! evenkeel itself (no usable backend, backend unreachable, timeout).
 //!
 //! A load ratio is marked `!` when it is above `guard.max_load_ratio` (from the
 //! `guard` thresholds in `/status`; 2, the default, from an instance that does not send
@@ -30,7 +32,7 @@ use crate::monitor::window::MIN_EXPECTED;
 /// weight, intended share, observed share over the monitor's window (the last 10 s),
 /// capacity share, load ratio (observed / capacity share; `!` above
 /// guard.max_load_ratio) and requests in flight; above it the pool's window: requests,
-/// error rate, p50/p99 latency and skew. Then the alarms in force. Exit 0, or 3 when the
+/// share answered 5xx, p50/p99 latency and skew. Then the alarms in force. Exit 0, or 3 when the
 /// admin API cannot be reached or refuses the token.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -82,6 +84,8 @@ struct PoolWindow {
     weight_driven: bool,
     #[serde(default)]
     requests: u64,
+    #[serde(default)]
+    client_requests: Option<u64>,
     #[serde(default)]
     error_rate: f64,
     #[serde(default)]
@@ -227,9 +231,16 @@ fn pool_text(
             } else {
                 " (not alarmed: load-aware algorithm)"
             };
+            // Client requests, and tries to backends when retries make them differ.
+            let requests = match w.client_requests {
+                Some(clients) if clients != w.requests => {
+                    format!("{clients} requests ({} tries to backends)", w.requests)
+                }
+                Some(clients) => format!("{clients} requests"),
+                None => format!("{} requests", w.requests),
+            };
             out.push_str(&format!(
-                "  last {window_seconds:.0} s: {} requests, errors {}, p50 {}, p99 {}, skew {skew}{alarmed}\n",
-                w.requests,
+                "  last {window_seconds:.0} s: {requests}, 5xx {}, p50 {}, p99 {}, skew {skew}{alarmed}\n",
                 percent(w.error_rate),
                 ms(w.p50_ms),
                 ms(w.p99_ms),
@@ -334,7 +345,7 @@ mod tests {
                 "window_seconds": 10.0, "watching": 2,
                 "pools": [{
                     "name": "web", "algorithm": "weighted_round_robin", "weight_driven": true,
-                    "requests": 1000, "error_rate": 0.001, "p50_ms": 1.25, "p99_ms": 9.5,
+                    "requests": 1000, "client_requests": 990, "error_rate": 0.001, "p50_ms": 1.25, "p99_ms": 9.5,
                     "skew": null, "skew_backend": null, "panic": false, "failed_over": false,
                     "usable": 1, "total": 2,
                     "backends": [
@@ -365,7 +376,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("last 10 s: 1000 requests, errors 0.1%, p50 1.2 ms, p99 9.5 ms, skew none significant"),
+            text.contains("last 10 s: 990 requests (1000 tries to backends), 5xx 0.1%, p50 1.2 ms, p99 9.5 ms, skew none significant"),
             "{text}"
         );
         let row = |address: &str| {

@@ -182,7 +182,7 @@ fn impact(out: &mut String, analysis: &Analysis) {
             Some(alarm) => {
                 let _ = writeln!(
                     out,
-                    "    - failed requests (5xx and connection errors): {}",
+                    "    - failed requests (answered with a 5xx): {}",
                     alarm_words(alarm)
                 );
             }
@@ -194,7 +194,7 @@ fn impact(out: &mut String, analysis: &Analysis) {
                     });
                 let _ = writeln!(
                     out,
-                    "    - failed requests (5xx and connection errors): at most {line} of requests in \
+                    "    - failed requests (answered with a 5xx): at most {line} of requests in \
                      every 10-second window with at least 20 requests *(inferred: no `error_rate` \
                      alarm was raised for this pool)*"
                 );

@@ -225,9 +225,9 @@ fn the_90_percent_weight_incident_names_version_2_its_diff_the_rollback_and_the_
         "the overload as the alarm quoted it:\n{summary}"
     );
     assert!(
-        summary.contains(
-            "failed requests (5xx and connection errors): at most 2.0% (guard.max_error_rate)"
-        ) && summary.contains("*(inferred: no `error_rate` alarm was raised for this pool)*"),
+        summary
+            .contains("failed requests (answered with a 5xx): at most 2.0% (guard.max_error_rate)")
+            && summary.contains("*(inferred: no `error_rate` alarm was raised for this pool)*"),
         "{summary}"
     );
     assert!(summary.contains("- **Root cause:** config version 2, applied from api at 11:00:00 over version 1 *(probable; inferred"), "{summary}");
@@ -402,7 +402,7 @@ fn a_backend_failure_without_a_change_is_the_cause_and_its_recovery_the_resoluti
     assert_eq!((report.start, report.end), (at(1000), Some(at(1060))));
     let md = &report.markdown;
     assert!(md.contains("**Probable root cause:** backend 127.0.0.1:9002 of pool \"web\" turned unhealthy (connection refused) at 10:16:40 *(inferred: the incident starts with this failure, with no config change in the 10 min before it)*"), "{md}");
-    assert!(md.contains(&format!("failed requests (5xx and connection errors): alarm `error_rate/web`: {errors} (raised 10:16:41, cleared 10:17:10); last reading: pool \"web\" fails 4.0%")), "{md}");
+    assert!(md.contains(&format!("failed requests (answered with a 5xx): alarm `error_rate/web`: {errors} (raised 10:16:41, cleared 10:17:10); last reading: pool \"web\" fails 4.0%")), "{md}");
     assert!(md.contains("- 10:17:40 — backend 127.0.0.1:9002 of pool \"web\" is healthy again (status 200); no trouble holds any more"), "{md}");
     assert!(md.contains("- **Resolution:** at 10:17:40, backend 127.0.0.1:9002 of pool \"web\" is healthy again (status 200); no trouble holds any more."), "{md}");
     assert!(
