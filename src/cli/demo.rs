@@ -110,10 +110,13 @@ fn served_reload(path: &Path, served: &Served) {
     super::serve::reload(path, &served.applier);
 }
 
-/// The first free port on 127.0.0.1 from `preferred` on (0 stays 0: any port).
+/// The first free port on 127.0.0.1 from `preferred` on; for 0, a free port the system
+/// picks. The demo writes the real port into its config, so the commands it suggests
+/// (`status -c`, `history -c`) find the admin API from the file.
 fn free_port(preferred: u16) -> anyhow::Result<u16> {
     if preferred == 0 {
-        return Ok(0);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free port")?;
+        return Ok(listener.local_addr()?.port());
     }
     (preferred..preferred.saturating_add(50))
         .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
@@ -210,8 +213,11 @@ Try:
   curl -i http://{listen}/
   curl -s -H "Authorization: Bearer $(cat {token})" http://{admin}/status
   curl -s http://{admin}/healthz
+  {exe} status -c {config}
+  {exe} loadtest http://{listen}/ -n 2000 -c 8 --group-by-header x-backend
   {exe} check -c {config}
   {exe} explain weights-ignored
+  {exe} history -c {config}
   # change a weight in the config, then reload it without dropping a request:
   kill -HUP {pid}
   # break the config (say pool = "nope"), reload, and see it refused in the log
