@@ -1,4 +1,5 @@
-//! Smooth weighted round robin, as NGINX does it.
+//! Smooth weighted round robin, as NGINX does it — one cycle precomputed, so a pick is
+//! one atomic increment and one table read.
 //!
 //! The algorithm is NGINX's `ngx_http_upstream_get_peer` in
 //! `src/http/ngx_http_upstream_round_robin.c` (introduced in NGINX 1.3.1, 2012). Every
@@ -22,60 +23,233 @@
 //!   `a a a a a b c`. A backend never gets more than `⌈max weight / min weight⌉` picks in
 //!   a row (checked by a property test).
 //!
-//! Cost: one scan of all candidates per pick, under a [`Mutex`]. The lock is held for
-//! a few nanoseconds per candidate, with no allocation or system call inside, so it is
-//! short; the workers sharing a pool's balancer contend only when they pick within the
-//! same few nanoseconds. Nothing inside the critical section can panic (the sums fit an
-//! `i64` for any number of `u32` weights a pool can hold), so the lock is never poisoned
-//! by this code; should it be anyway, its state is recovered, not propagated as a panic.
+//! # One cycle, computed once
+//!
+//! NGINX runs those three steps on every request, a scan of all peers under the
+//! upstream's lock: about 1 µs per pick at 1,000 backends. But the sequence depends on
+//! nothing but the weights, and it is periodic, so [`SmoothWeighted::new`] computes one
+//! period up front and a pick is `cycle[turn % len]`, `turn` being a shared atomic
+//! counter: `O(1)`, lock-free, and exact across threads (every pick takes a distinct
+//! turn, so any `len` consecutive turns are one whole cycle, however threads interleave).
+//!
+//! The period is shorter than `W` when the weights share a factor: with `g` the greatest
+//! common divisor of the weights, every `cᵢ` stays a multiple of `g`, so the run is the
+//! one of the weights `wᵢ / g` scaled by `g` — same comparisons, same ties, same picks —
+//! and it repeats every `Σ wᵢ / g` picks. Weights `{50, 10, 10}` cycle like `{5, 1, 1}`.
+//!
+//! Computing the cycle does not scan every candidate per pick either. Candidates of
+//! equal weight have equal `wᵢ`, so among them `cᵢ` is largest for the one with the
+//! fewest picks, and the first such in list order wins ties: within a *weight class*
+//! the picks go round robin in list order, and the class's next pick is known without
+//! looking at its members. Each step of the cycle compares one contender per class —
+//! its `cᵢ` computed from the class's pick count — keeping NGINX's tie rule (largest
+//! `cᵢ`, then first in list order). Building costs `O(len · classes)` time, where
+//! `classes` is the number of distinct weights (5 with weights 1 to 5, at most 100 with
+//! weights up to 100), and `len` entries of `u16`.
+//!
+//! Bounds (a pool's balancer is rebuilt on every health change and, during a slow-start
+//! ramp, every step, so the build must stay cheap): the cycle is precomputed when it has
+//! at most [`MAX_CYCLE`] picks (2 MiB of positions), the build does at most
+//! [`MAX_BUILD_STEPS`] class comparisons, and the pool has at most 65,536 candidates.
+//! 1,000 backends of weights up to 100 give at most 100,000 picks (200 KB). Past a
+//! bound the balancer runs NGINX's per-pick scan instead, under a [`Mutex`]: the lock
+//! is held for a few nanoseconds per candidate, with no allocation or system call
+//! inside; nothing in it can panic (the sums fit an `i64` for any number of `u32`
+//! weights a pool can hold), and a poisoned lock is recovered, not propagated. Both
+//! paths give the same sequence, which a property test checks.
+//!
+//! The turn counter is a `u64`: at a billion picks a second it wraps after 584 years.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{pickable, Balancer, Candidate, PickContext};
+
+/// Longest cycle, in picks, that [`SmoothWeighted::new`] precomputes: 2²⁰ (2 MiB of
+/// `u16` positions). Longer cycles are picked by NGINX's per-pick scan.
+pub const MAX_CYCLE: usize = 1 << 20;
+
+/// Most class comparisons (cycle length × distinct weights) spent building a cycle:
+/// 2²⁴, a few milliseconds. Costlier cycles are picked by NGINX's per-pick scan.
+pub const MAX_BUILD_STEPS: usize = 1 << 24;
 
 /// NGINX's smooth weighted round robin: exactly `weight` picks per cycle of
 /// `sum(weights)` picks, heavy backends interleaved with light ones.
 #[derive(Debug)]
 pub struct SmoothWeighted {
     candidates: Box<[Candidate]>,
-    /// Sum of all candidates' weights.
-    total: i64,
-    /// Current weight of each candidate, by position in `candidates`.
-    current: Mutex<Box<[i64]>>,
+    order: Order,
+}
+
+/// How the next pick is found.
+#[derive(Debug)]
+enum Order {
+    /// One precomputed cycle of positions in `candidates`; pick `cycle[turn % len]`.
+    Cycle {
+        cycle: Box<[u16]>,
+        next_turn: AtomicU64,
+    },
+    /// NGINX's per-pick scan of every candidate's current weight.
+    Scan {
+        /// Sum of all candidates' weights.
+        total: i64,
+        /// Current weight of each candidate, by position in `candidates`.
+        current: Mutex<Box<[i64]>>,
+    },
 }
 
 impl SmoothWeighted {
-    /// A smooth weighted round robin over `candidates` (weight-zero ones dropped).
+    /// A smooth weighted round robin over `candidates` (weight-zero ones dropped),
+    /// with its cycle precomputed when it is within [`MAX_CYCLE`] and
+    /// [`MAX_BUILD_STEPS`].
     pub fn new(candidates: Vec<Candidate>) -> Self {
         let candidates = pickable(candidates).into_boxed_slice();
-        let total = candidates.iter().map(|c| i64::from(c.weight)).sum();
-        let current = vec![0; candidates.len()].into_boxed_slice();
-        SmoothWeighted {
-            candidates,
-            total,
-            current: Mutex::new(current),
+        let order = match precompute_cycle(&candidates) {
+            Some(cycle) => Order::Cycle {
+                cycle,
+                next_turn: AtomicU64::new(0),
+            },
+            None => scan_order(&candidates),
+        };
+        SmoothWeighted { candidates, order }
+    }
+
+    /// The same balancer without a precomputed cycle: NGINX's per-pick scan, whatever
+    /// the weights. The reference the tests compare the cycle against.
+    pub fn scanning(candidates: Vec<Candidate>) -> Self {
+        let candidates = pickable(candidates).into_boxed_slice();
+        let order = scan_order(&candidates);
+        SmoothWeighted { candidates, order }
+    }
+
+    /// Picks per cycle when the cycle is precomputed; `None` when picks scan.
+    pub fn cycle_len(&self) -> Option<usize> {
+        match &self.order {
+            Order::Cycle { cycle, .. } => Some(cycle.len()),
+            Order::Scan { .. } => None,
         }
     }
+}
+
+fn scan_order(candidates: &[Candidate]) -> Order {
+    Order::Scan {
+        total: candidates.iter().map(|c| i64::from(c.weight)).sum(),
+        current: Mutex::new(vec![0; candidates.len()].into_boxed_slice()),
+    }
+}
+
+/// Candidates of one weight, and how far their round robin has gone.
+struct WeightClass {
+    /// The weight divided by the weights' greatest common divisor.
+    weight: i64,
+    /// Positions in the candidate list, ascending.
+    members: Vec<u16>,
+    /// Picks of the class so far.
+    picks: usize,
+}
+
+/// One period of NGINX's sequence as positions in `candidates`, or `None` when there
+/// is nothing to pick or a bound is exceeded.
+fn precompute_cycle(candidates: &[Candidate]) -> Option<Box<[u16]>> {
+    let divisor = candidates.iter().fold(0, |g, c| gcd(g, c.weight));
+    if divisor == 0 {
+        return None; // No candidates (pickable ones have weight above zero).
+    }
+    let mut by_weight: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+    for (position, candidate) in candidates.iter().enumerate() {
+        by_weight
+            .entry(candidate.weight / divisor)
+            .or_default()
+            .push(u16::try_from(position).ok()?);
+    }
+    let len: u64 = candidates
+        .iter()
+        .map(|c| u64::from(c.weight / divisor))
+        .sum();
+    let len = usize::try_from(len).ok().filter(|&len| len <= MAX_CYCLE)?;
+    if len.saturating_mul(by_weight.len()) > MAX_BUILD_STEPS {
+        return None;
+    }
+    let total = i64::try_from(len).ok()?;
+    let mut classes: Vec<WeightClass> = by_weight
+        .into_iter()
+        .map(|(weight, members)| WeightClass {
+            weight: i64::from(weight),
+            members,
+            picks: 0,
+        })
+        .collect();
+    let mut cycle = Vec::with_capacity(len);
+    for t in 1..=total {
+        // The winner so far: (current weight, position, class).
+        let mut best: Option<(i64, u16, usize)> = None;
+        for (class_at, class) in classes.iter().enumerate() {
+            let size = class.members.len();
+            // The class's contender: its member with the fewest picks, first in list
+            // order, i.e. the next in its round robin. Its current weight after step 1 is
+            // t·w − (its picks)·W, and it has had `picks / size` picks.
+            let Some(&position) = class.members.get(class.picks % size) else {
+                continue;
+            };
+            let rounds = i64::try_from(class.picks / size).ok()?;
+            let current = t * class.weight - rounds * total;
+            let wins = match best {
+                None => true,
+                Some((best_current, best_position, _)) => {
+                    current > best_current || (current == best_current && position < best_position)
+                }
+            };
+            if wins {
+                best = Some((current, position, class_at));
+            }
+        }
+        let (_, position, class_at) = best?;
+        if let Some(class) = classes.get_mut(class_at) {
+            class.picks += 1;
+        }
+        cycle.push(position);
+    }
+    Some(cycle.into_boxed_slice())
+}
+
+/// Greatest common divisor (Euclid); `gcd(0, b) = b`.
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl Balancer for SmoothWeighted {
     fn pick(&self, _ctx: &PickContext) -> Option<usize> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut best: Option<usize> = None;
-        let mut best_current = i64::MIN;
-        for (position, (candidate, current)) in
-            self.candidates.iter().zip(current.iter_mut()).enumerate()
-        {
-            *current += i64::from(candidate.weight);
-            if *current > best_current {
-                best_current = *current;
-                best = Some(position);
+        let position = match &self.order {
+            Order::Cycle { cycle, next_turn } => {
+                let turn = next_turn.fetch_add(1, Ordering::Relaxed);
+                let at = turn.checked_rem(cycle.len() as u64)?;
+                usize::from(*cycle.get(at as usize)?)
             }
-        }
-        let best = best?;
-        if let Some(picked) = current.get_mut(best) {
-            *picked -= self.total;
-        }
-        self.candidates.get(best).map(|c| c.index)
+            Order::Scan { total, current } => scan_pick(&self.candidates, *total, current)?,
+        };
+        self.candidates.get(position).map(|c| c.index)
     }
+}
+
+/// One step of NGINX's `ngx_http_upstream_get_peer`: the position picked.
+fn scan_pick(candidates: &[Candidate], total: i64, current: &Mutex<Box<[i64]>>) -> Option<usize> {
+    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+    let mut best: Option<usize> = None;
+    let mut best_current = i64::MIN;
+    for (position, (candidate, current)) in candidates.iter().zip(current.iter_mut()).enumerate() {
+        *current += i64::from(candidate.weight);
+        if *current > best_current {
+            best_current = *current;
+            best = Some(position);
+        }
+    }
+    let best = best?;
+    if let Some(picked) = current.get_mut(best) {
+        *picked -= total;
+    }
+    Some(best)
 }
