@@ -279,9 +279,9 @@ fn smooth_weighted_scans_past_the_bounds() {
     // A cycle longer than MAX_CYCLE, and one cheap in length but with so many distinct
     // weights that building it would exceed MAX_BUILD_STEPS: both pick by scanning,
     // with the same sequence.
-    let too_long = [weighted::MAX_CYCLE as u32, 1];
+    let too_long = [SmoothWeighted::MAX_CYCLE as u32, 1];
     let too_costly: Vec<u32> = (1..=400).collect();
-    const { assert!(80_200 * 400 > weighted::MAX_BUILD_STEPS) };
+    const { assert!(80_200 * 400 > SmoothWeighted::MAX_BUILD_STEPS) };
     for weights in [&too_long[..], &too_costly] {
         let balancer = SmoothWeighted::new(candidates(weights));
         assert_eq!(balancer.cycle_len(), None);
@@ -564,7 +564,7 @@ proptest! {
     /// in_flight / weight among all of them.
     #[test]
     fn least_connections_picks_a_minimal_ratio(
-        backends in prop::collection::vec((1u32..=10, 0u32..20), 1..=least_conn::EXACT_UP_TO),
+        backends in prop::collection::vec((1u32..=10, 0u32..20), 1..=LeastConnections::EXACT_UP_TO),
         rounds in 1usize..10,
     ) {
         let (weights, in_flight): (Vec<u32>, Vec<u32>) = backends.into_iter().unzip();
@@ -593,7 +593,7 @@ proptest! {
     fn least_connections_picks_the_least_loaded_of_what_it_looked_at(
         backends in prop::collection::vec(
             (1u32..=10, 0u32..20),
-            least_conn::EXACT_UP_TO + 1..300,
+            LeastConnections::EXACT_UP_TO + 1..300,
         ),
         seed in any::<u64>(),
         rounds in 1usize..20,
@@ -605,7 +605,7 @@ proptest! {
         let twin = LeastConnections::new(pool, seed);
         for round in 0..rounds {
             let looked_at = twin.looked_at();
-            prop_assert_eq!(looked_at.len(), least_conn::LOOKS);
+            prop_assert_eq!(looked_at.len(), LeastConnections::LOOKS);
             prop_assert_eq!(looked_at.first(), Some(&(round % weights.len())));
             let picked = balancer.pick(&PickContext::default());
             prop_assert!(picked.is_some_and(|p| looked_at.contains(&p)));
