@@ -132,10 +132,12 @@ fn pool_changes(c: &mut Criterion) {
     }
     // Precomputing the smooth weighted round robin cycle: the cost of a health flip or a
     // slow-start step in a weighted pool. Weights 1..=5 (3,000 picks per cycle, 5 weight
-    // classes) and 1..=100 (50,500 picks, 100 classes).
+    // classes), 1..=100 (50,500 picks, 100 classes) and all distinct, 1..=1000 (500,500
+    // picks, 1,000 classes).
     for (name, top) in [
         ("weighted_round_robin_build", 5),
         ("weighted_round_robin_build_weights_to_100", 100),
+        ("weighted_round_robin_build_weights_to_1000", 1_000),
     ] {
         let pool: Vec<Candidate> = candidates(1_000)
             .into_iter()

@@ -41,32 +41,35 @@
 //! equal weight have equal `wᵢ`, so among them `cᵢ` is largest for the one with the
 //! fewest picks, and the first such in list order wins ties: within a *weight class*
 //! the picks go round robin in list order, and the class's next pick is known without
-//! looking at its members. Its contender's `cᵢ` is shared by every member with as many
-//! picks, so it grows by `w` per step and drops by `W` only when the class completes a
-//! round. Each step of the cycle therefore compares one contender per class, with
-//! NGINX's tie rule (largest `cᵢ`, then first in list order): `O(len · classes)` time,
-//! where `classes` is the number of distinct weights (5 with weights 1 to 5, at most
-//! 100 with weights up to 100; a slow-start ramp adds one per backend ramping on its
-//! own schedule), and `len` entries of `u16`. For the few distinct weights pools
-//! usually have this beats a binary heap's `O(len · log n)`, with no allocation per
-//! step; its worst case is capped below. Measured on this project's 2-core machine
-//! (`cargo bench --bench balance`, `pool_change/weighted_round_robin_build*`): about
-//! 1 ns per class per step — 34 µs for 1,000 backends of weights 1 to 5 (3,000 picks,
-//! 5 classes), 5 ms for 1,000 backends of weights 1 to 100 (50,500 picks, 100
-//! classes).
+//! looking at its members. Its contender's `cᵢ = t·w − x·W` is shared by every member
+//! with as many picks `x`: a line in `t` that drops by `W` only when the class completes
+//! a round. So each step asks which of `classes` lines is highest at `t` (NGINX's tie
+//! rule: then first in list order), where only the picked class's line changed since
+//! the step before. A *kinetic tournament* answers that (Basch, Guibas and Hershberger,
+//! "Data structures for mobile data", J. Algorithms 31(1), 1999): a binary tree over
+//! the classes whose every node keeps the winner of its subtree and the step at which
+//! the loser's steeper line will overtake it; a step replays only the nodes whose
+//! overtaking step has come and the picked class's path to the root. Building costs
+//! `O(log classes)` per step plus the overtakings it replays, which a node sees at most
+//! as often as the upper envelope of the line pieces below it changes: `O((len +
+//! classes) · log classes · α(len))` in all (α the inverse Ackermann function, below 5
+//! for any input), i.e. `O(len · log n)` as with a binary heap, and less when weights
+//! repeat; plus `len` entries of `u16`. Measured
+//! on this project's 2-core machine (`cargo bench --bench balance`,
+//! `pool_change/weighted_round_robin_build*`), 1,000 backends: 64 µs with weights 1 to 5
+//! (3,000 picks, 5 classes), 2.0 ms with weights 1 to 100 (50,500 picks, 100 classes),
+//! 59 ms with 1,000 distinct weights 1 to 1,000 (500,500 picks).
 //!
-//! Bounds (a pool's balancer is rebuilt on every health change and, during a slow-start
-//! ramp, at every step — every 250 ms — so the build must stay cheap): the cycle is
-//! precomputed when it has at most 2²⁰ picks ([`SmoothWeighted::MAX_CYCLE`]; 2 MiB of
-//! positions), the build does at most 2²⁴ class comparisons
-//! ([`SmoothWeighted::MAX_BUILD_STEPS`]; about 17 ms at the rate above, under 7% of a
-//! core during a ramp), and the pool has at most 65,536 candidates. Any
-//! 1,000 backends of weights up to 100 fit: at most 100,000 picks (200 KB) and 10⁷
-//! comparisons. Past a bound the balancer runs NGINX's per-pick scan instead, under a
+//! Bounds: a pool's balancer is rebuilt on every health change and, during a slow-start
+//! ramp, at every step (every 250 ms), so the cycle is precomputed only when it has at
+//! most 2²⁰ picks ([`SmoothWeighted::MAX_CYCLE`]; 2 MiB of positions, about 120 ms to
+//! build with a thousand distinct weights) and the pool at most 65,536 candidates. Any
+//! 1,000 backends of weights up to 100 fit: at most 100,000 picks (200 KB), a few
+//! milliseconds. Past a bound the balancer runs NGINX's per-pick scan instead, under a
 //! [`Mutex`]: the lock is held for a few nanoseconds per candidate, with no allocation
 //! or system call inside; nothing in it can panic (the sums fit an `i64` for any number
 //! of `u32` weights a pool can hold), and a poisoned lock is recovered, not propagated.
-//! Both paths give the same sequence, which a property test checks.
+//! Both paths give the same sequence, which property tests check.
 //!
 //! The turn counter is a `u64`: at a billion picks a second it wraps after 584 years.
 
@@ -106,14 +109,8 @@ impl SmoothWeighted {
     /// `u16` positions). Longer cycles are picked by NGINX's per-pick scan.
     pub const MAX_CYCLE: usize = 1 << 20;
 
-    /// Most class comparisons (cycle length × distinct weights) spent building a cycle:
-    /// 2²⁴, about 17 ms on this project's machine. Costlier cycles are picked by NGINX's
-    /// per-pick scan.
-    pub const MAX_BUILD_STEPS: usize = 1 << 24;
-
     /// A smooth weighted round robin over `candidates` (weight-zero ones dropped),
-    /// with its cycle precomputed when it is within [`Self::MAX_CYCLE`] and
-    /// [`Self::MAX_BUILD_STEPS`].
+    /// with its cycle precomputed when it is within [`Self::MAX_CYCLE`].
     pub fn new(candidates: Vec<Candidate>) -> Self {
         let candidates = pickable(candidates).into_boxed_slice();
         let order = match precompute_cycle(&candidates) {
@@ -161,9 +158,126 @@ struct WeightClass {
     next: usize,
     /// The contender's position in the candidate list (`members[next]`).
     position: u16,
-    /// The contender's current weight, `t·w − x·W` with `x` its picks so far: all
-    /// members with `x` picks share it, so it drops by `W` only when a round ends.
-    current: i64,
+    /// `x·W`, with `x` the contender's picks so far: its current weight at step `t` is
+    /// `t·w − x·W`. All members with `x` picks share it, so it grows by `W` only when a
+    /// round ends.
+    picked: i64,
+}
+
+impl WeightClass {
+    /// The contender's current weight at step `t` (after step 1).
+    fn current(&self, t: i64) -> i64 {
+        t * self.weight - self.picked
+    }
+}
+
+/// Whether class `a`'s contender beats class `b`'s at step `t`: a larger current weight,
+/// or the same and first in list order (NGINX's tie rule).
+fn beats(a: &WeightClass, b: &WeightClass, t: i64) -> bool {
+    let (ca, cb) = (a.current(t), b.current(t));
+    ca > cb || (ca == cb && a.position < b.position)
+}
+
+/// The first step after `t` at which `loser` may beat `winner` (which beats it at `t`),
+/// if neither changes: never when the loser's weight is not larger, since the winner's
+/// lead then never shrinks; otherwise when the lead, shrinking by the difference of
+/// the weights per step, is gone (or reaches zero with the loser first in list order).
+fn overtaken_at(winner: &WeightClass, loser: &WeightClass, t: i64) -> i64 {
+    let gain = loser.weight - winner.weight;
+    if gain <= 0 {
+        return i64::MAX;
+    }
+    let lead = winner.current(t) - loser.current(t);
+    let steps = if loser.position < winner.position {
+        (lead + gain - 1) / gain
+    } else {
+        lead / gain + 1
+    };
+    t + steps.max(1)
+}
+
+/// A kinetic tournament over the weight classes (Basch, Guibas and Hershberger,
+/// "Data structures for mobile data", 1999): a complete binary tree whose node `k` holds
+/// the winner of its subtree at the current step and the step its comparison may flip,
+/// so a step only revisits the nodes whose comparison has expired and the picked
+/// class's path to the root.
+struct Tournament {
+    /// Leaves start here; node `k` has children `2k` and `2k + 1`; the root is node 1.
+    leaves: usize,
+    /// Winning class of each node's subtree, `None` for padding.
+    winner: Vec<Option<usize>>,
+    /// Earliest step at which anything in each node's subtree may change its winner.
+    expires: Vec<i64>,
+}
+
+impl Tournament {
+    /// The tournament of `classes` at step 1.
+    fn new(classes: &[WeightClass]) -> Self {
+        let leaves = classes.len().next_power_of_two();
+        let mut winner = vec![None; 2 * leaves];
+        for (class_at, slot) in winner
+            .iter_mut()
+            .skip(leaves)
+            .take(classes.len())
+            .enumerate()
+        {
+            *slot = Some(class_at);
+        }
+        let mut tournament = Tournament {
+            leaves,
+            winner,
+            expires: vec![i64::MAX; 2 * leaves],
+        };
+        for node in (1..leaves).rev() {
+            tournament.replay(node, classes, 1);
+        }
+        tournament
+    }
+
+    /// Recomputes node `node` at step `t` from its children's winners.
+    fn replay(&mut self, node: usize, classes: &[WeightClass], t: i64) {
+        let (left, right) = (2 * node, 2 * node + 1);
+        let pair = (
+            self.winner.get(left).copied().flatten(),
+            self.winner.get(right).copied().flatten(),
+        );
+        let (winner, expires) = match pair {
+            (Some(l), Some(r)) => match (classes.get(l), classes.get(r)) {
+                (Some(a), Some(b)) if beats(a, b, t) => (Some(l), overtaken_at(a, b, t)),
+                (Some(a), Some(b)) => (Some(r), overtaken_at(b, a, t)),
+                _ => (None, i64::MAX),
+            },
+            (one, None) | (None, one) => (one, i64::MAX),
+        };
+        let below = |k: usize| self.expires.get(k).copied().unwrap_or(i64::MAX);
+        let expires = expires.min(below(left)).min(below(right));
+        if let Some(slot) = self.winner.get_mut(node) {
+            *slot = winner;
+        }
+        if let Some(slot) = self.expires.get_mut(node) {
+            *slot = expires;
+        }
+    }
+
+    /// Brings node `node`'s subtree up to step `t`: replays, children first, every node
+    /// whose comparison has expired.
+    fn catch_up(&mut self, node: usize, classes: &[WeightClass], t: i64) {
+        if node >= self.leaves || self.expires.get(node).is_none_or(|&e| e > t) {
+            return;
+        }
+        self.catch_up(2 * node, classes, t);
+        self.catch_up(2 * node + 1, classes, t);
+        self.replay(node, classes, t);
+    }
+
+    /// Replays the path from class `class_at`'s leaf to the root at step `t`.
+    fn replay_path(&mut self, class_at: usize, classes: &[WeightClass], t: i64) {
+        let mut node = (self.leaves + class_at) / 2;
+        while node >= 1 {
+            self.replay(node, classes, t);
+            node /= 2;
+        }
+    }
 }
 
 /// One period of NGINX's sequence as positions in `candidates`, or `None` when there
@@ -187,9 +301,6 @@ fn precompute_cycle(candidates: &[Candidate]) -> Option<Box<[u16]>> {
     let len = usize::try_from(len)
         .ok()
         .filter(|&len| len <= SmoothWeighted::MAX_CYCLE)?;
-    if len.saturating_mul(by_weight.len()) > SmoothWeighted::MAX_BUILD_STEPS {
-        return None;
-    }
     let total = i64::try_from(len).ok()?;
     let mut classes = Vec::with_capacity(by_weight.len());
     for (weight, members) in by_weight {
@@ -198,30 +309,27 @@ fn precompute_cycle(candidates: &[Candidate]) -> Option<Box<[u16]>> {
             position: *members.first()?,
             members,
             next: 0,
-            current: 0,
+            picked: 0,
         });
     }
+    let mut tournament = Tournament::new(&classes);
     let mut cycle = Vec::with_capacity(len);
-    for _ in 0..len {
-        // Step 1 for every contender, and step 2: the largest current weight, the first
-        // in list order on a tie. (current weight, position, class) of the winner so far:
-        let mut best = (i64::MIN, u16::MAX, 0);
-        for (class_at, class) in classes.iter_mut().enumerate() {
-            class.current += class.weight;
-            if class.current > best.0 || (class.current == best.0 && class.position < best.1) {
-                best = (class.current, class.position, class_at);
-            }
-        }
-        let class = classes.get_mut(best.2)?;
+    for t in 1..=total {
+        // Steps 1 and 2: the contender with the largest current weight (first in list
+        // order on a tie) is the tournament's winner at step t.
+        tournament.catch_up(1, &classes, t);
+        let class_at = tournament.winner.get(1).copied().flatten()?;
+        let class = classes.get_mut(class_at)?;
         cycle.push(class.position);
         // Step 3: the class's round robin moves on; when every member has had its pick
         // this round, the contender is again one with a pick more, W lower.
         class.next += 1;
         if class.next == class.members.len() {
             class.next = 0;
-            class.current -= total;
+            class.picked += total;
         }
         class.position = *class.members.get(class.next)?;
+        tournament.replay_path(class_at, &classes, t);
     }
     Some(cycle.into_boxed_slice())
 }
