@@ -62,8 +62,9 @@
 //!
 //! Bounds: a pool's balancer is rebuilt on every health change and, during a slow-start
 //! ramp, at every step (every 250 ms), so the cycle is precomputed only when it has at
-//! most 2²⁰ picks ([`SmoothWeighted::MAX_CYCLE`]; 2 MiB of positions, about 120 ms to
-//! build with a thousand distinct weights) and the pool at most 65,536 candidates. Any
+//! most 2²⁰ picks ([`SmoothWeighted::MAX_CYCLE`]; 2 MiB of positions, and about 120 ms
+//! to build with a thousand distinct weights, extrapolated from the 59 ms above) and
+//! the pool at most 65,536 candidates. Any
 //! 1,000 backends of weights up to 100 fit: at most 100,000 picks (200 KB), a few
 //! milliseconds. Past a bound the balancer runs NGINX's per-pick scan instead, under a
 //! [`Mutex`]: the lock is held for a few nanoseconds per candidate, with no allocation
