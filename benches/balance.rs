@@ -1,7 +1,8 @@
 //! Benchmarks of the request-path cost of balancing: `Balancer::pick` for every
 //! algorithm at 3, 100 and 1,000 candidates, consistent hashing over a pool that lost a
-//! third of its backends, and the pool-side `select_candidates` (run on health changes,
-//! not per request) at 1,000 backends with a third unusable.
+//! third of its backends, and what a pool runs on health changes (not per request):
+//! `select_candidates` at 1,000 backends with a third unusable, building a Maglev table,
+//! and precomputing a smooth weighted round robin cycle.
 //!
 //! Candidates have uneven weights (1..=5) and some requests in flight, so the load-aware
 //! algorithms compare real numbers; keyed picks cycle through 4,096 distinct key hashes
@@ -127,6 +128,26 @@ fn pool_changes(c: &mut Criterion) {
         let pool = candidates(n);
         group.bench_function(BenchmarkId::new("consistent_hash_build", n), |b| {
             b.iter(|| ConsistentHash::new(black_box(pool.clone()), 1))
+        });
+    }
+    // Precomputing the smooth weighted round robin cycle: the cost of a health flip or a
+    // slow-start step in a weighted pool. Weights 1..=5 (3,000 picks per cycle, 5 weight
+    // classes), 1..=100 (50,500 picks, 100 classes) and all distinct, 1..=1000 (500,500
+    // picks, 1,000 classes).
+    for (name, top) in [
+        ("weighted_round_robin_build", 5),
+        ("weighted_round_robin_build_weights_to_100", 100),
+        ("weighted_round_robin_build_weights_to_1000", 1_000),
+    ] {
+        let pool: Vec<Candidate> = candidates(1_000)
+            .into_iter()
+            .map(|mut c| {
+                c.weight = (c.index % top) as u32 + 1;
+                c
+            })
+            .collect();
+        group.bench_function(BenchmarkId::new(name, 1_000), |b| {
+            b.iter(|| build(Algorithm::WeightedRoundRobin, black_box(pool.clone()), 1))
         });
     }
     group.finish();

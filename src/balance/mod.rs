@@ -33,7 +33,7 @@ pub use hash::{key_hash, ConsistentHash};
 pub use least_conn::LeastConnections;
 pub use p2c::LeastRequest;
 pub use random::WeightedRandom;
-pub use rng::SharedRng;
+pub use rng::{LocalRng, SharedRng};
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
 
@@ -100,9 +100,10 @@ pub trait Balancer: Send + Sync + fmt::Debug {
 pub enum Algorithm {
     /// Each usable backend in turn; weights are ignored.
     RoundRobin,
-    /// Smooth weighted round robin (NGINX's): interleaved, exact per cycle.
+    /// Smooth weighted round robin (NGINX's): interleaved, exact per cycle, precomputed.
     WeightedRoundRobin,
-    /// Fewest in-flight requests relative to weight, over all usable backends.
+    /// Fewest in-flight requests relative to weight: over all usable backends up to 32
+    /// of them, over 16 (the one in turn and 15 at random) in larger pools.
     LeastConnections,
     /// Power of two choices on in-flight requests relative to weight.
     LeastRequest,
@@ -166,7 +167,7 @@ pub fn build(algorithm: Algorithm, candidates: Vec<Candidate>, seed: u64) -> Box
     match algorithm {
         Algorithm::RoundRobin => Box::new(RoundRobin::new(candidates)),
         Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(candidates)),
-        Algorithm::LeastConnections => Box::new(LeastConnections::new(candidates)),
+        Algorithm::LeastConnections => Box::new(LeastConnections::new(candidates, seed)),
         Algorithm::LeastRequest => Box::new(LeastRequest::new(candidates, seed)),
         Algorithm::Random => Box::new(WeightedRandom::new(candidates, seed)),
         Algorithm::ConsistentHash => Box::new(ConsistentHash::new(candidates, seed)),

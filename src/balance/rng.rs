@@ -17,6 +17,10 @@
 //! thread the sequence is exactly the one of the reference SplitMix64 for the seed; with
 //! several threads each draw still gets a distinct state, only the interleaving varies.
 //!
+//! A pick that needs several draws takes one from the shared generator and seeds a
+//! [`LocalRng`] with it ([`SharedRng::split`]): the rest of its draws are plain
+//! arithmetic on a local SplitMix64 state, one atomic operation in all.
+//!
 //! It is a statistical generator, not a cryptographic one: fine for spreading load,
 //! unsuitable for anything an attacker must not predict.
 
@@ -55,19 +59,52 @@ impl SharedRng {
     /// ACM TOMACS 2019) with its rejection step, so the result is exactly uniform. The
     /// rejection (and its one division) happens with probability below `n / 2^64`.
     pub fn below(&self, n: u64) -> u64 {
-        let mut product = u128::from(self.next_u64()) * u128::from(n);
-        let mut low = product as u64;
-        if low < n {
-            // Draws whose low half falls under `2^64 mod n` would over-represent some
-            // results; redraw them.
-            let threshold = n.wrapping_neg() % n;
-            while low < threshold {
-                product = u128::from(self.next_u64()) * u128::from(n);
-                low = product as u64;
-            }
-        }
-        (product >> 64) as u64
+        below(n, || self.next_u64())
     }
+
+    /// A generator for one caller's several draws, seeded by one draw of this one.
+    pub fn split(&self) -> LocalRng {
+        LocalRng {
+            state: self.next_u64(),
+        }
+    }
+}
+
+/// SplitMix64 over a plain counter, for one thread's short run of draws (see
+/// [`SharedRng::split`]).
+#[derive(Debug)]
+pub struct LocalRng {
+    state: u64,
+}
+
+impl LocalRng {
+    /// The next 64 uniformly distributed bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// A uniformly distributed integer in `0..n`; `0` when `n` is `0` (as
+    /// [`SharedRng::below`]).
+    pub fn below(&mut self, n: u64) -> u64 {
+        below(n, || self.next_u64())
+    }
+}
+
+/// Lemire's exactly uniform `0..n` from the 64-bit draws of `next`.
+fn below(n: u64, mut next: impl FnMut() -> u64) -> u64 {
+    let mut product = u128::from(next()) * u128::from(n);
+    let mut low = product as u64;
+    if low < n {
+        // Draws whose low half falls under `2^64 mod n` would over-represent some
+        // results; redraw them.
+        let threshold = n.wrapping_neg() % n;
+        while low < threshold {
+            product = u128::from(next()) * u128::from(n);
+            low = product as u64;
+        }
+    }
+    (product >> 64) as u64
 }
 
 /// SplitMix64's output function (Stafford's "Mix13" variant of MurmurHash3's finaliser).

@@ -235,6 +235,72 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(exact(64))]
+
+    /// The precomputed cycle is NGINX's per-pick scan, pick for pick, over three cycles:
+    /// weights with a common factor (a shorter cycle) and many equal weights (weight
+    /// classes) included.
+    #[test]
+    fn smooth_weighted_cycle_matches_nginx_scan(
+        weights in prop::collection::vec(prop_oneof![1u32..=3, 1u32..50], 1..40),
+        factor in 1u32..4,
+    ) {
+        let weights: Vec<u32> = weights.iter().map(|&w| w * factor).collect();
+        let total: usize = weights.iter().map(|&w| w as usize).sum();
+        let cycle = SmoothWeighted::new(candidates(&weights));
+        let scan = SmoothWeighted::scanning(candidates(&weights));
+        prop_assert!(cycle.cycle_len().is_some_and(|len| len <= total));
+        prop_assert_eq!(picks(&cycle, 3 * total), picks(&scan, 3 * total));
+    }
+}
+
+proptest! {
+    #![proptest_config(exact(16))]
+
+    /// The same with many distinct weights (up to 120 weight classes, a deep tournament),
+    /// over two cycles.
+    #[test]
+    fn smooth_weighted_cycle_matches_nginx_scan_with_many_weights(
+        weights in prop::collection::vec(1u32..300, 40..120),
+    ) {
+        let total: usize = weights.iter().map(|&w| w as usize).sum();
+        let cycle = SmoothWeighted::new(candidates(&weights));
+        let scan = SmoothWeighted::scanning(candidates(&weights));
+        prop_assert!(cycle.cycle_len().is_some());
+        prop_assert_eq!(picks(&cycle, 2 * total), picks(&scan, 2 * total));
+    }
+}
+
+#[test]
+fn smooth_weighted_cycle_is_shortened_by_a_common_factor() {
+    // Weights 50:10:10 run exactly like 5:1:1, so one cycle is 7 picks, not 70.
+    let balancer = SmoothWeighted::new(candidates(&[50, 10, 10]));
+    assert_eq!(balancer.cycle_len(), Some(7));
+    assert_eq!(
+        picks(&balancer, 14),
+        [0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0]
+    );
+}
+
+#[test]
+fn smooth_weighted_precomputes_large_pools_within_the_bounds() {
+    // 1,000 backends of weights 1..=100: 50,500 picks per cycle, 100 weight classes.
+    let weights: Vec<u32> = (0..1000).map(|i| i % 100 + 1).collect();
+    let balancer = SmoothWeighted::new(candidates(&weights));
+    assert_eq!(balancer.cycle_len(), Some(50_500));
+}
+
+#[test]
+fn smooth_weighted_scans_past_the_bound() {
+    // A cycle longer than MAX_CYCLE picks by scanning, with the same sequence.
+    let weights = [SmoothWeighted::MAX_CYCLE as u32, 1];
+    let balancer = SmoothWeighted::new(candidates(&weights));
+    assert_eq!(balancer.cycle_len(), None);
+    let reference = SmoothWeighted::scanning(candidates(&weights));
+    assert_eq!(picks(&balancer, 2000), picks(&reference, 2000));
+}
+
 #[test]
 fn smooth_weighted_interleaves_like_nginx() {
     // The example of NGINX's commit introducing smooth weighted round robin.
@@ -505,10 +571,11 @@ fn key_hash_is_stable() {
 proptest! {
     #![proptest_config(exact(64))]
 
-    /// The pick has the minimal in_flight / weight among all candidates.
+    /// In a pool of up to EXACT_UP_TO candidates the pick has the minimal
+    /// in_flight / weight among all of them.
     #[test]
     fn least_connections_picks_a_minimal_ratio(
-        backends in prop::collection::vec((1u32..=10, 0u32..20), 1..20),
+        backends in prop::collection::vec((1u32..=10, 0u32..20), 1..=LeastConnections::EXACT_UP_TO),
         rounds in 1usize..10,
     ) {
         let (weights, in_flight): (Vec<u32>, Vec<u32>) = backends.into_iter().unzip();
@@ -525,6 +592,40 @@ proptest! {
                     u64::from(in_flight[p]) * u64::from(weights[i])
                         <= u64::from(in_flight[i]) * u64::from(weights[p]),
                     "picked {} over {} (weights {:?}, in flight {:?})", p, i, weights, in_flight
+                );
+            }
+        }
+    }
+
+    /// In a larger pool the pick has the minimal in_flight / weight among the LOOKS
+    /// candidates it looked at — the one in turn first — as drawn by a twin balancer
+    /// of the same seed.
+    #[test]
+    fn least_connections_picks_the_least_loaded_of_what_it_looked_at(
+        backends in prop::collection::vec(
+            (1u32..=10, 0u32..20),
+            LeastConnections::EXACT_UP_TO + 1..300,
+        ),
+        seed in any::<u64>(),
+        rounds in 1usize..20,
+    ) {
+        let (weights, in_flight): (Vec<u32>, Vec<u32>) = backends.into_iter().unzip();
+        let pool = candidates(&weights);
+        let _guards = load(&pool, &in_flight);
+        let balancer = LeastConnections::new(pool.clone(), seed);
+        let twin = LeastConnections::new(pool, seed);
+        for round in 0..rounds {
+            let looked_at = twin.looked_at();
+            prop_assert_eq!(looked_at.len(), LeastConnections::LOOKS);
+            prop_assert_eq!(looked_at.first(), Some(&(round % weights.len())));
+            let picked = balancer.pick(&PickContext::default());
+            prop_assert!(picked.is_some_and(|p| looked_at.contains(&p)));
+            let p = picked.unwrap_or_default();
+            for &i in &looked_at {
+                prop_assert!(
+                    u64::from(in_flight[p]) * u64::from(weights[i])
+                        <= u64::from(in_flight[i]) * u64::from(weights[p]),
+                    "picked {} over {} (looked at {:?})", p, i, looked_at
                 );
             }
         }
@@ -605,7 +706,7 @@ fn least_request_favours_weight_when_idle() {
 #[test]
 fn least_connections_spreads_ties_evenly() {
     // All idle: the rotating start makes ties go round robin, exactly.
-    let balancer = LeastConnections::new(candidates(&[1, 1, 1, 1, 1, 1, 1]));
+    let balancer = LeastConnections::new(candidates(&[1, 1, 1, 1, 1, 1, 1]), 0);
     let mut counts = [0u32; 7];
     for p in picks(&balancer, 700) {
         counts[p] += 1;
@@ -614,10 +715,49 @@ fn least_connections_spreads_ties_evenly() {
 }
 
 #[test]
+fn least_connections_spreads_ties_evenly_in_large_pools() {
+    // 1,000 idle backends: the candidate in turn wins every tie, so sampling still
+    // serves an idle pool exactly round robin.
+    let balancer = LeastConnections::new(candidates(&[1; 1000]), 9);
+    let sequence = picks(&balancer, 3000);
+    let expected: Vec<usize> = (0..3000).map(|i| i % 1000).collect();
+    assert_eq!(sequence, expected);
+}
+
+#[test]
+fn least_connections_starves_a_heavily_loaded_backend_in_large_pools() {
+    // One of 1,000 equal backends has 100 requests in flight: even on its turn, one of
+    // the 15 random candidates looked at beside it is idle, so it gets none of 10,000.
+    let pool = candidates(&[1; 1000]);
+    let mut in_flight = vec![0; 1000];
+    in_flight[500] = 100;
+    let _guards = load(&pool, &in_flight);
+    let balancer = LeastConnections::new(pool, 4);
+    assert!(picks(&balancer, 10_000).iter().all(|&p| p != 500));
+}
+
+#[test]
+fn least_connections_prefers_idle_backends_in_large_pools() {
+    // 900 of 1,000 backends have 5 in flight, 100 are idle: a pick lands on a busy one
+    // only when a busy one is in turn and all 15 random candidates are busy too
+    // (0.9^15 ≈ 20.6%). Of 10,000 picks, 9,000 have a busy one in turn: about 1,853
+    // (sd 38) go to busy backends. Allow 2,100, against 9,000 if loads were ignored.
+    let pool = candidates(&[1; 1000]);
+    let in_flight: Vec<u32> = (0..1000).map(|i| if i % 10 == 0 { 0 } else { 5 }).collect();
+    let _guards = load(&pool, &in_flight);
+    let balancer = LeastConnections::new(pool, 8);
+    let busy = picks(&balancer, 10_000)
+        .into_iter()
+        .filter(|&p| in_flight[p] > 0)
+        .count();
+    assert!(busy < 2_100, "{busy} of 10,000 picks went to busy backends");
+}
+
+#[test]
 fn least_connections_follows_requests_as_they_finish() {
     let pool = candidates(&[1, 1]);
     let busy = load(&pool, &[3, 0]);
-    let balancer = LeastConnections::new(pool.clone());
+    let balancer = LeastConnections::new(pool.clone(), 0);
     assert!(picks(&balancer, 10).iter().all(|&p| p == 1));
     drop(busy);
     let _other = load(&pool, &[0, 3]);
