@@ -53,7 +53,7 @@
 //! (its count over the pool's requests), **capacity share** (its capacity over that of
 //! the pool's usable backends of weight above 0; 0 for the others) and **load ratio**
 //! (predicted over capacity share), flagged above `guard.max_load_ratio`. Per pool
-//! ([`PoolPrediction`]): panic mode and the [`skew`] of predicted against intended
+//! ([`PoolPrediction`]): panic mode and the [`skew::skew`] of predicted against intended
 //! counts, flagged above `guard.max_skew` for weight-driven algorithms only.
 //!
 //! # Deterministic
