@@ -821,3 +821,26 @@ fn a_transfer_coding_other_than_chunked_is_refused_not_forwarded() {
     assert_eq!(reply.status, Some(501), "{}", reply.text);
     assert_eq!(backend.requests(), 0);
 }
+
+/// Regression: serve announced its listeners before installing its signal handlers, so a
+/// SIGHUP sent at once (as a test or an init script does) met the default action and
+/// killed the process.
+#[test]
+fn a_sighup_sent_as_soon_as_serve_is_listening_reloads_instead_of_killing_it() {
+    let backend = crate::util::Backend::start("a");
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.address()
+    );
+    for _ in 0..5 {
+        let mut proxy = crate::util::Proxy::start(&config, 1);
+        proxy.signal("HUP");
+        proxy.wait_for_log("reload", 1);
+        assert!(
+            proxy.is_running(),
+            "SIGHUP killed serve:\n{}",
+            proxy.stderr()
+        );
+    }
+}

@@ -80,6 +80,8 @@ pub fn run(args: &Args) -> CommandResult {
         )));
     };
     let _log = super::init_logging(false);
+    // Before anything is announced: see `Signals`.
+    let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let served = Served::start(&config_path, config, 1, false, false)?;
     let listen = served.running.listeners[0].1;
     let admin = served
@@ -94,12 +96,9 @@ pub fn run(args: &Args) -> CommandResult {
         .map(|b| (b.addr.to_string(), b.name.clone()))
         .collect();
     let summary = spawn_summary(std::sync::Arc::clone(&served.monitor), names);
-    let result = super::wait_for_signals_until(args.duration, || {
-        served_reload(&config_path, &served);
-    });
+    signals.wait(args.duration, || served_reload(&config_path, &served));
     drop(traffic);
     drop(summary);
-    result.map_err(|e| Failure::new(Exit::Runtime, e))?;
     println!("\nstopping: draining requests in flight");
     served.stop();
     drop(backends);

@@ -139,38 +139,54 @@ pub fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerG
     guard
 }
 
-/// Blocks until SIGTERM or SIGINT, calling `on_hangup` for each SIGHUP.
-pub fn wait_for_signals(on_hangup: impl FnMut()) -> std::io::Result<()> {
-    wait_for_signals_until(None, on_hangup)
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is created. Create it before
+/// announcing anything (`listening ...`): a signal sent between the announcement and the
+/// handler's installation would otherwise meet the default action and kill the process.
+pub struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
-/// Like [`wait_for_signals`], but also returns after `limit` when one is given.
-pub fn wait_for_signals_until(
-    limit: Option<std::time::Duration>,
-    mut on_hangup: impl FnMut(),
-) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let deadline = async {
-            match limit {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int, hup) = {
+            let _entered = rt.enter();
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::hangup())?,
+            )
         };
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = term.recv() => return Ok(()),
-                _ = int.recv() => return Ok(()),
-                _ = &mut deadline => return Ok(()),
-                _ = hup.recv() => on_hangup(),
+        Ok(Signals { rt, term, int, hup })
+    }
+
+    /// Blocks until SIGTERM or SIGINT (or `limit`, when given), calling `on_hangup` for
+    /// each SIGHUP.
+    pub fn wait(mut self, limit: Option<std::time::Duration>, mut on_hangup: impl FnMut()) {
+        let Signals { rt, term, int, hup } = &mut self;
+        rt.block_on(async {
+            let deadline = async {
+                match limit {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = &mut deadline => return,
+                    _ = hup.recv() => on_hangup(),
+                }
             }
-        }
-    })
+        });
+    }
 }

@@ -64,6 +64,8 @@ pub fn run(args: &Args) -> CommandResult {
         }
     };
     let _log = super::init_logging(!args.no_access_log);
+    // Before anything is bound or announced: see `Signals`.
+    let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let workers = args.workers.map_or_else(default_workers, usize::from);
     let served = Served::start(
         &args.config,
@@ -79,7 +81,7 @@ pub fn run(args: &Args) -> CommandResult {
         println!("admin http://{admin}");
     }
     tracing::info!(workers, config = %args.config.display(), "evenkeel serving");
-    served.run_until_signal(&args.config)
+    served.run_until_signal(signals, &args.config)
 }
 
 /// A proxy and its admin listener, started from a validated config.
@@ -170,9 +172,8 @@ impl Served {
     }
 
     /// Serves until SIGTERM or SIGINT, reloading `path` on SIGHUP; then drains.
-    pub fn run_until_signal(self, path: &Path) -> CommandResult {
-        super::wait_for_signals(|| reload(path, &self.applier))
-            .map_err(|e| Failure::new(Exit::Runtime, e))?;
+    pub fn run_until_signal(self, signals: super::Signals, path: &Path) -> CommandResult {
+        signals.wait(None, || reload(path, &self.applier));
         tracing::info!("draining: no new connections; requests in flight may finish");
         self.stop();
         tracing::info!("stopped");
