@@ -3,16 +3,18 @@
 # harness starts NGINX and HAProxy: one listener, round robin over the given backends,
 # no access log (NGINX and HAProxy run without one in the harness).
 #
-# Usage: bench/evenkeel-target.sh PORT BACKENDS WORKERS
+# Usage: bench/evenkeel-target.sh PORT BACKENDS WORKERS [log]
 #   PORT      port to listen on (127.0.0.1)
 #   BACKENDS  comma list of host:port
 #   WORKERS   worker threads
+#   log       keep the access log on (to measure what logging costs); it goes to
+#             $EVENKEEL_LOG (default /dev/null) through evenkeel's background writer
 # Example (from the repo root, after cargo build --release):
 #   ../shared/bench/anchors.sh --extra-name evenkeel --extra-port 18090 \
 #     --extra-cmd 'bench/evenkeel-target.sh {port} {backends} {workers}'
 set -euo pipefail
-[[ $# -eq 3 ]] || { echo "usage: $0 PORT BACKENDS WORKERS" >&2; exit 2; }
-port=$1 backends=$2 workers=$3
+[[ $# -eq 3 || $# -eq 4 ]] || { echo "usage: $0 PORT BACKENDS WORKERS [log]" >&2; exit 2; }
+port=$1 backends=$2 workers=$3 log=${4:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${EVENKEEL_BIN:-$here/target/release/evenkeel}
 [[ -x $bin ]] || { echo "$bin is missing: run cargo build --release" >&2; exit 2; }
@@ -34,7 +36,11 @@ trap 'rm -rf "$dir"' EXIT
   echo 'path = "/"'
 } >"$dir/evenkeel.toml"
 # Not exec: the trap must remove the folder when evenkeel exits.
-"$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log &
+if [[ $log == log ]]; then
+  "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" 2>"${EVENKEEL_LOG:-/dev/null}" &
+else
+  "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log &
+fi
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -rf "$dir"' EXIT INT TERM
 wait $pid
