@@ -844,3 +844,98 @@ fn a_sighup_sent_as_soon_as_serve_is_listening_reloads_instead_of_killing_it() {
         );
     }
 }
+
+/// Runs `evenkeel serve` on `config` with `extra` arguments, sends `paths` through it
+/// one by one, stops it with SIGTERM and returns its stderr.
+fn serve_and_collect_stderr(config: &str, extra: &[&str], paths: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    let dir = crate::util::Dir::new();
+    let path = dir.write("evenkeel.toml", config);
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = crate::util::evenkeel()
+        .args(["serve", "-c", path.to_str().unwrap(), "--workers", "1"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for p in paths {
+        let reply = crate::util::raw_exchange(
+            addr,
+            format!("GET {p} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(reply.status.is_some(), "{}", reply.text);
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    std::fs::read_to_string(&stderr_path).unwrap()
+}
+
+#[test]
+fn the_access_log_has_one_line_per_request_and_can_be_switched_off() {
+    let (backend, other) = (
+        crate::util::Backend::start("a"),
+        crate::util::Backend::start("b"),
+    );
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npath_prefix = \"/app\"\npool = \"web\"\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\n[pool.web.health]\n",
+        backend.address(),
+        other.address()
+    );
+    let logged =
+        serve_and_collect_stderr(&config, &[], &["/app/one", "/app/two?x=1", "/elsewhere"]);
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("evenkeel::access"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{logged}");
+    assert!(
+        lines[0].contains("method=GET")
+            && lines[0].contains("path=/app/one")
+            && lines[0].contains("status=200"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("pool=web")
+            && lines[0].contains(&format!("backend={}", backend.address())),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(&format!("backend={}", other.address())),
+        "round robin: {}",
+        lines[1]
+    );
+    assert!(lines[0].contains("duration_ms="), "{}", lines[0]);
+    assert!(
+        lines[1].contains("path=/app/two") && !lines[1].contains("x=1"),
+        "the query stays out of the log: {}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("path=/elsewhere")
+            && lines[2].contains("status=404")
+            && lines[2].contains("pool=-"),
+        "{}",
+        lines[2]
+    );
+    let quiet = serve_and_collect_stderr(&config, &["--no-access-log"], &["/app/one"]);
+    assert!(!quiet.contains("evenkeel::access"), "{quiet}");
+}
