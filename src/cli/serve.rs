@@ -67,13 +67,11 @@ pub fn run(args: &Args) -> CommandResult {
     // Before anything is bound or announced: see `Signals`.
     let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let workers = args.workers.map_or_else(default_workers, usize::from);
-    let served = Served::start(
-        &args.config,
-        config,
-        workers,
-        !args.no_access_log,
-        args.force,
-    )?;
+    // The access log is written by the proxy itself, not through `tracing`, but RUST_LOG
+    // still decides: `RUST_LOG=info,evenkeel::access=off` silences it too.
+    let access_log =
+        !args.no_access_log && tracing::enabled!(target: "evenkeel::access", tracing::Level::INFO);
+    let served = Served::start(&args.config, config, workers, access_log, args.force)?;
     for (name, addr) in &served.running.listeners {
         println!("listening {name} http://{addr}");
     }
@@ -184,6 +182,7 @@ impl Served {
     pub fn stop(self) {
         self.running.shutdown();
         self.running.wait();
+        crate::proxy::access::drain(std::time::Duration::from_secs(2));
         self.health_stop.send_replace(true);
     }
 }

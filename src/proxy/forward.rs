@@ -48,26 +48,26 @@ pub struct Worker {
     pub access_log: bool,
 }
 
-/// A request as the access log records it.
+/// A request as the access log records it: cheap clones only (the URI and names are
+/// reference-counted), formatted into the worker's log buffer when it ends.
 struct AccessRecord {
     method: Method,
-    path: String,
+    uri: Uri,
     status: u16,
-    pool: String,
-    backend: String,
+    pool: Option<Arc<PoolRuntime>>,
+    backend: Option<Arc<BackendRuntime>>,
     start: Instant,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        tracing::info!(
-            target: "evenkeel::access",
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            pool = %self.pool,
-            backend = %self.backend,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+        super::access::line(
+            &self.method,
+            self.uri.path(),
+            self.status,
+            self.pool.as_ref().map_or("-", |p| p.name.as_str()),
+            self.backend.as_ref().map_or("-", |b| b.address.as_str()),
+            self.start.elapsed(),
         );
     }
 }
@@ -82,19 +82,23 @@ impl Worker {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let snapshot = self.runtime.snapshot();
-        let record = |pool: Option<&str>, backend: Option<&str>, status: u16| {
+        let record = |pool: Option<&Arc<PoolRuntime>>,
+                      backend: Option<&Arc<BackendRuntime>>,
+                      status: u16| {
             self.access_log.then(|| AccessRecord {
                 method: request.method().clone(),
-                path: request.uri().path().to_string(),
+                uri: request.uri().clone(),
                 status,
-                pool: pool.unwrap_or("-").to_string(),
-                backend: backend.unwrap_or("-").to_string(),
+                pool: pool.cloned(),
+                backend: backend.cloned(),
                 start,
             })
         };
-        let refuse = |refusal: Refusal, pool: Option<&str>| {
+        let refuse = |refusal: Refusal, pool: Option<&Arc<PoolRuntime>>| {
             drop(record(pool, None, refusal.status().as_u16()));
-            Ok(refusal.response(pool).map(Either::Right))
+            Ok(refusal
+                .response(pool.map(|p| p.name.as_str()))
+                .map(Either::Right))
         };
 
         if headers::is_upgrade(request.headers()) || request.method() == Method::CONNECT {
@@ -130,17 +134,17 @@ impl Worker {
                         }
                         None => {
                             routed.stats.record(Refusal::NoBackend.status().as_u16());
-                            return refuse(Refusal::NoBackend, Some(&routed.name));
+                            return refuse(Refusal::NoBackend, Some(routed));
                         }
                     }
                 }
                 Err(refusal) => {
                     pool.stats.record(refusal.status().as_u16());
-                    return refuse(refusal, Some(&routed.name));
+                    return refuse(refusal, Some(routed));
                 }
             }
         };
-        let mut log = record(Some(&pool.name), Some(&backend.runtime.address), 0);
+        let mut log = record(Some(pool), Some(&backend.runtime), 0);
         let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
         let retries = pool.config.retries;
         let request = upstream_request(request, client, host);
@@ -247,7 +251,7 @@ impl Worker {
             attempt += 1;
             backend = Picked::of(pool, next);
             if let Some(log) = log.as_mut() {
-                log.backend = backend.runtime.address.clone();
+                log.backend = Some(Arc::clone(&backend.runtime));
             }
         };
         pool.stats.record(failure.status().as_u16());

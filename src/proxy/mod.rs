@@ -17,6 +17,7 @@
 //! can be smuggled behind it. [`forward`] refuses other transfer codings (`gzip,
 //! chunked`) with 501: it does not decode them, and must not pass them on stripped.
 
+pub mod access;
 pub mod errors;
 pub mod forward;
 pub mod headers;

@@ -97,6 +97,9 @@ pub fn start(runtime: Arc<Runtime>, options: Options) -> Result<Running, StartEr
     let snapshot = runtime.snapshot();
     let config = &snapshot.config;
     let workers = options.workers.max(1);
+    if options.access_log {
+        super::access::start();
+    }
     // sockets[w][l]: worker w's socket for listener l.
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -200,6 +203,7 @@ fn run_worker(
             loop {
                 tick.tick().await;
                 sweeper.upstream.sweep();
+                super::access::flush();
             }
         });
         let mut stop = shutdown.clone();
@@ -207,6 +211,7 @@ fn run_worker(
         worker.upstream.clear();
         // Connections finish the request they serve, then close; cut the rest late.
         let _ = tokio::time::timeout(drain_timeout, connections.all_closed()).await;
+        super::access::flush();
     });
 }
 
