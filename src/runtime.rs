@@ -312,7 +312,8 @@ impl PoolRuntime {
         let backends: Vec<Arc<BackendRuntime>> = pool
             .backends
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(index, b)| {
                 let before =
                     previous.and_then(|p| p.backends.iter().find(|old| old.address == b.address));
                 // A backend added to a running pool ramps up; one present from the start does not.
@@ -322,6 +323,7 @@ impl PoolRuntime {
                     (None, None) => Arc::default(),
                 };
                 Arc::new(BackendRuntime {
+                    index,
                     address: b.address.clone(),
                     socket_addr: b.socket_addr,
                     weight: b.weight,
@@ -583,6 +585,8 @@ fn rehash(key: u64, attempt: u64) -> u64 {
 /// One backend at run time.
 #[derive(Debug)]
 pub struct BackendRuntime {
+    /// Its position in its pool's backend list (what the balancer picks).
+    pub index: usize,
     /// Address as written in the config: its identity.
     pub address: String,
     /// Resolved address.

@@ -40,7 +40,18 @@ pub fn run(args: &Args) -> CommandResult {
     let checked = config::check_file(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))
         .map_err(|e| Failure::new(Exit::Usage, e))?;
-    match args.format {
+    print_findings(&checked, args.format);
+    Ok(if checked.is_rejected(args.deny_warnings) {
+        Exit::Rejected
+    } else {
+        Exit::Success
+    })
+}
+
+/// Prints a checked config's findings as `check` does: rustc-style text with a summary
+/// line, or the JSON array. `simulate` and `plan` print refused configs with it too.
+pub(super) fn print_findings(checked: &config::Checked, format: Format) {
+    match format {
         Format::Json => println!(
             "{}",
             diagnostic::render_json(&checked.source, &checked.findings)
@@ -50,14 +61,9 @@ pub fn run(args: &Args) -> CommandResult {
                 "{}",
                 diagnostic::render_text(&checked.source, &checked.findings)
             );
-            println!("{}", summary(&checked));
+            println!("{}", summary(checked));
         }
     }
-    Ok(if checked.is_rejected(args.deny_warnings) {
-        Exit::Rejected
-    } else {
-        Exit::Success
-    })
 }
 
 pub(super) fn summary(checked: &config::Checked) -> String {

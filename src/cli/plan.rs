@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::check::print_findings;
 use super::check::Format;
-use super::simulate::print_rejected;
 use super::table::{percent, ratio, render};
 use super::{CommandResult, Exit, Failure};
 use crate::balance::Algorithm;
@@ -68,7 +68,7 @@ pub fn run(args: &Args) -> CommandResult {
     let _ = writeln!(out, "plan {} → {}", args.old.display(), args.new.display());
     let Some(new_config) = new_config else {
         print!("{out}\nNEW does not pass check, so it cannot be applied:\n\n");
-        print_rejected(&new, Format::Text);
+        print_findings(&new, Format::Text);
         return Ok(Exit::Rejected);
     };
 

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::check::{summary, Format};
+use super::check::{print_findings, Format};
 use super::table::{percent, ratio, render};
 use super::{CommandResult, Exit, Failure};
 use crate::balance::Algorithm;
-use crate::config::{self, diagnostic};
+use crate::config;
 use crate::sim::{
     self, Down, KeyDistribution, PoolPrediction, Prediction, SimOptions, DEFAULT_CONCURRENCY,
     DEFAULT_REQUESTS, DEFAULT_SEED,
@@ -84,7 +84,7 @@ pub fn run(args: &Args) -> CommandResult {
         .with_context(|| format!("cannot read {}", args.config.display()))
         .map_err(|e| Failure::new(Exit::Usage, e))?;
     let Some(config) = checked.config.as_ref().filter(|_| checked.errors() == 0) else {
-        print_rejected(&checked, args.format);
+        print_findings(&checked, args.format);
         return Ok(Exit::Rejected);
     };
     let options = SimOptions {
@@ -103,23 +103,6 @@ pub fn run(args: &Args) -> CommandResult {
         }
     }
     Ok(Exit::Success)
-}
-
-/// Prints the findings of a config that cannot be served, as `check` does.
-pub(super) fn print_rejected(checked: &config::Checked, format: Format) {
-    match format {
-        Format::Json => println!(
-            "{}",
-            diagnostic::render_json(&checked.source, &checked.findings)
-        ),
-        Format::Text => {
-            print!(
-                "{}",
-                diagnostic::render_text(&checked.source, &checked.findings)
-            );
-            println!("{}", summary(checked));
-        }
-    }
 }
 
 fn text(prediction: &Prediction, checked: &config::Checked) -> String {

@@ -202,13 +202,7 @@ pub fn run(mut config: Config, options: &Options) -> std::io::Result<Report> {
         let skew = window.skew.filter(|_| window.weight_driven);
         let intended: Vec<f64> = window.backends.iter().map(|b| b.intended_share).collect();
         let backends = window.backends;
-        let errors = load.failures()
-            + load
-                .statuses
-                .iter()
-                .filter(|(s, _)| s.starts_with('5'))
-                .map(|(_, n)| n)
-                .sum::<u64>();
+        let errors = load.failed_or_5xx();
         let key = match (&pool.hash_key, pool.algorithm) {
             (Some(k @ (HashKey::Header(_) | HashKey::Cookie(_))), Algorithm::ConsistentHash) => {
                 Some(KeyResult {
@@ -246,13 +240,7 @@ pub fn run(mut config: Config, options: &Options) -> std::io::Result<Report> {
             let tries_before = live_backend.stats.requests.load(Ordering::Relaxed);
             let load = drive(&targets)?;
             let tries = live_backend.stats.requests.load(Ordering::Relaxed) - tries_before;
-            let errors = load.failures()
-                + load
-                    .statuses
-                    .iter()
-                    .filter(|(s, _)| s.starts_with('5'))
-                    .map(|(_, n)| n)
-                    .sum::<u64>();
+            let errors = load.failed_or_5xx();
             let failover = FailoverResult {
                 failed_backend: failed,
                 requests: load.requests,

@@ -154,6 +154,17 @@ impl Report {
         self.errors.values().sum()
     }
 
+    /// Requests that failed as a client sees it: no response, or a status of 500 or more.
+    pub fn failed_or_5xx(&self) -> u64 {
+        self.failures()
+            + self
+                .statuses
+                .iter()
+                .filter(|(s, _)| s.starts_with('5'))
+                .map(|(_, n)| n)
+                .sum::<u64>()
+    }
+
     /// Human-readable summary.
     pub fn render(&self, title: &str, group_by: Option<&str>) -> String {
         let mut out = String::new();

@@ -249,7 +249,7 @@ impl Worker {
             pool.stats.retries.fetch_add(1, Ordering::Relaxed);
             drop(slot);
             attempt += 1;
-            backend = Picked::of(pool, next);
+            backend = Picked::of(next);
             if let Some(log) = log.as_mut() {
                 log.backend = Some(Arc::clone(&backend.runtime));
             }
@@ -270,7 +270,7 @@ impl Worker {
     ) -> Result<Picked, Refusal> {
         loop {
             match pool.pick(key, &[], health::now()) {
-                Ok(backend) => return Ok(Picked::of(pool, backend)),
+                Ok(backend) => return Ok(Picked::of(backend)),
                 Err(NoBackend::Unusable) => return Err(Refusal::NoBackend),
                 Err(NoBackend::Full) => {
                     let limit = pool.config.limits.max_pending as usize * pool.backends.len();
@@ -367,13 +367,9 @@ struct Picked {
 }
 
 impl Picked {
-    fn of(pool: &PoolRuntime, backend: &Arc<BackendRuntime>) -> Picked {
+    fn of(backend: &Arc<BackendRuntime>) -> Picked {
         Picked {
-            index: pool
-                .backends
-                .iter()
-                .position(|b| Arc::ptr_eq(b, backend))
-                .unwrap_or(usize::MAX),
+            index: backend.index,
             runtime: Arc::clone(backend),
         }
     }
