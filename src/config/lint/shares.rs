@@ -183,10 +183,9 @@ spreads it at random over the pool (in proportion to weight). Keyed on a header 
 cookie, that can be most requests — a cookie set only after login, a header one client \
 library forgets, a misspelled name — and the pool silently becomes a random one: cache hit \
 rates collapse and every backend rebuilds state for every user. Make sure clients send the \
-key, or hash on client_ip or path, which every request has. `evenkeel preflight` (coming \
-with the load-testing issue) will measure the share of requests that carry the key; until \
-then, count them in your access logs. Allow the rule with the reason once you know the \
-share is high.",
+key, or hash on client_ip or path, which every request has. `evenkeel preflight --key-missing \
+PCT` shows what that share does to the pool; count the real share in your access logs, and \
+allow the rule with the reason once you know it is high.",
     check: |config, out| {
         for pool in &config.pools {
             let what = match &pool.hash_key {
