@@ -38,6 +38,24 @@ use crate::runtime::{BackendRuntime, NoBackend, PoolRuntime, Runtime};
 /// The body of every response evenkeel sends: a backend's, streamed, or its own.
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
 
+/// The client end of a connection, as every request on it needs it.
+pub struct Client {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` value, made once per connection.
+    forwarded_for: HeaderValue,
+}
+
+impl Client {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            forwarded_for: headers::client_value(addr.ip()),
+        }
+    }
+}
+
 /// What one worker thread needs to forward requests.
 pub struct Worker {
     /// The live configuration.
@@ -78,7 +96,7 @@ impl Worker {
         self: Rc<Self>,
         request: Request<Incoming>,
         listener: usize,
-        client: SocketAddr,
+        client: Rc<Client>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let snapshot = self.runtime.snapshot();
@@ -119,7 +137,7 @@ impl Worker {
             let key = pool
                 .hash_key
                 .as_ref()
-                .and_then(|k| request_key(k, &request, client))
+                .and_then(|k| request_key(k, &request, client.addr))
                 .map(|k| key_hash(&k));
             pool.budget.record_request(health::now());
             match self.first_backend(pool, key, deadline).await {
@@ -147,7 +165,7 @@ impl Worker {
         let mut log = record(Some(pool), Some(&backend.runtime), 0);
         let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
         let retries = pool.config.retries;
-        let request = upstream_request(request, client, host);
+        let request = upstream_request(request, &client, host);
         // What a retry after the request went out needs: a copy of its head (the body
         // is empty, or the request is not retried once sent).
         let head = (retries.attempts > 0 && replayable).then(|| Head::of(&request));
@@ -525,14 +543,14 @@ fn request_key(key: &HashKey, request: &Request<Incoming>, client: SocketAddr) -
 /// authority).
 fn upstream_request(
     request: Request<Incoming>,
-    client: SocketAddr,
+    client: &Client,
     host: Option<HeaderValue>,
 ) -> Request<Incoming> {
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     // The client already got its 100 Continue from us when we read its body.
     parts.headers.remove(header::EXPECT);
-    headers::add_forwarded(&mut parts.headers, client.ip(), host.as_ref());
+    headers::add_forwarded(&mut parts.headers, &client.forwarded_for, host.as_ref());
     if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
         parts.headers.insert(header::HOST, host);
     }

@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
-use super::forward::Worker;
+use super::forward::{Client, Worker};
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
 use crate::runtime::Runtime;
@@ -291,8 +291,10 @@ async fn accept_loop(
                 drop(guard);
                 return;
             }
-            let service =
-                service_fn(move |request| Rc::clone(&worker).handle(request, index, client));
+            let peer = Rc::new(Client::new(client));
+            let service = service_fn(move |request| {
+                Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
+            });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
