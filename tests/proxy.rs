@@ -278,6 +278,97 @@ fn a_backend_closing_every_connection_after_its_response_fails_no_request() {
     assert_eq!(backend.requests(), 50);
 }
 
+/// A backend on 127.0.0.1 that answers one request per connection, keep-alive implied
+/// (no `Connection: close`), then closes the connection `linger` later without a word.
+/// Returns its address and the count of requests to paths under `/race`.
+fn silently_closing_backend(
+    linger: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let raced = std::sync::Arc::new(AtomicU64::new(0));
+    let count = std::sync::Arc::clone(&raced);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let count = std::sync::Arc::clone(&count);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let _ = stream.set_read_timeout(Some(TIMEOUT));
+                let head_end = loop {
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while seen.len() < head_end + length {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.contains(" /race") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                std::thread::sleep(linger);
+            });
+        }
+    });
+    (addr, raced)
+}
+
+/// Backends close idle keep-alive connections whenever they like. A pooled connection
+/// the backend closed must cost no request: found closed before use (POST with a body,
+/// which must not go out twice), or — for a GET sent just as the close happens — sent
+/// again on a new connection.
+#[test]
+fn backends_closing_idle_connections_silently_fail_no_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, raced) = silently_closing_backend(Duration::from_millis(5));
+    let config = config_with(
+        "5s",
+        "5s",
+        &format!(
+            "[[route]]\npool = \"p\"\n[pool.p]\nbackends = [{{ address = \"{addr}\" }}]\n\
+             [pool.p.health]\ninterval = \"1h\"\n"
+        ),
+    );
+    let proxy = Proxy::start(&config, 1);
+    let mut client = Client::connect(proxy.addr());
+    // Back to back: every GET finds the connection of the one before it closing.
+    for i in 0..40 {
+        let reply = client.send(get(&format!("/race/get/{i}")).body(empty()).unwrap());
+        assert_eq!(reply.status, StatusCode::OK, "GET {i}: {}", reply.text());
+    }
+    // Spaced: the close has arrived; a POST must find out before it sends anything.
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(30));
+        let request = Request::post(format!("http://evenkeel.test/race/post/{i}"))
+            .body(full("hello"))
+            .unwrap();
+        let reply = client.send(request);
+        assert_eq!(reply.status, StatusCode::OK, "POST {i}: {}", reply.text());
+    }
+    assert_eq!(
+        raced.load(Ordering::SeqCst),
+        50,
+        "each request reached the backend once"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Large bodies
 

@@ -16,20 +16,21 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, Version};
-use http_body_util::{Either, Empty, Full};
+use http::uri::Uri;
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
 use super::errors::Refusal;
+use super::h1::{self, Framing, Progress};
 use super::headers;
-use super::upstream::{self, Sender, UpstreamBody, UpstreamPool};
+use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
 use crate::config::HashKey;
 use crate::health;
@@ -163,20 +164,19 @@ impl Worker {
             }
         };
         let mut log = record(Some(pool), Some(&backend.runtime), 0);
-        let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
+        let (parts, body) = request.into_parts();
+        let has_body = !body.is_end_stream();
+        // A request that may go out again after it was sent: its head is kept encoded,
+        // and it has no body to lose.
+        let replayable = is_idempotent(&parts.method) && !has_body;
         let retries = pool.config.retries;
-        let request = upstream_request(request, &client, host);
-        // What a retry after the request went out needs: a copy of its head (the body
-        // is empty, or the request is not retried once sent).
-        let head = (retries.attempts > 0 && replayable).then(|| Head::of(&request));
-        let mut unsent = Some(request.map(Either::Left));
+        let outgoing = h1::encode(&parts, has_body, &client.forwarded_for, host.as_ref());
+        // The client's body, until a try starts sending it.
+        let mut body = has_body.then_some(body);
         let mut tried = Tried::default();
         let mut attempt = 0;
         let failure = loop {
             tried.push(backend.index);
-            let Some(request) = unsent.take().or_else(|| head.as_ref().map(Head::request)) else {
-                break Refusal::BadGateway;
-            };
             let slot = Slot::take(pool, &backend.runtime);
             backend
                 .runtime
@@ -188,12 +188,12 @@ impl Worker {
                 .per_try
                 .min(deadline.saturating_duration_since(Instant::now()));
             let try_start = Instant::now();
-            let sent =
-                tokio::time::timeout(per_try, self.send(pool, &backend.runtime, request)).await;
+            let exchange = self.send(pool, &backend.runtime, &outgoing, &mut body, replayable);
+            let sent = tokio::time::timeout(per_try, exchange).await;
             // May this failure be retried on another backend, and on which?
             let retry = |sent: bool| {
                 let eligible = attempt < retries.attempts
-                    && (!sent || head.is_some())
+                    && (!sent || replayable)
                     && Instant::now() < deadline;
                 if !eligible {
                     return None;
@@ -207,8 +207,8 @@ impl Worker {
                 pool.pick(key, tried.as_slice(), health::now()).ok()
             };
             let (refusal, next) = match sent {
-                Ok(Ok((response, sender))) => {
-                    let status = response.status().as_u16();
+                Ok(Ok((response, connection))) => {
+                    let status = response.status.as_u16();
                     backend.runtime.stats.record_status(status);
                     backend.runtime.stats.latency.record(try_start.elapsed());
                     pool.record(
@@ -227,7 +227,7 @@ impl Worker {
                             pool.stats.record(status);
                             return Ok(self.stream(
                                 response,
-                                sender,
+                                connection,
                                 pool,
                                 &backend.runtime,
                                 slot,
@@ -236,16 +236,9 @@ impl Worker {
                         }
                     }
                 }
-                Ok(Err(error)) => {
-                    self.failed(pool, &backend.runtime, &error);
-                    let was_sent = match error {
-                        SendError::NotSent(request, _) => {
-                            unsent = Some(*request);
-                            false
-                        }
-                        SendError::Sent(_) => true,
-                    };
-                    match retry(was_sent) {
+                Ok(Err(failure)) => {
+                    self.failed(pool, &backend.runtime, &failure);
+                    match retry(failure.sent) {
                         Some(next) => (Refusal::BadGateway, next),
                         None => break Refusal::BadGateway,
                     }
@@ -307,73 +300,75 @@ impl Worker {
         }
     }
 
-    fn failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, error: &SendError) {
+    fn failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, failure: &TryFailure) {
         backend.stats.failures.fetch_add(1, Ordering::Relaxed);
         pool.record(backend, false, health::now(), &self.runtime.events);
-        let error: &dyn std::fmt::Display = match error {
-            SendError::NotSent(_, e) => e,
-            SendError::Sent(e) => e,
-        };
+        let error = &failure.cause;
         tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
     }
 
     fn stream(
         self: &Rc<Self>,
-        response: Response<Incoming>,
-        sender: Sender,
+        head: h1::ResponseHead,
+        connection: h1::Connection,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
         slot: Slot,
         log: Option<AccessRecord>,
     ) -> Response<ProxyBody> {
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
         let body = Streamed {
-            body,
-            ended: false,
-            release: Some(Release {
+            connection: Some(connection),
+            framing: head.framing,
+            release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
-                sender,
                 idle_timeout: pool.timeouts.idle,
             }),
             _slot: slot,
             _log: log,
         };
-        Response::from_parts(parts, Either::Left(body))
+        let mut response = Response::new(Either::Left(body));
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        response
     }
 
-    /// Sends `request` to `backend` on a pooled connection, or a new one when the pool
-    /// has none or the pooled one turned out closed before anything was written.
+    /// Sends the request to `backend` on a pooled connection, or a new one when the
+    /// pool has none or the pooled one turned out closed by the backend (nothing
+    /// written, or — for a request that may be sent twice — no byte answered: the
+    /// keep-alive race, where the backend closed the idle connection as the request
+    /// went out). `body` is taken once a try starts sending it.
     async fn send(
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
-        request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Sender), SendError> {
+        outgoing: &h1::Outgoing,
+        body: &mut Option<Incoming>,
+        replayable: bool,
+    ) -> Result<(h1::ResponseHead, h1::Connection), TryFailure> {
         let addr = backend.socket_addr;
-        let mut request = request;
-        if let Some(mut sender) = self.upstream.checkout(addr) {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Nothing was written: try once more on a fresh connection.
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Sent(e.into_error())),
-                },
+        if let Some(mut connection) = self.upstream.checkout(addr) {
+            match connection.exchange(outgoing, body).await {
+                Ok(head) => return Ok((head, connection)),
+                Err(failure)
+                    if failure.progress == Progress::Unwritten
+                        || (failure.progress == Progress::Unanswered && replayable) =>
+                {
+                    tracing::debug!(%addr, error = %failure.error, "pooled connection closed; new one");
+                }
+                Err(failure) => return Err(TryFailure::new(true, failure.error)),
             }
         }
         let open = &self.runtime.upstream_connections;
-        let mut sender = match upstream::connect(addr, pool.timeouts.connect, open).await {
-            Ok(sender) => sender,
-            Err(e) => return Err(SendError::NotSent(Box::new(request), e)),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, sender)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => Err(SendError::NotSent(Box::new(unsent), e.into_error().into())),
-                None => Err(SendError::Sent(e.into_error())),
-            },
+        let mut connection = upstream::connect(addr, pool.timeouts.connect, open)
+            .await
+            .map_err(|e| TryFailure::new(false, e))?;
+        match connection.exchange(outgoing, body).await {
+            Ok(head) => Ok((head, connection)),
+            Err(failure) => Err(TryFailure::new(
+                failure.progress != Progress::Unwritten,
+                failure.error,
+            )),
         }
     }
 }
@@ -446,31 +441,6 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// The head of a request, kept to send it again.
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-}
-
-impl Head {
-    fn of<B>(request: &Request<B>) -> Head {
-        Head {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            headers: request.headers().clone(),
-        }
-    }
-
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut request = Request::new(Either::Right(Empty::new()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
 /// Methods whose requests may be repeated (RFC 9110 §9.2.2).
 fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -490,12 +460,28 @@ fn refuse_logged(
     Ok(refusal.response(Some(pool)).map(Either::Right))
 }
 
-/// Why a try failed.
-enum SendError {
-    /// Nothing of the request was written; here it is back, with the cause.
-    NotSent(Box<Request<UpstreamBody>>, upstream::ConnectError),
-    /// The request went out (at least partly), then the exchange failed.
-    Sent(hyper::Error),
+/// Why a try failed, and whether the request (at least partly) went out.
+struct TryFailure {
+    sent: bool,
+    cause: TryError,
+}
+
+impl TryFailure {
+    fn new(sent: bool, cause: impl Into<TryError>) -> TryFailure {
+        TryFailure {
+            sent,
+            cause: cause.into(),
+        }
+    }
+}
+
+/// What made a try fail.
+#[derive(Debug, thiserror::Error)]
+enum TryError {
+    #[error(transparent)]
+    Connect(#[from] upstream::ConnectError),
+    #[error(transparent)]
+    Exchange(#[from] h1::Error),
 }
 
 /// The host a request is for: its `Host` header, or the URI authority (HTTP/2).
@@ -538,45 +524,20 @@ fn request_key(key: &HashKey, request: &Request<Incoming>, client: SocketAddr) -
     }
 }
 
-/// The request as it goes to the backend: origin-form URI, HTTP/1.1, hop-by-hop
-/// headers removed, `X-Forwarded-*` added, `Host` kept (or set from an HTTP/2
-/// authority).
-fn upstream_request(
-    request: Request<Incoming>,
-    client: &Client,
-    host: Option<HeaderValue>,
-) -> Request<Incoming> {
-    let (mut parts, body) = request.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers);
-    // The client already got its 100 Continue from us when we read its body.
-    parts.headers.remove(header::EXPECT);
-    headers::add_forwarded(&mut parts.headers, &client.forwarded_for, host.as_ref());
-    if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
-        parts.headers.insert(header::HOST, host);
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::from(path);
-    parts.version = Version::HTTP_11;
-    Request::from_parts(parts, body)
-}
-
 /// Gives a connection back to its worker's pool.
 struct Release {
     worker: Rc<Worker>,
     addr: SocketAddr,
-    sender: Sender,
     idle_timeout: Duration,
 }
 
-/// A backend's response body on its way to the client. Dropped after its end, it
-/// returns the connection to the pool; dropped before, the connection closes.
+/// A backend's response body on its way to the client, read from the backend's
+/// connection as the client's side asks for it. Dropped after its end, it returns the
+/// connection to the pool (when the response allowed keep-alive); dropped before, or
+/// after an error, the connection closes.
 pub struct Streamed {
-    body: Incoming,
-    ended: bool,
+    connection: Option<h1::Connection>,
+    framing: Framing,
     release: Option<Release>,
     _slot: Slot,
     _log: Option<AccessRecord>,
@@ -584,37 +545,49 @@ pub struct Streamed {
 
 impl Body for Streamed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => this.ended = true,
-            Poll::Ready(Some(Err(_))) => this.release = None,
-            _ => {}
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(connection.poll_body(&mut this.framing, cx)) {
+            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Err(error)) => {
+                this.release = None;
+                this.connection = None;
+                Poll::Ready(Some(Err(error)))
+            }
+            None => Poll::Ready(None),
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.framing == Framing::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        if self.ended || self.body.is_end_stream() {
-            if let Some(r) = self.release.take() {
-                r.worker.upstream.checkin(r.addr, r.sender, r.idle_timeout);
-            }
+        if self.framing != Framing::Done {
+            return;
+        }
+        if let (Some(r), Some(connection)) = (self.release.take(), self.connection.take()) {
+            r.worker
+                .upstream
+                .checkin(r.addr, connection, r.idle_timeout);
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   graceful shutdown.
 //! - [`forward`]: one request, from routing to the streamed response.
 //! - [`upstream`]: each worker's keep-alive connections to backends.
-//! - [`headers`]: hop-by-hop removal and `X-Forwarded-*`.
+//! - [`h1`]: HTTP/1.1 toward backends (request encoding, response parsing, framing).
+//! - [`headers`]: hop-by-hop and `X-Forwarded-*` rules.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod errors;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod retry;
 pub mod server;

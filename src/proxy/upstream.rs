@@ -1,11 +1,13 @@
 //! Keep-alive connections to backends: one pool per worker thread, per backend.
 //!
 //! Each worker owns its connections (thread-per-core, DESIGN "Performance
-//! architecture"): no lock, no cross-thread hand-off. A connection is an HTTP/1.1
-//! `hyper::client::conn` whose I/O task runs on the worker's `LocalSet`. After a
-//! response body has been read to its end the connection goes back to the idle list
-//! of its backend; idle connections expire after the pool's `timeouts.idle`, and a
-//! sweep closes them even when no request comes by.
+//! architecture"): no lock, no cross-thread hand-off. A connection is an
+//! [`h1::Connection`], driven by the task of the request using it (no task of its own).
+//! After a response body has been read to its end the connection goes back to the idle
+//! list of its backend; idle connections expire after the pool's `timeouts.idle`, and a
+//! sweep closes them even when no request comes by. A connection the backend closed
+//! while it was idle is noticed when it is checked out (see
+//! [`h1::Connection::is_idle_and_open`]).
 //!
 //! Every connection is counted in one shared gauge while it is open (made in
 //! [`connect`], released when its I/O task ends), for `/metrics`.
@@ -17,23 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::h1;
+
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE_PER_BACKEND: usize = 256;
-
-/// The body of a request to a backend: the client's, streamed, or none (a retry of a
-/// request without a body).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
-/// A connection's request side.
-pub type Sender = SendRequest<UpstreamBody>;
 
 /// Why a new connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +36,10 @@ pub enum ConnectError {
     /// The connect failed (refused, unreachable).
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The HTTP/1 handshake failed, or the new connection closed before the request
-    /// could be written.
-    #[error("handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
 }
 
 struct Idle {
-    sender: Sender,
+    connection: h1::Connection,
     expires: Instant,
 }
 
@@ -63,39 +51,36 @@ pub struct UpstreamPool {
 
 impl UpstreamPool {
     /// An idle, open connection to `addr`, newest first, if there is one.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+    pub fn checkout(&self, addr: SocketAddr) -> Option<h1::Connection> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
-        while let Some(conn) = list.pop() {
-            if conn.expires > now && conn.sender.is_ready() {
-                return Some(conn.sender);
+        while let Some(idle) = list.pop() {
+            if idle.expires > now && idle.connection.is_idle_and_open() {
+                return Some(idle.connection);
             }
         }
         None
     }
 
     /// Returns a connection whose last response was read to its end.
-    pub fn checkin(&self, addr: SocketAddr, sender: Sender, idle_timeout: Duration) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn checkin(&self, addr: SocketAddr, connection: h1::Connection, idle_timeout: Duration) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push(Idle {
-                sender,
+                connection,
                 expires: Instant::now() + idle_timeout,
             });
         }
     }
 
-    /// Closes expired and closed idle connections.
+    /// Closes expired idle connections and those the backend closed.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|c| c.expires > now && !c.sender.is_closed());
+            list.retain(|c| c.expires > now && c.connection.is_idle_and_open());
         }
         idle.retain(|_, list| !list.is_empty());
     }
@@ -107,10 +92,10 @@ impl UpstreamPool {
 }
 
 /// One open connection, counted in a shared gauge for as long as it lives.
-struct Counted(Arc<AtomicU64>);
+pub struct Counted(Arc<AtomicU64>);
 
 impl Counted {
-    fn new(open: &Arc<AtomicU64>) -> Counted {
+    pub(crate) fn new(open: &Arc<AtomicU64>) -> Counted {
         open.fetch_add(1, Ordering::Relaxed);
         Counted(Arc::clone(open))
     }
@@ -122,28 +107,16 @@ impl Drop for Counted {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`; its I/O task runs on the
-/// current `LocalSet`. `open` counts it until the connection ends.
+/// Opens a new connection to `addr` within `timeout`; `open` counts it until it is
+/// dropped.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     open: &Arc<AtomicU64>,
-) -> Result<Sender, ConnectError> {
+) -> Result<h1::Connection, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     stream.set_nodelay(true)?;
-    let (mut sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    let counted = Counted::new(open);
-    tokio::task::spawn_local(async move {
-        // Dropped when the connection ends, or with the task if the worker stops.
-        let _counted = counted;
-        if let Err(e) = connection.await {
-            tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-        }
-    });
-    sender.ready().await?;
-    Ok(sender)
+    Ok(h1::Connection::new(stream, Counted::new(open)))
 }
