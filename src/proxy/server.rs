@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
@@ -253,14 +254,17 @@ async fn accept_loop(
     connections: Rc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // max_buf_size alone is not a limit on the head: a read may fill the buffer's
+        // whole spare capacity past it (a 70 KiB head got through that way).
+        .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Rc::new(builder);
+    let mut http2 = http2::Builder::new(LocalExec);
+    http2.timer(TokioTimer::new());
+    let builders = Rc::new((http1, http2));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stopping| *stopping) => return,
@@ -278,30 +282,30 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let guard = connections.opened();
         let worker = Rc::clone(&worker);
-        let builder = Rc::clone(&builder);
+        let builders = Rc::clone(&builders);
         let mut shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
-            let detectable = tokio::select! {
-                detectable = protocol_detectable(&stream, header_timeout) => detectable,
-                _ = shutdown.wait_for(|stopping| *stopping) => false,
+            let protocol = tokio::select! {
+                protocol = detect_protocol(&stream, header_timeout) => protocol,
+                _ = shutdown.wait_for(|stopping| *stopping) => None,
             };
-            if !detectable {
+            let Some(protocol) = protocol else {
                 tracing::debug!(%client, "client sent no request head in time; closed");
                 drop(permit);
                 drop(guard);
                 return;
-            }
+            };
             let peer = Rc::new(Client::new(client));
             let service = service_fn(move |request| {
                 Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
             });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.wait_for(|stopping| *stopping) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let io = TokioIo::new(stream);
+            let result = match protocol {
+                Speaks::Http1 => {
+                    drive(builders.0.serve_connection(io, service), &mut shutdown).await
+                }
+                Speaks::Http2 => {
+                    drive(builders.1.serve_connection(io, service), &mut shutdown).await
                 }
             };
             if let Err(e) = result {
@@ -313,31 +317,58 @@ async fn accept_loop(
     }
 }
 
+/// Serves one client connection until it ends, or — once shutdown begins — until it
+/// has finished the request it is serving.
+async fn drive<C>(connection: C, shutdown: &mut watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
 /// The HTTP/2 connection preface; a client that starts otherwise speaks HTTP/1.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What a client connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Speaks {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
 /// Waits, within `limit`, until the client has sent enough to tell HTTP/1 from HTTP/2
-/// (one byte that departs from the HTTP/2 preface, or the whole preface); false when
-/// it closed or was too slow. hyper-util's protocol detection has no timeout of its
-/// own, and hyper's `header_read_timeout` only starts once it is done, so without this
-/// a client that connects and sends nothing (or a piece of the preface) would hold
-/// its connection, and a `max_connections` slot, forever. The bytes are peeked, not
-/// read: hyper reads them again. A slow client may thus take up to twice
-/// `header_timeout` for its first head: once here, once in hyper.
-async fn protocol_detectable(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+/// (one byte that departs from the HTTP/2 preface, or the whole preface); `None` when
+/// it closed or was too slow. hyper's `header_read_timeout` only starts once a
+/// connection is handed to it, so without this a client that connects and sends
+/// nothing (or a piece of the preface) would hold its connection, and a
+/// `max_connections` slot, forever. The bytes are peeked, not read: hyper reads them
+/// again (so no rewinding wrapper sits under every later read, as with hyper-util's
+/// auto-detection). A slow client may thus take up to twice `header_timeout` for its
+/// first head: once here, once in hyper.
+async fn detect_protocol(stream: &tokio::net::TcpStream, limit: Duration) -> Option<Speaks> {
     let detect = async {
         let mut buf = [0u8; H2_PREFACE.len()];
         loop {
             match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n == buf.len() || buf[..n] != H2_PREFACE[..n] => return true,
+                Ok(0) | Err(_) => return None,
+                Ok(n) if buf[..n] != H2_PREFACE[..n] => return Some(Speaks::Http1),
+                Ok(n) if n == buf.len() => return Some(Speaks::Http2),
                 // A piece of the preface: pause, then peek again (peek returns at once
                 // while unread bytes wait, so waiting for readiness would spin).
                 Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
     };
-    tokio::time::timeout(limit, detect).await.unwrap_or(false)
+    tokio::time::timeout(limit, detect).await.ok().flatten()
 }
 
 async fn accept(
