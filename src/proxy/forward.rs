@@ -24,11 +24,11 @@ use http::header::{self, HeaderValue};
 use http::uri::Uri;
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::errors::Refusal;
-use super::h1::{self, Framing, Progress};
+use super::h1::{self, Framing, Progress, RequestBody};
 use super::headers;
 use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
@@ -93,9 +93,9 @@ impl Drop for AccessRecord {
 
 impl Worker {
     /// Serves one request from `client` that arrived on listener number `listener`.
-    pub async fn handle(
+    pub async fn handle<B: RequestBody>(
         self: Rc<Self>,
-        request: Request<Incoming>,
+        request: Request<B>,
         listener: usize,
         client: Rc<Client>,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -338,12 +338,12 @@ impl Worker {
     /// written, or — for a request that may be sent twice — no byte answered: the
     /// keep-alive race, where the backend closed the idle connection as the request
     /// went out). `body` is taken once a try starts sending it.
-    async fn send(
+    async fn send<B: RequestBody>(
         &self,
         pool: &PoolRuntime,
         backend: &BackendRuntime,
         outgoing: &h1::Outgoing,
-        body: &mut Option<Incoming>,
+        body: &mut Option<B>,
         replayable: bool,
     ) -> Result<(h1::ResponseHead, h1::Connection), TryFailure> {
         let addr = backend.socket_addr;
@@ -485,7 +485,7 @@ enum TryError {
 }
 
 /// The host a request is for: its `Host` header, or the URI authority (HTTP/2).
-fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host<B>(request: &Request<B>) -> Option<HeaderValue> {
     request.headers().get(header::HOST).cloned().or_else(|| {
         request
             .uri()
@@ -504,7 +504,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// The request's consistent-hash key, or `None` when it lacks one.
-fn request_key(key: &HashKey, request: &Request<Incoming>, client: SocketAddr) -> Option<Vec<u8>> {
+fn request_key<B>(key: &HashKey, request: &Request<B>, client: SocketAddr) -> Option<Vec<u8>> {
     match key {
         HashKey::Header(name) => request
             .headers()

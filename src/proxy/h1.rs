@@ -27,11 +27,24 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::Body;
+use tokio::io::AsyncRead;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::headers::{connection_lists, is_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST};
+
+/// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
+/// own (HTTP/1, [`super::downstream`]).
+pub trait RequestBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
+
+impl<B> RequestBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
 
 /// Largest response head (status line and headers) accepted from a backend.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -65,7 +78,7 @@ pub enum Error {
     BadChunk,
     /// Reading the client's request body failed.
     #[error("reading the client's request body failed: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A request's head as it goes to every backend tried, and how its body is framed.
@@ -283,10 +296,10 @@ impl Connection {
 
     /// Sends the request (`body`: the client's, taken only once the head is written)
     /// and reads the response head.
-    pub async fn exchange(
+    pub async fn exchange<B: RequestBody>(
         &mut self,
         request: &Outgoing,
-        body: &mut Option<Incoming>,
+        body: &mut Option<B>,
     ) -> Result<ResponseHead, Failure> {
         self.served += 1;
         let unanswered = |error| Failure {
@@ -309,9 +322,9 @@ impl Connection {
         self.read_head(request.is_head).await
     }
 
-    async fn send_body(&mut self, mut body: Incoming, chunked: bool) -> Result<(), Error> {
+    async fn send_body<B: RequestBody>(&mut self, mut body: B, chunked: bool) -> Result<(), Error> {
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(Error::RequestBody)?.into_data() else {
+            let Ok(data) = frame.map_err(|e| Error::RequestBody(e.into()))?.into_data() else {
                 continue; // trailers: not forwarded
             };
             if data.is_empty() {
@@ -412,10 +425,7 @@ impl Connection {
 
     /// Reads more of the response into the buffer; 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < 1024 {
-            self.read.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
+        poll_fill(&mut self.stream, &mut self.read, cx)
     }
 
     /// The next piece of a response body framed by `framing` (which it advances);
@@ -425,95 +435,124 @@ impl Connection {
         framing: &mut Framing,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Error>>> {
-        loop {
-            match framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(left) => {
-                    if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+        poll_body(&mut self.stream, &mut self.read, framing, cx)
+    }
+}
+
+/// Reads more from `stream` into `read`; 0 at the end of the stream. A read that
+/// returns less than asked clears the socket's readiness (tokio), so no extra read
+/// that would only say "would block" follows.
+pub(super) fn poll_fill<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < 1024 {
+        read.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, read)
+}
+
+/// The next piece of a message body framed by `framing` (which it advances), from
+/// `read` and then `stream`; `None` at its end.
+pub(super) fn poll_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    framing: &mut Framing,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, Error>>> {
+    loop {
+        match framing {
+            Framing::Done => return Poll::Ready(None),
+            Framing::Length(left) => {
+                if read.is_empty() && ready!(poll_fill(stream, read, cx))? == 0 {
+                    return Poll::Ready(Some(Err(Error::Truncated)));
+                }
+                let take = (*left).min(read.len() as u64);
+                *left -= take;
+                if *left == 0 {
+                    *framing = Framing::Done;
+                }
+                return Poll::Ready(Some(Ok(read.split_to(take as usize).freeze())));
+            }
+            Framing::Close => {
+                if read.is_empty() && ready!(poll_fill(stream, read, cx))? == 0 {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Ok(read.split().freeze())));
+            }
+            Framing::Chunked(chunk) => match *chunk {
+                Chunk::Size => match httparse::parse_chunk_size(read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        read.advance(used);
+                        *chunk = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => ready!(fill_line(stream, read, cx))?,
+                    Err(_) => return Poll::Ready(Some(Err(Error::BadChunk))),
+                },
+                Chunk::Data(left) => {
+                    if read.is_empty() && ready!(poll_fill(stream, read, cx))? == 0 {
                         return Poll::Ready(Some(Err(Error::Truncated)));
                     }
-                    let take = (*left).min(self.read.len() as u64);
-                    *left -= take;
-                    if *left == 0 {
-                        *framing = Framing::Done;
-                    }
-                    return Poll::Ready(Some(Ok(self.read.split_to(take as usize).freeze())));
+                    let take = left.min(read.len() as u64);
+                    *chunk = if take == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - take)
+                    };
+                    return Poll::Ready(Some(Ok(read.split_to(take as usize).freeze())));
                 }
-                Framing::Close => {
-                    if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
+                Chunk::DataEnd => {
+                    if read.len() < 2 {
+                        ready!(fill_line(stream, read, cx))?;
+                        continue;
+                    }
+                    if &read[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(Error::BadChunk)));
+                    }
+                    read.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Trailers => match read.windows(2).position(|w| w == b"\r\n") {
+                    // The blank line: the end. Trailer fields are not forwarded.
+                    Some(0) => {
+                        read.advance(2);
                         *framing = Framing::Done;
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Ok(self.read.split().freeze())));
-                }
-                Framing::Chunked(chunk) => match *chunk {
-                    Chunk::Size => match httparse::parse_chunk_size(&self.read) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            self.read.advance(used);
-                            *chunk = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) => ready!(self.fill_line(cx))?,
-                        Err(_) => return Poll::Ready(Some(Err(Error::BadChunk))),
-                    },
-                    Chunk::Data(left) => {
-                        if self.read.is_empty() && ready!(self.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(Error::Truncated)));
-                        }
-                        let take = left.min(self.read.len() as u64);
-                        *chunk = if take == left {
-                            Chunk::DataEnd
-                        } else {
-                            Chunk::Data(left - take)
-                        };
-                        return Poll::Ready(Some(Ok(self.read.split_to(take as usize).freeze())));
-                    }
-                    Chunk::DataEnd => {
-                        if self.read.len() < 2 {
-                            ready!(self.fill_line(cx))?;
-                            continue;
-                        }
-                        if &self.read[..2] != b"\r\n" {
-                            return Poll::Ready(Some(Err(Error::BadChunk)));
-                        }
-                        self.read.advance(2);
-                        *chunk = Chunk::Size;
-                    }
-                    Chunk::Trailers => match self.read.windows(2).position(|w| w == b"\r\n") {
-                        // The blank line: the end. Trailer fields are not forwarded.
-                        Some(0) => {
-                            self.read.advance(2);
-                            *framing = Framing::Done;
-                            return Poll::Ready(None);
-                        }
-                        Some(end) => self.read.advance(end + 2),
-                        None => ready!(self.fill_line(cx))?,
-                    },
+                    Some(end) => read.advance(end + 2),
+                    None => ready!(fill_line(stream, read, cx))?,
                 },
-            }
-        }
-    }
-
-    /// Reads more of a line of the chunk grammar; an error if the line is too long or
-    /// the stream ends.
-    fn fill_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.read.len() > MAX_LINE {
-            return Poll::Ready(Err(Error::BadChunk));
-        }
-        match ready!(self.poll_fill(cx)) {
-            Ok(0) => Poll::Ready(Err(Error::Truncated)),
-            Ok(_) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(e.into())),
+            },
         }
     }
 }
 
-/// A field's name and value in a response head: (name start, length, value start,
+/// Reads more of a line of the chunk grammar; an error if the line is too long or the
+/// stream ends.
+fn fill_line<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>> {
+    if read.len() > MAX_LINE {
+        return Poll::Ready(Err(Error::BadChunk));
+    }
+    match ready!(poll_fill(stream, read, cx)) {
+        Ok(0) => Poll::Ready(Err(Error::Truncated)),
+        Ok(_) => Poll::Ready(Ok(())),
+        Err(e) => Poll::Ready(Err(e.into())),
+    }
+}
+
+/// A field's name and value in a message head: (name start, length, value start,
 /// length).
-type Span = (usize, usize, usize, usize);
+pub(super) type Span = (usize, usize, usize, usize);
 
 /// Builds the response head from `raw` and the field positions in it.
 fn build_head(
@@ -605,7 +644,7 @@ fn is_listed(raw: &Bytes, spans: &[Span], name: &HeaderName) -> bool {
 }
 
 /// The comma-separated tokens of a field value, trimmed, empty ones left out.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(|t| t.trim_ascii())
@@ -699,6 +738,10 @@ mod tests {
         Connection::new(stream, super::super::upstream::Counted::new(&open))
     }
 
+    fn no_body() -> Option<http_body_util::Empty<Bytes>> {
+        None
+    }
+
     fn get() -> Outgoing {
         let request = parts(http::Request::get("/").header("host", "b"));
         encode(
@@ -738,7 +781,10 @@ mod tests {
                 b"HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n\r\nnope",
             ])
             .await;
-            let head = connection.exchange(&get(), &mut None).await.expect("first");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("first");
             assert_eq!(head.status, 200);
             assert!(head.keep_alive);
             assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
@@ -750,7 +796,7 @@ mod tests {
             assert!(connection.is_idle_and_open());
 
             let head = connection
-                .exchange(&get(), &mut None)
+                .exchange(&get(), &mut no_body())
                 .await
                 .expect("second");
             assert_eq!(head.status, 404);
@@ -774,7 +820,10 @@ mod tests {
                 b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil close",
             ])
             .await;
-            let head = connection.exchange(&get(), &mut None).await.expect("head");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("head");
             assert_eq!(head.framing, Framing::Close);
             assert!(!head.keep_alive);
             assert_eq!(
@@ -791,7 +840,10 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\ncontent-length: 2\r\n\r\nok",
             ])
             .await;
-            let head = connection.exchange(&get(), &mut None).await.expect("head");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("head");
             assert!(!head.keep_alive);
             assert!(!head.headers.contains_key("x-hop"));
             assert_eq!(
@@ -822,7 +874,7 @@ mod tests {
             ] {
                 let mut connection = backend(vec![answer]).await;
                 let failure = connection
-                    .exchange(&get(), &mut None)
+                    .exchange(&get(), &mut no_body())
                     .await
                     .err()
                     .expect("error");
@@ -835,7 +887,7 @@ mod tests {
             }
             let mut connection = backend(vec![]).await;
             let failure = connection
-                .exchange(&get(), &mut None)
+                .exchange(&get(), &mut no_body())
                 .await
                 .err()
                 .expect("error");
@@ -843,7 +895,10 @@ mod tests {
 
             let mut connection =
                 backend(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
-            let head = connection.exchange(&get(), &mut None).await.expect("head");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("head");
             let error = body(&mut connection, head.framing)
                 .await
                 .expect_err("truncated");
@@ -853,7 +908,10 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             ])
             .await;
-            let head = connection.exchange(&get(), &mut None).await.expect("head");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("head");
             let error = body(&mut connection, head.framing)
                 .await
                 .expect_err("bad chunk");
@@ -872,12 +930,15 @@ mod tests {
             let request = parts(http::Request::head("/").header("host", "b"));
             let head_request = encode(&request, false, &HeaderValue::from_static("1.2.3.4"), None);
             let head = connection
-                .exchange(&head_request, &mut None)
+                .exchange(&head_request, &mut no_body())
                 .await
                 .expect("head");
             assert_eq!(head.framing, Framing::Done);
             assert_eq!(head.headers["content-length"], "1234");
-            let head = connection.exchange(&get(), &mut None).await.expect("204");
+            let head = connection
+                .exchange(&get(), &mut no_body())
+                .await
+                .expect("204");
             assert_eq!(head.framing, Framing::Done);
             assert!(head.keep_alive);
         });

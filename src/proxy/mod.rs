@@ -19,6 +19,7 @@
 //! chunked`) with 501: it does not decode them, and must not pass them on stripped.
 
 pub mod access;
+pub mod downstream;
 pub mod errors;
 pub mod forward;
 pub mod h1;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -34,13 +34,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
+use super::downstream;
 use super::forward::{Client, Worker};
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
 use crate::runtime::Runtime;
 
-/// Largest request head accepted (request line and headers); larger ones get 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often idle upstream connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -254,17 +253,9 @@ async fn accept_loop(
     connections: Rc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        // max_buf_size alone is not a limit on the head: a read may fill the buffer's
-        // whole spare capacity past it (a 70 KiB head got through that way).
-        .max_header_size(MAX_HEAD_BYTES)
-        .max_buf_size(MAX_HEAD_BYTES);
     let mut http2 = http2::Builder::new(LocalExec);
     http2.timer(TokioTimer::new());
-    let builders = Rc::new((http1, http2));
+    let http2 = Rc::new(http2);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stopping| *stopping) => return,
@@ -282,7 +273,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let guard = connections.opened();
         let worker = Rc::clone(&worker);
-        let builders = Rc::clone(&builders);
+        let http2 = Rc::clone(&http2);
         let mut shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
             let protocol = tokio::select! {
@@ -296,20 +287,20 @@ async fn accept_loop(
                 return;
             };
             let peer = Rc::new(Client::new(client));
-            let service = service_fn(move |request| {
-                Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
-            });
-            let io = TokioIo::new(stream);
-            let result = match protocol {
+            match protocol {
                 Speaks::Http1 => {
-                    drive(builders.0.serve_connection(io, service), &mut shutdown).await
+                    downstream::serve(stream, worker, index, peer, header_timeout, &mut shutdown)
+                        .await;
                 }
                 Speaks::Http2 => {
-                    drive(builders.1.serve_connection(io, service), &mut shutdown).await
+                    let service = service_fn(move |request| {
+                        Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
+                    });
+                    let connection = http2.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = drive(connection, &mut shutdown).await {
+                        tracing::debug!(%client, error = %e, "client connection ended with an error");
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
             }
             drop(permit);
             drop(guard);

@@ -1,0 +1,513 @@
+//! HTTP/1.x toward clients: the loop that serves one client connection.
+//!
+//! hyper's server kept two 8 KiB buffers per connection for the connection's whole
+//! life, so 10,000 idle keep-alive clients cost 21.8 KB each; here a connection that
+//! waits for its next request holds no buffer at all (it waits for readability first,
+//! and drops its read buffer once a request has been read to its end). The request
+//! head is parsed by httparse straight into the map the proxy forwards, values sharing
+//! the bytes read, and the response head and a body that is already at hand go out in
+//! one write.
+//!
+//! The rules (RFC 9112):
+//! - A request head is at most 64 KiB and 100 fields (else 431); anything httparse
+//!   refuses (bad request line, obs-fold, bad field syntax) is a 400. `header_timeout`
+//!   bounds the wait for a head and its reading, the idle time of a kept-alive
+//!   connection included. The connection closes after either.
+//! - Body framing: a `Transfer-Encoding` whose last coding is `chunked` frames the body
+//!   by chunks (a `Content-Length` beside it is dropped, and the connection closes
+//!   after the response, so nothing can be smuggled behind it); any other
+//!   `Transfer-Encoding`, or one in an HTTP/1.0 request, is a 400. `Content-Length`
+//!   must be digits, and several must agree (else 400). Neither: no body.
+//! - `Expect: 100-continue` is answered when the body is first read, so a request
+//!   refused before that never makes the client send its body.
+//! - Keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+//!   `Connection: keep-alive`. A request body left unread closes the connection after
+//!   the response (`Connection: close` says so).
+//! - Response framing: the response's `Content-Length`, or its body's exact size,
+//!   else chunked (HTTP/1.1) or until the close (HTTP/1.0). Responses to `HEAD`, 1xx,
+//!   204 and 304 carry no body. `Date` is added when missing.
+//!
+//! Requests are served one at a time; pipelined ones wait in the read buffer.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::forward::{Client, ProxyBody, Worker};
+use super::h1::{self, Chunk, Framing, Span};
+
+/// Largest request head accepted (request line and fields); larger ones get 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most fields in a request head; more get 431.
+const MAX_FIELDS: usize = 100;
+/// Room asked for by the first read of a request.
+const FIRST_READ: usize = 4096;
+/// Response bytes gathered before a write; larger body pieces are written as they are.
+const GATHER: usize = 16 * 1024;
+/// The interim response owed to a client that sent `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The client connection, shared by the serving loop and the request body.
+struct Inbound {
+    stream: TcpStream,
+    read: BytesMut,
+    /// What is left of the current request's body.
+    body: Framing,
+    /// Bytes of [`CONTINUE`] still to write before the body is read (0: none owed).
+    continue_left: usize,
+}
+
+type Shared = Rc<RefCell<Inbound>>;
+
+/// A client's HTTP/1 request body, read from its connection as the backend side asks
+/// for it.
+pub struct RequestBody(Shared);
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h1::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let mut inbound = self.0.borrow_mut();
+        let inbound = &mut *inbound;
+        while inbound.continue_left > 0 {
+            let from = CONTINUE.len() - inbound.continue_left;
+            let written = ready!(Pin::new(&mut inbound.stream).poll_write(cx, &CONTINUE[from..]))?;
+            if written == 0 {
+                return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::WriteZero).into())));
+            }
+            inbound.continue_left -= written;
+        }
+        let piece = ready!(h1::poll_body(
+            &mut inbound.stream,
+            &mut inbound.read,
+            &mut inbound.body,
+            cx
+        ));
+        Poll::Ready(piece.map(|piece| piece.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.borrow().body == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.borrow().body {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Why no request could be read.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadError {
+    /// Not HTTP/1.x, or framing that cannot be trusted: 400.
+    Malformed,
+    /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_FIELDS`]: 431.
+    TooLarge,
+    /// The connection failed, or closed inside a head.
+    Io,
+}
+
+/// A request head, and what it says about its body and the connection.
+struct Head {
+    request: Request<()>,
+    framing: Framing,
+    keep_alive: bool,
+    expects_continue: bool,
+}
+
+/// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
+/// it closes, fails, breaks the protocol, exceeds `header_timeout`, or — once
+/// `shutdown` turns true — has finished the request it was serving.
+pub async fn serve(
+    stream: TcpStream,
+    worker: Rc<Worker>,
+    listener: usize,
+    client: Rc<Client>,
+    header_timeout: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let inbound = Rc::new(RefCell::new(Inbound {
+        stream,
+        read: BytesMut::new(),
+        body: Framing::Done,
+        continue_left: 0,
+    }));
+    let mut spans = Vec::new();
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(header_timeout, read_head(&inbound, &mut spans)) => next,
+            _ = shutdown.wait_for(|stopping| *stopping) => break,
+        };
+        let head = match next {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) | Ok(Err(ReadError::Io)) => break,
+            Ok(Err(ReadError::Malformed)) => {
+                refuse(&inbound, b"400 Bad Request").await;
+                break;
+            }
+            Ok(Err(ReadError::TooLarge)) => {
+                refuse(&inbound, b"431 Request Header Fields Too Large").await;
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(client = %client.addr, "no request head within header_timeout; closed");
+                break;
+            }
+        };
+        let version = head.request.version();
+        let is_head = head.request.method() == Method::HEAD;
+        {
+            let mut inbound = inbound.borrow_mut();
+            inbound.body = head.framing;
+            inbound.continue_left = if head.expects_continue
+                && version == Version::HTTP_11
+                && head.framing != Framing::Done
+            {
+                CONTINUE.len()
+            } else {
+                0
+            };
+        }
+        let request = head.request.map(|()| RequestBody(Rc::clone(&inbound)));
+        let Ok(response) = Rc::clone(&worker)
+            .handle(request, listener, Rc::clone(&client))
+            .await;
+        // A body left unread (a refusal, a client that never got its 100 Continue)
+        // cannot be skipped safely: close after this response.
+        let body_read = inbound.borrow().body == Framing::Done;
+        let keep_alive = head.keep_alive && body_read && !*shutdown.borrow();
+        match write_response(&inbound, response, is_head, version, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::debug!(client = %client.addr, error = %e, "writing a response failed");
+                break;
+            }
+        }
+        // Waiting for the next request: no buffer unless one is already pipelined.
+        let mut inbound = inbound.borrow_mut();
+        if inbound.read.is_empty() {
+            inbound.read = BytesMut::new();
+        }
+    }
+    // Our side first, so what was written reaches the client before the close.
+    let _ = poll_fn(|cx| Pin::new(&mut inbound.borrow_mut().stream).poll_shutdown(cx)).await;
+}
+
+/// Reads the next request head; `None` when the client closed between requests.
+async fn read_head(inbound: &Shared, spans: &mut Vec<Span>) -> Result<Option<Head>, ReadError> {
+    loop {
+        {
+            let mut inbound = inbound.borrow_mut();
+            if !inbound.read.is_empty() {
+                if let Some(head) = parse_head(&mut inbound.read, spans)? {
+                    return Ok(Some(head));
+                }
+            }
+        }
+        let read = poll_fn(|cx| {
+            let mut inbound = inbound.borrow_mut();
+            let inbound = &mut *inbound;
+            if inbound.read.capacity() == 0 {
+                // Idle: take a buffer only once there is something to read.
+                ready!(inbound.stream.poll_read_ready(cx))?;
+                inbound.read.reserve(FIRST_READ);
+            }
+            h1::poll_fill(&mut inbound.stream, &mut inbound.read, cx)
+        })
+        .await;
+        match read {
+            Ok(0) if inbound.borrow().read.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err(ReadError::Io),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Parses a complete request head off the front of `read`; `None` while it is
+/// incomplete.
+fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, ReadError> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        read,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => return Err(ReadError::TooLarge),
+        Ok(httparse::Status::Partial) if read.len() >= MAX_HEAD_BYTES => {
+            return Err(ReadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
+        Err(_) => return Err(ReadError::Malformed),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| ReadError::Malformed)?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = read.as_ptr() as usize;
+    let path = parsed.path.unwrap_or_default();
+    let path = (path.as_ptr() as usize - base, path.len());
+    spans.clear();
+    spans.extend(parsed.headers.iter().map(|field| {
+        (
+            field.name.as_ptr() as usize - base,
+            field.name.len(),
+            field.value.as_ptr() as usize - base,
+            field.value.len(),
+        )
+    }));
+    let raw = read.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(raw.slice(path.0..path.0 + path.1))
+        .map_err(|_| ReadError::Malformed)?;
+
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut chunked_last: Option<bool> = None;
+    let mut content_length: Option<u64> = None;
+    let (mut close, mut keep_alive, mut expects_continue) = (false, false, false);
+    for &(n, nl, v, vl) in spans.iter() {
+        let name = HeaderName::from_bytes(&raw[n..n + nl]).map_err(|_| ReadError::Malformed)?;
+        let value = &raw[v..v + vl];
+        if name == header::TRANSFER_ENCODING {
+            chunked_last = Some(
+                h1::tokens(value)
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if name == header::CONTENT_LENGTH {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                let length = parse_length(token).ok_or(ReadError::Malformed)?;
+                if content_length.is_some_and(|l| l != length) {
+                    return Err(ReadError::Malformed);
+                }
+                content_length = Some(length);
+            }
+        } else if name == header::CONNECTION {
+            for token in h1::tokens(value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        }
+        let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
+            .map_err(|_| ReadError::Malformed)?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !close
+    } else {
+        keep_alive
+    };
+    let framing = match chunked_last {
+        Some(true) if version == Version::HTTP_11 => {
+            if content_length.is_some() {
+                headers.remove(header::CONTENT_LENGTH);
+                keep_alive = false;
+            }
+            Framing::Chunked(Chunk::Size)
+        }
+        Some(_) => return Err(ReadError::Malformed),
+        None => match content_length {
+            None | Some(0) => Framing::Done,
+            Some(length) => Framing::Length(length),
+        },
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        framing,
+        keep_alive,
+        expects_continue,
+    }))
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// Writes `response`; whether the connection stays open after it.
+async fn write_response(
+    inbound: &Shared,
+    response: Response<ProxyBody>,
+    is_head: bool,
+    version: Version,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    let no_body = is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let (mut has_length, mut has_date) = (false, false);
+    for (name, value) in &parts.headers {
+        if *name == header::CONNECTION || *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        has_length |= *name == header::CONTENT_LENGTH;
+        has_date |= *name == header::DATE;
+        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !has_date {
+        put_date(&mut out);
+    }
+    let mut keep_alive = keep_alive;
+    let mut chunked = false;
+    if !no_body && !has_length {
+        match body.size_hint().exact() {
+            Some(length) => {
+                put_field(&mut out, b"content-length", length.to_string().as_bytes());
+            }
+            None if version == Version::HTTP_11 => {
+                out.put_slice(b"transfer-encoding: chunked\r\n");
+                chunked = true;
+            }
+            // HTTP/1.0 without a length: the body ends with the connection.
+            None => keep_alive = false,
+        }
+    }
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+    if no_body {
+        drop(body);
+        write_all(inbound, &out).await?;
+        return Ok(keep_alive);
+    }
+    loop {
+        // Gather what the body has at hand; write when it has nothing more for now.
+        let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        match step {
+            None => {
+                write_all(inbound, &out).await?;
+                out.clear();
+            }
+            Some(None) => {
+                if chunked {
+                    out.put_slice(b"0\r\n\r\n");
+                }
+                write_all(inbound, &out).await?;
+                return Ok(keep_alive);
+            }
+            Some(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers: not forwarded
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                }
+                if out.len() + data.len() <= GATHER {
+                    out.put_slice(&data);
+                } else {
+                    write_all(inbound, &out).await?;
+                    out.clear();
+                    write_all(inbound, &data).await?;
+                }
+                if chunked {
+                    out.put_slice(b"\r\n");
+                }
+            }
+            Some(Some(Err(error))) => {
+                return Err(io::Error::other(format!("response body failed: {error}")));
+            }
+        }
+    }
+}
+
+/// Answers a request that cannot be served with `status` (code and reason), and says
+/// the connection closes.
+async fn refuse(inbound: &Shared, status: &[u8]) {
+    let mut out = BytesMut::with_capacity(128);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status);
+    out.put_slice(b"\r\n");
+    put_date(&mut out);
+    out.put_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = write_all(inbound, &out).await;
+}
+
+async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let written =
+            poll_fn(|cx| Pin::new(&mut inbound.borrow_mut().stream).poll_write(cx, bytes)).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
+    }
+    Ok(())
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes a `Date` field; the text is made once a second per worker thread.
+fn put_date(out: &mut BytesMut) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != second {
+            *date = (second, httpdate::fmt_http_date(now));
+        }
+        put_field(out, b"date", date.1.as_bytes());
+    });
+}
