@@ -602,6 +602,95 @@ fn content_length_with_chunked_cannot_smuggle_a_second_request() {
     assert_eq!(backend.requests(), 1);
 }
 
+/// Reads from `stream` until `done` says the text so far is complete (5 s at most).
+fn read_until(stream: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while !done(&String::from_utf8_lossy(&text)) {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// evenkeel's HTTP/1 server loop: pipelined requests are answered in order on one
+/// connection; `Expect: 100-continue` is answered before the body is read (and not
+/// forwarded); HTTP/1.0 keeps a connection only when asked; a chunked upload reaches
+/// the backend whole.
+#[test]
+fn http1_pipelining_continue_http10_and_chunked_uploads() {
+    use std::io::Write;
+    let backend = Backend::start("a");
+    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_until(&mut stream, |t| t.matches("}").count() == 2);
+    let first = text.find("\"path\":\"/first\"").expect(&text);
+    let second = text.find("\"path\":\"/second\"").expect(&text);
+    assert!(first < second, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let interim = read_until(&mut stream, |t| t.contains("\r\n\r\n"));
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{interim:?}"
+    );
+    stream.write_all(b"hello").unwrap();
+    let reply = util::read_response(&mut stream);
+    assert_eq!(reply.status, Some(200), "{}", reply.text);
+    assert!(reply.text.contains("\"body_bytes\":5"), "{}", reply.text);
+    assert!(!reply.text.contains("\"expect\""), "{}", reply.text);
+
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_until(&mut stream, |_| false);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    for i in 0..2 {
+        stream
+            .write_all(
+                format!("GET /kept/{i} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        let reply = util::read_response(&mut stream);
+        assert_eq!(reply.status, Some(200), "request {i}: {}", reply.text);
+        assert!(
+            reply.text.contains("connection: keep-alive"),
+            "{}",
+            reply.text
+        );
+    }
+
+    let reply = raw_exchange(
+        proxy.addr(),
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+    );
+    assert_eq!(reply.status, Some(200), "{}", reply.text);
+    assert!(reply.text.contains("\"body_bytes\":11"), "{}", reply.text);
+    assert_eq!(backend.requests(), 7);
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Slow clients
 
