@@ -3,8 +3,9 @@
 #
 # Builds evenkeel (release), installs nginx, haproxy and wrk from Debian when missing,
 # then runs the shared harness (../shared/bench/anchors.sh, or $ANCHORS) at 1 and at 2
-# worker threads with two extra targets: evenkeel with the access log off (as NGINX and
-# HAProxy run in the harness) and evenkeel with it on (to show what logging costs).
+# worker threads with three extra targets: evenkeel with the access log off (as NGINX
+# and HAProxy run in the harness), evenkeel with it on (what logging costs) and
+# evenkeel with the monitor off as well (what watching costs).
 # Every process and every request stays on 127.0.0.1; the harness stops what it started.
 #
 # Usage: bench/compare.sh [--rounds N] [--duration S] [--workers "1 2"]
@@ -42,6 +43,7 @@ for workers in $workers_list; do
     --workers "$workers" \
     --extra-name evenkeel --extra-port 18090 --extra-cmd "$target {port} {backends} {workers}" \
     --extra-name evenkeel-log --extra-port 18091 --extra-cmd "$target {port} {backends} {workers} log" \
+    --extra-name evenkeel-nomon --extra-port 18092 --extra-cmd "$target {port} {backends} {workers} nomonitor" \
     --out "$out/w$workers" > "$out/w$workers.md"
 done
 {

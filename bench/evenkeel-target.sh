@@ -3,18 +3,20 @@
 # harness starts NGINX and HAProxy: one listener, round robin over the given backends,
 # no access log (NGINX and HAProxy run without one in the harness).
 #
-# Usage: bench/evenkeel-target.sh PORT BACKENDS WORKERS [log]
-#   PORT      port to listen on (127.0.0.1)
-#   BACKENDS  comma list of host:port
-#   WORKERS   worker threads
-#   log       keep the access log on (to measure what logging costs); it goes to
-#             $EVENKEEL_LOG (default /dev/null) through evenkeel's background writer
+# Usage: bench/evenkeel-target.sh PORT BACKENDS WORKERS [log|nomonitor]
+#   PORT       port to listen on (127.0.0.1)
+#   BACKENDS   comma list of host:port
+#   WORKERS    worker threads
+#   log        keep the access log on (to measure what logging costs); it goes to
+#              $EVENKEEL_LOG (default /dev/null) through evenkeel's background writer
+#   nomonitor  access log off and the monitor off (serve --no-monitor), to measure
+#              what watching costs
 # Example (from the repo root, after cargo build --release):
 #   ../shared/bench/anchors.sh --extra-name evenkeel --extra-port 18090 \
 #     --extra-cmd 'bench/evenkeel-target.sh {port} {backends} {workers}'
 set -euo pipefail
-[[ $# -eq 3 || $# -eq 4 ]] || { echo "usage: $0 PORT BACKENDS WORKERS [log]" >&2; exit 2; }
-port=$1 backends=$2 workers=$3 log=${4:-}
+[[ $# -eq 3 || $# -eq 4 ]] || { echo "usage: $0 PORT BACKENDS WORKERS [log|nomonitor]" >&2; exit 2; }
+port=$1 backends=$2 workers=$3 mode=${4:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${EVENKEEL_BIN:-$here/target/release/evenkeel}
 [[ -x $bin ]] || { echo "$bin is missing: run cargo build --release" >&2; exit 2; }
@@ -36,8 +38,10 @@ trap 'rm -rf "$dir"' EXIT
   echo 'path = "/"'
 } >"$dir/evenkeel.toml"
 # Not exec: the trap must remove the folder when evenkeel exits.
-if [[ $log == log ]]; then
+if [[ $mode == log ]]; then
   "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" 2>"${EVENKEEL_LOG:-/dev/null}" &
+elif [[ $mode == nomonitor ]]; then
+  "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log --no-monitor &
 else
   "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log &
 fi

@@ -1119,3 +1119,18 @@ fn the_access_log_has_one_line_per_request_and_can_be_switched_off() {
     let quiet = serve_and_collect_stderr(&config, &["--no-access-log"], &["/app/one"]);
     assert!(!quiet.contains("evenkeel::access"), "{quiet}");
 }
+
+/// `--no-monitor` (for measuring what watching costs) still proxies, and says loudly
+/// that alarms, the guard and the journal are off.
+#[test]
+fn serve_without_the_monitor_still_proxies_and_says_so() {
+    let backend = crate::util::Backend::start("a");
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.address()
+    );
+    let logged = serve_and_collect_stderr(&config, &["--no-monitor"], &["/a", "/b"]);
+    assert!(logged.contains("the monitor is off"), "{logged}");
+    assert_eq!(backend.requests(), 2);
+}

@@ -82,7 +82,13 @@ pub fn run(args: &Args) -> CommandResult {
     let _log = super::init_logging(false);
     // Before anything is announced: see `Signals`.
     let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
-    let served = Served::start(&config_path, config, 1, false, false)?;
+    let options = super::serve::ServeOptions {
+        workers: 1,
+        access_log: false,
+        force: false,
+        monitor: true,
+    };
+    let served = Served::start(&config_path, config, options)?;
     let listen = served.running.listeners[0].1;
     let admin = served
         .admin

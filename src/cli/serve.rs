@@ -41,6 +41,11 @@ pub struct Args {
     /// default the last good version from the history is served instead).
     #[arg(long)]
     force: bool,
+    /// Run without the monitor: no share sampling, alarms, guard, webhook or event
+    /// journal (per-request counters and /metrics stay). For measuring what watching
+    /// costs (bench/compare.sh); not for production.
+    #[arg(long)]
+    no_monitor: bool,
 }
 
 pub fn run(args: &Args) -> CommandResult {
@@ -71,7 +76,13 @@ pub fn run(args: &Args) -> CommandResult {
     // still decides: `RUST_LOG=info,evenkeel::access=off` silences it too.
     let access_log =
         !args.no_access_log && tracing::enabled!(target: "evenkeel::access", tracing::Level::INFO);
-    let served = Served::start(&args.config, config, workers, access_log, args.force)?;
+    let options = ServeOptions {
+        workers,
+        access_log,
+        force: args.force,
+        monitor: !args.no_monitor,
+    };
+    let served = Served::start(&args.config, config, options)?;
     for (name, addr) in &served.running.listeners {
         println!("listening {name} http://{addr}");
     }
@@ -96,16 +107,29 @@ pub struct Served {
     health_stop: tokio::sync::watch::Sender<bool>,
 }
 
+/// How `serve` (and `demo`) run the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Write an access-log line per request.
+    pub access_log: bool,
+    /// Serve the file even if the guard rolled it back before.
+    pub force: bool,
+    /// Run the monitor (sampling, alarms, guard, journal).
+    pub monitor: bool,
+}
+
 impl Served {
     /// Opens the config history, binds the listeners, starts the workers, health
     /// checks and the admin API for `config`, read from `path`.
-    pub fn start(
-        path: &Path,
-        config: Config,
-        workers: usize,
-        access_log: bool,
-        force: bool,
-    ) -> Result<Served, Failure> {
+    pub fn start(path: &Path, config: Config, options: ServeOptions) -> Result<Served, Failure> {
+        let ServeOptions {
+            workers,
+            access_log,
+            force,
+            monitor,
+        } = options;
         let admin = config.admin.clone();
         // Read the token before binding anything: a missing file is a usage error.
         let token = admin
@@ -134,13 +158,19 @@ impl Served {
         )
         .map_err(|e| Failure::new(Exit::Runtime, e))?;
         let (health_stop, stopped) = tokio::sync::watch::channel(false);
-        let monitor = monitor::start(Arc::clone(&runtime), Arc::clone(&applier), stopped.clone())
-            .map_err(|e| {
-            Failure::new(
-                Exit::Runtime,
-                anyhow::anyhow!("cannot start the monitor: {e}"),
-            )
-        })?;
+        let monitor = if monitor {
+            monitor::start(Arc::clone(&runtime), Arc::clone(&applier), stopped.clone()).map_err(
+                |e| {
+                    Failure::new(
+                        Exit::Runtime,
+                        anyhow::anyhow!("cannot start the monitor: {e}"),
+                    )
+                },
+            )?
+        } else {
+            tracing::warn!("the monitor is off (--no-monitor): no alarms, guard or journal");
+            Arc::new(Monitor::default())
+        };
         health::start(Arc::clone(&runtime), stopped).map_err(|e| {
             Failure::new(
                 Exit::Runtime,
