@@ -38,7 +38,7 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
@@ -47,7 +47,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::forward::{Client, ProxyBody, Worker};
-use super::h1::{self, Chunk, Framing, Span};
+use super::h1::{self, put_field, Chunk, Framing, Span};
 
 /// Largest request head accepted (request line and fields); larger ones get 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -369,12 +369,12 @@ async fn write_response(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
-    let mut out = BytesMut::with_capacity(512);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     let no_body = is_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -399,7 +399,7 @@ async fn write_response(
                 put_field(&mut out, b"content-length", length.to_string().as_bytes());
             }
             None if version == Version::HTTP_11 => {
-                out.put_slice(b"transfer-encoding: chunked\r\n");
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 chunked = true;
             }
             // HTTP/1.0 without a length: the body ends with the connection.
@@ -407,11 +407,11 @@ async fn write_response(
         }
     }
     if !keep_alive {
-        out.put_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
     } else if version == Version::HTTP_10 {
-        out.put_slice(b"connection: keep-alive\r\n");
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
     if no_body {
         drop(body);
         write_all(inbound, &out).await?;
@@ -432,7 +432,7 @@ async fn write_response(
             }
             Some(None) => {
                 if chunked {
-                    out.put_slice(b"0\r\n\r\n");
+                    out.extend_from_slice(b"0\r\n\r\n");
                 }
                 write_all(inbound, &out).await?;
                 return Ok(keep_alive);
@@ -445,17 +445,17 @@ async fn write_response(
                     continue;
                 }
                 if chunked {
-                    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
                 }
                 if out.len() + data.len() <= GATHER {
-                    out.put_slice(&data);
+                    out.extend_from_slice(&data);
                 } else {
                     write_all(inbound, &out).await?;
                     out.clear();
                     write_all(inbound, &data).await?;
                 }
                 if chunked {
-                    out.put_slice(b"\r\n");
+                    out.extend_from_slice(b"\r\n");
                 }
             }
             Some(Some(Err(error))) => {
@@ -468,12 +468,12 @@ async fn write_response(
 /// Answers a request that cannot be served with `status` (code and reason), and says
 /// the connection closes.
 async fn refuse(inbound: &Shared, status: &[u8]) {
-    let mut out = BytesMut::with_capacity(128);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status);
-    out.put_slice(b"\r\n");
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\n");
     put_date(&mut out);
-    out.put_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
     let _ = write_all(inbound, &out).await;
 }
 
@@ -489,15 +489,8 @@ async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
-}
-
 /// Writes a `Date` field; the text is made once a second per worker thread.
-fn put_date(out: &mut BytesMut) {
+fn put_date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }

@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, StatusCode};
 use http_body_util::BodyExt;
@@ -106,17 +106,17 @@ pub fn encode(
 ) -> Outgoing {
     let headers = &parts.headers;
     let chunked = has_body && !headers.contains_key(header::CONTENT_LENGTH);
-    let mut out = BytesMut::with_capacity(256 + headers.len() * 32);
-    out.put_slice(parts.method.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(
+    let mut out = Vec::with_capacity(256 + headers.len() * 32);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
         parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .as_bytes(),
     );
-    out.put_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_lists(headers);
     let mut host_written = false;
     let mut cookie_written = false;
@@ -143,49 +143,50 @@ pub fn encode(
     if let (false, Some(host)) = (host_written, host) {
         put_field(&mut out, b"host", host.as_bytes());
     }
-    out.put_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(b"x-forwarded-for: ");
     for value in headers.get_all(&X_FORWARDED_FOR) {
-        out.put_slice(value.as_bytes());
-        out.put_slice(b", ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b", ");
     }
-    out.put_slice(client.as_bytes());
-    out.put_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(client.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(host) = host {
         put_field(&mut out, b"x-forwarded-host", host.as_bytes());
     }
     if chunked {
-        out.put_slice(b"transfer-encoding: chunked\r\n");
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
     Outgoing {
-        head: out.freeze(),
+        head: Bytes::from(out),
         chunked,
         is_head: parts.method == Method::HEAD,
     }
 }
 
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
+/// Writes one `name: value` line.
+pub(super) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn put_joined<'a>(
-    out: &mut BytesMut,
+    out: &mut Vec<u8>,
     name: &HeaderName,
     values: impl IntoIterator<Item = &'a HeaderValue>,
     separator: &[u8],
 ) {
-    out.put_slice(name.as_str().as_bytes());
-    out.put_slice(b": ");
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
     for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
-            out.put_slice(separator);
+            out.extend_from_slice(separator);
         }
-        out.put_slice(value.as_bytes());
+        out.extend_from_slice(value.as_bytes());
     }
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How far an exchange got before it failed.
