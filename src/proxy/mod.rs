@@ -3,6 +3,8 @@
 //!
 //! - [`server`]: listeners, worker threads (one `current_thread` runtime each), limits,
 //!   graceful shutdown.
+//! - [`downstream`]: HTTP/1.x toward clients (the connection loop); HTTP/2 clients are
+//!   served by hyper in [`server`].
 //! - [`forward`]: one request, from routing to the streamed response.
 //! - [`upstream`]: each worker's keep-alive connections to backends.
 //! - [`h1`]: HTTP/1.1 toward backends (request encoding, response parsing, framing).
@@ -11,8 +13,8 @@
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
-//! are refused with a 4xx by hyper's HTTP/1 parser before they reach [`forward`], so
-//! they never reach a backend. A request with both `Content-Length` and
+//! are refused with a 4xx by [`downstream`] (HTTP/2: by hyper) before they reach
+//! [`forward`], so they never reach a backend. A request with both `Content-Length` and
 //! `Transfer-Encoding: chunked` is framed by the chunking alone, its `Content-Length`
 //! dropped, and its connection closed after the response (RFC 9112 §6.3), so nothing
 //! can be smuggled behind it. [`forward`] refuses other transfer codings (`gzip,
