@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -369,6 +370,10 @@ async fn write_response(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
+    let fields = match &mut body {
+        Either::Left(streamed) => streamed.take_fields(),
+        Either::Right(_) => None,
+    };
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -380,13 +385,25 @@ async fn write_response(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let (mut has_length, mut has_date) = (false, false);
-    for (name, value) in &parts.headers {
-        if *name == header::CONNECTION || *name == header::TRANSFER_ENCODING {
-            continue;
+    // The backend's fields as it sent them (hop-by-hop ones already left out), else
+    // the header map of a response evenkeel made.
+    let mut field = |name: &[u8], value: &[u8]| {
+        if name.eq_ignore_ascii_case(b"connection")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            return;
         }
-        has_length |= *name == header::CONTENT_LENGTH;
-        has_date |= *name == header::DATE;
-        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        has_length |= name.eq_ignore_ascii_case(b"content-length");
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        put_field(&mut out, name, value);
+    };
+    match &fields {
+        Some(fields) => fields.iter().for_each(|(name, value)| field(name, value)),
+        None => {
+            for (name, value) in &parts.headers {
+                field(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
     }
     if !has_date {
         put_date(&mut out);

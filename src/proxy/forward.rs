@@ -100,6 +100,7 @@ impl Worker {
         client: Rc<Client>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
+        let fields_as_sent = request.version() != http::Version::HTTP_2;
         let snapshot = self.runtime.snapshot();
         let record = |pool: Option<&Arc<PoolRuntime>>,
                       backend: Option<&Arc<BackendRuntime>>,
@@ -228,10 +229,13 @@ impl Worker {
                             return Ok(self.stream(
                                 response,
                                 connection,
-                                pool,
-                                &backend.runtime,
-                                slot,
-                                log,
+                                Streaming {
+                                    pool,
+                                    backend: &backend.runtime,
+                                    slot,
+                                    log,
+                                    fields_as_sent,
+                                },
                             ));
                         }
                     }
@@ -307,18 +311,40 @@ impl Worker {
         tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
     }
 
+    /// The response to the client, its body read from `connection` as it is sent.
+    /// HTTP/1 clients get the backend's fields as they were sent (in the body, see
+    /// [`Streamed::take_fields`]); HTTP/2 clients a header map, or a 502 if a field
+    /// cannot be one.
     fn stream(
         self: &Rc<Self>,
         head: h1::ResponseHead,
         connection: h1::Connection,
-        pool: &PoolRuntime,
-        backend: &BackendRuntime,
-        slot: Slot,
-        log: Option<AccessRecord>,
+        streaming: Streaming<'_>,
     ) -> Response<ProxyBody> {
+        let Streaming {
+            pool,
+            backend,
+            slot,
+            log,
+            fields_as_sent,
+        } = streaming;
+        let (fields, headers) = if fields_as_sent {
+            (Some(head.fields), http::HeaderMap::new())
+        } else {
+            match head.fields.to_header_map() {
+                Ok(headers) => (None, headers),
+                Err(error) => {
+                    tracing::debug!(pool = %pool.name, %error, "response fields unfit for HTTP/2");
+                    return Refusal::BadGateway
+                        .response(Some(&pool.name))
+                        .map(Either::Right);
+                }
+            }
+        };
         let body = Streamed {
             connection: Some(connection),
             framing: head.framing,
+            fields,
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
@@ -329,7 +355,7 @@ impl Worker {
         };
         let mut response = Response::new(Either::Left(body));
         *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
+        *response.headers_mut() = headers;
         response
     }
 
@@ -538,9 +564,29 @@ struct Release {
 pub struct Streamed {
     connection: Option<h1::Connection>,
     framing: Framing,
+    /// The backend's fields, for a client that takes them as they were sent.
+    fields: Option<h1::Fields>,
     release: Option<Release>,
     _slot: Slot,
     _log: Option<AccessRecord>,
+}
+
+impl Streamed {
+    /// The backend's response fields as it sent them, for an HTTP/1 client (the
+    /// response's header map is then empty); `None` for HTTP/2 clients.
+    pub fn take_fields(&mut self) -> Option<h1::Fields> {
+        self.fields.take()
+    }
+}
+
+/// What [`Worker::stream`] needs besides the response and its connection.
+struct Streaming<'a> {
+    pool: &'a PoolRuntime,
+    backend: &'a BackendRuntime,
+    slot: Slot,
+    log: Option<AccessRecord>,
+    /// The client takes the fields as the backend sent them (HTTP/1).
+    fields_as_sent: bool,
 }
 
 impl Body for Streamed {

@@ -32,7 +32,9 @@ use tokio::io::AsyncRead;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::headers::{connection_lists, is_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST};
+use super::headers::{
+    connection_lists, is_hop_by_hop, is_hop_by_hop_name, X_FORWARDED_FOR, X_FORWARDED_HOST,
+};
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
 /// own (HTTP/1, [`super::downstream`]).
@@ -213,8 +215,8 @@ pub struct Failure {
 pub struct ResponseHead {
     /// The status.
     pub status: StatusCode,
-    /// The end-to-end headers.
-    pub headers: HeaderMap,
+    /// The end-to-end fields.
+    pub fields: Fields,
     /// How the body is framed.
     pub framing: Framing,
     /// Whether the connection may carry another request once the body is read.
@@ -595,21 +597,16 @@ fn build_head(
             }
         }
     }
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in spans {
-        let (name, (v, vl)) = field(span);
-        let name =
-            HeaderName::from_bytes(name).map_err(|_| Error::Malformed("invalid header name"))?;
-        if is_hop_by_hop(&name)
-            || (transfer_encoding.is_some() && name == header::CONTENT_LENGTH)
-            || (names_fields && is_listed(raw, spans, &name))
-        {
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
-            .map_err(|_| Error::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let kept = spans
+        .iter()
+        .filter(|&&(n, nl, _, _)| {
+            let name = &raw[n..n + nl];
+            !(is_hop_by_hop_name(name)
+                || (transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+                || (names_fields && is_listed(raw, spans, name)))
+        })
+        .copied()
+        .collect();
     let framing = if is_head
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -630,17 +627,52 @@ fn build_head(
     let keep_alive = framing != Framing::Close && if http10 { keep_alive } else { !close };
     Ok(ResponseHead {
         status,
-        headers,
+        fields: Fields {
+            raw: raw.clone(),
+            spans: kept,
+        },
         framing,
         keep_alive,
     })
 }
 
+/// A response's end-to-end fields as the backend sent them: the head's bytes and where
+/// each kept field is in them. HTTP/1 clients get them written out as they are
+/// (building a header map only to write it out again was about a tenth of a proxied
+/// request's instructions); HTTP/2 clients get [`Fields::to_header_map`].
+#[derive(Debug, Clone)]
+pub struct Fields {
+    raw: Bytes,
+    spans: Vec<Span>,
+}
+
+impl Fields {
+    /// Each field's name (as the backend spelled it) and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|&(n, nl, v, vl)| (&self.raw[n..n + nl], &self.raw[v..v + vl]))
+    }
+
+    /// The fields as a header map (values share the head's bytes).
+    pub fn to_header_map(&self) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for &(n, nl, v, vl) in &self.spans {
+            let name = HeaderName::from_bytes(&self.raw[n..n + nl])
+                .map_err(|_| Error::Malformed("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(self.raw.slice(v..v + vl))
+                .map_err(|_| Error::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
 /// Whether a `Connection` field of the head names `name`.
-fn is_listed(raw: &Bytes, spans: &[Span], name: &HeaderName) -> bool {
+fn is_listed(raw: &Bytes, spans: &[Span], name: &[u8]) -> bool {
     spans.iter().any(|&(n, nl, v, vl)| {
         raw[n..n + nl].eq_ignore_ascii_case(b"connection")
-            && tokens(&raw[v..v + vl]).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+            && tokens(&raw[v..v + vl]).any(|t| t.eq_ignore_ascii_case(name))
     })
 }
 
@@ -788,8 +820,9 @@ mod tests {
                 .expect("first");
             assert_eq!(head.status, 200);
             assert!(head.keep_alive);
-            assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
-            assert_eq!(head.headers["x-backend"], "b1");
+            let headers = head.fields.to_header_map().expect("valid");
+            assert_eq!(headers.len(), 1, "{headers:?}");
+            assert_eq!(headers["x-backend"], "b1");
             assert_eq!(
                 body(&mut connection, head.framing).await.expect("body"),
                 b"hello, world"
@@ -801,7 +834,10 @@ mod tests {
                 .await
                 .expect("second");
             assert_eq!(head.status, 404);
-            assert_eq!(head.headers["content-length"], "4");
+            assert_eq!(
+                head.fields.to_header_map().expect("valid")["content-length"],
+                "4"
+            );
             assert_eq!(head.framing, Framing::Length(4));
             assert_eq!(
                 body(&mut connection, head.framing).await.expect("body"),
@@ -846,7 +882,11 @@ mod tests {
                 .await
                 .expect("head");
             assert!(!head.keep_alive);
-            assert!(!head.headers.contains_key("x-hop"));
+            assert!(!head
+                .fields
+                .to_header_map()
+                .expect("valid")
+                .contains_key("x-hop"));
             assert_eq!(
                 body(&mut connection, head.framing).await.expect("body"),
                 b"ok"
@@ -935,7 +975,10 @@ mod tests {
                 .await
                 .expect("head");
             assert_eq!(head.framing, Framing::Done);
-            assert_eq!(head.headers["content-length"], "1234");
+            assert_eq!(
+                head.fields.to_header_map().expect("valid")["content-length"],
+                "1234"
+            );
             let head = connection
                 .exchange(&get(), &mut no_body())
                 .await

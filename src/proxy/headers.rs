@@ -31,6 +31,21 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// Whether the field name `name` (any case) is hop-by-hop whatever `Connection` says.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"keep-alive",
+        b"proxy-connection",
+    ]
+    .iter()
+    .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
 /// The header names a message's `Connection` fields list (hop-by-hop as well).
 pub struct ConnectionLists<'a> {
     values: Option<header::GetAll<'a, HeaderValue>>,
