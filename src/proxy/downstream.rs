@@ -154,24 +154,35 @@ pub async fn serve(
         continue_left: 0,
     }));
     let mut spans = Vec::new();
+    // One shutdown waiter and one head timer for the connection's life, re-armed per
+    // request: making and dropping them per request cost about 10% of its instructions.
+    let mut stopping = shutdown.clone();
+    let stop = stopping.wait_for(|stopping| *stopping);
+    tokio::pin!(stop);
+    let head_timer = tokio::time::sleep(header_timeout);
+    tokio::pin!(head_timer);
     loop {
+        head_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + header_timeout);
         let next = tokio::select! {
-            next = tokio::time::timeout(header_timeout, read_head(&inbound, &mut spans)) => next,
-            _ = shutdown.wait_for(|stopping| *stopping) => break,
+            biased;
+            next = read_head(&inbound, &mut spans) => next,
+            _ = &mut head_timer => {
+                tracing::debug!(client = %client.addr, "no request head within header_timeout; closed");
+                break;
+            }
+            _ = &mut stop => break,
         };
         let head = match next {
-            Ok(Ok(Some(head))) => head,
-            Ok(Ok(None)) | Ok(Err(ReadError::Io)) => break,
-            Ok(Err(ReadError::Malformed)) => {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(ReadError::Io) => break,
+            Err(ReadError::Malformed) => {
                 refuse(&inbound, b"400 Bad Request").await;
                 break;
             }
-            Ok(Err(ReadError::TooLarge)) => {
+            Err(ReadError::TooLarge) => {
                 refuse(&inbound, b"431 Request Header Fields Too Large").await;
-                break;
-            }
-            Err(_) => {
-                tracing::debug!(client = %client.addr, "no request head within header_timeout; closed");
                 break;
             }
         };

@@ -597,16 +597,13 @@ fn build_head(
             }
         }
     }
-    let kept = spans
-        .iter()
-        .filter(|&&(n, nl, _, _)| {
-            let name = &raw[n..n + nl];
-            !(is_hop_by_hop_name(name)
-                || (transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
-                || (names_fields && is_listed(raw, spans, name)))
-        })
-        .copied()
-        .collect();
+    let mut kept = Vec::with_capacity(spans.len());
+    kept.extend(spans.iter().copied().filter(|&(n, nl, _, _)| {
+        let name = &raw[n..n + nl];
+        !(is_hop_by_hop_name(name)
+            || (transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+            || (names_fields && is_listed(raw, spans, name)))
+    }));
     let framing = if is_head
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
