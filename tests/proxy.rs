@@ -528,7 +528,7 @@ fn malformed_requests_get_4xx_and_never_reach_a_backend() {
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(70 * 1024)
     );
-    let cases: [(&str, &[u8]); 7] = [
+    let cases: [(&str, &[u8]); 8] = [
         ("bad request line", b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
         ("garbage request line", b"\x01\x02\x03 nonsense\r\n\r\n"),
         ("head over 64 KiB", oversized.as_bytes()),
@@ -547,6 +547,10 @@ fn malformed_requests_get_4xx_and_never_reach_a_backend() {
         (
             "Transfer-Encoding other than chunked",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        ),
+        (
+            "two Host fields",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
         ),
     ];
     for (what, bytes) in cases {
@@ -689,6 +693,62 @@ fn http1_pipelining_continue_http10_and_chunked_uploads() {
     assert_eq!(reply.status, Some(200), "{}", reply.text);
     assert!(reply.text.contains("\"body_bytes\":11"), "{}", reply.text);
     assert_eq!(backend.requests(), 7);
+}
+
+/// Framing toward the backend is evenkeel's own: a client that lists `Content-Length`
+/// in `Connection` (hop-by-hop, so a proxy copying heads would strip it) cannot make
+/// its body a request prefix on a pooled backend connection; a chunked body whose end
+/// two parsers could see differently (a bare LF in the trailers, a size line without
+/// digits) is refused, not forwarded whole.
+#[test]
+fn clients_cannot_smuggle_through_framing_fields() {
+    use std::io::Write;
+    let backend = Backend::start("a");
+    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+
+    let prefix = "GET /smuggled HTTP/1.1\r\nX: ";
+    let attack = format!(
+        "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: content-length\r\n\r\n{prefix}",
+        prefix.len()
+    );
+    let reply = raw_exchange(proxy.addr(), attack.as_bytes());
+    assert_eq!(reply.status, Some(200), "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .contains(&format!("\"body_bytes\":{}", prefix.len())),
+        "{}",
+        reply.text
+    );
+    // The next request over the same pooled backend connection is itself.
+    let reply = raw_exchange(proxy.addr(), b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        reply.text.contains("\"path\":\"/second\""),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("smuggled"), "{}", reply.text);
+
+    for body in [
+        &b"0\r\n\nGET /after-bare-lf HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b";ext\r\n\r\nGET /after-empty-size HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+        let mut request =
+            b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        stream.write_all(&request).unwrap();
+        let text = read_until(&mut stream, |_| false);
+        assert!(!text.contains("HTTP/1.1 200"), "{text}");
+        assert!(!text.contains("/after-"), "{text}");
+    }
+    // The refused requests' heads may reach the backend before their bodies turn out
+    // broken (bodies stream) and are cut there; a smuggled request would be a fifth.
+    let seen = backend.requests();
+    assert!(
+        (2..=4).contains(&seen),
+        "{seen} requests reached the backend"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -22,7 +22,11 @@
 //!   refused before that never makes the client send its body.
 //! - Keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`. A request body left unread closes the connection after
-//!   the response (`Connection: close` says so).
+//!   the response (`Connection: close` says so). A connection evenkeel closes while
+//!   the client may still be sending is closed lingering: what arrives in the next
+//!   half second is read and dropped, so the answer is not lost to a reset.
+//! - Two `Host` fields are a 400; an absolute-form target's authority wins over `Host`
+//!   (for routing and for the `Host` the backend gets).
 //! - Response framing: the response's `Content-Length`, or its body's exact size,
 //!   else chunked (HTTP/1.1) or until the close (HTTP/1.0). Responses to `HEAD`, 1xx,
 //!   204 and 304 carry no body. `Date` is added when missing.
@@ -32,6 +36,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -43,7 +48,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -58,6 +63,10 @@ const MAX_FIELDS: usize = 100;
 const FIRST_READ: usize = 4096;
 /// Response bytes gathered before a write; larger body pieces are written as they are.
 const GATHER: usize = 16 * 1024;
+/// How long, and how many bytes, a closing connection reads and drops what the
+/// client still sends.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
 /// The interim response owed to a client that sent `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -154,6 +163,8 @@ pub async fn serve(
         continue_left: 0,
     }));
     let mut spans = Vec::new();
+    // The client closed or broke its side: nothing of it is left to read.
+    let mut client_done = false;
     // One shutdown waiter and one head timer for the connection's life, re-armed per
     // request: making and dropping them per request cost about 10% of its instructions.
     let mut stopping = shutdown.clone();
@@ -176,7 +187,10 @@ pub async fn serve(
         };
         let head = match next {
             Ok(Some(head)) => head,
-            Ok(None) | Err(ReadError::Io) => break,
+            Ok(None) | Err(ReadError::Io) => {
+                client_done = true;
+                break;
+            }
             Err(ReadError::Malformed) => {
                 refuse(&inbound, b"400 Bad Request").await;
                 break;
@@ -222,8 +236,29 @@ pub async fn serve(
             inbound.read = BytesMut::new();
         }
     }
+    let Ok(inbound) = Rc::try_unwrap(inbound) else {
+        return; // a request body outlived its request: just close
+    };
+    let mut stream = inbound.into_inner().stream;
     // Our side first, so what was written reaches the client before the close.
-    let _ = poll_fn(|cx| Pin::new(&mut inbound.borrow_mut().stream).poll_shutdown(cx)).await;
+    let _ = stream.shutdown().await;
+    if !client_done {
+        // Lingering close (RFC 9112 §9.6): closing with unread bytes from the client
+        // would reset the connection and could destroy the answer just sent (a 400, a
+        // 431, a response whose request body was not read), so read and drop what
+        // still comes, briefly.
+        let linger = async {
+            let mut sink = [0u8; 4096];
+            let mut total = 0;
+            while let Ok(read @ 1..) = stream.read(&mut sink).await {
+                total += read;
+                if total > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, linger).await;
+    }
 }
 
 /// Reads the next request head; `None` when the client closed between requests.
@@ -313,7 +348,7 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
             );
         } else if name == header::CONTENT_LENGTH {
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                let length = parse_length(token).ok_or(ReadError::Malformed)?;
+                let length = h1::parse_length(token).ok_or(ReadError::Malformed)?;
                 if content_length.is_some_and(|l| l != length) {
                     return Err(ReadError::Malformed);
                 }
@@ -326,6 +361,9 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
             }
         } else if name == header::EXPECT {
             expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::HOST && headers.contains_key(header::HOST) {
+            // Two hosts: routing and the backend could each pick a different one.
+            return Err(ReadError::Malformed);
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
             .map_err(|_| ReadError::Malformed)?;
@@ -361,14 +399,6 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
         keep_alive,
         expects_continue,
     }))
-}
-
-/// A `Content-Length` value: digits only.
-fn parse_length(token: &[u8]) -> Option<u64> {
-    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(token).ok()?.parse().ok()
 }
 
 /// Writes `response`; whether the connection stays open after it.
@@ -424,7 +454,7 @@ async fn write_response(
     if !no_body && !has_length {
         match body.size_hint().exact() {
             Some(length) => {
-                put_field(&mut out, b"content-length", length.to_string().as_bytes());
+                let _ = write!(out, "content-length: {length}\r\n");
             }
             None if version == Version::HTTP_11 => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -473,7 +503,7 @@ async fn write_response(
                     continue;
                 }
                 if chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(out, "{:x}\r\n", data.len());
                 }
                 if out.len() + data.len() <= GATHER {
                     out.extend_from_slice(&data);

@@ -171,7 +171,8 @@ impl Worker {
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
         let retries = pool.config.retries;
-        let outgoing = h1::encode(&parts, has_body, &client.forwarded_for, host.as_ref());
+        let framing = h1::BodyFraming::of(&parts.headers, &body);
+        let outgoing = h1::encode(&parts, framing, &client.forwarded_for, host.as_ref());
         // The client's body, until a try starts sending it.
         let mut body = has_body.then_some(body);
         let mut tried = Tried::default();
@@ -511,13 +512,14 @@ enum TryError {
 }
 
 /// The host a request is for: its `Host` header, or the URI authority (HTTP/2).
+/// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
+/// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
 fn request_host<B>(request: &Request<B>) -> Option<HeaderValue> {
-    request.headers().get(header::HOST).cloned().or_else(|| {
-        request
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+    request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| request.headers().get(header::HOST).cloned())
 }
 
 fn strip_port(host: &str) -> &str {

@@ -19,6 +19,7 @@
 //! with `keep-alive`), its body was read to the end, and nothing followed it.
 
 use std::io;
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
@@ -56,6 +57,8 @@ const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 16 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
+/// Most trailer fields accepted after a chunked body (they are not forwarded).
+const MAX_TRAILERS: u32 = 64;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,20 +97,48 @@ pub struct Outgoing {
     is_head: bool,
 }
 
+/// How a request's body goes to the backend. The framing is always evenkeel's own,
+/// never the client's fields copied: a client must not be able to make the backend
+/// frame the body differently from how evenkeel sends it (say, with
+/// `Connection: content-length`, which would strip the length from a copied head).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body, and the client sent no `Content-Length`.
+    None,
+    /// `Content-Length: N` (also 0, when the client sent it).
+    Length(u64),
+    /// Chunked: the client sent a body without a length (chunked, or HTTP/2).
+    Chunked,
+}
+
+impl BodyFraming {
+    /// The framing for a request with these fields and this body.
+    pub fn of<B: Body>(headers: &HeaderMap, body: &B) -> BodyFraming {
+        let has_length = headers.contains_key(header::CONTENT_LENGTH);
+        match (body.is_end_stream(), body.size_hint().exact()) {
+            (true, _) if has_length => BodyFraming::Length(0),
+            (true, _) => BodyFraming::None,
+            (false, Some(length)) if has_length => BodyFraming::Length(length),
+            (false, _) => BodyFraming::Chunked,
+        }
+    }
+}
+
 /// Encodes a request for a backend: origin-form target, HTTP/1.1, the client's headers
 /// without hop-by-hop ones (nor those `Connection` names) and without `Expect` (the
-/// client got its 100 Continue from evenkeel), `Host` kept (or taken from an HTTP/2
-/// authority), `X-Forwarded-For` with the client appended, `X-Forwarded-Proto: http`,
-/// `X-Forwarded-Host` set to the host asked for. Cookie fields are joined into one
-/// (RFC 9113 §8.2.3). A body without `Content-Length` is sent chunked.
+/// client got its 100 Continue from evenkeel); `Host` is the host the request was
+/// routed by (`host`: the client's `Host`, or the authority of an absolute-form or
+/// HTTP/2 target); `X-Forwarded-For` with the client appended, `X-Forwarded-Proto:
+/// http`, `X-Forwarded-Host` set to that host; `Content-Length` or chunked framing from
+/// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3).
 pub fn encode(
     parts: &request::Parts,
-    has_body: bool,
+    framing: BodyFraming,
     client: &HeaderValue,
     host: Option<&HeaderValue>,
 ) -> Outgoing {
     let headers = &parts.headers;
-    let chunked = has_body && !headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = framing == BodyFraming::Chunked;
     let mut out = Vec::with_capacity(256 + headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -120,10 +151,11 @@ pub fn encode(
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_lists(headers);
-    let mut host_written = false;
     let mut cookie_written = false;
     for (name, value) in headers {
         if is_hop_by_hop(name)
+            || *name == header::CONTENT_LENGTH
+            || *name == header::HOST
             || *name == header::EXPECT
             || *name == X_FORWARDED_FOR
             || *name == X_FORWARDED_HOST
@@ -139,10 +171,9 @@ pub fn encode(
             }
             continue;
         }
-        host_written |= *name == header::HOST;
         put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let (false, Some(host)) = (host_written, host) {
+    if let Some(host) = host {
         put_field(&mut out, b"host", host.as_bytes());
     }
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -155,8 +186,12 @@ pub fn encode(
     if let Some(host) = host {
         put_field(&mut out, b"x-forwarded-host", host.as_bytes());
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(length) => {
+            let _ = write!(out, "content-length: {length}\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
     Outgoing {
@@ -245,8 +280,8 @@ pub enum Chunk {
     Data(u64),
     /// After a chunk's data, before its CRLF.
     DataEnd,
-    /// After the last chunk, in the trailer section.
-    Trailers,
+    /// After the last chunk, in the trailer section, after this many fields.
+    Trailers(u32),
 }
 
 /// One keep-alive connection to a backend.
@@ -486,11 +521,16 @@ pub(super) fn poll_body<S: AsyncRead + Unpin>(
                 return Poll::Ready(Some(Ok(read.split().freeze())));
             }
             Framing::Chunked(chunk) => match *chunk {
+                // httparse takes an empty size (a line of only an extension) for 0:
+                // require a hex digit first, as RFC 9112 §7.1 does.
+                Chunk::Size if read.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Poll::Ready(Some(Err(Error::BadChunk)));
+                }
                 Chunk::Size => match httparse::parse_chunk_size(read) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         read.advance(used);
                         *chunk = if size == 0 {
-                            Chunk::Trailers
+                            Chunk::Trailers(0)
                         } else {
                             Chunk::Data(size)
                         };
@@ -521,16 +561,32 @@ pub(super) fn poll_body<S: AsyncRead + Unpin>(
                     read.advance(2);
                     *chunk = Chunk::Size;
                 }
-                Chunk::Trailers => match read.windows(2).position(|w| w == b"\r\n") {
-                    // The blank line: the end. Trailer fields are not forwarded.
-                    Some(0) => {
-                        read.advance(2);
-                        *framing = Framing::Done;
-                        return Poll::Ready(None);
+                Chunk::Trailers(lines) => {
+                    let end = read.windows(2).position(|w| w == b"\r\n");
+                    // A bare LF (which a lenient peer may take for a line end) or a line
+                    // that is no field would let two parsers disagree on where the
+                    // message ends: refuse. At most 64 trailer fields.
+                    let line = &read[..end.unwrap_or(read.len())];
+                    if line.contains(&b'\n')
+                        || (end.is_some_and(|e| e > 0) && !line.contains(&b':'))
+                        || lines >= MAX_TRAILERS
+                    {
+                        return Poll::Ready(Some(Err(Error::BadChunk)));
                     }
-                    Some(end) => read.advance(end + 2),
-                    None => ready!(fill_line(stream, read, cx))?,
-                },
+                    match end {
+                        // The blank line: the end. Trailer fields are not forwarded.
+                        Some(0) => {
+                            read.advance(2);
+                            *framing = Framing::Done;
+                            return Poll::Ready(None);
+                        }
+                        Some(end) => {
+                            read.advance(end + 2);
+                            *chunk = Chunk::Trailers(lines + 1);
+                        }
+                        None => ready!(fill_line(stream, read, cx))?,
+                    }
+                }
             },
         }
     }
@@ -579,9 +635,7 @@ fn build_head(
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = Some(value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+            let length = parse_length(value.trim_ascii())
                 .ok_or(Error::Malformed("invalid Content-Length"))?;
             if content_length.is_some_and(|l| l != length) {
                 return Err(Error::Malformed("differing Content-Length values"));
@@ -621,7 +675,12 @@ fn build_head(
             None => Framing::Close,
         }
     };
-    let keep_alive = framing != Framing::Close && if http10 { keep_alive } else { !close };
+    // A response framed by Transfer-Encoding next to a Content-Length, or in HTTP/1.0,
+    // was framed by someone confused: read it, but do not reuse the connection (RFC
+    // 9112 §6.1, §6.3).
+    let confused = transfer_encoding.is_some() && (content_length.is_some() || http10);
+    let keep_alive =
+        framing != Framing::Close && !confused && if http10 { keep_alive } else { !close };
     Ok(ResponseHead {
         status,
         fields: Fields {
@@ -673,6 +732,14 @@ fn is_listed(raw: &Bytes, spans: &[Span], name: &[u8]) -> bool {
     })
 }
 
+/// A `Content-Length` value: digits only (no sign, no spaces).
+pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
 /// The comma-separated tokens of a field value, trimmed, empty ones left out.
 pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -716,11 +783,11 @@ mod tests {
         );
         let host = HeaderValue::from_static("shop.example");
         let client = HeaderValue::from_static("127.0.0.9");
-        let out = encode(&request, false, &client, Some(&host));
+        let out = encode(&request, BodyFraming::None, &client, Some(&host));
         assert_eq!(
             text(&out),
-            "GET /cart?x=1 HTTP/1.1\r\nhost: shop.example\r\ncookie: a=1; b=2\r\n\
-             x-kept: yes\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\n\
+            "GET /cart?x=1 HTTP/1.1\r\ncookie: a=1; b=2\r\nx-kept: yes\r\n\
+             host: shop.example\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: shop.example\r\n\r\n"
         );
     }
@@ -734,7 +801,7 @@ mod tests {
         );
         let host = HeaderValue::from_static("api.example:8080");
         let client = HeaderValue::from_static("::1");
-        let out = encode(&request, true, &client, Some(&host));
+        let out = encode(&request, BodyFraming::Chunked, &client, Some(&host));
         assert!(out.chunked);
         assert_eq!(
             text(&out),
@@ -776,9 +843,9 @@ mod tests {
         let request = parts(http::Request::get("/").header("host", "b"));
         encode(
             &request,
-            false,
+            BodyFraming::None,
             &HeaderValue::from_static("127.0.0.1"),
-            None,
+            Some(&HeaderValue::from_static("b")),
         )
     }
 
@@ -966,7 +1033,12 @@ mod tests {
             ])
             .await;
             let request = parts(http::Request::head("/").header("host", "b"));
-            let head_request = encode(&request, false, &HeaderValue::from_static("1.2.3.4"), None);
+            let head_request = encode(
+                &request,
+                BodyFraming::None,
+                &HeaderValue::from_static("1.2.3.4"),
+                None,
+            );
             let head = connection
                 .exchange(&head_request, &mut no_body())
                 .await
