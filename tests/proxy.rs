@@ -751,6 +751,58 @@ fn clients_cannot_smuggle_through_framing_fields() {
     );
 }
 
+/// A backend that sends its head and part of its body, then goes quiet, cannot hold
+/// the client: the pause is bounded by the pool's `per_try`, then the client's
+/// connection is cut (its response is short of its Content-Length, so it knows).
+#[test]
+fn a_response_body_that_stalls_is_cut_after_per_try() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello");
+                std::thread::sleep(Duration::from_secs(6));
+            });
+        }
+    });
+    let config = config_with(
+        "5s",
+        "5s",
+        &format!(
+            "[[route]]\npool = \"p\"\n[pool.p]\nbackends = [{{ address = \"{addr}\" }}]\n\
+             timeouts = {{ connect = \"1s\", per_try = \"1s\", request = \"2s\" }}\n\
+             [pool.p.health]\ninterval = \"1h\"\n"
+        ),
+    );
+    let proxy = Proxy::start(&config, 1);
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(b"GET /slow-body HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_until(&mut stream, |_| false);
+    let took = started.elapsed();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("hello"),
+        "{text:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut after {took:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. Slow clients
 

@@ -34,7 +34,7 @@
 //! Requests are served one at a time; pipelined ones wait in the read buffer.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::io;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
@@ -67,6 +67,9 @@ const GATHER: usize = 16 * 1024;
 /// client still sends.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
+/// The longest a client may take nothing of a response being written to it (NGINX's
+/// `send_timeout` default); then its connection is closed.
+const SEND_STALL: Duration = Duration::from_secs(60);
 /// The interim response owed to a client that sent `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -535,12 +538,33 @@ async fn refuse(inbound: &Shared, status: &[u8]) {
     let _ = write_all(inbound, &out).await;
 }
 
+/// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`]
+/// (the timer is made only once a write has to wait).
 async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
+    let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
     while !bytes.is_empty() {
         let written =
-            poll_fn(|cx| Pin::new(&mut inbound.borrow_mut().stream).poll_write(cx, bytes)).await?;
+            poll_fn(
+                |cx| match Pin::new(&mut inbound.borrow_mut().stream).poll_write(cx, bytes) {
+                    Poll::Pending => {
+                        let timer =
+                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(SEND_STALL)));
+                        match timer.as_mut().poll(cx) {
+                            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                            Poll::Pending => Poll::Pending,
+                        }
+                    }
+                    written => written,
+                },
+            )
+            .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
+        }
+        if let Some(timer) = stall.as_mut() {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + SEND_STALL);
         }
         bytes = &bytes[written..];
     }

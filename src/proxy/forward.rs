@@ -11,12 +11,13 @@
 //! and the request then goes out once more on a new connection.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -346,6 +347,8 @@ impl Worker {
             connection: Some(connection),
             framing: head.framing,
             fields,
+            stall: None,
+            stall_limit: pool.timeouts.per_try,
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
@@ -568,6 +571,10 @@ pub struct Streamed {
     framing: Framing,
     /// The backend's fields, for a client that takes them as they were sent.
     fields: Option<h1::Fields>,
+    /// Bounds a pause of the body (made at its first pause).
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The longest pause allowed: the pool's `timeouts.per_try`.
+    stall_limit: Duration,
     release: Option<Release>,
     _slot: Slot,
     _log: Option<AccessRecord>,
@@ -603,7 +610,25 @@ impl Body for Streamed {
         let Some(connection) = this.connection.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(connection.poll_body(&mut this.framing, cx)) {
+        let piece = match connection.poll_body(&mut this.framing, cx) {
+            Poll::Ready(piece) => piece,
+            // The body pauses: bound the pause by `per_try`. The timer is made only
+            // when a body pauses (most arrive whole with their head).
+            Poll::Pending => {
+                let limit = this.stall_limit;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Some(Err(h1::Error::Stalled(limit)))
+            }
+        };
+        if let Some(stall) = this.stall.as_mut() {
+            stall.as_mut().reset(Instant::now() + this.stall_limit);
+        }
+        match piece {
             Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Some(Err(error)) => {
                 this.release = None;

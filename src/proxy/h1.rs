@@ -81,6 +81,9 @@ pub enum Error {
     /// The chunked response body is malformed.
     #[error("malformed chunked response body")]
     BadChunk,
+    /// The backend paused its response body longer than this (`timeouts.per_try`).
+    #[error("the backend sent nothing of its response body for {0:?}")]
+    Stalled(std::time::Duration),
     /// Reading the client's request body failed.
     #[error("reading the client's request body failed: {0}")]
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
