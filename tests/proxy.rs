@@ -278,10 +278,12 @@ fn a_backend_closing_every_connection_after_its_response_fails_no_request() {
     assert_eq!(backend.requests(), 50);
 }
 
-/// A backend on 127.0.0.1 that answers one request per connection, keep-alive implied
-/// (no `Connection: close`), then closes the connection `linger` later without a word.
-/// Returns its address and the count of requests to paths under `/race`.
-fn silently_closing_backend(
+/// A backend on 127.0.0.1 that reads one request per connection (head and
+/// `Content-Length` body), writes `answer` as it is (no `Connection: close`), waits
+/// `linger`, then closes the connection without a word. Returns its address and the
+/// count of requests to paths under `/race`.
+fn one_answer_backend(
+    answer: &'static [u8],
     linger: Duration,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use std::io::{Read, Write};
@@ -322,7 +324,7 @@ fn silently_closing_backend(
                 if head.contains(" /race") {
                     count.fetch_add(1, Ordering::SeqCst);
                 }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                let _ = stream.write_all(answer);
                 std::thread::sleep(linger);
             });
         }
@@ -337,7 +339,10 @@ fn silently_closing_backend(
 #[test]
 fn backends_closing_idle_connections_silently_fail_no_request() {
     use std::sync::atomic::Ordering;
-    let (addr, raced) = silently_closing_backend(Duration::from_millis(5));
+    let (addr, raced) = one_answer_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Duration::from_millis(5),
+    );
     let config = config_with(
         "5s",
         "5s",
@@ -756,26 +761,11 @@ fn clients_cannot_smuggle_through_framing_fields() {
 /// connection is cut (its response is short of its Content-Length, so it knows).
 #[test]
 fn a_response_body_that_stalls_is_cut_after_per_try() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello");
-                std::thread::sleep(Duration::from_secs(6));
-            });
-        }
-    });
+    use std::io::Write;
+    let (addr, _) = one_answer_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
+        Duration::from_secs(6),
+    );
     let config = config_with(
         "5s",
         "5s",

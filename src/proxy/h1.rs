@@ -842,6 +842,16 @@ mod tests {
         None
     }
 
+    /// A connection to a backend that answers `answers`, and the head of its first.
+    async fn first_answer(answers: Vec<&'static [u8]>) -> (Connection, ResponseHead) {
+        let mut connection = backend(answers).await;
+        let head = connection
+            .exchange(&get(), &mut no_body())
+            .await
+            .expect("head");
+        (connection, head)
+    }
+
     fn get() -> Outgoing {
         let request = parts(http::Request::get("/").header("host", "b"));
         encode(
@@ -920,14 +930,10 @@ mod tests {
     #[test]
     fn a_response_without_length_ends_with_the_connection_and_is_not_reused() {
         run(async {
-            let mut connection = backend(vec![
+            let (mut connection, head) = first_answer(vec![
                 b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil close",
             ])
             .await;
-            let head = connection
-                .exchange(&get(), &mut no_body())
-                .await
-                .expect("head");
             assert_eq!(head.framing, Framing::Close);
             assert!(!head.keep_alive);
             assert_eq!(
@@ -940,14 +946,7 @@ mod tests {
     #[test]
     fn connection_close_and_the_fields_connection_names_are_honoured() {
         run(async {
-            let mut connection = backend(vec![
-                b"HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\ncontent-length: 2\r\n\r\nok",
-            ])
-            .await;
-            let head = connection
-                .exchange(&get(), &mut no_body())
-                .await
-                .expect("head");
+            let (mut connection, head) = first_answer(vec![b"HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\ncontent-length: 2\r\n\r\nok"]).await;
             assert!(!head.keep_alive);
             assert!(!head
                 .fields
@@ -1012,14 +1011,10 @@ mod tests {
                 .expect_err("truncated");
             assert!(matches!(error, Error::Truncated), "{error}");
 
-            let mut connection = backend(vec![
+            let (mut connection, head) = first_answer(vec![
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             ])
             .await;
-            let head = connection
-                .exchange(&get(), &mut no_body())
-                .await
-                .expect("head");
             let error = body(&mut connection, head.framing)
                 .await
                 .expect_err("bad chunk");
