@@ -186,13 +186,22 @@ impl Worker {
                 .stats
                 .requests
                 .fetch_add(1, Ordering::Relaxed);
-            let per_try = pool
-                .timeouts
-                .per_try
-                .min(deadline.saturating_duration_since(Instant::now()));
             let try_start = Instant::now();
-            let exchange = self.send(pool, &backend.runtime, &outgoing, &mut body, replayable);
-            let sent = tokio::time::timeout(per_try, exchange).await;
+            let try_deadline = (try_start + pool.timeouts.per_try).min(deadline);
+            let sent = match self
+                .send(
+                    pool,
+                    &backend.runtime,
+                    &outgoing,
+                    &mut body,
+                    replayable,
+                    try_deadline,
+                )
+                .await
+            {
+                Err(failure) if matches!(failure.cause, TryError::Timeout) => Err(()),
+                other => Ok(other),
+            };
             // May this failure be retried on another backend, and on which?
             let retry = |sent: bool| {
                 let eligible = attempt < retries.attempts
@@ -375,11 +384,15 @@ impl Worker {
         outgoing: &h1::Outgoing,
         body: &mut Option<B>,
         replayable: bool,
+        deadline: Instant,
     ) -> Result<(h1::ResponseHead, h1::Connection), TryFailure> {
         let addr = backend.socket_addr;
         if let Some(mut connection) = self.upstream.checkout(addr) {
-            match connection.exchange(outgoing, body).await {
+            match connection.exchange(outgoing, body, deadline).await {
                 Ok(head) => return Ok((head, connection)),
+                Err(failure) if matches!(failure.error, h1::Error::TimedOut) => {
+                    return Err(TryFailure::new(true, TryError::Timeout));
+                }
                 Err(failure)
                     if failure.progress == Progress::Unwritten
                         || (failure.progress == Progress::Unanswered && replayable) =>
@@ -390,11 +403,18 @@ impl Worker {
             }
         }
         let open = &self.runtime.upstream_connections;
-        let mut connection = upstream::connect(addr, pool.timeouts.connect, open)
+        let connect_limit = pool
+            .timeouts
+            .connect
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let mut connection = upstream::connect(addr, connect_limit, open)
             .await
             .map_err(|e| TryFailure::new(false, e))?;
-        match connection.exchange(outgoing, body).await {
+        match connection.exchange(outgoing, body, deadline).await {
             Ok(head) => Ok((head, connection)),
+            Err(failure) if matches!(failure.error, h1::Error::TimedOut) => {
+                Err(TryFailure::new(true, TryError::Timeout))
+            }
             Err(failure) => Err(TryFailure::new(
                 failure.progress != Progress::Unwritten,
                 failure.error,
@@ -508,6 +528,10 @@ impl TryFailure {
 /// What made a try fail.
 #[derive(Debug, thiserror::Error)]
 enum TryError {
+    /// No response head before the try's deadline (`timeouts.per_try`, within
+    /// `timeouts.request`).
+    #[error("no response within per_try")]
+    Timeout,
     #[error(transparent)]
     Connect(#[from] upstream::ConnectError),
     #[error(transparent)]

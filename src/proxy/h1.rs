@@ -81,6 +81,9 @@ pub enum Error {
     /// The chunked response body is malformed.
     #[error("malformed chunked response body")]
     BadChunk,
+    /// No complete response head before the try's deadline (`timeouts.per_try`).
+    #[error("the backend did not answer in time")]
+    TimedOut,
     /// The backend paused its response body longer than this (`timeouts.per_try`).
     #[error("the backend sent nothing of its response body for {0:?}")]
     Stalled(std::time::Duration),
@@ -295,6 +298,8 @@ pub struct Connection {
     spans: Vec<Span>,
     /// Requests this connection has carried.
     served: u32,
+    /// Bounds each exchange (made at the first, re-armed for the next).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _open: super::upstream::Counted,
 }
 
@@ -306,6 +311,7 @@ impl Connection {
             read: BytesMut::new(),
             spans: Vec::new(),
             served: 0,
+            timer: None,
             _open: open,
         }
     }
@@ -336,8 +342,35 @@ impl Connection {
     }
 
     /// Sends the request (`body`: the client's, taken only once the head is written)
-    /// and reads the response head.
+    /// and reads the response head, by `deadline` (else [`Error::TimedOut`]). The
+    /// connection keeps one timer for all its exchanges, re-armed each time: making
+    /// and dropping a timer per request cost a few percent of its instructions.
     pub async fn exchange<B: RequestBody>(
+        &mut self,
+        request: &Outgoing,
+        body: &mut Option<B>,
+        deadline: tokio::time::Instant,
+    ) -> Result<ResponseHead, Failure> {
+        let mut timer = match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.exchange_untimed(request, body) => result,
+            () = &mut timer => Err(Failure {
+                error: Error::TimedOut,
+                progress: Progress::Answered,
+            }),
+        };
+        self.timer = Some(timer);
+        result
+    }
+
+    async fn exchange_untimed<B: RequestBody>(
         &mut self,
         request: &Outgoing,
         body: &mut Option<B>,
@@ -846,10 +879,14 @@ mod tests {
     async fn first_answer(answers: Vec<&'static [u8]>) -> (Connection, ResponseHead) {
         let mut connection = backend(answers).await;
         let head = connection
-            .exchange(&get(), &mut no_body())
+            .exchange(&get(), &mut no_body(), later())
             .await
             .expect("head");
         (connection, head)
+    }
+
+    fn later() -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(5)
     }
 
     fn get() -> Outgoing {
@@ -892,7 +929,7 @@ mod tests {
             ])
             .await;
             let head = connection
-                .exchange(&get(), &mut no_body())
+                .exchange(&get(), &mut no_body(), later())
                 .await
                 .expect("first");
             assert_eq!(head.status, 200);
@@ -907,7 +944,7 @@ mod tests {
             assert!(connection.is_idle_and_open());
 
             let head = connection
-                .exchange(&get(), &mut no_body())
+                .exchange(&get(), &mut no_body(), later())
                 .await
                 .expect("second");
             assert_eq!(head.status, 404);
@@ -981,7 +1018,7 @@ mod tests {
             ] {
                 let mut connection = backend(vec![answer]).await;
                 let failure = connection
-                    .exchange(&get(), &mut no_body())
+                    .exchange(&get(), &mut no_body(), later())
                     .await
                     .err()
                     .expect("error");
@@ -994,7 +1031,7 @@ mod tests {
             }
             let mut connection = backend(vec![]).await;
             let failure = connection
-                .exchange(&get(), &mut no_body())
+                .exchange(&get(), &mut no_body(), later())
                 .await
                 .err()
                 .expect("error");
@@ -1003,7 +1040,7 @@ mod tests {
             let mut connection =
                 backend(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
             let head = connection
-                .exchange(&get(), &mut no_body())
+                .exchange(&get(), &mut no_body(), later())
                 .await
                 .expect("head");
             let error = body(&mut connection, head.framing)
@@ -1038,7 +1075,7 @@ mod tests {
                 None,
             );
             let head = connection
-                .exchange(&head_request, &mut no_body())
+                .exchange(&head_request, &mut no_body(), later())
                 .await
                 .expect("head");
             assert_eq!(head.framing, Framing::Done);
@@ -1047,7 +1084,7 @@ mod tests {
                 "1234"
             );
             let head = connection
-                .exchange(&get(), &mut no_body())
+                .exchange(&get(), &mut no_body(), later())
                 .await
                 .expect("204");
             assert_eq!(head.framing, Framing::Done);
