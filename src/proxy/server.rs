@@ -31,7 +31,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{watch, Notify, Semaphore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
 use super::downstream;
@@ -123,15 +124,42 @@ pub fn start(runtime: Arc<Runtime>, options: Options) -> Result<Running, StartEr
         .map(|l| Arc::new(Semaphore::new(l.max_connections as usize)))
         .collect();
     let (shutdown, _) = watch::channel(false);
+    // spreads[l]: how listener l's connections are spread; inboxes[w][l]: what worker w
+    // is handed for listener l.
+    let mut inboxes: Vec<Vec<mpsc::UnboundedReceiver<Handoff>>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut spreads = Vec::new();
+    for _ in &config.listeners {
+        let mut handoff = Vec::new();
+        for inbox in &mut inboxes {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            handoff.push(sender);
+            inbox.push(receiver);
+        }
+        spreads.push(Arc::new(Spread {
+            open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            handoff,
+        }));
+    }
     let mut threads = Vec::new();
-    for (id, worker_sockets) in sockets.into_iter().enumerate() {
+    for (id, (worker_sockets, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
         let runtime = Arc::clone(&runtime);
         let limits = limits.clone();
         let shutdown = shutdown.subscribe();
         let options = options.clone();
+        let spreads = spreads.clone();
         let thread = std::thread::Builder::new()
             .name(format!("evenkeel-worker-{id}"))
-            .spawn(move || run_worker(runtime, worker_sockets, limits, shutdown, options))
+            .spawn(move || {
+                let accepting = Accepting {
+                    id,
+                    sockets: worker_sockets,
+                    inbox,
+                    spreads,
+                    limits,
+                };
+                run_worker(runtime, accepting, shutdown, options)
+            })
             .map_err(StartError::Thread)?;
         threads.push(thread);
     }
@@ -152,13 +180,29 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What a worker accepts from: its sockets (one per listener), the connections other
+/// workers hand it, and how each listener's connections are spread.
+struct Accepting {
+    id: usize,
+    sockets: Vec<std::net::TcpListener>,
+    inbox: Vec<mpsc::UnboundedReceiver<Handoff>>,
+    spreads: Vec<Arc<Spread>>,
+    limits: Vec<Arc<Semaphore>>,
+}
+
 fn run_worker(
     runtime: Arc<Runtime>,
-    sockets: Vec<std::net::TcpListener>,
-    limits: Vec<Arc<Semaphore>>,
+    accepting: Accepting,
     shutdown: watch::Receiver<bool>,
     options: Options,
 ) {
+    let Accepting {
+        id,
+        sockets,
+        inbox,
+        spreads,
+        limits,
+    } = accepting;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,7 +223,10 @@ fn run_worker(
             access_log: options.access_log,
         });
         let connections = Rc::new(Connections::default());
-        for (index, socket) in sockets.into_iter().enumerate() {
+        let mut http2 = http2::Builder::new(LocalExec);
+        http2.timer(TokioTimer::new());
+        let http2 = Rc::new(http2);
+        for ((index, socket), inbox) in sockets.into_iter().enumerate().zip(inbox) {
             let listener = match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => l,
                 Err(e) => {
@@ -187,15 +234,22 @@ fn run_worker(
                     continue;
                 }
             };
+            let serving = Rc::new(Serving {
+                worker_id: id,
+                listener: index,
+                header_timeout: listeners[index].header_timeout,
+                spread: Arc::clone(&spreads[index]),
+                worker: Rc::clone(&worker),
+                connections: Rc::clone(&connections),
+                http2: Rc::clone(&http2),
+                shutdown: shutdown.clone(),
+            });
             tokio::task::spawn_local(accept_loop(
                 listener,
-                index,
-                listeners[index].header_timeout,
                 Arc::clone(&limits[index]),
-                Rc::clone(&worker),
-                Rc::clone(&connections),
-                shutdown.clone(),
+                Rc::clone(&serving),
             ));
+            tokio::task::spawn_local(take_handoffs(inbox, serving));
         }
         let sweeper = Rc::clone(&worker);
         tokio::task::spawn_local(async move {
@@ -244,18 +298,72 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    index: usize,
+/// Spreads one listener's client connections evenly over the workers. The kernel
+/// hashes connections over the workers' `SO_REUSEPORT` sockets, which with a few dozen
+/// connections leaves one worker with clearly more than another (measured with 64 wrk
+/// connections and 2 workers: 54% and 46% of the CPU), and the busier one's queue
+/// shows in the tail latency. A worker that accepts a connection while it serves more
+/// than one more of this listener's connections than the least busy worker hands the
+/// connection to that worker instead (the cost is paid once per connection).
+struct Spread {
+    /// Open connections of this listener per worker.
+    open: Vec<AtomicUsize>,
+    /// Where to hand a connection to each worker.
+    handoff: Vec<mpsc::UnboundedSender<Handoff>>,
+}
+
+impl Spread {
+    /// The worker that should serve a connection `me` just accepted; counted as open
+    /// there from now on.
+    fn place(&self, me: usize) -> usize {
+        let (least, fewest) = self
+            .open
+            .iter()
+            .map(|open| open.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, open)| open)
+            .unwrap_or((me, 0));
+        let mine = self.open[me].load(Ordering::Relaxed);
+        let to = if mine > fewest + 1 { least } else { me };
+        self.open[to].fetch_add(1, Ordering::Relaxed);
+        to
+    }
+}
+
+/// A connection one worker accepted and hands to another.
+struct Handoff {
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What serving one listener's connections on one worker needs.
+struct Serving {
+    worker_id: usize,
+    listener: usize,
     header_timeout: Duration,
-    limit: Arc<Semaphore>,
+    spread: Arc<Spread>,
     worker: Rc<Worker>,
     connections: Rc<Connections>,
-    mut shutdown: watch::Receiver<bool>,
+    http2: Rc<http2::Builder<LocalExec>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Counts a connection as open on its worker (in [`Spread`]) while it lives.
+struct Placed(Arc<Spread>, usize);
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.0.open[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    limit: Arc<Semaphore>,
+    serving: Rc<Serving>,
 ) {
-    let mut http2 = http2::Builder::new(LocalExec);
-    http2.timer(TokioTimer::new());
-    let http2 = Rc::new(http2);
+    let mut shutdown = serving.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stopping| *stopping) => return,
@@ -270,42 +378,103 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let guard = connections.opened();
-        let worker = Rc::clone(&worker);
-        let http2 = Rc::clone(&http2);
-        let mut shutdown = shutdown.clone();
-        tokio::task::spawn_local(async move {
-            let protocol = tokio::select! {
-                protocol = detect_protocol(&stream, header_timeout) => protocol,
-                _ = shutdown.wait_for(|stopping| *stopping) => None,
-            };
-            let Some(protocol) = protocol else {
-                tracing::debug!(%client, "client sent no request head in time; closed");
-                drop(permit);
-                drop(guard);
-                return;
-            };
-            let peer = Rc::new(Client::new(client));
-            match protocol {
-                Speaks::Http1 => {
-                    downstream::serve(stream, worker, index, peer, header_timeout, &mut shutdown)
-                        .await;
-                }
-                Speaks::Http2 => {
-                    let service = service_fn(move |request| {
-                        Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
-                    });
-                    let connection = http2.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = drive(connection, &mut shutdown).await {
-                        tracing::debug!(%client, error = %e, "client connection ended with an error");
-                    }
+        let to = serving.spread.place(serving.worker_id);
+        if to == serving.worker_id {
+            let placed = Placed(Arc::clone(&serving.spread), to);
+            serve_connection(&serving, stream, client, permit, placed);
+            continue;
+        }
+        // Counted on the other worker from here on (`place` did it).
+        let handed = stream.into_std().map(|stream| Handoff {
+            stream,
+            client,
+            permit,
+        });
+        match handed {
+            Ok(handoff) => {
+                if let Err(returned) = serving.spread.handoff[to].send(handoff) {
+                    // That worker has stopped: nobody serves it; close.
+                    serving.spread.open[to].fetch_sub(1, Ordering::Relaxed);
+                    drop(returned);
                 }
             }
-            drop(permit);
-            drop(guard);
-        });
+            Err(e) => {
+                serving.spread.open[to].fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(%client, error = %e, "cannot hand a connection over; closed");
+            }
+        }
     }
+}
+
+/// Serves the connections other workers hand this one, until shutdown.
+async fn take_handoffs(mut inbox: mpsc::UnboundedReceiver<Handoff>, serving: Rc<Serving>) {
+    let mut shutdown = serving.shutdown.clone();
+    loop {
+        let handoff = tokio::select! {
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+            handoff = inbox.recv() => handoff,
+        };
+        let Some(Handoff {
+            stream,
+            client,
+            permit,
+        }) = handoff
+        else {
+            return;
+        };
+        // `place` already counted it here.
+        let placed = Placed(Arc::clone(&serving.spread), serving.worker_id);
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => serve_connection(&serving, stream, client, permit, placed),
+            Err(e) => tracing::debug!(%client, error = %e, "cannot take a connection over; closed"),
+        }
+    }
+}
+
+/// Serves one client connection on this worker, in a task of its own.
+fn serve_connection(
+    serving: &Rc<Serving>,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    placed: Placed,
+) {
+    let _ = stream.set_nodelay(true);
+    let guard = serving.connections.opened();
+    let serving = Rc::clone(serving);
+    tokio::task::spawn_local(async move {
+        let mut shutdown = serving.shutdown.clone();
+        let header_timeout = serving.header_timeout;
+        let protocol = tokio::select! {
+            protocol = detect_protocol(&stream, header_timeout) => protocol,
+            _ = shutdown.wait_for(|stopping| *stopping) => None,
+        };
+        let Some(protocol) = protocol else {
+            tracing::debug!(%client, "client sent no request head in time; closed");
+            drop((permit, guard, placed));
+            return;
+        };
+        let peer = Rc::new(Client::new(client));
+        let worker = Rc::clone(&serving.worker);
+        let index = serving.listener;
+        match protocol {
+            Speaks::Http1 => {
+                downstream::serve(stream, worker, index, peer, header_timeout, &mut shutdown).await;
+            }
+            Speaks::Http2 => {
+                let service = service_fn(move |request| {
+                    Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
+                });
+                let connection = serving
+                    .http2
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = drive(connection, &mut shutdown).await {
+                    tracing::debug!(%client, error = %e, "client connection ended with an error");
+                }
+            }
+        }
+        drop((permit, guard, placed));
+    });
 }
 
 /// Serves one client connection until it ends, or — once shutdown begins — until it
@@ -388,5 +557,32 @@ where
 {
     fn execute(&self, future: F) {
         tokio::task::spawn_local(future);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spread(open: &[usize]) -> Spread {
+        Spread {
+            open: open.iter().map(|&n| AtomicUsize::new(n)).collect(),
+            handoff: open.iter().map(|_| mpsc::unbounded_channel().0).collect(),
+        }
+    }
+
+    #[test]
+    fn a_worker_keeps_a_connection_unless_it_serves_two_more_than_the_least_busy() {
+        let even = spread(&[2, 1]);
+        assert_eq!(even.place(0), 0);
+        assert_eq!(even.open[0].load(Ordering::Relaxed), 3);
+
+        let uneven = spread(&[3, 1, 2]);
+        assert_eq!(uneven.place(0), 1);
+        assert_eq!(uneven.open[1].load(Ordering::Relaxed), 2);
+        assert_eq!(uneven.open[0].load(Ordering::Relaxed), 3);
+
+        let alone = spread(&[7]);
+        assert_eq!(alone.place(0), 0);
     }
 }
