@@ -296,8 +296,6 @@ pub struct Connection {
     read: BytesMut,
     /// Where the fields of the last response head were (reused, not reallocated).
     spans: Vec<Span>,
-    /// Requests this connection has carried.
-    served: u32,
     /// Bounds each exchange (made at the first, re-armed for the next).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _open: super::upstream::Counted,
@@ -310,15 +308,9 @@ impl Connection {
             stream,
             read: BytesMut::new(),
             spans: Vec::new(),
-            served: 0,
             timer: None,
             _open: open,
         }
-    }
-
-    /// Whether the connection carried a request before this one.
-    pub fn is_reused(&self) -> bool {
-        self.served > 0
     }
 
     /// Whether an idle connection can take a request: nothing unread, and the backend
@@ -375,7 +367,6 @@ impl Connection {
         request: &Outgoing,
         body: &mut Option<B>,
     ) -> Result<ResponseHead, Failure> {
-        self.served += 1;
         let unanswered = |error| Failure {
             error,
             progress: Progress::Unanswered,
@@ -957,7 +948,6 @@ mod tests {
                 body(&mut connection, head.framing).await.expect("body"),
                 b"nope"
             );
-            assert!(connection.is_reused());
             // The backend has closed: the connection is not offered again.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             assert!(!connection.is_idle_and_open());
