@@ -34,7 +34,7 @@
 //! Requests are served one at a time; pipelined ones wait in the read buffer.
 
 use std::cell::RefCell;
-use std::future::{poll_fn, Future as _};
+use std::future::poll_fn;
 use std::io;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
@@ -53,10 +53,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::forward::{Client, ProxyBody, Worker};
-use super::h1::{self, put_field, Chunk, Framing, Span};
+use super::h1::{self, put_field, Chunk, Framing, Span, MAX_HEAD_BYTES};
+use super::headers::{tokens, ConnectionOptions};
+use super::stall::Stall;
 
-/// Largest request head accepted (request line and fields); larger ones get 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most fields in a request head; more get 431.
 const MAX_FIELDS: usize = 100;
 /// Room asked for by the first read of a request.
@@ -339,13 +339,14 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut chunked_last: Option<bool> = None;
     let mut content_length: Option<u64> = None;
-    let (mut close, mut keep_alive, mut expects_continue) = (false, false, false);
+    let mut connection = ConnectionOptions::default();
+    let mut expects_continue = false;
     for &(n, nl, v, vl) in spans.iter() {
         let name = HeaderName::from_bytes(&raw[n..n + nl]).map_err(|_| ReadError::Malformed)?;
         let value = &raw[v..v + vl];
         if name == header::TRANSFER_ENCODING {
             chunked_last = Some(
-                h1::tokens(value)
+                tokens(value)
                     .last()
                     .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
             );
@@ -358,10 +359,7 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
                 content_length = Some(length);
             }
         } else if name == header::CONNECTION {
-            for token in h1::tokens(value) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            connection.read(value);
         } else if name == header::EXPECT {
             expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name == header::HOST && headers.contains_key(header::HOST) {
@@ -373,9 +371,9 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
         headers.append(name, value);
     }
     let mut keep_alive = if version == Version::HTTP_11 {
-        !close
+        !connection.close
     } else {
-        keep_alive
+        connection.keep_alive
     };
     let framing = match chunked_last {
         Some(true) if version == Version::HTTP_11 => {
@@ -541,18 +539,14 @@ async fn refuse(inbound: &Shared, status: &[u8]) {
 /// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`]
 /// (the timer is made only once a write has to wait).
 async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
-    let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stall = Stall::new(SEND_STALL);
     while !bytes.is_empty() {
         let written =
             poll_fn(
                 |cx| match Pin::new(&mut inbound.borrow_mut().stream).poll_write(cx, bytes) {
                     Poll::Pending => {
-                        let timer =
-                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(SEND_STALL)));
-                        match timer.as_mut().poll(cx) {
-                            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-                            Poll::Pending => Poll::Pending,
-                        }
+                        ready!(stall.poll_paused(cx));
+                        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
                     }
                     written => written,
                 },
@@ -561,11 +555,7 @@ async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        if let Some(timer) = stall.as_mut() {
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + SEND_STALL);
-        }
+        stall.progressed();
         bytes = &bytes[written..];
     }
     Ok(())

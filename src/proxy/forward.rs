@@ -11,13 +11,12 @@
 //! and the request then goes out once more on a new connection.
 
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +30,7 @@ use tokio::time::Instant;
 use super::errors::Refusal;
 use super::h1::{self, Framing, Progress, RequestBody};
 use super::headers;
+use super::stall::Stall;
 use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
 use crate::config::HashKey;
@@ -188,7 +188,7 @@ impl Worker {
                 .fetch_add(1, Ordering::Relaxed);
             let try_start = Instant::now();
             let try_deadline = (try_start + pool.timeouts.per_try).min(deadline);
-            let sent = match self
+            let sent = self
                 .send(
                     pool,
                     &backend.runtime,
@@ -197,11 +197,7 @@ impl Worker {
                     replayable,
                     try_deadline,
                 )
-                .await
-            {
-                Err(failure) if matches!(failure.cause, TryError::Timeout) => Err(()),
-                other => Ok(other),
-            };
+                .await;
             // May this failure be retried on another backend, and on which?
             let retry = |sent: bool| {
                 let eligible = attempt < retries.attempts
@@ -219,7 +215,7 @@ impl Worker {
                 pool.pick(key, tried.as_slice(), health::now()).ok()
             };
             let (refusal, next) = match sent {
-                Ok(Ok((response, connection))) => {
+                Ok((response, connection)) => {
                     let status = response.status.as_u16();
                     backend.runtime.stats.record_status(status);
                     backend.runtime.stats.latency.record(try_start.elapsed());
@@ -251,23 +247,15 @@ impl Worker {
                         }
                     }
                 }
-                Ok(Err(failure)) => {
+                Err(failure) => {
                     self.failed(pool, &backend.runtime, &failure);
+                    let refusal = match failure.cause {
+                        TryError::Timeout => Refusal::Timeout,
+                        _ => Refusal::BadGateway,
+                    };
                     match retry(failure.sent) {
-                        Some(next) => (Refusal::BadGateway, next),
-                        None => break Refusal::BadGateway,
-                    }
-                }
-                Err(_) => {
-                    backend
-                        .runtime
-                        .stats
-                        .failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    pool.record(&backend.runtime, false, health::now(), &self.runtime.events);
-                    match retry(true) {
-                        Some(next) => (Refusal::Timeout, next),
-                        None => break Refusal::Timeout,
+                        Some(next) => (refusal, next),
+                        None => break refusal,
                     }
                 }
             };
@@ -356,8 +344,7 @@ impl Worker {
             connection: Some(connection),
             framing: head.framing,
             fields,
-            stall: None,
-            stall_limit: pool.timeouts.per_try,
+            stall: Stall::new(pool.timeouts.per_try),
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
@@ -390,16 +377,14 @@ impl Worker {
         if let Some(mut connection) = self.upstream.checkout(addr) {
             match connection.exchange(outgoing, body, deadline).await {
                 Ok(head) => return Ok((head, connection)),
-                Err(failure) if matches!(failure.error, h1::Error::TimedOut) => {
-                    return Err(TryFailure::new(true, TryError::Timeout));
-                }
                 Err(failure)
-                    if failure.progress == Progress::Unwritten
-                        || (failure.progress == Progress::Unanswered && replayable) =>
+                    if !matches!(failure.error, h1::Error::TimedOut)
+                        && (failure.progress == Progress::Unwritten
+                            || (failure.progress == Progress::Unanswered && replayable)) =>
                 {
                     tracing::debug!(%addr, error = %failure.error, "pooled connection closed; new one");
                 }
-                Err(failure) => return Err(TryFailure::new(true, failure.error)),
+                Err(failure) => return Err(TryFailure::exchange(failure)),
             }
         }
         let open = &self.runtime.upstream_connections;
@@ -410,16 +395,11 @@ impl Worker {
         let mut connection = upstream::connect(addr, connect_limit, open)
             .await
             .map_err(|e| TryFailure::new(false, e))?;
-        match connection.exchange(outgoing, body, deadline).await {
-            Ok(head) => Ok((head, connection)),
-            Err(failure) if matches!(failure.error, h1::Error::TimedOut) => {
-                Err(TryFailure::new(true, TryError::Timeout))
-            }
-            Err(failure) => Err(TryFailure::new(
-                failure.progress != Progress::Unwritten,
-                failure.error,
-            )),
-        }
+        connection
+            .exchange(outgoing, body, deadline)
+            .await
+            .map(|head| (head, connection))
+            .map_err(TryFailure::exchange)
     }
 }
 
@@ -523,6 +503,14 @@ impl TryFailure {
             cause: cause.into(),
         }
     }
+
+    /// A failed exchange: a timeout counts as sent (the backend may be working on it).
+    fn exchange(failure: h1::Failure) -> TryFailure {
+        match failure.error {
+            h1::Error::TimedOut => TryFailure::new(true, TryError::Timeout),
+            error => TryFailure::new(failure.progress != Progress::Unwritten, error),
+        }
+    }
 }
 
 /// What made a try fail.
@@ -595,10 +583,8 @@ pub struct Streamed {
     framing: Framing,
     /// The backend's fields, for a client that takes them as they were sent.
     fields: Option<h1::Fields>,
-    /// Bounds a pause of the body (made at its first pause).
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The longest pause allowed: the pool's `timeouts.per_try`.
-    stall_limit: Duration,
+    /// Bounds each pause of the body by the pool's `timeouts.per_try`.
+    stall: Stall,
     release: Option<Release>,
     _slot: Slot,
     _log: Option<AccessRecord>,
@@ -636,22 +622,12 @@ impl Body for Streamed {
         };
         let piece = match connection.poll_body(&mut this.framing, cx) {
             Poll::Ready(piece) => piece,
-            // The body pauses: bound the pause by `per_try`. The timer is made only
-            // when a body pauses (most arrive whole with their head).
             Poll::Pending => {
-                let limit = this.stall_limit;
-                let stall = this
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                if stall.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                Some(Err(h1::Error::Stalled(limit)))
+                ready!(this.stall.poll_paused(cx));
+                Some(Err(h1::Error::Stalled(this.stall.limit())))
             }
         };
-        if let Some(stall) = this.stall.as_mut() {
-            stall.as_mut().reset(Instant::now() + this.stall_limit);
-        }
+        this.stall.progressed();
         match piece {
             Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             Some(Err(error)) => {

@@ -34,7 +34,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::headers::{
-    connection_lists, is_hop_by_hop, is_hop_by_hop_name, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    connection_lists, is_hop_by_hop, is_hop_by_hop_name, tokens, ConnectionOptions,
+    X_FORWARDED_FOR, X_FORWARDED_HOST,
 };
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
@@ -49,7 +50,8 @@ impl<B> RequestBody for B where
 {
 }
 
-/// Largest response head (status line and headers) accepted from a backend.
+/// Largest message head accepted either way (start line and fields): a larger request
+/// gets 431, a larger response is malformed (502).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields accepted in a response head.
 const MAX_HEADERS: usize = 128;
@@ -396,8 +398,13 @@ impl Connection {
                 continue;
             }
             if chunked {
-                let size = format!("{:x}\r\n", data.len());
-                self.stream.write_all(size.as_bytes()).await?;
+                let mut line = [0u8; 20];
+                let free = {
+                    let mut cursor = &mut line[..];
+                    let _ = write!(cursor, "{:x}\r\n", data.len());
+                    cursor.len()
+                };
+                self.stream.write_all(&line[..line.len() - free]).await?;
                 self.stream.write_all(&data).await?;
                 self.stream.write_all(b"\r\n").await?;
             } else {
@@ -652,10 +659,7 @@ fn build_head(
     // Framing and connection options first: they decide what is kept.
     let mut transfer_encoding: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
-    let mut close = false;
-    let mut keep_alive = false;
-    // Whether `Connection` names fields (more than its usual `close`/`keep-alive`).
-    let mut names_fields = false;
+    let mut connection = ConnectionOptions::default();
     for span in spans {
         let (name, (v, vl)) = field(span);
         let value = &raw[v..v + vl];
@@ -669,13 +673,7 @@ fn build_head(
             }
             content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(value) {
-                let is_close = token.eq_ignore_ascii_case(b"close");
-                let is_keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                close |= is_close;
-                keep_alive |= is_keep_alive;
-                names_fields |= !is_close && !is_keep_alive;
-            }
+            connection.read(value);
         }
     }
     let mut kept = Vec::with_capacity(spans.len());
@@ -683,7 +681,7 @@ fn build_head(
         let name = &raw[n..n + nl];
         !(is_hop_by_hop_name(name)
             || (transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
-            || (names_fields && is_listed(raw, spans, name)))
+            || (connection.names_fields && is_listed(raw, spans, name)))
     }));
     let framing = if is_head
         || status == StatusCode::NO_CONTENT
@@ -706,8 +704,13 @@ fn build_head(
     // was framed by someone confused: read it, but do not reuse the connection (RFC
     // 9112 §6.1, §6.3).
     let confused = transfer_encoding.is_some() && (content_length.is_some() || http10);
-    let keep_alive =
-        framing != Framing::Close && !confused && if http10 { keep_alive } else { !close };
+    let keep_alive = framing != Framing::Close
+        && !confused
+        && if http10 {
+            connection.keep_alive
+        } else {
+            !connection.close
+        };
     Ok(ResponseHead {
         status,
         fields: Fields {
@@ -765,14 +768,6 @@ pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(token).ok()?.parse().ok()
-}
-
-/// The comma-separated tokens of a field value, trimmed, empty ones left out.
-pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -17,33 +17,57 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The fields that are hop-by-hop whatever `Connection` says.
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"keep-alive",
+    b"proxy-connection",
+];
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// Whether the field name `name` (any case) is hop-by-hop whatever `Connection` says.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"keep-alive",
-        b"proxy-connection",
-    ]
-    .iter()
-    .any(|hop| name.eq_ignore_ascii_case(hop))
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// The comma-separated tokens of a field value, trimmed, empty ones left out.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// What a message's `Connection` fields say, read one value at a time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionOptions {
+    /// `close` is listed.
+    pub close: bool,
+    /// `keep-alive` is listed.
+    pub keep_alive: bool,
+    /// Something else is listed: a field name, hop-by-hop for this message.
+    pub names_fields: bool,
+}
+
+impl ConnectionOptions {
+    /// Adds what one `Connection` value lists.
+    pub fn read(&mut self, value: &[u8]) {
+        for token in tokens(value) {
+            let close = token.eq_ignore_ascii_case(b"close");
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+            self.names_fields |= !close && !keep_alive;
+        }
+    }
 }
 
 /// The header names a message's `Connection` fields list (hop-by-hop as well).
@@ -67,11 +91,9 @@ impl ConnectionLists<'_> {
             return false;
         };
         let name = name.as_str().as_bytes();
-        values.iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
-        })
+        values
+            .iter()
+            .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(name)))
     }
 }
 

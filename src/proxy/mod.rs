@@ -10,6 +10,7 @@
 //! - [`h1`]: HTTP/1.1 toward backends (request encoding, response parsing, framing).
 //! - [`headers`]: hop-by-hop and `X-Forwarded-*` rules.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
+//! - [`stall`]: bounds on pauses in a body or a write, made only when one pauses.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
@@ -28,6 +29,7 @@ pub mod h1;
 pub mod headers;
 pub mod retry;
 pub mod server;
+pub mod stall;
 pub mod upstream;
 
 pub use server::{start, Options, Running, StartError};
