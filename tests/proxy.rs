@@ -362,6 +362,7 @@ fn backends_closing_idle_connections_silently_fail_no_request() {
     for i in 0..10 {
         std::thread::sleep(Duration::from_millis(30));
         let request = Request::post(format!("http://evenkeel.test/race/post/{i}"))
+            .header("host", "evenkeel.test")
             .body(full("hello"))
             .unwrap();
         let reply = client.send(request);
@@ -757,10 +758,10 @@ fn clients_cannot_smuggle_through_framing_fields() {
 }
 
 /// A backend that sends its head and part of its body, then goes quiet, cannot hold
-/// the client: the pause is bounded by the pool's `per_try`, then the client's
+/// the client: the pause is bounded by the pool's `body_idle`, then the client's
 /// connection is cut (its response is short of its Content-Length, so it knows).
 #[test]
-fn a_response_body_that_stalls_is_cut_after_per_try() {
+fn a_response_body_that_stalls_is_cut_after_body_idle() {
     use std::io::Write;
     let (addr, _) = one_answer_backend(
         b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
@@ -771,7 +772,7 @@ fn a_response_body_that_stalls_is_cut_after_per_try() {
         "5s",
         &format!(
             "[[route]]\npool = \"p\"\n[pool.p]\nbackends = [{{ address = \"{addr}\" }}]\n\
-             timeouts = {{ connect = \"1s\", per_try = \"1s\", request = \"2s\" }}\n\
+             timeouts = {{ connect = \"1s\", per_try = \"1s\", request = \"2s\", body_idle = \"1s\" }}\n\
              [pool.p.health]\ninterval = \"1h\"\n"
         ),
     );

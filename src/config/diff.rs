@@ -527,6 +527,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         compare("timeouts.request", d(t.request), d(u.request)),
         compare("timeouts.idle", d(t.idle), d(u.idle)),
         compare("timeouts.per_try", d(t.per_try), d(u.per_try)),
+        compare("timeouts.body_idle", d(t.body_idle), d(u.body_idle)),
         compare(
             "retries.attempts",
             old.retries.attempts.to_string(),
@@ -546,6 +547,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             "limits.max_pending",
             old.limits.max_pending.to_string(),
             new.limits.max_pending.to_string(),
+        ),
+        compare(
+            "limits.body_buffer",
+            old.limits.body_buffer.to_string(),
+            new.limits.body_buffer.to_string(),
         ),
     ]);
     settings.extend(health(old.health.as_ref(), new.health.as_ref()));

@@ -209,8 +209,12 @@ pub struct Timeouts {
     pub request: Duration,
     /// An idle upstream keep-alive connection is closed after this. Default: 60 s.
     pub idle: Duration,
-    /// One try, connect included, until the response head. Default: 30 s.
+    /// One try, connect included, until the response head; counted from when the
+    /// request body has been sent. Default: 30 s.
     pub per_try: Duration,
+    /// The longest a request or response body may make no progress (no byte moved)
+    /// while it flows, in either direction. Default: 30 s.
+    pub body_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -220,6 +224,7 @@ impl Default for Timeouts {
             request: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             per_try: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +254,10 @@ pub struct Limits {
     pub max_connections: u32,
     /// Requests waiting for a connection to one backend. Default: 100.
     pub max_pending: u32,
+    /// Bytes of a request body read before a backend is picked, and of a response
+    /// body read ahead of the client, so a slow client holds no backend connection
+    /// (0: stream both as they come). Default: 65,536.
+    pub body_buffer: u32,
 }
 
 impl Default for Limits {
@@ -256,6 +265,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1000,
             max_pending: 100,
+            body_buffer: 64 * 1024,
         }
     }
 }

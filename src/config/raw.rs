@@ -89,6 +89,7 @@ pub struct RawTimeouts {
     pub request: Option<Str>,
     pub idle: Option<Str>,
     pub per_try: Option<Str>,
+    pub body_idle: Option<Str>,
 }
 
 /// `retries = { ... }`
@@ -105,6 +106,7 @@ pub struct RawRetries {
 pub struct RawLimits {
     pub max_connections: Option<Int>,
     pub max_pending: Option<Int>,
+    pub body_buffer: Option<Int>,
 }
 
 /// One entry of `backends = [ ... ]`.

@@ -503,6 +503,12 @@ impl Validator {
                     0..=1_000_000,
                     d.max_pending,
                 ),
+                body_buffer: self.int(
+                    &field("limits.body_buffer"),
+                    l.body_buffer.as_ref(),
+                    0..=16 * 1024 * 1024,
+                    d.body_buffer,
+                ),
             }
         });
         let backends = self.backends(name, raw.backends.as_ref());
@@ -623,6 +629,11 @@ impl Validator {
                 &format!("{field}.per_try"),
                 raw.per_try.as_ref(),
                 d.per_try,
+            ),
+            body_idle: self.positive_duration(
+                &format!("{field}.body_idle"),
+                raw.body_idle.as_ref(),
+                d.body_idle,
             ),
         };
         // Omitted fields are placed at the table, so the caret still points somewhere useful.

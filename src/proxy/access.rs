@@ -76,6 +76,7 @@ pub fn line(
     pool: &str,
     backend: &str,
     duration: Duration,
+    aborted: bool,
 ) {
     BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
@@ -85,6 +86,11 @@ pub fn line(
             humantime::format_rfc3339_micros(SystemTime::now()),
             duration.as_secs_f64() * 1000.0
         );
+        if aborted {
+            // The response broke off after it had begun: the status is what was sent.
+            buffer.pop();
+            buffer.extend_from_slice(b" aborted=true\n");
+        }
         if buffer.len() >= BATCH {
             hand_over(&mut buffer);
         }

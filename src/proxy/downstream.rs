@@ -10,7 +10,11 @@
 //!
 //! The rules (RFC 9112):
 //! - A request head is at most 64 KiB and 100 fields (else 431); anything httparse
-//!   refuses (bad request line, obs-fold, bad field syntax) is a 400. `header_timeout`
+//!   refuses (bad request line, obs-fold, bad field syntax) is a 400, and so is a line
+//!   ending in a bare LF, an HTTP/1.1 request without `Host`, an absolute-form target
+//!   with `user@`, and `Content_Length` / `Transfer_Encoding` spelt with underscores
+//!   (see docs/reliability.md for why each is strict). An `Expect` other than
+//!   `100-continue` gets 417. `header_timeout`
 //!   bounds the wait for a head and its reading, the idle time of a kept-alive
 //!   connection included. The connection closes after either.
 //! - Body framing: a `Transfer-Encoding` whose last coding is `chunked` frames the body
@@ -55,6 +59,7 @@ use tokio::sync::watch;
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::{self, put_field, Chunk, Framing, Span, MAX_HEAD_BYTES};
 use super::headers::{tokens, ConnectionOptions};
+use super::outbox::{pump, Outbox, PumpError};
 use super::stall::Stall;
 
 /// Most fields in a request head; more get 431.
@@ -136,6 +141,8 @@ enum ReadError {
     Malformed,
     /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_FIELDS`]: 431.
     TooLarge,
+    /// `Expect` asks for something other than `100-continue`: 417.
+    Expectation,
     /// The connection failed, or closed inside a head.
     Io,
 }
@@ -168,6 +175,8 @@ pub async fn serve(
     let mut spans = Vec::new();
     // The client closed or broke its side: nothing of it is left to read.
     let mut client_done = false;
+    // Cut the connection with a reset rather than a close (see [`Ended::Aborted`]).
+    let mut reset = false;
     // One shutdown waiter and one head timer for the connection's life, re-armed per
     // request: making and dropping them per request cost about 10% of its instructions.
     let mut stopping = shutdown.clone();
@@ -202,6 +211,10 @@ pub async fn serve(
                 refuse(&inbound, b"431 Request Header Fields Too Large").await;
                 break;
             }
+            Err(ReadError::Expectation) => {
+                refuse(&inbound, b"417 Expectation Failed").await;
+                break;
+            }
         };
         let version = head.request.version();
         let is_head = head.request.method() == Method::HEAD;
@@ -218,9 +231,18 @@ pub async fn serve(
             };
         }
         let request = head.request.map(|()| RequestBody(Rc::clone(&inbound)));
-        let Ok(response) = Rc::clone(&worker)
-            .handle(request, listener, Rc::clone(&client))
-            .await;
+        let handled = Rc::clone(&worker).handle(request, listener, Rc::clone(&client));
+        // A client that closes its connection while its request is served cancels it:
+        // the upstream exchange is dropped, and its backend connection with it.
+        let response = tokio::select! {
+            biased;
+            Ok(response) = handled => response,
+            () = client_gone(&inbound) => {
+                tracing::debug!(client = %client.addr, "the client closed its connection; request cancelled");
+                client_done = true;
+                break;
+            }
+        };
         // A body left unread (a refusal, a client that never got its 100 Continue)
         // cannot be skipped safely: close after this response.
         let body_read = inbound.borrow().body == Framing::Done;
@@ -228,8 +250,12 @@ pub async fn serve(
         match write_response(&inbound, response, is_head, version, keep_alive).await {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
+            Err(Ended::Client(e)) => {
                 tracing::debug!(client = %client.addr, error = %e, "writing a response failed");
+                break;
+            }
+            Err(Ended::Aborted { close_delimited }) => {
+                reset = close_delimited;
                 break;
             }
         }
@@ -243,6 +269,10 @@ pub async fn serve(
         return; // a request body outlived its request: just close
     };
     let mut stream = inbound.into_inner().stream;
+    if reset {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        return;
+    }
     // Our side first, so what was written reaches the client before the close.
     let _ = stream.shutdown().await;
     if !client_done {
@@ -262,6 +292,42 @@ pub async fn serve(
         };
         let _ = tokio::time::timeout(LINGER, linger).await;
     }
+}
+
+/// Resolves when the client closes (or breaks) its connection while its request is
+/// being served. It does not look while the request body is still being read (that
+/// is the body's to read), and stops looking once the client sends more (a pipelined
+/// request, which waits its turn).
+async fn client_gone(inbound: &Shared) {
+    let mut pipelined = false;
+    poll_fn(|cx| {
+        let inbound = inbound.borrow();
+        if pipelined || inbound.body != Framing::Done || !inbound.read.is_empty() {
+            return Poll::Pending;
+        }
+        loop {
+            match inbound.stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+            let peeked = inbound.stream.try_io(tokio::io::Interest::READABLE, || {
+                socket2::SockRef::from(&inbound.stream).peek(&mut probe)
+            });
+            match peeked {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {
+                    pipelined = true;
+                    return Poll::Pending;
+                }
+                // Stale readiness, now cleared: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    })
+    .await
 }
 
 /// Reads the next request head; `None` when the client closed between requests.
@@ -333,8 +399,23 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
         )
     }));
     let raw = read.split_to(len).freeze();
+    // Every line ends in CRLF: a bare LF, which a lenient peer may take for a line end
+    // where evenkeel does not, is refused. Each line end comes before a field name or
+    // the blank line, so those places are all there is to look at.
+    if !raw.ends_with(b"\r\n\r\n")
+        || spans
+            .iter()
+            .any(|&(n, _, _, _)| n < 2 || &raw[n - 2..n] != b"\r\n")
+    {
+        return Err(ReadError::Malformed);
+    }
     let uri = Uri::from_maybe_shared(raw.slice(path.0..path.0 + path.1))
         .map_err(|_| ReadError::Malformed)?;
+    // `user:password@` in an absolute-form target (deprecated, RFC 9110 §4.2.4): a
+    // backend could take the host for something else.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(ReadError::Malformed);
+    }
 
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut chunked_last: Option<bool> = None;
@@ -342,6 +423,9 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
     let mut connection = ConnectionOptions::default();
     let mut expects_continue = false;
     for &(n, nl, v, vl) in spans.iter() {
+        if h1::is_disguised_framing(&raw[n..n + nl]) {
+            return Err(ReadError::Malformed);
+        }
         let name = HeaderName::from_bytes(&raw[n..n + nl]).map_err(|_| ReadError::Malformed)?;
         let value = &raw[v..v + vl];
         if name == header::TRANSFER_ENCODING {
@@ -361,7 +445,10 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
         } else if name == header::CONNECTION {
             connection.read(value);
         } else if name == header::EXPECT {
-            expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(ReadError::Expectation);
+            }
+            expects_continue = true;
         } else if name == header::HOST && headers.contains_key(header::HOST) {
             // Two hosts: routing and the backend could each pick a different one.
             return Err(ReadError::Malformed);
@@ -369,6 +456,10 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
         let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
             .map_err(|_| ReadError::Malformed)?;
         headers.append(name, value);
+    }
+    // HTTP/1.1 requires Host (RFC 9112 §3.2): without it, routing by host is a guess.
+    if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
+        return Err(ReadError::Malformed);
     }
     let mut keep_alive = if version == Version::HTTP_11 {
         !connection.close
@@ -409,7 +500,7 @@ async fn write_response(
     is_head: bool,
     version: Version,
     keep_alive: bool,
-) -> io::Result<bool> {
+) -> Result<bool, Ended> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
     let fields = match &mut body {
@@ -471,56 +562,65 @@ async fn write_response(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    let mut outbox = Outbox::default();
+    outbox.push(Bytes::from(out));
+    let mut stall = Stall::new(SEND_STALL);
+    let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
+        Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)
+    };
     if no_body {
         drop(body);
-        write_all(inbound, &out).await?;
+        outbox
+            .flush(&mut writer, &mut stall)
+            .await
+            .map_err(|e| Ended::Client(pump_error(e)))?;
         return Ok(keep_alive);
     }
-    loop {
-        // Gather what the body has at hand; write when it has nothing more for now.
-        let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Some(frame)),
-            Poll::Pending if !out.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        })
-        .await;
-        match step {
-            None => {
-                write_all(inbound, &out).await?;
-                out.clear();
-            }
-            Some(None) => {
-                if chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                write_all(inbound, &out).await?;
-                return Ok(keep_alive);
-            }
-            Some(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers: not forwarded
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let _ = write!(out, "{:x}\r\n", data.len());
-                }
-                if out.len() + data.len() <= GATHER {
-                    out.extend_from_slice(&data);
-                } else {
-                    write_all(inbound, &out).await?;
-                    out.clear();
-                    write_all(inbound, &data).await?;
-                }
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            Some(Some(Err(error))) => {
-                return Err(io::Error::other(format!("response body failed: {error}")));
-            }
+    // Read ahead of a slow client as far as the pool allows, so the backend's
+    // connection is free once its response is read.
+    let read_ahead = match &body {
+        Either::Left(streamed) => streamed.read_ahead().max(GATHER),
+        Either::Right(_) => GATHER,
+    };
+    let close_delimited = !chunked && !has_length && !keep_alive && version == Version::HTTP_10;
+    match pump(
+        &mut body,
+        &mut outbox,
+        chunked,
+        read_ahead,
+        &mut writer,
+        &mut stall,
+    )
+    .await
+    {
+        Ok(()) => Ok(keep_alive),
+        Err(PumpError::Body(error)) => {
+            tracing::debug!(%error, "the response broke off; the client's connection is cut");
+            Err(Ended::Aborted { close_delimited })
         }
+        Err(e) => Err(Ended::Client(pump_error(e))),
+    }
+}
+
+/// Why a response could not be written to its end.
+enum Ended {
+    /// Writing to the client failed or stalled.
+    Client(io::Error),
+    /// The backend's body broke off after the response had begun; a response whose
+    /// end is the connection's close (HTTP/1.0 without a length) is then cut with a
+    /// reset, so the client cannot take it for complete.
+    Aborted {
+        /// The client could not tell a truncated body from a whole one.
+        close_delimited: bool,
+    },
+}
+
+/// A failure to write to the client as an I/O error.
+fn pump_error<E: std::fmt::Display>(error: PumpError<E>) -> io::Error {
+    match error {
+        PumpError::Write(e) => e,
+        PumpError::Stalled { .. } => io::ErrorKind::TimedOut.into(),
+        PumpError::Body(e) => io::Error::other(e.to_string()),
     }
 }
 

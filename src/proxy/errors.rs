@@ -22,6 +22,10 @@ pub enum Refusal {
     BadGateway,
     /// The backend did not answer in time: 504.
     Timeout,
+    /// The client's request body broke off or was malformed: 400.
+    BadRequestBody,
+    /// The client sent nothing of its request body for `timeouts.body_idle`: 408.
+    ClientTimeout,
 }
 
 impl Refusal {
@@ -33,6 +37,8 @@ impl Refusal {
             Refusal::NoBackend | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::BadRequestBody => StatusCode::BAD_REQUEST,
+            Refusal::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -49,6 +55,8 @@ impl Refusal {
                 "the backend failed to answer (connection refused, reset or invalid response)"
             }
             Refusal::Timeout => "the backend did not answer in time",
+            Refusal::BadRequestBody => "the request body broke off or is malformed",
+            Refusal::ClientTimeout => "the request body stopped arriving",
         };
         let mut response =
             Response::new(Full::new(Bytes::from(format!("evenkeel: {pool}{what}\n"))));

@@ -10,7 +10,9 @@
 //! hyper's `try_send_request` hands the request back when nothing of it was written,
 //! and the request then goes out once more on a new connection.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -77,6 +79,8 @@ struct AccessRecord {
     pool: Option<Arc<PoolRuntime>>,
     backend: Option<Arc<BackendRuntime>>,
     start: Instant,
+    /// The response broke off after it had begun.
+    aborted: bool,
 }
 
 impl Drop for AccessRecord {
@@ -88,6 +92,7 @@ impl Drop for AccessRecord {
             self.pool.as_ref().map_or("-", |p| p.name.as_str()),
             self.backend.as_ref().map_or("-", |b| b.address.as_str()),
             self.start.elapsed(),
+            self.aborted,
         );
     }
 }
@@ -102,17 +107,19 @@ impl Worker {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let fields_as_sent = request.version() != http::Version::HTTP_2;
+        let (parts, body) = request.into_parts();
         let snapshot = self.runtime.snapshot();
         let record = |pool: Option<&Arc<PoolRuntime>>,
                       backend: Option<&Arc<BackendRuntime>>,
                       status: u16| {
             self.access_log.then(|| AccessRecord {
-                method: request.method().clone(),
-                uri: request.uri().clone(),
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
                 status,
                 pool: pool.cloned(),
                 backend: backend.cloned(),
                 start,
+                aborted: false,
             })
         };
         let refuse = |refusal: Refusal, pool: Option<&Arc<PoolRuntime>>| {
@@ -122,25 +129,36 @@ impl Worker {
                 .map(Either::Right))
         };
 
-        if headers::is_upgrade(request.headers()) || request.method() == Method::CONNECT {
+        if headers::is_upgrade(&parts.headers) || parts.method == Method::CONNECT {
             return refuse(Refusal::Upgrade, None);
         }
-        if headers::has_unsupported_transfer_coding(request.headers()) {
+        if headers::has_unsupported_transfer_coding(&parts.headers) {
             return refuse(Refusal::TransferCoding, None);
         }
-        let host = request_host(&request);
+        let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
-        let Some(routed) = snapshot.route(listener, host_name, request.uri().path()) else {
+        let Some(routed) = snapshot.route(listener, host_name, parts.uri.path()) else {
             return refuse(Refusal::NoRoute, None);
         };
+        // A body that fits the pool's buffer is read whole before a backend is picked,
+        // so a client that sends it slowly holds no backend connection meanwhile.
+        let limits = (
+            routed.config.limits.body_buffer,
+            routed.config.timeouts.body_idle,
+        );
+        let body = match read_ahead(body, limits.0 as usize, limits.1).await {
+            Ok(body) => body,
+            Err(refusal) => return refuse(refusal, Some(routed)),
+        };
         let mut pool = snapshot.serving(routed);
-        let deadline = start + pool.timeouts.request;
+        // The time the client took to send a buffered body does not count.
+        let deadline = Instant::now() + pool.timeouts.request;
         let mut hops = 0;
         let (mut backend, key) = loop {
             let key = pool
                 .hash_key
                 .as_ref()
-                .and_then(|k| request_key(k, &request, client.addr))
+                .and_then(|k| request_key(k, &parts, client.addr))
                 .map(|k| key_hash(&k));
             pool.budget.record_request(health::now());
             match self.first_backend(pool, key, deadline).await {
@@ -165,8 +183,8 @@ impl Worker {
                 }
             }
         };
-        let mut log = record(Some(pool), Some(&backend.runtime), 0);
-        let (parts, body) = request.into_parts();
+        // 499 (NGINX's "client closed request") unless the request gets further.
+        let mut log = record(Some(pool), Some(&backend.runtime), 499);
         let has_body = !body.is_end_stream();
         // A request that may go out again after it was sent: its head is kept encoded,
         // and it has no body to lose.
@@ -187,7 +205,10 @@ impl Worker {
                 .requests
                 .fetch_add(1, Ordering::Relaxed);
             let try_start = Instant::now();
-            let try_deadline = (try_start + pool.timeouts.per_try).min(deadline);
+            let limits = h1::Limits {
+                head: (try_start + pool.timeouts.per_try).min(deadline),
+                body_idle: pool.timeouts.body_idle,
+            };
             let sent = self
                 .send(
                     pool,
@@ -195,7 +216,7 @@ impl Worker {
                     &outgoing,
                     &mut body,
                     replayable,
-                    try_deadline,
+                    limits,
                 )
                 .await;
             // May this failure be retried on another backend, and on which?
@@ -215,7 +236,7 @@ impl Worker {
                 pool.pick(key, tried.as_slice(), health::now()).ok()
             };
             let (refusal, next) = match sent {
-                Ok((response, connection)) => {
+                Ok((response, connection, first)) => {
                     let status = response.status.as_u16();
                     backend.runtime.stats.record_status(status);
                     backend.runtime.stats.latency.record(try_start.elapsed());
@@ -236,6 +257,7 @@ impl Worker {
                             return Ok(self.stream(
                                 response,
                                 connection,
+                                first,
                                 Streaming {
                                     pool,
                                     backend: &backend.runtime,
@@ -246,6 +268,11 @@ impl Worker {
                             ));
                         }
                     }
+                }
+                // The client's own failure (its body broke or stopped): not the backend's
+                // fault, and nothing to retry.
+                Err(failure) if failure.clients().is_some() => {
+                    break failure.clients().unwrap_or(Refusal::BadRequestBody);
                 }
                 Err(failure) => {
                     self.failed(pool, &backend.runtime, &failure);
@@ -318,6 +345,7 @@ impl Worker {
         self: &Rc<Self>,
         head: h1::ResponseHead,
         connection: h1::Connection,
+        first: Option<Bytes>,
         streaming: Streaming<'_>,
     ) -> Response<ProxyBody> {
         let Streaming {
@@ -340,19 +368,25 @@ impl Worker {
                 }
             }
         };
-        let body = Streamed {
+        let mut body = Streamed {
+            first,
             connection: Some(connection),
             framing: head.framing,
             fields,
-            stall: Stall::new(pool.timeouts.per_try),
+            stall: Stall::new(pool.timeouts.body_idle),
+            read_ahead: pool.config.limits.body_buffer as usize,
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
                 idle_timeout: pool.timeouts.idle,
             }),
-            _slot: slot,
-            _log: log,
+            slot: Some(slot),
+            log,
         };
+        if body.first.is_none() || body.framing == Framing::Done {
+            // Read whole with its head: the connection is free before the client has a byte.
+            body.finish();
+        }
         let mut response = Response::new(Either::Left(body));
         *response.status_mut() = head.status;
         *response.headers_mut() = headers;
@@ -363,7 +397,10 @@ impl Worker {
     /// pool has none or the pooled one turned out closed by the backend (nothing
     /// written, or — for a request that may be sent twice — no byte answered: the
     /// keep-alive race, where the backend closed the idle connection as the request
-    /// went out). `body` is taken once a try starts sending it.
+    /// went out). `body` is taken once a try starts sending it. Returns the response
+    /// head with the first piece of its body (`None`: no body): a backend that fails
+    /// before its body begins has failed the try, and the client gets a 502 instead
+    /// of a head with nothing behind it.
     async fn send<B: RequestBody>(
         &self,
         pool: &PoolRuntime,
@@ -371,36 +408,162 @@ impl Worker {
         outgoing: &h1::Outgoing,
         body: &mut Option<B>,
         replayable: bool,
-        deadline: Instant,
-    ) -> Result<(h1::ResponseHead, h1::Connection), TryFailure> {
+        limits: h1::Limits,
+    ) -> Result<(h1::ResponseHead, h1::Connection, Option<Bytes>), TryFailure> {
         let addr = backend.socket_addr;
-        if let Some(mut connection) = self.upstream.checkout(addr) {
-            match connection.exchange(outgoing, body, deadline).await {
-                Ok(head) => return Ok((head, connection)),
-                Err(failure)
-                    if !matches!(failure.error, h1::Error::TimedOut)
-                        && (failure.progress == Progress::Unwritten
-                            || (failure.progress == Progress::Unanswered && replayable)) =>
-                {
-                    tracing::debug!(%addr, error = %failure.error, "pooled connection closed; new one");
+        let (mut head, mut connection) = 'connection: {
+            if let Some(mut connection) = self.upstream.checkout(addr) {
+                match connection.exchange(outgoing, body, limits).await {
+                    Ok(head) => break 'connection (head, connection),
+                    Err(failure)
+                        if !matches!(failure.error, h1::Error::TimedOut)
+                            && (failure.progress == Progress::Unwritten
+                                || (failure.progress == Progress::Unanswered && replayable)) =>
+                    {
+                        tracing::debug!(%addr, error = %failure.error, "pooled connection closed; new one");
+                    }
+                    Err(failure) => return Err(TryFailure::exchange(failure)),
                 }
-                Err(failure) => return Err(TryFailure::exchange(failure)),
+            }
+            let open = &self.runtime.upstream_connections;
+            let connect_limit = pool
+                .timeouts
+                .connect
+                .min(limits.head.saturating_duration_since(Instant::now()));
+            let mut connection = upstream::connect(addr, connect_limit, open)
+                .await
+                .map_err(|e| TryFailure::new(false, e))?;
+            let head = connection
+                .exchange(outgoing, body, limits)
+                .await
+                .map_err(TryFailure::exchange)?;
+            (head, connection)
+        };
+        let first = first_piece(&mut connection, &mut head.framing, pool.timeouts.body_idle)
+            .await
+            .map_err(|error| TryFailure::new(true, error))?;
+        Ok((head, connection, first))
+    }
+}
+
+/// The first piece of a response body (`None`: the body is empty), the pause before
+/// it bounded by `body_idle`.
+async fn first_piece(
+    connection: &mut h1::Connection,
+    framing: &mut Framing,
+    body_idle: Duration,
+) -> Result<Option<Bytes>, TryError> {
+    if *framing == Framing::Done {
+        return Ok(None);
+    }
+    let mut stall = Stall::new(body_idle);
+    poll_fn(|cx| match connection.poll_body(framing, cx) {
+        Poll::Ready(None) => Poll::Ready(Ok(None)),
+        Poll::Ready(Some(Ok(data))) => Poll::Ready(Ok(Some(data))),
+        Poll::Ready(Some(Err(error))) => Poll::Ready(Err(error.into())),
+        Poll::Pending => {
+            ready!(stall.poll_paused(cx));
+            Poll::Ready(Err(TryError::Timeout))
+        }
+    })
+    .await
+}
+
+/// A request body as it goes to the backend: what was read ahead, then the rest.
+pub struct ReadAhead<B> {
+    read: VecDeque<Bytes>,
+    /// Bytes in `read`.
+    len: u64,
+    /// The rest of the client's body; `None` once it has ended.
+    rest: Option<B>,
+}
+
+impl<B: RequestBody> Body for ReadAhead<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.read.pop_front() {
+            this.len -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(rest) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(rest).poll_frame(cx));
+        if frame.is_none() {
+            this.rest = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.rest {
+            None => SizeHint::with_exact(self.len),
+            Some(rest) => {
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + self.len);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + self.len);
+                }
+                hint
             }
         }
-        let open = &self.runtime.upstream_connections;
-        let connect_limit = pool
-            .timeouts
-            .connect
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let mut connection = upstream::connect(addr, connect_limit, open)
-            .await
-            .map_err(|e| TryFailure::new(false, e))?;
-        connection
-            .exchange(outgoing, body, deadline)
-            .await
-            .map(|head| (head, connection))
-            .map_err(TryFailure::exchange)
     }
+}
+
+/// Reads the client's body until it ends or `limit` bytes are read, each pause bounded
+/// by `body_idle` (else 408; a body that breaks: 400).
+async fn read_ahead<B: RequestBody>(
+    body: B,
+    limit: usize,
+    body_idle: Duration,
+) -> Result<ReadAhead<B>, Refusal> {
+    let mut ahead = ReadAhead {
+        read: VecDeque::new(),
+        len: 0,
+        rest: (!body.is_end_stream()).then_some(body),
+    };
+    let mut stall = Stall::new(body_idle);
+    while (ahead.len as usize) < limit {
+        let Some(rest) = ahead.rest.as_mut() else {
+            break;
+        };
+        let frame = poll_fn(|cx| match Pin::new(&mut *rest).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+            Poll::Pending => {
+                ready!(stall.poll_paused(cx));
+                Poll::Ready(Err(Refusal::ClientTimeout))
+            }
+        })
+        .await?;
+        stall.progressed();
+        match frame {
+            None => ahead.rest = None,
+            Some(Err(_)) => return Err(Refusal::BadRequestBody),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        ahead.len += data.len() as u64;
+                        ahead.read.push_back(data);
+                    }
+                }
+            }
+        }
+        if ahead.rest.as_ref().is_some_and(Body::is_end_stream) {
+            ahead.rest = None;
+        }
+    }
+    Ok(ahead)
 }
 
 /// The backend chosen for a try, with its position in the pool.
@@ -504,6 +667,16 @@ impl TryFailure {
         }
     }
 
+    /// The refusal for a try that failed by the client's doing (its request body
+    /// broke or stopped), which is no backend's fault; `None` for any other failure.
+    fn clients(&self) -> Option<Refusal> {
+        match &self.cause {
+            TryError::Exchange(h1::Error::RequestBody(_)) => Some(Refusal::BadRequestBody),
+            TryError::Exchange(h1::Error::ClientStalled(_)) => Some(Refusal::ClientTimeout),
+            _ => None,
+        }
+    }
+
     /// A failed exchange: a timeout counts as sent (the backend may be working on it).
     fn exchange(failure: h1::Failure) -> TryFailure {
         match failure.error {
@@ -526,15 +699,14 @@ enum TryError {
     Exchange(#[from] h1::Error),
 }
 
-/// The host a request is for: its `Host` header, or the URI authority (HTTP/2).
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
 /// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
-fn request_host<B>(request: &Request<B>) -> Option<HeaderValue> {
+fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
     request
-        .uri()
+        .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| request.headers().get(header::HOST).cloned())
+        .or_else(|| request.headers.get(header::HOST).cloned())
 }
 
 fn strip_port(host: &str) -> &str {
@@ -547,14 +719,18 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// The request's consistent-hash key, or `None` when it lacks one.
-fn request_key<B>(key: &HashKey, request: &Request<B>, client: SocketAddr) -> Option<Vec<u8>> {
+fn request_key(
+    key: &HashKey,
+    request: &http::request::Parts,
+    client: SocketAddr,
+) -> Option<Vec<u8>> {
     match key {
         HashKey::Header(name) => request
-            .headers()
+            .headers
             .get(name.as_str())
             .map(|v| v.as_bytes().to_vec()),
         HashKey::Cookie(name) => request
-            .headers()
+            .headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -563,7 +739,7 @@ fn request_key<B>(key: &HashKey, request: &Request<B>, client: SocketAddr) -> Op
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_bytes().to_vec()),
         HashKey::ClientIp => Some(client.ip().to_string().into_bytes()),
-        HashKey::Path => Some(request.uri().path().as_bytes().to_vec()),
+        HashKey::Path => Some(request.uri.path().as_bytes().to_vec()),
     }
 }
 
@@ -575,19 +751,25 @@ struct Release {
 }
 
 /// A backend's response body on its way to the client, read from the backend's
-/// connection as the client's side asks for it. Dropped after its end, it returns the
-/// connection to the pool (when the response allowed keep-alive); dropped before, or
-/// after an error, the connection closes.
+/// connection as the client's side asks for it. Once read to its end it returns the
+/// connection to the pool (when the response allowed keep-alive) and frees its slot
+/// at once, however long the client then takes to read what is left; dropped before
+/// its end, or after an error, it closes the connection, and an error marks the
+/// request aborted in the access log.
 pub struct Streamed {
+    /// The first piece of the body, read before the response was handed on.
+    first: Option<Bytes>,
     connection: Option<h1::Connection>,
     framing: Framing,
     /// The backend's fields, for a client that takes them as they were sent.
     fields: Option<h1::Fields>,
-    /// Bounds each pause of the body by the pool's `timeouts.per_try`.
+    /// Bounds each pause of the body by the pool's `timeouts.body_idle`.
     stall: Stall,
+    /// The pool's `limits.body_buffer`: how far to read ahead of a slow client.
+    read_ahead: usize,
     release: Option<Release>,
-    _slot: Slot,
-    _log: Option<AccessRecord>,
+    slot: Option<Slot>,
+    log: Option<AccessRecord>,
 }
 
 impl Streamed {
@@ -595,6 +777,23 @@ impl Streamed {
     /// response's header map is then empty); `None` for HTTP/2 clients.
     pub fn take_fields(&mut self) -> Option<h1::Fields> {
         self.fields.take()
+    }
+
+    /// How many bytes of the body to read ahead of a client that reads slowly.
+    pub fn read_ahead(&self) -> usize {
+        self.read_ahead
+    }
+
+    /// The body has been read to its end: the connection goes back to the pool (if it
+    /// may) and the slot is freed.
+    fn finish(&mut self) {
+        if let (Some(r), Some(connection)) = (self.release.take(), self.connection.take()) {
+            r.worker
+                .upstream
+                .checkin(r.addr, connection, r.idle_timeout);
+        }
+        self.connection = None;
+        self.slot = None;
     }
 }
 
@@ -617,6 +816,9 @@ impl Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
         let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
         let Some(connection) = this.connection.as_mut() else {
             return Poll::Ready(None);
         };
@@ -629,24 +831,36 @@ impl Body for Streamed {
         };
         this.stall.progressed();
         match piece {
-            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(Ok(data)) => {
+                if this.framing == Framing::Done {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
             Some(Err(error)) => {
                 this.release = None;
                 this.connection = None;
+                if let Some(log) = this.log.as_mut() {
+                    log.aborted = true;
+                }
                 Poll::Ready(Some(Err(error)))
             }
-            None => Poll::Ready(None),
+            None => {
+                this.finish();
+                Poll::Ready(None)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
+        self.first.is_none() && self.framing == Framing::Done
     }
 
     fn size_hint(&self) -> SizeHint {
+        let first = self.first.as_ref().map_or(0, |f| f.len() as u64);
         match self.framing {
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(first),
+            Framing::Length(left) => SizeHint::with_exact(first + left),
             _ => SizeHint::default(),
         }
     }
@@ -654,13 +868,8 @@ impl Body for Streamed {
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        if self.framing != Framing::Done {
-            return;
-        }
-        if let (Some(r), Some(connection)) = (self.release.take(), self.connection.take()) {
-            r.worker
-                .upstream
-                .checkin(r.addr, connection, r.idle_timeout);
+        if self.framing == Framing::Done && self.first.is_none() {
+            self.finish();
         }
     }
 }

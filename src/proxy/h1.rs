@@ -11,9 +11,12 @@
 //! see the commit that introduced this module for the before and after.
 //!
 //! Framing (RFC 9112 §6): a response to `HEAD`, a 204 and a 304 have no body; else
-//! `Transfer-Encoding` whose last coding is `chunked` frames it by chunks, any other
-//! `Transfer-Encoding` by the connection's close; else `Content-Length` (several
-//! differing values: refused as malformed); else the close. Interim 1xx responses are
+//! `Transfer-Encoding: chunked` frames it by chunks (any other coding is refused as
+//! malformed: evenkeel does not decode it, and the field is not passed on, so the
+//! client would get coded bytes undeclared); else `Content-Length` (several differing
+//! values: refused as malformed); else the close. `Content_Length` or
+//! `Transfer_Encoding` spelt with underscores is refused, and a head over
+//! [`MAX_HEAD_BYTES`] too (502 to the client). Interim 1xx responses are
 //! skipped; a 101 (no upgrade is ever asked for) is malformed. A connection is reused
 //! only when the response allowed it (HTTP/1.1 without `Connection: close`, or HTTP/1.0
 //! with `keep-alive`), its body was read to the end, and nothing followed it.
@@ -22,21 +25,21 @@ use std::io;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Body;
-use tokio::io::AsyncRead;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::headers::{
     connection_lists, is_hop_by_hop, is_hop_by_hop_name, tokens, ConnectionOptions,
     X_FORWARDED_FOR, X_FORWARDED_HOST,
 };
+use super::outbox::{pump, Outbox, PumpError};
+use super::stall::Stall;
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
 /// own (HTTP/1, [`super::downstream`]).
@@ -61,6 +64,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_LINE: usize = 4096;
 /// Most trailer fields accepted after a chunked body (they are not forwarded).
 const MAX_TRAILERS: u32 = 64;
+/// Request body bytes gathered into one write to a backend at most.
+const BODY_GATHER: usize = 64 * 1024;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +91,14 @@ pub enum Error {
     /// No complete response head before the try's deadline (`timeouts.per_try`).
     #[error("the backend did not answer in time")]
     TimedOut,
-    /// The backend paused its response body longer than this (`timeouts.per_try`).
-    #[error("the backend sent nothing of its response body for {0:?}")]
+    /// The backend took or sent no byte of a body for this long
+    /// (`timeouts.body_idle`).
+    #[error("the backend moved no byte of the body for {0:?}")]
     Stalled(std::time::Duration),
+    /// The client sent no byte of its request body for this long
+    /// (`timeouts.body_idle`).
+    #[error("the client sent no byte of its request body for {0:?}")]
+    ClientStalled(std::time::Duration),
     /// Reading the client's request body failed.
     #[error("reading the client's request body failed: {0}")]
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
@@ -120,14 +130,16 @@ pub enum BodyFraming {
 }
 
 impl BodyFraming {
-    /// The framing for a request with these fields and this body.
+    /// The framing for a request with these fields and this body: its length when
+    /// the body knows it exactly (the client's `Content-Length`, or a body evenkeel
+    /// read whole before picking a backend), else chunked.
     pub fn of<B: Body>(headers: &HeaderMap, body: &B) -> BodyFraming {
         let has_length = headers.contains_key(header::CONTENT_LENGTH);
         match (body.is_end_stream(), body.size_hint().exact()) {
             (true, _) if has_length => BodyFraming::Length(0),
             (true, _) => BodyFraming::None,
-            (false, Some(length)) if has_length => BodyFraming::Length(length),
-            (false, _) => BodyFraming::Chunked,
+            (false, Some(length)) => BodyFraming::Length(length),
+            (false, None) => BodyFraming::Chunked,
         }
     }
 }
@@ -234,6 +246,17 @@ fn put_joined<'a>(
     out.extend_from_slice(b"\r\n");
 }
 
+/// What bounds one exchange with a backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// When the response head must have arrived had the request gone out at once
+    /// (`timeouts.per_try` from the try's start, within `timeouts.request`); moved
+    /// later by the time sending the request takes.
+    pub head: tokio::time::Instant,
+    /// The longest the request may pause while it is sent (`timeouts.body_idle`).
+    pub body_idle: std::time::Duration,
+}
+
 /// How far an exchange got before it failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -252,6 +275,26 @@ pub struct Failure {
     pub error: Error,
     /// How far the exchange got.
     pub progress: Progress,
+}
+
+/// A failure to send a request, as a [`Failure`] at `progress`.
+fn sending_failed<E>(
+    error: PumpError<E>,
+    body_idle: std::time::Duration,
+    progress: Progress,
+) -> Failure
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Failure {
+        error: match error {
+            PumpError::Body(e) => Error::RequestBody(e.into()),
+            PumpError::Write(e) => e.into(),
+            PumpError::Stalled { reading: true } => Error::ClientStalled(body_idle),
+            PumpError::Stalled { reading: false } => Error::Stalled(body_idle),
+        },
+        progress,
+    }
 }
 
 /// A backend's response head, hop-by-hop headers removed, and its body's framing.
@@ -316,35 +359,39 @@ impl Connection {
     }
 
     /// Whether an idle connection can take a request: nothing unread, and the backend
-    /// has not closed it. Costs a system call only when the socket reports itself
-    /// readable (a closed connection does).
+    /// has neither closed it nor sent anything since its last response. It asks the
+    /// socket itself (one `recv` with `MSG_PEEK`), not tokio's readiness: readiness is
+    /// only as fresh as the worker's last turn of its event loop, and a busy worker
+    /// could otherwise hand out a connection whose stray bytes (a body after a `HEAD`
+    /// response, bytes past `Content-Length`) arrived a moment ago and would be read as
+    /// the next request's response.
     pub fn is_idle_and_open(&self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable while idle: end of stream, stray bytes, or stale readiness.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        matches!(socket2::SockRef::from(&self.stream).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Sends the request (`body`: the client's, taken only once the head is written)
-    /// and reads the response head, by `deadline` (else [`Error::TimedOut`]). The
-    /// connection keeps one timer for all its exchanges, re-armed each time: making
-    /// and dropping a timer per request cost a few percent of its instructions.
+    /// and reads the response head. Sending is bounded by progress: a pause of
+    /// `limits.body_idle` in which no byte moves (the client sends nothing of its body,
+    /// or the backend reads nothing) fails it with [`Error::Stalled`]. The response
+    /// head must then arrive by `limits.head` moved later by however long sending took
+    /// (else [`Error::TimedOut`]), so a long upload is not cut for taking long, only
+    /// for stopping. The connection keeps one timer for all its exchanges, re-armed
+    /// each time: making and dropping a timer per request cost a few percent of its
+    /// instructions.
     pub async fn exchange<B: RequestBody>(
         &mut self,
         request: &Outgoing,
         body: &mut Option<B>,
-        deadline: tokio::time::Instant,
+        limits: Limits,
     ) -> Result<ResponseHead, Failure> {
+        let started = tokio::time::Instant::now();
+        self.send(request, body, limits.body_idle).await?;
+        let deadline = limits.head + started.elapsed();
         let mut timer = match self.timer.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);
@@ -354,7 +401,7 @@ impl Connection {
         };
         let result = tokio::select! {
             biased;
-            result = self.exchange_untimed(request, body) => result,
+            result = self.read_head(request.is_head) => result,
             () = &mut timer => Err(Failure {
                 error: Error::TimedOut,
                 progress: Progress::Answered,
@@ -364,57 +411,41 @@ impl Connection {
         result
     }
 
-    async fn exchange_untimed<B: RequestBody>(
+    /// Writes the request head, then the body (re-chunked when `request.chunked`),
+    /// what the body has at hand gathered into one write. The body is taken only once
+    /// the head is written, so a try that fails before that can go out again whole.
+    async fn send<B: RequestBody>(
         &mut self,
         request: &Outgoing,
         body: &mut Option<B>,
-    ) -> Result<ResponseHead, Failure> {
-        let unanswered = |error| Failure {
-            error,
-            progress: Progress::Unanswered,
+        body_idle: std::time::Duration,
+    ) -> Result<(), Failure> {
+        let mut stall = Stall::new(body_idle);
+        let mut outbox = Outbox::default();
+        outbox.push(request.head.clone());
+        let stream = &mut self.stream;
+        let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
+            Pin::new(&mut *stream).poll_write_vectored(cx, slices)
         };
-        if let Err(error) = self.stream.write_all(&request.head).await {
-            // A write to a connection the backend has closed fails at once, before
-            // anything reaches it.
-            return Err(Failure {
-                error: error.into(),
-                progress: Progress::Unwritten,
-            });
-        }
-        if let Some(body) = body.take() {
-            self.send_body(body, request.chunked)
-                .await
-                .map_err(unanswered)?;
-        }
-        self.read_head(request.is_head).await
-    }
-
-    async fn send_body<B: RequestBody>(&mut self, mut body: B, chunked: bool) -> Result<(), Error> {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(|e| Error::RequestBody(e.into()))?.into_data() else {
-                continue; // trailers: not forwarded
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let mut line = [0u8; 20];
-                let free = {
-                    let mut cursor = &mut line[..];
-                    let _ = write!(cursor, "{:x}\r\n", data.len());
-                    cursor.len()
-                };
-                self.stream.write_all(&line[..line.len() - free]).await?;
-                self.stream.write_all(&data).await?;
-                self.stream.write_all(b"\r\n").await?;
-            } else {
-                self.stream.write_all(&data).await?;
-            }
-        }
-        if chunked {
-            self.stream.write_all(b"0\r\n\r\n").await?;
-        }
-        Ok(())
+        // A write to a connection the backend has closed fails at once, before anything
+        // reaches it.
+        outbox
+            .flush(&mut writer, &mut stall)
+            .await
+            .map_err(|e| sending_failed(e, body_idle, Progress::Unwritten))?;
+        let Some(mut body) = body.take() else {
+            return Ok(());
+        };
+        pump(
+            &mut body,
+            &mut outbox,
+            request.chunked,
+            BODY_GATHER,
+            &mut writer,
+            &mut stall,
+        )
+        .await
+        .map_err(|e| sending_failed(e, body_idle, Progress::Unanswered))
     }
 
     async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, Failure> {
@@ -459,7 +490,11 @@ impl Connection {
                 &mut fields,
             );
             let len = match parsed {
-                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+                Ok(httparse::Status::Complete(_)) => return Err(Error::HeadTooLarge),
+                Ok(httparse::Status::Partial) if self.read.len() >= MAX_HEAD_BYTES => {
+                    return Err(Error::HeadTooLarge)
+                }
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => {
                     return Err(Error::Malformed("more than 128 header fields"))
@@ -498,6 +533,12 @@ impl Connection {
     /// Reads more of the response into the buffer; 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         poll_fill(&mut self.stream, &mut self.read, cx)
+    }
+
+    /// Whether nothing the backend sent is left unread (a connection with bytes past
+    /// its last response must not be reused).
+    pub fn is_drained(&self) -> bool {
+        self.read.is_empty()
     }
 
     /// The next piece of a response body framed by `framing` (which it advances);
@@ -663,7 +704,21 @@ fn build_head(
     for span in spans {
         let (name, (v, vl)) = field(span);
         let value = &raw[v..v + vl];
+        if is_disguised_framing(name) {
+            return Err(Error::Malformed("a framing field spelt with '_'"));
+        }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Transfer-Encoding is hop-by-hop and not passed on: a coding evenkeel does
+            // not decode (gzip, chunked) would reach the client undeclared.
+            let mut codings = tokens(value);
+            if !(codings
+                .next()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+                && codings.next().is_none())
+                || transfer_encoding.is_some()
+            {
+                return Err(Error::Malformed("a transfer coding other than chunked"));
+            }
             transfer_encoding = Some(value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let length = parse_length(value.trim_ascii())
@@ -762,6 +817,21 @@ fn is_listed(raw: &Bytes, spans: &[Span], name: &[u8]) -> bool {
     })
 }
 
+/// Whether a field name is `Content-Length` or `Transfer-Encoding` spelt with `_` for
+/// `-` (any case): many servers read `_` as `-`, so such a field would frame the body
+/// for them and not for evenkeel — a known smuggling path.
+pub(super) fn is_disguised_framing(name: &[u8]) -> bool {
+    let disguised = |framing: &[u8]| {
+        name.len() == framing.len()
+            && name.contains(&b'_')
+            && name
+                .iter()
+                .zip(framing)
+                .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    };
+    disguised(b"content-length") || disguised(b"transfer-encoding")
+}
+
 /// A `Content-Length` value: digits only (no sign, no spaces).
 pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
     if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
@@ -775,7 +845,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     fn parts(build: http::request::Builder) -> request::Parts {
@@ -871,8 +941,11 @@ mod tests {
         (connection, head)
     }
 
-    fn later() -> tokio::time::Instant {
-        tokio::time::Instant::now() + std::time::Duration::from_secs(5)
+    fn later() -> Limits {
+        Limits {
+            head: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            body_idle: std::time::Duration::from_secs(5),
+        }
     }
 
     fn get() -> Outgoing {

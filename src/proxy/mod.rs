@@ -27,6 +27,7 @@ pub mod errors;
 pub mod forward;
 pub mod h1;
 pub mod headers;
+pub mod outbox;
 pub mod retry;
 pub mod server;
 pub mod stall;

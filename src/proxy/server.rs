@@ -18,14 +18,19 @@
 //! serving and closes, and after `drain_timeout` whatever remains is cut.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -36,13 +41,20 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
 use super::downstream;
-use super::forward::{Client, Worker};
+use super::forward::{Client, ProxyBody, Worker};
+use super::h1::MAX_HEAD_BYTES;
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
 use crate::runtime::Runtime;
 
 /// How often idle upstream connections are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Streams an HTTP/2 client may have open at once on one connection.
+const H2_MAX_STREAMS: u32 = 128;
+/// Streams an HTTP/2 client may reset before evenkeel has served them (h2's default).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams evenkeel may reset for a client's protocol errors before it sends GOAWAY.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// How to run the proxy.
 #[derive(Clone, Debug)]
@@ -224,7 +236,15 @@ fn run_worker(
         });
         let connections = Rc::new(Connections::default());
         let mut http2 = http2::Builder::new(LocalExec);
-        http2.timer(TokioTimer::new());
+        http2
+            .timer(TokioTimer::new())
+            // Streams at once per connection, and the rapid-reset bounds (CVE-2023-44487):
+            // a client that resets more streams than this before they are served, or
+            // makes evenkeel reset this many, gets GOAWAY.
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+            .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS))
+            .max_header_list_size(MAX_HEAD_BYTES as u32);
         let http2 = Rc::new(http2);
         for ((index, socket), inbox) in sockets.into_iter().enumerate().zip(inbox) {
             let listener = match tokio::net::TcpListener::from_std(socket) {
@@ -462,13 +482,24 @@ fn serve_connection(
                 downstream::serve(stream, worker, index, peer, header_timeout, &mut shutdown).await;
             }
             Speaks::Http2 => {
+                let activity = Rc::new(Activity::new());
+                let streams = Rc::clone(&activity);
                 let service = service_fn(move |request| {
-                    Rc::clone(&worker).handle(request, index, Rc::clone(&peer))
+                    let stream = streams.begin();
+                    let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer));
+                    async move {
+                        let Ok(response) = handled.await;
+                        Ok::<_, Infallible>(response.map(|body| Tracked {
+                            body,
+                            _stream: stream,
+                        }))
+                    }
                 });
                 let connection = serving
                     .http2
                     .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = drive(connection, &mut shutdown).await {
+                let idle = activity.idle_for(header_timeout);
+                if let Err(e) = drive(connection, &mut shutdown, idle).await {
                     tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
             }
@@ -477,9 +508,13 @@ fn serve_connection(
     });
 }
 
-/// Serves one client connection until it ends, or — once shutdown begins — until it
-/// has finished the request it is serving.
-async fn drive<C>(connection: C, shutdown: &mut watch::Receiver<bool>) -> Result<(), C::Error>
+/// Serves one client connection until it ends, or — once shutdown begins or `idle`
+/// resolves — until it has finished the streams it is serving (GOAWAY).
+async fn drive<C>(
+    connection: C,
+    shutdown: &mut watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
@@ -490,6 +525,87 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = idle => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+/// The streams of an HTTP/2 connection: how many are open (a request being handled
+/// or its response body being sent) and when the last one began or ended.
+struct Activity {
+    open: Cell<usize>,
+    last: Cell<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            open: Cell::new(0),
+            last: Cell::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Counts a stream as open until the returned guard is dropped.
+    fn begin(self: &Rc<Self>) -> OpenStream {
+        self.open.set(self.open.get() + 1);
+        self.last.set(tokio::time::Instant::now());
+        OpenStream(Rc::clone(self))
+    }
+
+    /// Resolves once no stream has been open for `limit`: a client that sends the
+    /// preface and nothing more, or holds an idle connection, is let go after
+    /// `header_timeout` as an HTTP/1 client would be. (hyper bounds neither: its
+    /// `header_read_timeout` is HTTP/1 only.)
+    async fn idle_for(self: Rc<Self>, limit: Duration) {
+        loop {
+            tokio::time::sleep_until(self.last.get() + limit).await;
+            if self.open.get() == 0 && self.last.get().elapsed() >= limit {
+                return;
+            }
+            if self.open.get() > 0 {
+                // Look again a whole `limit` after now.
+                self.last
+                    .set(tokio::time::Instant::now().max(self.last.get()));
+            }
+        }
+    }
+}
+
+/// One open HTTP/2 stream, counted in its connection's [`Activity`].
+struct OpenStream(Rc<Activity>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.last.set(tokio::time::Instant::now());
+    }
+}
+
+/// A response body that keeps its stream counted as open until it is done.
+struct Tracked {
+    body: ProxyBody,
+    _stream: OpenStream,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -6,8 +6,8 @@
 //! After a response body has been read to its end the connection goes back to the idle
 //! list of its backend; idle connections expire after the pool's `timeouts.idle`, and a
 //! sweep closes them even when no request comes by. A connection the backend closed
-//! while it was idle is noticed when it is checked out (see
-//! [`h1::Connection::is_idle_and_open`]).
+//! while it was idle, or that sent bytes nobody asked for, is noticed when it is
+//! checked in or out (see [`h1::Connection::is_idle_and_open`]) and closed.
 //!
 //! Every connection is counted in one shared gauge while it is open (made in
 //! [`connect`], released when its I/O task ends), for `/metrics`.
@@ -82,8 +82,12 @@ impl UpstreamPool {
         None
     }
 
-    /// Returns a connection whose last response was read to its end.
+    /// Returns a connection whose last response was read to its end; one that holds
+    /// bytes past that response is closed instead (they belong to no request).
     pub fn checkin(&self, addr: SocketAddr, connection: h1::Connection, idle_timeout: Duration) {
+        if !connection.is_drained() {
+            return;
+        }
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {

@@ -1,0 +1,326 @@
+//! Copying a body from one side to the other: read what is at hand, write it in one go.
+//!
+//! An [`Outbox`] is a queue of byte pieces (a head, body frames, chunk-size lines)
+//! written with one vectored write, so a body that arrives as many small frames (an
+//! upload sent as one-byte chunks, say) costs one system call per batch rather than
+//! three per frame, and no body byte is copied on the way. [`pump`] moves a body
+//! through one: it reads ahead while the writer is slow, up to a bound, so a backend
+//! can finish its response while a slow client still reads it (the backend's
+//! connection then goes back to the pool at once), and it bounds every pause in which
+//! neither side moves a byte.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io::{self, IoSlice, Write as _};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::Body;
+
+use super::stall::Stall;
+
+/// Most pieces given to one vectored write (Linux takes up to 1,024).
+const MAX_SLICES: usize = 64;
+
+/// Byte pieces waiting to be written, in order.
+#[derive(Default)]
+pub struct Outbox {
+    pieces: VecDeque<Bytes>,
+    len: usize,
+    /// Room for chunk-size lines, split off as they are made.
+    lines: BytesMut,
+}
+
+impl Outbox {
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `bytes` as they are.
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.pieces.push_back(bytes);
+        }
+    }
+
+    /// Queues `data` as one chunk of a chunked body (RFC 9112 §7.1).
+    pub fn push_chunk(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return; // an empty chunk would end the body
+        }
+        if self.lines.capacity() < 32 {
+            self.lines.reserve(512);
+        }
+        let mut line = [0u8; 20];
+        let free = {
+            let mut cursor = &mut line[..];
+            let _ = write!(cursor, "{:x}\r\n", data.len());
+            cursor.len()
+        };
+        self.lines.extend_from_slice(&line[..line.len() - free]);
+        let line = self.lines.split().freeze();
+        self.push(line);
+        self.push(data);
+        self.push(Bytes::from_static(b"\r\n"));
+    }
+
+    /// Queues the last chunk of a chunked body (no trailers).
+    pub fn push_last_chunk(&mut self) {
+        self.push(Bytes::from_static(b"0\r\n\r\n"));
+    }
+
+    /// Writes as much as one vectored write takes; the bytes written.
+    pub fn poll_write<W>(&mut self, writer: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<usize>>
+    where
+        W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (slot, piece) in slices.iter_mut().zip(&self.pieces) {
+            *slot = IoSlice::new(piece);
+            count += 1;
+        }
+        let mut written = ready!(writer(cx, &slices[..count]))?;
+        if written == 0 && count > 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let total = written;
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.pieces.pop_front();
+            } else {
+                let _ = front.split_to(written);
+                written = 0;
+            }
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    /// Writes everything waiting, each pause bounded by `stall`.
+    pub async fn flush<W>(
+        &mut self,
+        writer: &mut W,
+        stall: &mut Stall,
+    ) -> Result<(), PumpError<Infallible>>
+    where
+        W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    {
+        while !self.is_empty() {
+            poll_fn(|cx| match self.poll_write(writer, cx) {
+                Poll::Ready(result) => Poll::Ready(result.map_err(PumpError::Write)),
+                Poll::Pending => {
+                    ready!(stall.poll_paused(cx));
+                    Poll::Ready(Err(PumpError::Stalled { reading: false }))
+                }
+            })
+            .await?;
+            stall.progressed();
+        }
+        Ok(())
+    }
+}
+
+/// Why a body could not be copied.
+#[derive(Debug)]
+pub enum PumpError<E> {
+    /// Reading the body failed.
+    Body(E),
+    /// Writing failed.
+    Write(io::Error),
+    /// Neither side moved a byte for the stall's limit; `reading`: the body owed the
+    /// next byte (nothing waited to be written).
+    Stalled {
+        /// Whether the pause was the body's.
+        reading: bool,
+    },
+}
+
+/// Copies `body` through `outbox` to `writer` (after whatever the outbox already
+/// holds), as chunks when `chunked` (the last chunk included), until the body ends and
+/// everything is written. It reads whatever the body has at hand while fewer than
+/// `read_ahead` bytes wait (at least one piece at a time), then writes all that waits
+/// in one vectored write. `stall` bounds each pause in which neither side moves.
+pub async fn pump<B, W>(
+    body: &mut B,
+    outbox: &mut Outbox,
+    chunked: bool,
+    read_ahead: usize,
+    writer: &mut W,
+    stall: &mut Stall,
+) -> Result<(), PumpError<B::Error>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+{
+    let mut ended = body.is_end_stream() && !chunked;
+    poll_fn(|cx| loop {
+        let mut moved = false;
+        while !ended && (outbox.is_empty() || outbox.len() < read_ahead) {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not forwarded.
+                    if let Ok(data) = frame.into_data() {
+                        if chunked {
+                            outbox.push_chunk(data);
+                        } else {
+                            outbox.push(data);
+                        }
+                    }
+                    moved = true;
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(PumpError::Body(error))),
+                Poll::Ready(None) => {
+                    if chunked {
+                        outbox.push_last_chunk();
+                    }
+                    ended = true;
+                    moved = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !outbox.is_empty() {
+            match outbox.poll_write(writer, cx) {
+                Poll::Ready(Ok(_)) => moved = true,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(PumpError::Write(error))),
+                Poll::Pending => {}
+            }
+        }
+        if ended && outbox.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if moved {
+            stall.progressed();
+            continue;
+        }
+        ready!(stall.poll_paused(cx));
+        return Poll::Ready(Err(PumpError::Stalled {
+            reading: outbox.is_empty(),
+        }));
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Frame;
+    use std::time::Duration;
+
+    /// A body that yields its frames one at a time.
+    struct Frames(VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    #[test]
+    fn a_body_of_many_small_frames_is_rechunked_and_written_in_few_writes() {
+        let mut body = Frames(
+            (0..1000u32)
+                .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8]))
+                .collect(),
+        );
+        let mut out = Vec::new();
+        let mut writes = 0usize;
+        let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+            writes += 1;
+            let mut n = 0;
+            for slice in slices {
+                out.extend_from_slice(slice);
+                n += slice.len();
+            }
+            Poll::Ready(Ok(n))
+        };
+        let mut outbox = Outbox::default();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let mut stall = Stall::new(Duration::from_secs(1));
+                pump(
+                    &mut body,
+                    &mut outbox,
+                    true,
+                    64 * 1024,
+                    &mut writer,
+                    &mut stall,
+                )
+                .await
+                .map_err(|_| "pump")
+                .expect("pumped");
+            });
+        // 1000 frames of 3 pieces each plus the last chunk, at most 64 pieces a write.
+        assert!(writes <= 3001 / MAX_SLICES + 1, "{writes} writes");
+        let mut decoded = Vec::new();
+        let mut rest = &out[..];
+        loop {
+            let end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).expect("hex"), 16)
+                .expect("size");
+            rest = &rest[end + 2..];
+            if size == 0 {
+                assert_eq!(rest, b"\r\n");
+                break;
+            }
+            decoded.extend_from_slice(&rest[..size]);
+            assert_eq!(&rest[size..size + 2], b"\r\n");
+            rest = &rest[size + 2..];
+        }
+        assert_eq!(decoded.len(), 1000);
+        assert_eq!(decoded[27], b'b');
+    }
+
+    #[test]
+    fn a_partial_write_keeps_the_rest_in_order() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"head|"));
+        outbox.push_chunk(Bytes::from_static(b"hello"));
+        outbox.push_last_chunk();
+        let mut out = Vec::new();
+        let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+            // Three bytes at a time.
+            let mut n = 0;
+            for slice in slices {
+                let take = (3 - n).min(slice.len());
+                out.extend_from_slice(&slice[..take]);
+                n += take;
+                if n == 3 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while !outbox.is_empty() {
+            let _ = outbox.poll_write(&mut writer, &mut cx);
+        }
+        assert_eq!(out, b"head|5\r\nhello\r\n0\r\n\r\n");
+    }
+}
