@@ -5,6 +5,7 @@ mod util;
 
 mod check;
 mod demo;
+mod hardening;
 mod history;
 mod lint;
 mod loadtest;

@@ -499,7 +499,7 @@ fn serve_connection(
                     .http2
                     .serve_connection(TokioIo::new(stream), service);
                 let idle = activity.idle_for(header_timeout);
-                if let Err(e) = drive(connection, &mut shutdown, idle).await {
+                if let Err(e) = drive(connection, &mut shutdown, idle, header_timeout).await {
                     tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
             }
@@ -508,12 +508,16 @@ fn serve_connection(
     });
 }
 
-/// Serves one client connection until it ends, or — once shutdown begins or `idle`
-/// resolves — until it has finished the streams it is serving (GOAWAY).
+/// Serves one client connection until it ends, or — once shutdown begins — until it
+/// has finished the streams it is serving (GOAWAY). Once `idle` resolves (no stream
+/// open) it says GOAWAY too, and closes at the latest `grace` later: hyper waits for
+/// a handshake to finish before it sends GOAWAY, and a client that stalls inside
+/// the handshake would keep the connection for ever.
 async fn drive<C>(
     connection: C,
     shutdown: &mut watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
+    grace: Duration,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
@@ -527,7 +531,7 @@ where
         }
         () = idle => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::time::timeout(grace, connection).await.unwrap_or(Ok(()))
         }
     }
 }
