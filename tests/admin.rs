@@ -255,6 +255,36 @@ fn admin_accept_backs_off_when_out_of_descriptors() {
     drop(attack);
 }
 
+/// Issue 12 (the slow-body variant): a `POST /config` whose body never finishes held
+/// its connection slot for good; its body must arrive within header_timeout.
+#[test]
+fn admin_post_body_must_arrive_within_the_header_timeout() {
+    let backend = Backend::start("web");
+    let proxy = Proxy::start_with_admin_settings(&config(&backend), 1, "header_timeout = \"1s\"\n");
+    let admin = proxy.admin.expect("admin listener");
+    let mut stream = TcpStream::connect(admin).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let sent = Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST /config HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+                 content-length: 100\r\n\r\n[[listener]]\n"
+            )
+            .as_bytes(),
+        )
+        .expect("send half a body");
+    let reply = read_response(&mut stream);
+    let waited = sent.elapsed();
+    assert_eq!(reply.status, Some(408), "{}", reply.text);
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+}
+
 /// `/metrics` without a token showed every backend address; the operator can now put
 /// it behind the token.
 #[test]
