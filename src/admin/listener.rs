@@ -22,9 +22,10 @@
 //!     `idle_timeout` without activity. Writing the response counts as activity, so a
 //!     client that stops reading a large response is closed after `idle_timeout` too.
 //!
-//!   hyper's own `header_read_timeout` is off: since hyper 1.6 it also runs during the
-//!   wait between keep-alive requests (hyperium/hyper#3828), so one value would be both
-//!   the head and the idle timeout. Keeping them apart is what Envoy
+//!   hyper's own `header_read_timeout` is off: in the hyper we use (1.12) it also runs
+//!   during the wait between keep-alive requests (hyperium/hyper#3828; `proto/h1/conn.rs`
+//!   restarts it when a connection goes idle), so one value would be both the head and
+//!   the idle timeout. Keeping them apart is what Envoy
 //!   (`idle_timeout` vs `request_headers_timeout`) and Go (`IdleTimeout` vs
 //!   `ReadHeaderTimeout`) do. The phases are tracked by a thin wrapper around the socket
 //!   ([`Watched`]: any byte read between requests starts a head) and by the service
