@@ -3,6 +3,7 @@
 
 mod util;
 
+mod admin;
 mod check;
 mod demo;
 mod hardening;

@@ -709,25 +709,58 @@ impl Proxy {
     /// Starts `evenkeel serve` with `workers` worker threads on `config`, and waits until
     /// it has printed the address of every `[[listener]]`.
     pub fn start(config: &str, workers: usize) -> Proxy {
-        Proxy::launch(config, workers, false)
+        Proxy::launch(config, workers, false, None)
     }
 
     /// Like [`Proxy::start`], with an `[admin]` section added to `config` (on
     /// `127.0.0.1:0`, token [`ADMIN_TOKEN`]); also waits for the admin address.
     pub fn start_with_admin(config: &str, workers: usize) -> Proxy {
-        let config =
-            format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n");
-        Proxy::launch(&config, workers, true)
+        Proxy::start_with_admin_settings(config, workers, "")
     }
 
-    fn launch(config: &str, workers: usize, admin: bool) -> Proxy {
+    /// Like [`Proxy::start_with_admin`], with `settings` (TOML lines such as
+    /// `max_connections = 8`) added to the `[admin]` section.
+    pub fn start_with_admin_settings(config: &str, workers: usize, settings: &str) -> Proxy {
+        Proxy::launch(&with_admin(config, settings), workers, true, None)
+    }
+
+    /// Like [`Proxy::start_with_admin_settings`], in a process whose open-files limit
+    /// (soft and hard) is `open_files`.
+    pub fn start_with_admin_under_open_files_limit(
+        config: &str,
+        workers: usize,
+        settings: &str,
+        open_files: u64,
+    ) -> Proxy {
+        Proxy::launch(
+            &with_admin(config, settings),
+            workers,
+            true,
+            Some(open_files),
+        )
+    }
+
+    fn launch(config: &str, workers: usize, admin: bool, open_files: Option<u64>) -> Proxy {
         let dir = Dir::new();
         if admin {
             dir.write("admin.token", ADMIN_TOKEN);
         }
         let config_path = dir.write("evenkeel.toml", config);
         let stderr_path = dir.path().join("stderr.log");
-        let mut child = evenkeel()
+        let mut command = match open_files {
+            None => evenkeel(),
+            // `ulimit -n` sets the soft and the hard limit; `exec` keeps the PID.
+            Some(limit) => {
+                let mut bash = Command::new("bash");
+                bash.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_evenkeel"),
+                ]);
+                bash
+            }
+        };
+        let mut child = command
             .args(["serve", "-c"])
             .arg(&config_path)
             .args(["--workers", &workers.to_string(), "--no-access-log"])
@@ -893,6 +926,30 @@ impl Proxy {
             .unwrap_or_else(|| panic!("no backend {address} in pool {pool}: {pool_status}"))
     }
 
+    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the command name (which may hold spaces) in parentheses; utime and
+        // stime are fields 14 and 15 of the line, 12th and 13th after it.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11..13]
+            .iter()
+            .map(|f| f.parse::<u64>().expect("a tick count"))
+            .sum();
+        let per_second: u64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100);
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+
     /// A field of `/proc/PID/status` in KiB (`"VmRSS"`, `"VmHWM"`).
     pub fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -903,6 +960,14 @@ impl Proxy {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
+}
+
+/// `config` with an `[admin]` section on `127.0.0.1:0`, token [`ADMIN_TOKEN`], and
+/// `settings` in it.
+fn with_admin(config: &str, settings: &str) -> String {
+    format!(
+        "{config}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n{settings}\n"
+    )
 }
 
 impl Drop for Proxy {

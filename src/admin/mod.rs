@@ -1,13 +1,18 @@
 //! The admin API: what a running evenkeel is doing, on its own listener.
 //!
 //! It runs on one thread of its own, so a burst of admin calls never takes time from
-//! the proxy's workers. Every endpoint but `GET /healthz` and `GET /metrics` needs
-//! `Authorization: Bearer <token>` with the token from `admin.token_file`; a missing or
-//! wrong token gets 401 and changes nothing.
+//! the proxy's workers, and it serves at most `[admin] max_connections` connections at
+//! once, each closed when its head or idle timeout passes ([`listener`]), so a flood of
+//! connections to the admin port cannot starve the proxy of descriptors or CPU. Every
+//! endpoint but `GET /healthz` and `GET /metrics` needs `Authorization: Bearer <token>`
+//! with the token from `admin.token_file`; a missing or wrong token gets 401 and
+//! changes nothing. `[admin] metrics_require_token = true` puts `GET /metrics` behind
+//! the token too (its labels name every backend address).
 //!
 //! Endpoints so far:
 //! - `GET /healthz` → `ok` (no token): the process is up.
-//! - `GET /metrics` → OpenMetrics text for Prometheus (no token; [`metrics`]).
+//! - `GET /metrics` → OpenMetrics text for Prometheus (no token unless
+//!   `metrics_require_token`; [`metrics`]).
 //! - `GET /status` → JSON: every pool, its backends, their weight, intended share,
 //!   requests, observed share, responses by class, failures, in-flight requests; the
 //!   `[guard]` thresholds in force (`guard`), the config `version` in force and the
@@ -21,10 +26,10 @@
 //! - `POST /backends/{pool}/{address}/drain` and `/enable` → stop sending a backend new
 //!   requests (those in flight finish), or start again.
 
+mod listener;
 pub mod metrics;
 mod status;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,9 +39,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use crate::apply::{Applied, Applier, ApplyOptions, RollbackError};
 use crate::config::diagnostic;
@@ -44,6 +46,7 @@ use crate::monitor::Monitor;
 use crate::runtime::Runtime;
 use crate::store::Origin;
 
+pub use listener::{Limits, ACCEPT_BACKOFF};
 pub use status::{BackendStatus, GuardThresholds, PoolStatus, Status};
 
 /// Why the admin listener could not start.
@@ -81,15 +84,18 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
     Ok(token)
 }
 
-/// Binds `addr` and serves the admin API on a thread of its own. Returns the bound
-/// address (port 0 resolved).
+/// Binds `settings.listen` and serves the admin API on a thread of its own, under the
+/// limits of `settings`. Returns the bound address (port 0 resolved).
 pub fn start(
     runtime: Arc<Runtime>,
     applier: Arc<Applier>,
     monitor: Arc<Monitor>,
-    addr: SocketAddr,
+    settings: &crate::config::Admin,
     token: String,
 ) -> Result<SocketAddr, AdminError> {
+    let addr = settings.listen;
+    let limits = Limits::from(settings);
+    let metrics_require_token = settings.metrics_require_token;
     let bind_error = |source| AdminError::Bind { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
@@ -109,6 +115,8 @@ pub fn start(
                 applier,
                 monitor,
                 token,
+                limits,
+                metrics_require_token,
             });
             rt.block_on(serve(listener, state));
         })
@@ -122,6 +130,10 @@ struct AdminState {
     applier: Arc<Applier>,
     monitor: Arc<Monitor>,
     token: String,
+    /// Connections at once, head and idle timeouts.
+    limits: Limits,
+    /// Whether `GET /metrics` needs the token too.
+    metrics_require_token: bool,
 }
 
 async fn serve(listener: std::net::TcpListener, state: Arc<AdminState>) {
@@ -129,21 +141,7 @@ async fn serve(listener: std::net::TcpListener, state: Arc<AdminState>) {
         Ok(l) => l,
         Err(e) => return tracing::error!(error = %e, "admin listener failed"),
     };
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(request, &state).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    listener::accept_loop(listener, state).await;
 }
 
 async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
@@ -152,13 +150,18 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         applier,
         monitor,
         token,
+        limits,
+        metrics_require_token,
     } = state;
     let path = request.uri().path().to_string();
     // The only two endpoints open without the token: they change nothing and tell
-    // nothing a token protects (DESIGN "Admin API").
+    // nothing a token protects (DESIGN "Admin API") — though /metrics names backend
+    // addresses, so the operator may close it too.
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/metrics") => return metrics_response(runtime, applier, monitor),
+        (&Method::GET, "/metrics") if !metrics_require_token => {
+            return metrics_response(runtime, applier, monitor)
+        }
         _ => {}
     }
     if !authorized(&request, token) {
@@ -184,6 +187,7 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
             });
             json(StatusCode::OK, &status)
         }
+        (Method::GET, "/metrics") => metrics_response(runtime, applier, monitor),
         (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
         (Method::GET, "/config/history") => match applier.history() {
             Ok(versions) => json(
@@ -196,7 +200,7 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
             ),
         },
         (Method::POST, "/config") => {
-            let body = match read_body(request).await {
+            let body = match read_body(request, limits.header_timeout).await {
                 Ok(body) => body,
                 Err(response) => return response,
             };
@@ -297,14 +301,29 @@ pub fn time_param(value: &str) -> Option<String> {
 /// Largest config accepted by `POST /config`.
 const MAX_CONFIG_BYTES: usize = 4 << 20;
 
-async fn read_body(request: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+/// Reads a `POST /config` body: at most [`MAX_CONFIG_BYTES`], all of it within `within`
+/// (`[admin] header_timeout`), so a client that sends a head and then dribbles the body
+/// cannot hold a connection slot.
+async fn read_body(
+    request: Request<Incoming>,
+    within: std::time::Duration,
+) -> Result<String, Response<Full<Bytes>>> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_CONFIG_BYTES);
-    let bytes = match limited.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
+    let bytes = match tokio::time::timeout(within, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
             return Err(json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &serde_json::json!({"error": format!("cannot read the config: {e} (at most 4 MiB)")}),
+            ))
+        }
+        Err(_) => {
+            return Err(json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({"error": format!(
+                    "the config did not arrive within [admin] header_timeout ({})",
+                    crate::config::values::format_duration(within)
+                )}),
             ))
         }
     };

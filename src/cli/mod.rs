@@ -8,6 +8,7 @@ mod apply;
 mod check;
 mod client;
 mod demo;
+mod descriptors;
 mod explain;
 mod history;
 mod loadtest;

@@ -130,6 +130,8 @@ impl Served {
             force,
             monitor,
         } = options;
+        // Descriptors in reserve, before anything is opened (see `descriptors`).
+        super::descriptors::raise_open_files_limit();
         let admin = config.admin.clone();
         // Read the token before binding anything: a missing file is a usage error.
         let token = admin
@@ -183,7 +185,7 @@ impl Served {
                     Arc::clone(&runtime),
                     Arc::clone(&applier),
                     Arc::clone(&monitor),
-                    a.listen,
+                    &a,
                     token,
                 )
                 .map_err(|e| Failure::new(Exit::Runtime, e))?,

@@ -335,6 +335,30 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     };
     setting("admin.listen", admin_listen(old), admin_listen(new));
     setting("admin.token_file", admin_token(old), admin_token(new));
+    // The admin limits only when both have an admin listener: its appearance or
+    // removal is already the `admin.listen` change.
+    if let (Some(a), Some(b)) = (&old.admin, &new.admin) {
+        setting(
+            "admin.max_connections",
+            a.max_connections.to_string(),
+            b.max_connections.to_string(),
+        );
+        setting(
+            "admin.header_timeout",
+            format_duration(a.header_timeout),
+            format_duration(b.header_timeout),
+        );
+        setting(
+            "admin.idle_timeout",
+            format_duration(a.idle_timeout),
+            format_duration(b.idle_timeout),
+        );
+        setting(
+            "admin.metrics_require_token",
+            a.metrics_require_token.to_string(),
+            b.metrics_require_token.to_string(),
+        );
+    }
     let (g, h) = (&old.guard, &new.guard);
     setting(
         "guard.watch",

@@ -72,12 +72,30 @@ pub struct Admin {
     pub token_file: PathBuf,
     /// Where `token_file` is written.
     pub token_file_span: Span,
+    /// Admin connections served at once; more wait in the kernel backlog. Default: 64.
+    pub max_connections: u32,
+    /// A request head must arrive within this, counted from the accept for a
+    /// connection's first request (so a silent connection is closed after it) and from
+    /// the first byte for later ones. Default: 10 s.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request in progress is closed after this.
+    /// Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Whether `GET /metrics` needs the bearer token too. Default: false (open, as the
+    /// admin API contract says).
+    pub metrics_require_token: bool,
     /// Where `[admin]` is written.
     pub span: Span,
 }
 
 /// Default for [`Admin::listen`].
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default for [`Admin::max_connections`].
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u32 = 64;
+/// Default for [`Admin::header_timeout`].
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Admin::idle_timeout`].
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Fewest characters an admin token may have (after trimming); the admin API refuses
 /// to start with a shorter one.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;

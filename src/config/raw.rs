@@ -42,6 +42,10 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub listen: Option<Str>,
     pub token_file: Option<Str>,
+    pub max_connections: Option<Int>,
+    pub header_timeout: Option<Str>,
+    pub idle_timeout: Option<Str>,
+    pub metrics_require_token: Option<Spanned<bool>>,
 }
 
 /// `[[listener]]`

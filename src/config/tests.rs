@@ -113,8 +113,22 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
     assert_eq!(spelled.state_dir, minimal.state_dir);
     assert_eq!(spelled.drain_timeout, minimal.drain_timeout);
     assert_eq!(
-        spelled.admin.as_ref().map(|a| (a.listen, &a.token_file)),
-        minimal.admin.as_ref().map(|a| (a.listen, &a.token_file))
+        spelled.admin.as_ref().map(|a| (
+            a.listen,
+            &a.token_file,
+            a.max_connections,
+            a.header_timeout,
+            a.idle_timeout,
+            a.metrics_require_token
+        )),
+        minimal.admin.as_ref().map(|a| (
+            a.listen,
+            &a.token_file,
+            a.max_connections,
+            a.header_timeout,
+            a.idle_timeout,
+            a.metrics_require_token
+        ))
     );
     let listener = |c: &Config| {
         (
@@ -213,6 +227,9 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[guard]\nmax_error_rate = 1.5\n", "out-of-range", 2),
         ("[guard]\nmax_load_ratio = 1\n", "out-of-range", 2),
         ("[admin]\nlisten = \"127.0.0.1:9901\"\n", "missing-field", 1),
+        ("[admin]\ntoken_file = \"t\"\nmax_connections = 0\n", "out-of-range", 3),
+        ("[admin]\ntoken_file = \"t\"\nheader_timeout = \"0s\"\n", "out-of-range", 3),
+        ("[admin]\ntoken_file = \"t\"\nidle_timeout = \"soon\"\n", "invalid-duration", 3),
         ("[lint.allow]\nsingle-backend = \"legacy\"\n", "unknown-lint-rule", 2),
         ("[lint.allow]\nsingle-backend-pool = \"\"\n", "invalid-value", 2),
         ("[alerts]\nwebhook = \"ftp://x\"\n", "invalid-value", 2),

@@ -267,6 +267,27 @@ impl Validator {
 
     fn admin(&mut self, admin: &Spanned<RawAdmin>, base_dir: &Path) -> Option<Admin> {
         let raw = admin.get_ref();
+        // The limits first, so their errors show even when the address is wrong too.
+        let max_connections = self.int(
+            "admin.max_connections",
+            raw.max_connections.as_ref(),
+            1..=1_000_000,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+        );
+        let header_timeout = self.positive_duration(
+            "admin.header_timeout",
+            raw.header_timeout.as_ref(),
+            DEFAULT_ADMIN_HEADER_TIMEOUT,
+        );
+        let idle_timeout = self.positive_duration(
+            "admin.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            DEFAULT_ADMIN_IDLE_TIMEOUT,
+        );
+        let metrics_require_token = raw
+            .metrics_require_token
+            .as_ref()
+            .is_some_and(|b| *b.get_ref());
         let listen = match &raw.listen {
             Some(listen) => self.address("admin.listen", listen, true)?,
             None => parse_address(DEFAULT_ADMIN_LISTEN, false).ok()?,
@@ -281,6 +302,10 @@ impl Validator {
             listen,
             token_file: base_dir.join(token_file.get_ref()),
             token_file_span: token_file.span(),
+            max_connections,
+            header_timeout,
+            idle_timeout,
+            metrics_require_token,
             span: admin.span(),
         })
     }

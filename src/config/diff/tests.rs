@@ -224,3 +224,27 @@ fn top_level_settings_guard_and_lint_allow() {
         ]
     );
 }
+
+#[test]
+fn admin_limits_are_compared_when_both_have_an_admin_listener() {
+    let admin = "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"t\"\n";
+    let old = config(&format!("{admin}{BASE}"));
+    let new = config(&format!(
+        "{admin}max_connections = 8\nidle_timeout = \"5s\"\nmetrics_require_token = true\n{BASE}"
+    ));
+    let shown: Vec<String> = diff(&old, &new).iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "admin.max_connections: 64 → 8",
+            "admin.idle_timeout: 1m → 5s",
+            "admin.metrics_require_token: false → true",
+        ]
+    );
+    // An admin listener appearing is one change, not one per field.
+    let shown: Vec<String> = diff(&config(BASE), &new)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+}
