@@ -212,8 +212,10 @@ fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
     drop((slow_bodies, slow_readers));
 }
 
-/// Defect 4: bytes a backend sent after a complete response (here: a body after a
-/// `HEAD` response, 30 ms late) were read as the next request's response.
+/// Defect 4: bytes a backend sent after a complete response were read as the next
+/// request's response: a body after a `HEAD` response, 30 ms late, while the next
+/// request was already on its way on the same connection; and bytes past a response's
+/// `Content-Length` that arrived while the connection sat in the pool.
 #[test]
 fn stray_bytes_after_a_response_never_reach_the_next_request() {
     let backend = raw_backend(|mut stream| {
@@ -222,14 +224,19 @@ fn stray_bytes_after_a_response_never_reach_the_next_request() {
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n");
                 std::thread::sleep(Duration::from_millis(30));
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON");
+            } else if head.starts_with("get /late") {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal");
+                std::thread::sleep(Duration::from_millis(30));
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON");
             } else {
+                std::thread::sleep(Duration::from_millis(100));
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal");
             }
         }
     });
     let proxy = Proxy::start(&config(&backend.to_string(), "", ""), 1);
     let mut client = Client::connect(proxy.addr());
-    for i in 0..5 {
+    for i in 0..3 {
         let head = client.send(
             Request::head(format!("/h/{i}"))
                 .header("host", "x")
@@ -237,9 +244,24 @@ fn stray_bytes_after_a_response_never_reach_the_next_request() {
                 .expect("request"),
         );
         assert_eq!(head.status, StatusCode::OK);
-        std::thread::sleep(Duration::from_millis(60));
+        // At once: the HEAD response's stray body is still to come.
         let reply = client.get(&format!("/g/{i}"));
-        assert_eq!(reply.text(), "real", "request {i} got another's bytes");
+        assert_eq!(
+            reply.text(),
+            "real",
+            "request {i} after HEAD got another's bytes"
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(client.get(&format!("/late/{i}")).text(), "real");
+        // The stray bytes arrive while the connection is idle in the pool.
+        std::thread::sleep(Duration::from_millis(80));
+        let reply = client.get(&format!("/after-late/{i}"));
+        assert_eq!(
+            reply.text(),
+            "real",
+            "request {i} got bytes past a Content-Length"
+        );
     }
 }
 
@@ -339,11 +361,17 @@ fn response_heads_over_64_kib_are_refused_with_502() {
     let backend = raw_backend(|mut stream| {
         if read_request(&mut stream).is_some() {
             let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
-            for i in 0..700 {
-                head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "f".repeat(90)).as_bytes());
+            for i in 0..70 {
+                head.extend_from_slice(
+                    format!("x-filler-{i}: {}\r\n", "f".repeat(1000)).as_bytes(),
+                );
             }
             head.extend_from_slice(b"content-length: 2\r\n\r\nok");
-            let _ = stream.write_all(&head);
+            // Most of it first, then the rest: the whole head then arrives in one read
+            // that takes the buffer past 64 KiB (how the probe got 70 KB through).
+            let _ = stream.write_all(&head[..64_600]);
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = stream.write_all(&head[64_600..]);
         }
     });
     let proxy = Proxy::start(&config(&backend.to_string(), "", ""), 1);
@@ -526,4 +554,50 @@ fn lenient_request_and_response_shapes_are_refused() {
     let proxy = Proxy::start(&config(&gzip_backend.to_string(), "", ""), 1);
     let reply = raw_exchange(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(reply.status, Some(502), "{}", reply.text);
+}
+
+/// Defect 5's fix must not hold back a response whose body begins late (a long poll,
+/// an event stream): its head reaches the client at once, the body when it comes, and
+/// the backend is neither blamed nor asked twice.
+#[test]
+fn a_body_that_begins_late_is_passed_on_not_failed() {
+    let asked = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&asked);
+    let backend = raw_backend(move |mut stream| {
+        while read_request(&mut stream).is_some() {
+            *count.lock().expect("lock") += 1;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = stream.write_all(b"5\r\nhello\r\n0\r\n\r\n");
+        }
+    });
+    let proxy = Proxy::start(
+        &config(
+            &backend.to_string(),
+            "",
+            "timeouts = { body_idle = \"5s\" }",
+        ),
+        1,
+    );
+    let started = Instant::now();
+    let mut stream = send(proxy.addr(), b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).expect("a head");
+    let head_after = started.elapsed();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        head_after < Duration::from_millis(1000),
+        "head after {head_after:?}"
+    );
+    let mut rest = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !rest.ends_with(b"0\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(n @ 1..) => rest.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("hello"));
+    assert_eq!(*asked.lock().expect("lock"), 1);
 }

@@ -547,6 +547,7 @@ async fn write_response(
         match body.size_hint().exact() {
             Some(length) => {
                 let _ = write!(out, "content-length: {length}\r\n");
+                has_length = true;
             }
             None if version == Version::HTTP_11 => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");

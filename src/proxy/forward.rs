@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -68,6 +68,53 @@ pub struct Worker {
     pub upstream: UpstreamPool,
     /// Whether to write an access-log line per request.
     pub access_log: bool,
+    /// Bytes of request bodies this worker may hold read ahead at once, over all its
+    /// connections and streams ([`READ_AHEAD_BUDGET`]).
+    pub read_ahead: Rc<Budget>,
+}
+
+/// Request-body bytes one worker holds read ahead at most. An HTTP/2 connection may
+/// carry 128 requests at once, so without a bound per worker 10,000 such connections
+/// could make evenkeel hold tens of GiB; past the budget, bodies stream as they come.
+pub const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Bytes that may still be reserved.
+pub struct Budget {
+    left: std::cell::Cell<usize>,
+}
+
+impl Budget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Budget {
+        Budget {
+            left: std::cell::Cell::new(bytes),
+        }
+    }
+
+    /// Reserves up to `bytes`, or nothing when fewer are left; given back when the
+    /// reservation is dropped.
+    fn reserve(self: &Rc<Self>, bytes: usize) -> Option<Reserved> {
+        let left = self.left.get();
+        (bytes > 0 && left >= bytes).then(|| {
+            self.left.set(left - bytes);
+            Reserved {
+                budget: Rc::clone(self),
+                bytes,
+            }
+        })
+    }
+}
+
+/// Bytes reserved from a [`Budget`] while they are held.
+struct Reserved {
+    budget: Rc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget.left.set(self.budget.left.get() + self.bytes);
+    }
 }
 
 /// A request as the access log records it: cheap clones only (the URI and names are
@@ -142,11 +189,13 @@ impl Worker {
         };
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
-        let limits = (
-            routed.config.limits.body_buffer,
-            routed.config.timeouts.body_idle,
-        );
-        let body = match read_ahead(body, limits.0 as usize, limits.1).await {
+        let reading = ReadingAhead {
+            limit: routed.config.limits.body_buffer as usize,
+            body_idle: routed.config.timeouts.body_idle,
+            until: Instant::now() + routed.config.timeouts.request,
+            budget: &self.read_ahead,
+        };
+        let body = match read_ahead(body, reading).await {
             Ok(body) => body,
             Err(refusal) => return refuse(refusal, Some(routed)),
         };
@@ -383,7 +432,7 @@ impl Worker {
             slot: Some(slot),
             log,
         };
-        if body.first.is_none() || body.framing == Framing::Done {
+        if body.framing == Framing::Done {
             // Read whole with its head: the connection is free before the client has a byte.
             body.finish();
         }
@@ -398,9 +447,8 @@ impl Worker {
     /// written, or — for a request that may be sent twice — no byte answered: the
     /// keep-alive race, where the backend closed the idle connection as the request
     /// went out). `body` is taken once a try starts sending it. Returns the response
-    /// head with the first piece of its body (`None`: no body): a backend that fails
-    /// before its body begins has failed the try, and the client gets a 502 instead
-    /// of a head with nothing behind it.
+    /// head with the first piece of its body, when it follows at once (see
+    /// [`first_piece`]).
     async fn send<B: RequestBody>(
         &self,
         pool: &PoolRuntime,
@@ -439,34 +487,33 @@ impl Worker {
                 .map_err(TryFailure::exchange)?;
             (head, connection)
         };
-        let first = first_piece(&mut connection, &mut head.framing, pool.timeouts.body_idle)
+        let first = first_piece(&mut connection, &mut head.framing)
             .await
             .map_err(|error| TryFailure::new(true, error))?;
         Ok((head, connection, first))
     }
 }
 
-/// The first piece of a response body (`None`: the body is empty), the pause before
-/// it bounded by `body_idle`.
+/// How long a response's head waits for the first piece of its body.
+const FIRST_PIECE_GRACE: Duration = Duration::from_millis(250);
+
+/// The first piece of a response body, if it comes within [`FIRST_PIECE_GRACE`]
+/// (`None`: the body is empty, or has not begun yet — a long poll, an event stream).
+/// A backend that closes or breaks in that time has failed the try: the client gets a
+/// 502 (or a retry) rather than a head with nothing behind it.
 async fn first_piece(
     connection: &mut h1::Connection,
     framing: &mut Framing,
-    body_idle: Duration,
 ) -> Result<Option<Bytes>, TryError> {
     if *framing == Framing::Done {
         return Ok(None);
     }
-    let mut stall = Stall::new(body_idle);
-    poll_fn(|cx| match connection.poll_body(framing, cx) {
-        Poll::Ready(None) => Poll::Ready(Ok(None)),
-        Poll::Ready(Some(Ok(data))) => Poll::Ready(Ok(Some(data))),
-        Poll::Ready(Some(Err(error))) => Poll::Ready(Err(error.into())),
-        Poll::Pending => {
-            ready!(stall.poll_paused(cx));
-            Poll::Ready(Err(TryError::Timeout))
-        }
-    })
-    .await
+    let piece = poll_fn(|cx| connection.poll_body(framing, cx));
+    match tokio::time::timeout(FIRST_PIECE_GRACE, piece).await {
+        Err(_) | Ok(None) => Ok(None),
+        Ok(Some(Ok(data))) => Ok(Some(data)),
+        Ok(Some(Err(error))) => Err(error.into()),
+    }
 }
 
 /// A request body as it goes to the backend: what was read ahead, then the rest.
@@ -476,6 +523,8 @@ pub struct ReadAhead<B> {
     len: u64,
     /// The rest of the client's body; `None` once it has ended.
     rest: Option<B>,
+    /// The worker budget the read bytes are counted in.
+    _reserved: Option<Reserved>,
 }
 
 impl<B: RequestBody> Body for ReadAhead<B> {
@@ -521,31 +570,66 @@ impl<B: RequestBody> Body for ReadAhead<B> {
     }
 }
 
-/// Reads the client's body until it ends or `limit` bytes are read, each pause bounded
-/// by `body_idle` (else 408; a body that breaks: 400).
+/// How far to read a request body before picking a backend.
+struct ReadingAhead<'a> {
+    /// At most this many bytes (the pool's `limits.body_buffer`).
+    limit: usize,
+    /// Each pause at most this long, else 408 (`timeouts.body_idle`).
+    body_idle: Duration,
+    /// Until then at most (`timeouts.request` from the start): a client that trickles
+    /// a byte at a time then gets its body streamed, not buffered for days.
+    until: Instant,
+    /// The worker's budget for bytes read ahead.
+    budget: &'a Rc<Budget>,
+}
+
+/// Reads the client's body until it ends, `limit` bytes are read or `until` passes
+/// (each pause bounded by `body_idle`: else 408; a body that breaks: 400). Past the
+/// worker's budget, nothing is read ahead.
 async fn read_ahead<B: RequestBody>(
     body: B,
-    limit: usize,
-    body_idle: Duration,
+    reading: ReadingAhead<'_>,
 ) -> Result<ReadAhead<B>, Refusal> {
+    let wanted = body
+        .size_hint()
+        .exact()
+        .map_or(reading.limit, |len| (len as usize).min(reading.limit));
     let mut ahead = ReadAhead {
         read: VecDeque::new(),
         len: 0,
         rest: (!body.is_end_stream()).then_some(body),
+        _reserved: None,
     };
-    let mut stall = Stall::new(body_idle);
-    while (ahead.len as usize) < limit {
+    if ahead.rest.is_none() {
+        return Ok(ahead);
+    }
+    let Some(reserved) = reading.budget.reserve(wanted) else {
+        return Ok(ahead);
+    };
+    ahead._reserved = Some(reserved);
+    let mut stall = Stall::new(reading.body_idle);
+    let until = tokio::time::sleep_until(reading.until);
+    tokio::pin!(until);
+    while (ahead.len as usize) < wanted {
         let Some(rest) = ahead.rest.as_mut() else {
             break;
         };
-        let frame = poll_fn(|cx| match Pin::new(&mut *rest).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-            Poll::Pending => {
-                ready!(stall.poll_paused(cx));
-                Poll::Ready(Err(Refusal::ClientTimeout))
+        let frame = poll_fn(|cx| {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(None));
+            }
+            match Pin::new(&mut *rest).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Ok(Some(frame))),
+                Poll::Pending => {
+                    ready!(stall.poll_paused(cx));
+                    Poll::Ready(Err(Refusal::ClientTimeout))
+                }
             }
         })
         .await?;
+        let Some(frame) = frame else {
+            break; // out of time: stream the rest
+        };
         stall.progressed();
         match frame {
             None => ahead.rest = None,

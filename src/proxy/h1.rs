@@ -759,8 +759,14 @@ fn build_head(
     // was framed by someone confused: read it, but do not reuse the connection (RFC
     // 9112 §6.1, §6.3).
     let confused = transfer_encoding.is_some() && (content_length.is_some() || http10);
+    // A response that has no body but announces one (a `HEAD` response, as it may; a
+    // 204, as it must not) is where a misbehaving backend sends a body anyway — perhaps
+    // later than any check for stray bytes can see: do not reuse the connection.
+    let announces_body = transfer_encoding.is_some() || content_length.is_some_and(|l| l > 0);
+    let bodiless_with_length = (is_head || status == StatusCode::NO_CONTENT) && announces_body;
     let keep_alive = framing != Framing::Close
         && !confused
+        && !bodiless_with_length
         && if http10 {
             connection.keep_alive
         } else {
