@@ -212,6 +212,7 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.outlier]\nejection = \"10m\"\n", "out-of-range", 4),
         ("[guard]\nmax_error_rate = 1.5\n", "out-of-range", 2),
         ("[guard]\nmax_load_ratio = 1\n", "out-of-range", 2),
+        ("[guard]\nlatency_floor = \"25\"\n", "invalid-duration", 2),
         ("[admin]\nlisten = \"127.0.0.1:9901\"\n", "missing-field", 1),
         ("[lint.allow]\nsingle-backend = \"legacy\"\n", "unknown-lint-rule", 2),
         ("[lint.allow]\nsingle-backend-pool = \"\"\n", "invalid-value", 2),

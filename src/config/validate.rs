@@ -1052,6 +1052,11 @@ impl Validator {
                 "a ratio above 1, such as 2.0",
                 d.max_latency_ratio,
             ),
+            latency_floor: self.duration(
+                "guard.latency_floor",
+                raw.latency_floor.as_ref(),
+                d.latency_floor,
+            ),
             max_skew: self.num(
                 "guard.max_skew",
                 raw.max_skew.as_ref(),
