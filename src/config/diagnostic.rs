@@ -109,11 +109,11 @@ pub struct Location {
 }
 
 impl Source {
-    /// A source read from `path`, or the I/O error.
-    pub fn read(path: &Path) -> std::io::Result<Source> {
+    /// A source read from `path` (a regular file of at most 1 MiB), or why not.
+    pub fn read(path: &Path) -> Result<Source, super::files::FileError> {
         Ok(Source {
             path: path.to_path_buf(),
-            text: std::fs::read_to_string(path)?,
+            text: super::files::read_limited(path)?,
         })
     }
 

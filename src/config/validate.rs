@@ -17,6 +17,7 @@ use toml::Spanned;
 use crate::balance::Algorithm;
 
 use super::diagnostic::{Finding, Source};
+use super::files;
 use super::lint;
 use super::model::*;
 use super::raw::*;
@@ -277,9 +278,27 @@ impl Validator {
             admin.span(),
             "token_file = \"admin.token\"",
         )?;
+        let path = base_dir.join(token_file.get_ref());
+        // Metadata only, never opened: a FIFO would block the check, a device or a huge
+        // file would never end it (issue 12, defect 7). An absent file is the
+        // `admin-token-missing` lint's business: the deploy may still put it in place.
+        if let Err(e) = files::inspect(&path, files::MAX_FILE_BYTES) {
+            if matches!(
+                e,
+                files::FileError::NotRegular { .. } | files::FileError::TooLarge { .. }
+            ) {
+                self.error(
+                    "invalid-file",
+                    token_file.span(),
+                    format!("`admin.token_file` {}: {}", path.display(), e.reason()),
+                    "point it at a regular file holding the token (at least 16 characters, at most 1 MiB)",
+                );
+                return None;
+            }
+        }
         Some(Admin {
             listen,
-            token_file: base_dir.join(token_file.get_ref()),
+            token_file: path,
             token_file_span: token_file.span(),
             span: admin.span(),
         })
