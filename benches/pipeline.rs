@@ -1,6 +1,6 @@
 //! Benchmarks of the work around `pick()`: what recording one response costs the
 //! request path (counters, latency histogram, passive health, the pool's client
-//! counters), and what `check` costs on a 1,000-backend config.
+//! counters), and what `check` costs on configs of 1,000 and 10,000 backends.
 //!
 //! Run with `cargo bench --bench pipeline`.
 
@@ -33,16 +33,20 @@ fn config(backends: usize) -> String {
 }
 
 fn check(c: &mut Criterion) {
-    let text = config(1_000);
-    c.bench_function("check/1000_backends", |b| {
-        b.iter(|| {
-            let checked = check_source(Source {
-                path: "bench.toml".into(),
-                text: text.clone(),
-            });
-            black_box(checked.errors())
-        })
-    });
+    // 10,000 backends guards against quadratic steps (issue 12, defect 10): it should
+    // cost about ten times the 1,000-backend case, not a hundred.
+    for backends in [1_000, 10_000] {
+        let text = config(backends);
+        c.bench_function(&format!("check/{backends}_backends"), |b| {
+            b.iter(|| {
+                let checked = check_source(Source {
+                    path: "bench.toml".into(),
+                    text: text.clone(),
+                });
+                black_box(checked.errors())
+            })
+        });
+    }
 }
 
 fn record(c: &mut Criterion) {

@@ -1,6 +1,6 @@
 //! `evenkeel check` as a process: exit codes, located messages, JSON output.
 
-use crate::util::{run, Dir};
+use crate::util::{run, run_bounded, Dir};
 
 const GOOD: &str = r#"[[listener]]
 name = "public"
@@ -143,6 +143,94 @@ fn an_unreadable_file_exits_2() {
     let out = run(&["check", "-c", missing.to_str().unwrap()]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
+}
+
+/// Makes a FIFO (named pipe) at `path` with mkfifo(1).
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// How long `check` may take on a file it must refuse without reading: opening a FIFO
+/// would block forever, reading /dev/zero would never end.
+const QUICKLY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Issue 12, defect 7: a token_file that is a FIFO hung `check` (and SIGHUP and the
+/// admin API); /dev/zero grew it to 1 GB. Both are refused from their metadata, never
+/// opened, with an error located at the field.
+#[test]
+fn config_named_fifo_or_device_is_refused_not_read() {
+    let dir = Dir::new();
+    let fifo = dir.path().join("admin.token");
+    mkfifo(&fifo);
+    for (token_file, kind) in [
+        ("admin.token", "a FIFO (named pipe)"),
+        ("/dev/zero", "a character device"),
+        (".", "a directory"),
+    ] {
+        let text =
+            format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{token_file}\"\n");
+        let path = dir.write("lb.toml", &text);
+        let started = std::time::Instant::now();
+        let out = run_bounded(&["check", "-c", path.to_str().unwrap()], QUICKLY);
+        assert!(started.elapsed() < QUICKLY);
+        assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains("error[invalid-file]: `admin.token_file`")
+                && out.stdout.contains(&format!("{kind}, not a regular file")),
+            "{}",
+            out.stdout
+        );
+        let line = text.lines().count();
+        assert!(
+            out.stdout
+                .contains(&format!("--> {}:{line}:14", path.display())),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+/// Issue 12, defect 7, for the config file itself: a device, a FIFO or a file over
+/// 16 MiB named on the command line cannot be read at all: exit 2, at once.
+#[test]
+fn a_config_file_that_is_a_device_fifo_or_over_16_mib_exits_2_quickly() {
+    let dir = Dir::new();
+    let fifo = dir.path().join("lb.fifo");
+    mkfifo(&fifo);
+    let big = dir.write(
+        "big.toml",
+        &format!("{GOOD}# {}\n", "x".repeat(16 * 1024 * 1024)),
+    );
+    for (path, reason) in [
+        (
+            "/dev/zero".as_ref(),
+            "it is a character device, not a regular file",
+        ),
+        (
+            fifo.as_path(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (big.as_path(), "it is larger than 16 MiB"),
+    ] {
+        let path: &std::path::Path = path;
+        for command in ["check", "simulate", "preflight"] {
+            let out = run_bounded(&[command, "-c", path.to_str().unwrap()], QUICKLY);
+            assert_eq!(out.code, Some(2), "{command}: {}{}", out.stdout, out.stderr);
+            assert!(
+                out.stderr
+                    .contains(&format!("cannot read {}: {reason}", path.display())),
+                "{command}: {}",
+                out.stderr
+            );
+        }
+    }
+    let plan = run_bounded(&["plan", big.to_str().unwrap(), "/dev/zero"], QUICKLY);
+    assert_eq!(plan.code, Some(2), "{}", plan.stderr);
 }
 
 #[test]

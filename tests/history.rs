@@ -337,3 +337,56 @@ fn twenty_reloads_under_load_fail_no_request_and_shares_follow_each_config() {
         .count();
     assert_eq!(applied, 21, "the start and 20 reloads");
 }
+
+/// Issue 12, defect 7: a config file swapped for a FIFO, or a config whose token_file
+/// is one, hung SIGHUP (the signal loop blocked opening it) and with it the admin API.
+/// Both reloads are refused at once; the instance keeps serving and answering.
+#[test]
+fn sighup_with_a_fifo_config_or_token_file_is_refused_and_admin_keeps_answering() {
+    let a = Backend::start("a");
+    let text = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n",
+        a.address()
+    );
+    let proxy = Proxy::start_with_admin(&text, 1);
+    let mkfifo = |path: &std::path::Path| {
+        let _ = std::fs::remove_file(path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+    };
+
+    // A token_file that is a FIFO: a located validation error, the reload refused.
+    mkfifo(&proxy.dir().join("fifo.token"));
+    let with_fifo_token =
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"fifo.token\"\n");
+    proxy.rewrite_config(&with_fifo_token);
+    proxy.signal("HUP");
+    proxy.wait_for_log("reload refused", 1);
+    assert!(
+        proxy.stderr().contains("error[invalid-file]"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(proxy.admin_request("GET", "/status").0, 200);
+
+    // The config file itself replaced by a FIFO: refused without opening it.
+    mkfifo(&proxy.dir().join("evenkeel.toml"));
+    proxy.signal("HUP");
+    proxy.wait_for_log("reload refused", 2);
+    assert!(
+        proxy
+            .stderr()
+            .contains("it is a FIFO (named pipe), not a regular file"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(proxy.admin_request("GET", "/status").0, 200);
+    assert_eq!(
+        Client::connect(proxy.addr()).get("/").status,
+        StatusCode::OK
+    );
+}

@@ -76,7 +76,7 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
         path: path.display().to_string(),
         reason,
     };
-    let token = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let token = crate::config::files::read_limited(path).map_err(|e| error(e.reason()))?;
     let token = token.trim().to_string();
     if token.len() < 16 {
         return Err(error("the token must be at least 16 characters".into()));

@@ -35,6 +35,10 @@ pub struct GuardThresholds {
     pub max_error_rate: f64,
     /// Largest acceptable p99 latency after / before a change. Default: 2.0.
     pub max_latency_ratio: f64,
+    /// A p99 rise smaller than this never breaches, in milliseconds. Default: 25.
+    /// (Absent from an older instance's answer: the default.)
+    #[serde(default = "default_latency_floor_ms")]
+    pub latency_floor_ms: f64,
     /// Largest acceptable pool skew. Default: 0.25.
     pub max_skew: f64,
     /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
@@ -45,6 +49,10 @@ pub struct GuardThresholds {
     pub deny_warnings: bool,
 }
 
+fn default_latency_floor_ms() -> f64 {
+    crate::config::DEFAULT_LATENCY_FLOOR.as_secs_f64() * 1000.0
+}
+
 impl GuardThresholds {
     /// The thresholds of `guard`.
     pub fn of(guard: &crate::config::Guard) -> GuardThresholds {
@@ -53,6 +61,7 @@ impl GuardThresholds {
             min_requests: guard.min_requests,
             max_error_rate: guard.max_error_rate,
             max_latency_ratio: guard.max_latency_ratio,
+            latency_floor_ms: guard.latency_floor.as_secs_f64() * 1000.0,
             max_skew: guard.max_skew,
             max_load_ratio: guard.max_load_ratio,
             max_shift: guard.max_shift,

@@ -257,8 +257,11 @@ pub fn intended_shares(
             }
         })
         .sum();
+    // The candidates are a subsequence of `backends`, in order: walk both at once, so a
+    // pool of n backends costs O(n), not O(n²) (issue 12, defect 10).
+    let mut positions = backends.iter().enumerate();
     for c in &selection.candidates {
-        if let Some(position) = backends.iter().position(|b| b.index == c.index) {
+        if let Some((position, _)) = positions.find(|(_, b)| b.index == c.index) {
             let part = if algorithm.uses_weights() {
                 f64::from(c.weight)
             } else {

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use http::Method;
 
 use super::client::{print_findings, Admin, AdminArgs};
@@ -44,8 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))
+    let text = crate::config::files::read_config(&args.config)
         .map_err(|e| Failure::new(Exit::Usage, e))?;
     let admin = Admin::find(Some(&args.config), &args.admin)?;
     let flags: Vec<&str> = [

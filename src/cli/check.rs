@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use super::{CommandResult, Exit, Failure};
 use crate::config::{self, diagnostic};
 
@@ -37,9 +35,7 @@ pub enum Format {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let checked = config::check_file(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))
-        .map_err(|e| Failure::new(Exit::Usage, e))?;
+    let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
     print_findings(&checked, args.format);
     Ok(if checked.is_rejected(args.deny_warnings) {
         Exit::Rejected

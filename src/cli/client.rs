@@ -128,8 +128,7 @@ impl Admin {
 /// `[admin] listen` and `token_file` of a config file, read leniently: the file may
 /// have errors elsewhere (it may be the very config being refused).
 fn admin_section(path: &Path) -> Result<(SocketAddr, PathBuf), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::config::files::read_config(path).map_err(|e| e.to_string())?;
     let value: toml::Table = toml::from_str(&text)
         .map_err(|e| format!("{} is not valid TOML: {}", path.display(), e.message()))?;
     let admin = value

@@ -66,6 +66,10 @@ pub struct Args {
     allow_remote: bool,
 }
 
+/// Largest `--body-file`: request bodies may be bigger than configs, but a named file
+/// is still read only when it is regular and bounded (config::files).
+const MAX_BODY_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 pub fn run(args: &Args) -> CommandResult {
     let usage = |message: String| Failure::new(Exit::Usage, anyhow::anyhow!(message));
     let target = Target::parse(&args.url, args.allow_remote).map_err(|e| usage(e.to_string()))?;
@@ -88,8 +92,8 @@ pub fn run(args: &Args) -> CommandResult {
     let body = match (&args.body, &args.body_file) {
         (Some(text), _) => Bytes::from(text.clone()),
         (None, Some(path)) => Bytes::from(
-            std::fs::read(path)
-                .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?,
+            crate::config::files::read_limited_bytes(path, MAX_BODY_FILE_BYTES)
+                .map_err(|e| usage(e.to_string()))?,
         ),
         (None, None) => Bytes::new(),
     };

@@ -15,8 +15,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use super::check::print_findings;
 use super::check::Format;
 use super::table::{percent, ratio, render};
@@ -55,11 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let read = |path: &PathBuf| {
-        config::check_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))
-            .map_err(|e| Failure::new(Exit::Usage, e))
-    };
+    let read = |path: &PathBuf| config::check_file(path).map_err(|e| Failure::new(Exit::Usage, e));
     let old = read(&args.old)?;
     let new = read(&args.new)?;
     let valid = |c: &config::Checked| c.config.clone().filter(|_| c.errors() == 0);

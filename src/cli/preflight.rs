@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::{CommandResult, Exit, Failure};
 use crate::config::{self, diagnostic, values};
 use crate::loadgen::preflight::{self, Options, Report};
@@ -56,9 +54,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> CommandResult {
     let usage = |e: anyhow::Error| Failure::new(Exit::Usage, e);
-    let checked = config::check_file(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))
-        .map_err(usage)?;
+    let checked = config::check_file(&args.config).map_err(|e| usage(e.into()))?;
     let json = matches!(args.format, super::check::Format::Json);
     let Some(config) = checked.config.clone().filter(|_| checked.errors() == 0) else {
         if json {

@@ -4,8 +4,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
 use super::{CommandResult, Exit, Failure};
 use crate::admin;
 use crate::apply::{Applied, Applier, ApplyOptions};
@@ -49,9 +47,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let checked = config::check_file(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))
-        .map_err(|e| Failure::new(Exit::Usage, e))?;
+    let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
     if !checked.findings.is_empty() {
         eprint!(
             "{}",
@@ -270,7 +266,7 @@ pub fn default_workers() -> usize {
 /// SIGHUP: re-read the file and apply it if it passes `check`; otherwise the running
 /// config stays (and the refusal is in the history).
 pub(super) fn reload(path: &Path, applier: &Applier) {
-    let text = match std::fs::read_to_string(path) {
+    let text = match config::files::read_config(path) {
         Ok(text) => text,
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "reload refused: cannot read the config; the running config stays");

@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use serde_json::json;
 
 use super::check::{print_findings, Format};
@@ -80,9 +79,7 @@ fn percent_arg(text: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let checked = config::check_file(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))
-        .map_err(|e| Failure::new(Exit::Usage, e))?;
+    let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
     let Some(config) = checked.config.as_ref().filter(|_| checked.errors() == 0) else {
         print_findings(&checked, args.format);
         return Ok(Exit::Rejected);

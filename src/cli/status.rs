@@ -163,11 +163,12 @@ fn render_status(status: &StatusDocument) -> String {
     if let Some(g) = &status.guard {
         let _ = writeln!(
             out,
-            "guard: watch {} s after a change, min_requests {}, max_error_rate {}, max_latency_ratio {}, max_skew {}, max_load_ratio {}, max_shift {}{}",
+            "guard: watch {} s after a change, min_requests {}, max_error_rate {}, max_latency_ratio {}, latency_floor {} ms, max_skew {}, max_load_ratio {}, max_shift {}{}",
             g.watch_seconds,
             g.min_requests,
             percent(g.max_error_rate),
             g.max_latency_ratio,
+            g.latency_floor_ms,
             g.max_skew,
             g.max_load_ratio,
             g.max_shift,
@@ -368,7 +369,7 @@ mod tests {
     fn status_shows_the_version_the_window_marks_and_alarms() {
         let text = render_status(&document());
         assert!(
-            text.starts_with("config version 2; guard watching version 2\nguard: watch 60 s after a change, min_requests 200, max_error_rate 2.0%, max_latency_ratio 2, max_skew 0.25, max_load_ratio 2, max_shift 2\n"),
+            text.starts_with("config version 2; guard watching version 2\nguard: watch 60 s after a change, min_requests 200, max_error_rate 2.0%, max_latency_ratio 2, latency_floor 25 ms, max_skew 0.25, max_load_ratio 2, max_shift 2\n"),
             "{text}"
         );
         assert!(

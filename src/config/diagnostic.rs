@@ -109,32 +109,81 @@ pub struct Location {
 }
 
 impl Source {
-    /// A source read from `path`, or the I/O error.
-    pub fn read(path: &Path) -> std::io::Result<Source> {
+    /// A source read from `path` (a regular file of at most 16 MiB), or why not.
+    pub fn read(path: &Path) -> Result<Source, super::files::FileError> {
         Ok(Source {
             path: path.to_path_buf(),
-            text: std::fs::read_to_string(path)?,
+            text: super::files::read_config(path)?,
         })
+    }
+
+    /// Line and column of byte `offset` (clamped to the text). Scans the text: to
+    /// locate many offsets, build one [`LineIndex`].
+    pub fn locate(&self, offset: usize) -> Location {
+        LineIndex::new(&self.text).locate(offset)
+    }
+}
+
+/// Where each line of a text starts, so that locating an offset costs a binary search
+/// instead of a scan of the text: rendering n findings of a file of n lines is then
+/// O(n log n), not O(n²) (issue 12, defect 10).
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    text: &'a str,
+    /// Byte offset of the start of each line; `starts[0]` is 0.
+    starts: Vec<usize>,
+    /// Whether each line is ASCII, so its columns are byte distances.
+    ascii: Vec<bool>,
+}
+
+impl<'a> LineIndex<'a> {
+    /// Indexes `text` in one pass.
+    pub fn new(text: &'a str) -> Self {
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let ascii = starts
+            .iter()
+            .enumerate()
+            .map(|(line, &start)| {
+                let end = starts.get(line + 1).copied().unwrap_or(text.len());
+                text.as_bytes()[start..end].is_ascii()
+            })
+            .collect();
+        LineIndex {
+            text,
+            starts,
+            ascii,
+        }
     }
 
     /// Line and column of byte `offset` (clamped to the text).
     pub fn locate(&self, offset: usize) -> Location {
-        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let offset = floor_char_boundary(self.text, offset.min(self.text.len()));
+        // `starts[0]` is 0 <= offset, so at least one start qualifies.
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
+        let column = if self.ascii[line - 1] {
+            offset - line_start
+        } else {
+            self.text[line_start..offset].chars().count()
+        };
         Location {
-            line: before.matches('\n').count() + 1,
-            column: before[line_start..].chars().count() + 1,
+            line,
+            column: column + 1,
         }
     }
 
-    /// The text of 1-based line `line`, without its line ending.
-    fn line_text(&self, line: usize) -> &str {
-        self.text
-            .lines()
-            .nth(line.saturating_sub(1))
-            .unwrap_or("")
-            .trim_end_matches('\r')
+    /// The text of 1-based line `line`, without its line ending ("" past the end).
+    pub fn line_text(&self, line: usize) -> &'a str {
+        let Some(&start) = self.starts.get(line.wrapping_sub(1)) else {
+            return "";
+        };
+        let end = self
+            .starts
+            .get(line)
+            .map_or(self.text.len(), |next| next - 1);
+        self.text[start..end].trim_end_matches('\r')
     }
 }
 
@@ -149,14 +198,15 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
 /// a caret under the offending text, then `= help:` and `= note:` lines.
 pub fn render_text(source: &Source, findings: &[Finding]) -> String {
     let mut out = String::new();
+    let lines = LineIndex::new(&source.text);
     for finding in findings {
-        render_one(&mut out, source, finding);
+        render_one(&mut out, source, &lines, finding);
         out.push('\n');
     }
     out
 }
 
-fn render_one(out: &mut String, source: &Source, finding: &Finding) {
+fn render_one(out: &mut String, source: &Source, lines: &LineIndex<'_>, finding: &Finding) {
     let file = source.path.display();
     let _ = writeln!(
         out,
@@ -168,15 +218,15 @@ fn render_one(out: &mut String, source: &Source, finding: &Finding) {
     let gutter;
     match &finding.span {
         Some(span) => {
-            let start = source.locate(span.start);
-            let line_text = source.line_text(start.line);
+            let start = lines.locate(span.start);
+            let line_text = lines.line_text(start.line);
             let number = start.line.to_string();
             gutter = " ".repeat(number.len());
             let _ = writeln!(out, "{gutter}--> {file}:{}:{}", start.line, start.column);
             let _ = writeln!(out, "{gutter} |");
             let _ = writeln!(out, "{number} | {line_text}");
             // Underline to the end of the span, or of the line when the span runs past it.
-            let end = source.locate(span.end.max(span.start + 1));
+            let end = lines.locate(span.end.max(span.start + 1));
             let line_chars = line_text.chars().count();
             let last = if end.line == start.line {
                 end.column.min(line_chars + 1)
@@ -234,10 +284,11 @@ pub fn render_json(source: &Source, findings: &[Finding]) -> String {
 
 /// The findings as `--format json` shows them, to embed in other JSON.
 pub fn json_findings<'a>(source: &Source, findings: &'a [Finding]) -> Vec<JsonFinding<'a>> {
+    let lines = LineIndex::new(&source.text);
     findings
         .iter()
         .map(|f| {
-            let at = f.span.as_ref().map(|s| source.locate(s.start));
+            let at = f.span.as_ref().map(|s| lines.locate(s.start));
             JsonFinding {
                 rule: f.rule,
                 severity: f.severity,
@@ -277,6 +328,31 @@ mod tests {
                 column: 12
             }
         );
+    }
+
+    #[test]
+    fn the_line_index_locates_like_a_scan_of_the_text() {
+        let text = "a = 1\r\nname = \"é\" x\n\n[pool.web]\nlast = \"ü\"";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() + 2 {
+            let clamped = floor_char_boundary(text, offset.min(text.len()));
+            let before = &text[..clamped];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let expected = Location {
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+            };
+            assert_eq!(index.locate(offset), expected, "offset {offset}");
+        }
+        for line in 0..=7_usize {
+            let expected = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .filter(|_| line > 0)
+                .unwrap_or("")
+                .trim_end_matches('\r');
+            assert_eq!(index.line_text(line), expected, "line {line}");
+        }
     }
 
     #[test]

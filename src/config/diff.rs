@@ -381,6 +381,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         show(&g.max_latency_ratio),
         show(&h.max_latency_ratio),
     );
+    setting(
+        "guard.latency_floor",
+        format_duration(g.latency_floor),
+        format_duration(h.latency_floor),
+    );
     setting("guard.max_skew", show(&g.max_skew), show(&h.max_skew));
     setting(
         "guard.max_load_ratio",

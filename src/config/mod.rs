@@ -16,6 +16,7 @@
 
 pub mod diagnostic;
 pub mod diff;
+pub mod files;
 pub mod lint;
 pub mod model;
 pub mod raw;
@@ -65,8 +66,9 @@ impl Checked {
     }
 }
 
-/// Reads and checks the file at `path`. Fails only when the file cannot be read.
-pub fn check_file(path: &Path) -> std::io::Result<Checked> {
+/// Reads and checks the file at `path`. Fails only when the file cannot be read (see
+/// [`files::read_config`]: regular files of at most 16 MiB).
+pub fn check_file(path: &Path) -> Result<Checked, files::FileError> {
     Ok(check_source(Source::read(path)?))
 }
 

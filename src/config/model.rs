@@ -403,6 +403,9 @@ pub struct Guard {
     pub max_error_rate: f64,
     /// Largest acceptable p99 latency after / before. Default: 2.0.
     pub max_latency_ratio: f64,
+    /// A p99 latency rise smaller than this never breaches, whatever the ratio (a p99
+    /// of 4 ms becoming 10 ms is noise, not an outage). Default: 25 ms.
+    pub latency_floor: Duration,
     /// Largest acceptable pool skew. Default: 0.25.
     pub max_skew: f64,
     /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
@@ -420,6 +423,7 @@ impl Default for Guard {
             min_requests: 200,
             max_error_rate: 0.02,
             max_latency_ratio: 2.0,
+            latency_floor: DEFAULT_LATENCY_FLOOR,
             max_skew: 0.25,
             max_load_ratio: 2.0,
             max_shift: 2.0,
@@ -427,6 +431,9 @@ impl Default for Guard {
         }
     }
 }
+
+/// Default for [`Guard::latency_floor`].
+pub const DEFAULT_LATENCY_FLOOR: Duration = Duration::from_millis(25);
 
 /// One `[lint.allow]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

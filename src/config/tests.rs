@@ -226,6 +226,7 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.outlier]\nejection = \"10m\"\n", "out-of-range", 4),
         ("[guard]\nmax_error_rate = 1.5\n", "out-of-range", 2),
         ("[guard]\nmax_load_ratio = 1\n", "out-of-range", 2),
+        ("[guard]\nlatency_floor = \"25\"\n", "invalid-duration", 2),
         ("[admin]\nlisten = \"127.0.0.1:9901\"\n", "missing-field", 1),
         ("[admin]\ntoken_file = \"t\"\nmax_connections = 0\n", "out-of-range", 3),
         ("[admin]\ntoken_file = \"t\"\nheader_timeout = \"0s\"\n", "out-of-range", 3),
@@ -442,4 +443,60 @@ fn every_lint_rule_has_an_explanation() {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c == '-'));
     }
+}
+
+/// A pool of `n` backends where every other one has weight 1 among weights of 10,000,
+/// so half of them are `near-zero-weight` findings: the config exercises duplicate
+/// detection, the intended split, the lints and the rendering of many findings.
+fn many_backends(n: usize) -> String {
+    let mut text = format!(
+        "{BASE}[[route]]\npath_prefix = \"/big\"\npool = \"big\"\n\
+         [pool.big]\nalgorithm = \"weighted_round_robin\"\nbackends = [\n"
+    );
+    for k in 0..n {
+        let weight = if k % 2 == 1 { 1 } else { 10_000 };
+        text.push_str(&format!(
+            "  {{ address = \"10.{}.{}.{}:80\", weight = {weight} }},\n",
+            (k >> 16) & 255,
+            (k >> 8) & 255,
+            k & 255
+        ));
+    }
+    text.push_str("]\n[pool.big.health]\npath = \"/healthz\"\n");
+    text
+}
+
+/// Checks and renders `text` (both formats) `runs` times; the fastest run.
+fn fastest_check(text: &str, runs: usize) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let checked = check(text);
+            let shown = diagnostic::render_text(&checked.source, &checked.findings).len()
+                + diagnostic::render_json(&checked.source, &checked.findings).len();
+            assert!(shown > 0);
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// Issue 12, defect 10: `check` time grew quadratically with the number of backends
+/// (duplicate detection scanned every earlier backend, the intended split searched
+/// for each candidate, every finding was located by scanning the file). Four times
+/// the backends must cost well under the sixteen times a quadratic step would; the
+/// fastest of a few runs keeps a noisy machine from failing it.
+#[test]
+fn check_time_grows_linearly_with_the_number_of_backends() {
+    let (small, large) = (many_backends(10_000), many_backends(40_000));
+    let checked = check(&large);
+    assert_eq!(checked.errors(), 0, "{:?}", checked.findings.first());
+    assert_eq!(checked.warnings(), 20_000);
+    let small_time = fastest_check(&small, 3);
+    let large_time = fastest_check(&large, 2);
+    let ratio = large_time.as_secs_f64() / small_time.as_secs_f64();
+    assert!(
+        ratio < 8.0,
+        "4x the backends took {ratio:.1}x the time ({small_time:?} → {large_time:?})"
+    );
 }

@@ -5,7 +5,7 @@
 //! defaults from [`super::model`]. The result is a [`Config`] only when no error was
 //! found.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -17,6 +17,7 @@ use toml::Spanned;
 use crate::balance::Algorithm;
 
 use super::diagnostic::{Finding, Source};
+use super::files;
 use super::lint;
 use super::model::*;
 use super::raw::*;
@@ -298,9 +299,27 @@ impl Validator {
             admin.span(),
             "token_file = \"admin.token\"",
         )?;
+        let path = base_dir.join(token_file.get_ref());
+        // Metadata only, never opened: a FIFO would block the check, a device or a huge
+        // file would never end it (issue 12, defect 7). An absent file is the
+        // `admin-token-missing` lint's business: the deploy may still put it in place.
+        if let Err(e) = files::inspect(&path, files::MAX_FILE_BYTES) {
+            if matches!(
+                e,
+                files::FileError::NotRegular { .. } | files::FileError::TooLarge { .. }
+            ) {
+                self.error(
+                    "invalid-file",
+                    token_file.span(),
+                    format!("`admin.token_file` {}: {}", path.display(), e.reason()),
+                    "point it at a regular file holding the token (at least 16 characters, at most 1 MiB)",
+                );
+                return None;
+            }
+        }
         Some(Admin {
             listen,
-            token_file: base_dir.join(token_file.get_ref()),
+            token_file: path,
             token_file_span: token_file.span(),
             max_connections,
             header_timeout,
@@ -373,10 +392,11 @@ impl Validator {
         listeners: &[Listener],
         admin: Option<(SocketAddr, std::ops::Range<usize>)>,
     ) {
-        let mut bound: Vec<(SocketAddr, &str)> = Vec::new();
+        // Address → the first listener that binds it (port 0 binds a fresh port each time).
+        let mut bound: HashMap<SocketAddr, &str> = HashMap::new();
         for l in listeners {
             if l.listen.port() != 0 {
-                if let Some((_, other)) = bound.iter().find(|(a, _)| *a == l.listen) {
+                if let Some(other) = bound.get(&l.listen) {
                     let message = format!(
                         "listener {:?} binds {}, which listener {:?} already binds",
                         l.name, l.listen, other
@@ -387,12 +407,13 @@ impl Validator {
                         message,
                         "give each listener its own address or port",
                     );
+                } else {
+                    bound.insert(l.listen, &l.name);
                 }
-                bound.push((l.listen, &l.name));
             }
         }
         if let Some((addr, span)) = admin {
-            if let Some((_, other)) = bound.iter().find(|(a, _)| *a == addr && addr.port() != 0) {
+            if let Some(other) = bound.get(&addr).filter(|_| addr.port() != 0) {
                 let message = format!(
                     "the admin listener binds {addr}, which listener {other:?} already binds"
                 );
@@ -411,10 +432,11 @@ impl Validator {
         let mut entries: Vec<_> = raw.iter().collect();
         entries.sort_by_key(|(name, _)| name.span().start);
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.get_ref().as_str()).collect();
+        let set: HashSet<&str> = names.iter().copied().collect();
         let mut pools = Vec::new();
         for (name, pool) in &entries {
             let valid_name = self.name("pool", name);
-            if let Some(pool) = self.pool(name, pool.get_ref(), &names) {
+            if let Some(pool) = self.pool(name, pool.get_ref(), &names, &set) {
                 if valid_name {
                     pools.push(pool);
                 }
@@ -423,7 +445,13 @@ impl Validator {
         pools
     }
 
-    fn pool(&mut self, name: &Str, raw: &RawPool, pool_names: &[&str]) -> Option<Pool> {
+    fn pool(
+        &mut self,
+        name: &Str,
+        raw: &RawPool,
+        pool_names: &[&str],
+        pool_set: &HashSet<&str>,
+    ) -> Option<Pool> {
         let field = |f: &str| format!("pool.{}.{f}", name.get_ref());
         let before = self.findings.len();
         let algorithm = match &raw.algorithm {
@@ -464,7 +492,7 @@ impl Validator {
                     "name another pool, or remove `backup`",
                 );
                 None
-            } else if !pool_names.contains(&target) {
+            } else if !pool_set.contains(target) {
                 let help = unknown_help("pool", target, pool_names);
                 self.error(
                     "unknown-backup",
@@ -704,6 +732,9 @@ impl Validator {
             return Vec::new();
         };
         let mut backends: Vec<Backend> = Vec::new();
+        // Address → position in `backends`: one lookup per backend, so a pool of n
+        // backends is checked in O(n), not O(n²) (issue 12, defect 10).
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
         for (position, item) in raw.get_ref().iter().enumerate() {
             let b = item.get_ref();
             let field = |f: &str| format!("pool.{name}.backends[{}].{f}", position + 1);
@@ -731,11 +762,11 @@ impl Validator {
             let Some(socket_addr) = self.address(&field("address"), address, false) else {
                 continue;
             };
-            if let Some(first) = backends.iter().find(|o| o.socket_addr == socket_addr) {
+            if let Some(&first) = seen.get(&socket_addr) {
                 let message = format!(
                     "backend {} appears twice in pool {name:?} (as {:?} already)",
                     address.get_ref(),
-                    first.address
+                    backends[first].address
                 );
                 self.error(
                     "duplicate-backend",
@@ -745,6 +776,7 @@ impl Validator {
                 );
                 continue;
             }
+            seen.insert(socket_addr, backends.len());
             backends.push(Backend {
                 address: address.get_ref().clone(),
                 socket_addr,
@@ -941,14 +973,14 @@ impl Validator {
     fn routes(&mut self, raw: &[Spanned<RawRoute>], defined: &Defined) -> Vec<Route> {
         let listener_names: Vec<&str> = defined.listeners.iter().map(String::as_str).collect();
         let pool_names: Vec<&str> = defined.pools.iter().map(String::as_str).collect();
+        let listener_set: HashSet<&str> = listener_names.iter().copied().collect();
+        let pool_set: HashSet<&str> = pool_names.iter().copied().collect();
         let mut routes = Vec::new();
         for item in raw {
             let r = item.get_ref();
             let at = item.span();
             let listener = match &r.listener {
-                Some(l) if listener_names.contains(&l.get_ref().as_str()) => {
-                    Some(l.get_ref().clone())
-                }
+                Some(l) if listener_set.contains(l.get_ref().as_str()) => Some(l.get_ref().clone()),
                 Some(l) => {
                     let help = unknown_help("listener", l.get_ref(), &listener_names);
                     self.error(
@@ -985,9 +1017,7 @@ impl Validator {
             };
             let pool =
                 match self.required("route.pool", r.pool.as_ref(), at.clone(), "pool = \"web\"") {
-                    Some(p) if pool_names.contains(&p.get_ref().as_str()) => {
-                        Some(p.get_ref().clone())
-                    }
+                    Some(p) if pool_set.contains(p.get_ref().as_str()) => Some(p.get_ref().clone()),
                     Some(p) => {
                         let help = unknown_help("pool", p.get_ref(), &pool_names);
                         self.error(
@@ -1076,6 +1106,11 @@ impl Validator {
                 |x| x > 1.0,
                 "a ratio above 1, such as 2.0",
                 d.max_latency_ratio,
+            ),
+            latency_floor: self.duration(
+                "guard.latency_floor",
+                raw.latency_floor.as_ref(),
+                d.latency_floor,
             ),
             max_skew: self.num(
                 "guard.max_skew",

@@ -6,7 +6,9 @@
 //! since — so it is tested without a network. It waits until `min_requests` requests
 //! went through after the change, then looks at every pool:
 //! - error rate after above `max_error_rate` (absolute);
-//! - p99 latency after / before above `max_latency_ratio` (both windows busy enough);
+//! - p99 latency after / before above `max_latency_ratio` (both windows busy enough),
+//!   and the rise at least `latency_floor`: a few milliseconds more is noise (a reload
+//!   storm, a GC pause), not a bad change, however large the ratio (issue 12, defect 11);
 //! - skew after above `max_skew` (weight-driven algorithms);
 //! - a backend's load ratio after above `max_load_ratio`;
 //! - a backend's share after / before above `max_shift`, for backends that had at
@@ -70,11 +72,13 @@ pub fn judge(
                 old.requests >= MIN_REQUESTS_FOR_LATENCY
                     && pool.requests >= MIN_REQUESTS_FOR_LATENCY
             }) {
-                if was > 0.0 && p99 / was > guard.max_latency_ratio {
+                let floor_ms = guard.latency_floor.as_secs_f64() * 1000.0;
+                if was > 0.0 && p99 / was > guard.max_latency_ratio && p99 - was >= floor_ms {
                     breaches.push(format!(
-                        "pool {name:?} p99 latency {p99:.1} ms is {:.1}x the {was:.1} ms before (> {})",
+                        "pool {name:?} p99 latency {p99:.1} ms is {:.1}x the {was:.1} ms before (> {}, and {:.1} ms more, at least latency_floor {floor_ms} ms)",
                         p99 / was,
-                        guard.max_latency_ratio
+                        guard.max_latency_ratio,
+                        p99 - was
                     ));
                 }
             }
@@ -194,6 +198,51 @@ mod tests {
         );
         let after = [pool(&[0.02, 0.98], 1000, 0.0)];
         assert!(judge(&before, &after, &guard, true).is_none());
+    }
+
+    fn with_p99(mut pool: PoolView, p99_ms: f64) -> PoolView {
+        pool.p99_ms = Some(p99_ms);
+        pool
+    }
+
+    /// Issue 12, defect 11: during a reload storm the guard rolled back a good change
+    /// because p99 went from 4.1 ms to 10.2 ms (2.5x). A rise under `latency_floor`
+    /// never breaches; the same ratio over a rise above the floor still does.
+    #[test]
+    fn guard_ignores_latency_rises_below_the_floor() {
+        let guard = Guard::default();
+        assert_eq!(guard.max_latency_ratio, 2.0);
+        assert_eq!(guard.latency_floor, Duration::from_millis(25));
+        let even = || pool(&[0.5, 0.5], 1000, 0.0);
+        assert_eq!(
+            judge(
+                &[with_p99(even(), 4.1)],
+                &[with_p99(even(), 10.2)],
+                &guard,
+                false
+            ),
+            None
+        );
+        let slower = judge(
+            &[with_p99(even(), 30.0)],
+            &[with_p99(even(), 90.0)],
+            &guard,
+            false,
+        )
+        .expect("30 ms → 90 ms breaches");
+        assert!(slower.contains("p99 latency 90.0 ms is 3.0x"), "{slower}");
+        // A floor of zero leaves the ratio alone.
+        let no_floor = Guard {
+            latency_floor: Duration::ZERO,
+            ..Guard::default()
+        };
+        assert!(judge(
+            &[with_p99(even(), 4.1)],
+            &[with_p99(even(), 10.2)],
+            &no_floor,
+            false
+        )
+        .is_some());
     }
 
     #[test]

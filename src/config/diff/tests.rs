@@ -208,7 +208,7 @@ fn pools_listeners_and_routes_added_removed_and_retargeted() {
 #[test]
 fn top_level_settings_guard_and_lint_allow() {
     let new = config(&format!(
-        "drain_timeout = \"5s\"\n{BASE}\n[guard]\nmax_load_ratio = 1.5\n\
+        "drain_timeout = \"5s\"\n{BASE}\n[guard]\nmax_load_ratio = 1.5\nlatency_floor = \"50ms\"\n\
          [lint.allow]\nsingle-backend-pool = \"legacy\"\n"
     ));
     let shown: Vec<String> = diff(&config(BASE), &new)
@@ -219,6 +219,7 @@ fn top_level_settings_guard_and_lint_allow() {
         shown,
         [
             "drain_timeout: 30s → 5s",
+            "guard.latency_floor: 25ms → 50ms",
             "guard.max_load_ratio: 2 → 1.5",
             "lint.allow.single-backend-pool: none → \"legacy\"",
         ]

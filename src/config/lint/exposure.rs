@@ -1,9 +1,11 @@
 //! Lints about what the load balancer exposes: the admin API.
 //!
-//! `admin-token-missing` reads the admin token file, the one file a lint reads; like
-//! every step of checking, it changes nothing.
+//! `admin-token-missing` reads the admin token file, the one file a lint reads, through
+//! [`files::read_limited`] (validation has already refused a token_file that is a FIFO,
+//! a device or over 1 MiB); like every step of checking, it changes nothing.
 
 use super::{Finding, Rule, Severity};
+use crate::config::files;
 use crate::config::model::MIN_ADMIN_TOKEN_LEN;
 
 pub const ADMIN_OFF_LOOPBACK: Rule = Rule {
@@ -49,8 +51,8 @@ characters to the file (for example `openssl rand -hex 16 > admin.token`, readab
 the evenkeel user); token_file is relative to the config file's folder.",
     check: |config, out| {
         let Some(admin) = &config.admin else { return };
-        let problem = match std::fs::read_to_string(&admin.token_file) {
-            Err(e) => format!("cannot be read ({e})"),
+        let problem = match files::read_limited(&admin.token_file) {
+            Err(e) => format!("cannot be read ({})", e.reason()),
             Ok(text) if text.trim().chars().count() < MIN_ADMIN_TOKEN_LEN => format!(
                 "holds {} characters, fewer than the {MIN_ADMIN_TOKEN_LEN} the admin API needs",
                 text.trim().chars().count()

@@ -1,6 +1,8 @@
 //! Lints about what a pool does when backends fail: retries that amplify an overload
 //! or never happen, ejection that may empty a pool, backup pools that loop.
 
+use std::collections::HashMap;
+
 use super::{Finding, Rule, Severity};
 use crate::config::model::{Config, Pool};
 
@@ -155,30 +157,44 @@ really are each other's standby and sized for it, allow the rule with the reason
 
 /// Every loop of `backup` links, each as pool positions in link order, each loop once.
 fn backup_cycles(config: &Config) -> Vec<Vec<usize>> {
+    let position: HashMap<&str, usize> = config
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
     let next = |i: usize| {
         config.pools[i]
             .backup
             .as_deref()
-            .and_then(|b| config.pools.iter().position(|p| p.name == b))
+            .and_then(|b| position.get(b).copied())
     };
     // Every pool has at most one backup, so each walk ends at a pool without one or
     // enters exactly one loop; a pool seen on an earlier walk leads nowhere new.
     let mut seen = vec![false; config.pools.len()];
+    // Pools on the current walk, so finding a loop costs a lookup, not a scan.
+    let mut on_path = vec![false; config.pools.len()];
     let mut cycles = Vec::new();
     for start in 0..config.pools.len() {
-        let mut path = Vec::new();
+        let mut path: Vec<usize> = Vec::new();
         let mut at = Some(start);
         while let Some(i) = at {
-            if let Some(pos) = path.iter().position(|&p| p == i) {
-                cycles.push(path[pos..].to_vec());
+            if on_path[i] {
+                if let Some(pos) = path.iter().position(|&p| p == i) {
+                    cycles.push(path[pos..].to_vec());
+                }
                 break;
             }
             if seen[i] {
                 break;
             }
             seen[i] = true;
+            on_path[i] = true;
             path.push(i);
             at = next(i);
+        }
+        for &i in &path {
+            on_path[i] = false;
         }
     }
     cycles

@@ -1,9 +1,9 @@
 //! Lints about how a pool spreads traffic and notices failure.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Finding, Rule, Severity};
-use crate::config::model::Pool;
 use crate::config::values::format_duration;
 
 /// Longest acceptable time for active checks to declare a dead backend unhealthy.
@@ -120,14 +120,18 @@ pub const UNUSED_POOL: Rule = Rule {
 point at it (a renamed pool, a typo in a route that still matches another pool) and \
 traffic goes somewhere unintended. Point a route at it, use it as a `backup`, or remove it.",
     check: |config, out| {
-        let used = |pool: &Pool| {
-            config.routes.iter().any(|r| r.pool == pool.name)
-                || config
-                    .pools
-                    .iter()
-                    .any(|p| p.backup.as_deref() == Some(pool.name.as_str()))
-        };
-        for pool in config.pools.iter().filter(|p| !used(p)) {
+        // Every pool a route or a backup names, collected once (not a scan per pool).
+        let used: HashSet<&str> = config
+            .routes
+            .iter()
+            .map(|r| r.pool.as_str())
+            .chain(config.pools.iter().filter_map(|p| p.backup.as_deref()))
+            .collect();
+        for pool in config
+            .pools
+            .iter()
+            .filter(|p| !used.contains(p.name.as_str()))
+        {
             out.push(
                 Finding::warning(
                     "",
@@ -153,8 +157,9 @@ pub const LISTENER_WITHOUT_ROUTES: Rule = Rule {
 the wrong listener (after a rename, or when a second listener was added and routes no \
 longer default to the only one). Add a [[route]] with listener = its name, or remove it.",
     check: |config, out| {
+        let routed: HashSet<&str> = config.routes.iter().map(|r| r.listener.as_str()).collect();
         for listener in &config.listeners {
-            if !config.routes.iter().any(|r| r.listener == listener.name) {
+            if !routed.contains(listener.name.as_str()) {
                 out.push(
                     Finding::warning(
                         "",

@@ -1,6 +1,11 @@
 //! Lints about routes: routes that cannot take traffic as written.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use super::{Finding, Rule, Severity};
+use crate::config::diagnostic::LineIndex;
+use crate::config::model::Route;
 
 pub const SHADOWED_ROUTE: Rule = Rule {
     name: "shadowed-route",
@@ -14,14 +19,27 @@ host was not changed — the pool it names gets nothing while the other takes it
 the uneven split behind many outages. Change the host or path_prefix of one of them, or \
 remove the one you do not want.",
     check: |config, out| {
-        for (i, route) in config.routes.iter().enumerate() {
-            let earlier = config.routes[..i].iter().find(|r| {
-                r.listener == route.listener
-                    && r.host == route.host
-                    && r.path_prefix == route.path_prefix
-            });
-            let Some(earlier) = earlier else { continue };
-            let line = config.source.locate(earlier.span.start).line;
+        // The first route of each (listener, host, path_prefix): one map lookup per
+        // route, not a scan of the routes before it (issue 12, defect 10).
+        let mut first: HashMap<(&str, Option<&str>, &str), &Route> = HashMap::new();
+        let mut lines = None;
+        for route in &config.routes {
+            let key = (
+                route.listener.as_str(),
+                route.host.as_deref(),
+                route.path_prefix.as_str(),
+            );
+            let earlier = match first.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(route);
+                    continue;
+                }
+                Entry::Occupied(slot) => *slot.get(),
+            };
+            let line = lines
+                .get_or_insert_with(|| LineIndex::new(&config.source.text))
+                .locate(earlier.span.start)
+                .line;
             let host = route
                 .host
                 .as_deref()
