@@ -162,8 +162,9 @@ fn http2_rapid_reset_gets_goaway_not_a_flood_of_backend_requests() {
 }
 
 /// Defect 3: slow clients held backend connection slots — a body sent slowly (the
-/// head went to the backend before the body arrived) and a response read slowly.
-/// With `limits.max_connections = 4`, normal clients must still be served.
+/// head went to the backend before the body arrived) and a response read slowly (here
+/// 8 MiB: beyond the 64 KiB read-ahead, the rest waits in a temporary file). With
+/// `limits.max_connections = 4`, normal clients must still be served.
 #[test]
 fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
     let backend = Backend::start("a");
@@ -171,7 +172,7 @@ fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
         &config(
             &backend.address(),
             "header_timeout = \"30s\"",
-            "limits = { max_connections = 4, max_pending = 100, body_buffer = 4194304 }\n\
+            "limits = { max_connections = 4, max_pending = 100 }\n\
              timeouts = { request = \"2s\", per_try = \"2s\" }",
         ),
         1,
@@ -189,8 +190,9 @@ fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
             )
         })
         .collect();
-    // 20 clients that ask for 2 MiB and read none of it, with a small receive window.
-    let slow_readers: Vec<TcpStream> = (0..20)
+    // 6 clients that ask for 8 MiB (more than the kernel's socket buffers take) and
+    // read none of it, with a small receive window.
+    let slow_readers: Vec<TcpStream> = (0..6)
         .map(|_| {
             let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
                 .expect("socket");
@@ -198,7 +200,7 @@ fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
             socket.connect(&proxy.addr().into()).expect("connect");
             let mut stream: TcpStream = socket.into();
             stream
-                .write_all(b"GET /download/2097152 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .write_all(b"GET /download/8388608 HTTP/1.1\r\nHost: x\r\n\r\n")
                 .expect("write");
             stream
         })
@@ -209,7 +211,15 @@ fn slow_body_and_slow_reading_clients_hold_no_backend_connection() {
         .filter(|i| client.get(&format!("/normal/{i}")).status == StatusCode::OK)
         .count();
     assert_eq!(served, 20, "normal requests served while slow clients wait");
-    drop((slow_bodies, slow_readers));
+    // The slow readers' responses (8 MiB each, 64 KiB in memory, the rest in a
+    // temporary file) arrive whole when they do read.
+    let mut reader = slow_readers.into_iter().next().expect("a slow reader");
+    let _ = reader.set_read_timeout(Some(Duration::from_secs(10)));
+    let reply = util::read_response(&mut reader);
+    let body_at = reply.text.find("\r\n\r\n").map_or(0, |at| at + 4);
+    assert_eq!(reply.status, Some(200));
+    assert_eq!(reply.text.len() - body_at, 8_388_608);
+    drop(slow_bodies);
 }
 
 /// Defect 4: bytes a backend sent after a complete response were read as the next

@@ -582,6 +582,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             old.limits.body_buffer.to_string(),
             new.limits.body_buffer.to_string(),
         ),
+        compare(
+            "limits.body_spill",
+            old.limits.body_spill.to_string(),
+            new.limits.body_spill.to_string(),
+        ),
     ]);
     settings.extend(health(old.health.as_ref(), new.health.as_ref()));
     settings.extend(outlier(&old.outlier, &new.outlier));

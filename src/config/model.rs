@@ -276,6 +276,10 @@ pub struct Limits {
     /// body read ahead of the client, so a slow client holds no backend connection
     /// (0: stream both as they come). Default: 65,536.
     pub body_buffer: u32,
+    /// Bytes of a response body kept in a temporary file, beyond `body_buffer`, while
+    /// a client reads slower than the backend sends (NGINX's
+    /// `proxy_max_temp_file_size`; 0: none). Default: 1 GiB.
+    pub body_spill: u64,
 }
 
 impl Default for Limits {
@@ -284,6 +288,7 @@ impl Default for Limits {
             max_connections: 1000,
             max_pending: 100,
             body_buffer: 64 * 1024,
+            body_spill: 1024 * 1024 * 1024,
         }
     }
 }

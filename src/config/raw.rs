@@ -111,6 +111,7 @@ pub struct RawLimits {
     pub max_connections: Option<Int>,
     pub max_pending: Option<Int>,
     pub body_buffer: Option<Int>,
+    pub body_spill: Option<Int>,
 }
 
 /// One entry of `backends = [ ... ]`.

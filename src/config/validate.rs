@@ -562,6 +562,12 @@ impl Validator {
                     0..=16 * 1024 * 1024,
                     d.body_buffer,
                 ),
+                body_spill: self.int(
+                    &field("limits.body_spill"),
+                    l.body_spill.as_ref(),
+                    0..=1 << 40,
+                    d.body_spill,
+                ),
             }
         });
         let backends = self.backends(name, raw.backends.as_ref());

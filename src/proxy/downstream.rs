@@ -60,6 +60,7 @@ use super::forward::{Client, ProxyBody, Worker};
 use super::h1::{self, put_field, Chunk, Framing, Span, MAX_HEAD_BYTES};
 use super::headers::{tokens, ConnectionOptions};
 use super::outbox::{pump, Outbox, PumpError};
+use super::spill::Spill;
 use super::stall::Stall;
 
 /// Most fields in a request head; more get 431.
@@ -579,21 +580,23 @@ async fn write_response(
     }
     // Read ahead of a slow client as far as the pool allows, so the backend's
     // connection is free once its response is read.
-    let read_ahead = match &body {
-        Either::Left(streamed) => streamed.read_ahead().max(GATHER),
-        Either::Right(_) => GATHER,
+    let (read_ahead, spill_limit) = match &body {
+        Either::Left(streamed) => (streamed.read_ahead().max(GATHER), streamed.spill_limit()),
+        Either::Right(_) => (GATHER, 0),
     };
+    let mut spill = Spill::new(spill_limit);
     let close_delimited = !chunked && !has_length && !keep_alive && version == Version::HTTP_10;
-    match pump(
+    let pumped = pump(
         &mut body,
         &mut outbox,
         chunked,
         read_ahead,
+        Some(&mut spill),
         &mut writer,
         &mut stall,
     )
-    .await
-    {
+    .await;
+    match pumped {
         Ok(()) => Ok(keep_alive),
         Err(PumpError::Body(error)) => {
             tracing::debug!(%error, "the response broke off; the client's connection is cut");

@@ -424,6 +424,7 @@ impl Worker {
             fields,
             stall: Stall::new(pool.timeouts.body_idle),
             read_ahead: pool.config.limits.body_buffer as usize,
+            spill_limit: pool.config.limits.body_spill,
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
@@ -851,6 +852,8 @@ pub struct Streamed {
     stall: Stall,
     /// The pool's `limits.body_buffer`: how far to read ahead of a slow client.
     read_ahead: usize,
+    /// The pool's `limits.body_spill`: how much more may wait in a temporary file.
+    spill_limit: u64,
     release: Option<Release>,
     slot: Option<Slot>,
     log: Option<AccessRecord>,
@@ -866,6 +869,12 @@ impl Streamed {
     /// How many bytes of the body to read ahead of a client that reads slowly.
     pub fn read_ahead(&self) -> usize {
         self.read_ahead
+    }
+
+    /// How many bytes more may wait in a temporary file for a client that reads
+    /// slowly ([`super::spill`]).
+    pub fn spill_limit(&self) -> u64 {
+        self.spill_limit
     }
 
     /// The body has been read to its end: the connection goes back to the pool (if it

@@ -441,6 +441,7 @@ impl Connection {
             &mut outbox,
             request.chunked,
             BODY_GATHER,
+            None,
             &mut writer,
             &mut stall,
         )
@@ -1022,8 +1023,13 @@ mod tests {
                 body(&mut connection, head.framing).await.expect("body"),
                 b"nope"
             );
-            // The backend has closed: the connection is not offered again.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // The backend has closed: the connection is not offered again (as soon as
+            // the close has arrived: on a loaded machine the kernel may take a while).
+            let mut waited = 0;
+            while connection.is_idle_and_open() && waited < 100 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                waited += 1;
+            }
             assert!(!connection.is_idle_and_open());
         });
     }

@@ -11,6 +11,8 @@
 //! - [`headers`]: hop-by-hop and `X-Forwarded-*` rules.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
 //! - [`stall`]: bounds on pauses in a body or a write, made only when one pauses.
+//! - [`outbox`]: copying a body from one side to the other, gathered into few writes.
+//! - [`spill`]: a response's overflow in a temporary file, for slow readers.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
@@ -30,6 +32,7 @@ pub mod headers;
 pub mod outbox;
 pub mod retry;
 pub mod server;
+pub mod spill;
 pub mod stall;
 pub mod upstream;
 

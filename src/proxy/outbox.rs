@@ -19,10 +19,15 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use hyper::body::Body;
 
+use super::spill::Spill;
 use super::stall::Stall;
 
 /// Most pieces given to one vectored write (Linux takes up to 1,024).
 const MAX_SLICES: usize = 64;
+/// The last chunk of a chunked body, without trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+/// Bytes taken back from a spill at a time.
+const SPILL_READ: usize = 64 * 1024;
 
 /// Byte pieces waiting to be written, in order.
 #[derive(Default)]
@@ -60,13 +65,8 @@ impl Outbox {
         if self.lines.capacity() < 32 {
             self.lines.reserve(512);
         }
-        let mut line = [0u8; 20];
-        let free = {
-            let mut cursor = &mut line[..];
-            let _ = write!(cursor, "{:x}\r\n", data.len());
-            cursor.len()
-        };
-        self.lines.extend_from_slice(&line[..line.len() - free]);
+        let (line, len) = chunk_line(data.len());
+        self.lines.extend_from_slice(&line[..len]);
         let line = self.lines.split().freeze();
         self.push(line);
         self.push(data);
@@ -75,7 +75,7 @@ impl Outbox {
 
     /// Queues the last chunk of a chunked body (no trailers).
     pub fn push_last_chunk(&mut self) {
-        self.push(Bytes::from_static(b"0\r\n\r\n"));
+        self.push(Bytes::from_static(LAST_CHUNK));
     }
 
     /// Writes as much as one vectored write takes; the bytes written.
@@ -153,12 +153,15 @@ pub enum PumpError<E> {
 /// holds), as chunks when `chunked` (the last chunk included), until the body ends and
 /// everything is written. It reads whatever the body has at hand while fewer than
 /// `read_ahead` bytes wait (at least one piece at a time), then writes all that waits
-/// in one vectored write. `stall` bounds each pause in which neither side moves.
+/// in one vectored write. With a `spill`, what the body sends while `read_ahead` bytes
+/// already wait goes on to it (up to its limit) and comes back as the writer takes
+/// the rest. `stall` bounds each pause in which neither side moves.
 pub async fn pump<B, W>(
     body: &mut B,
     outbox: &mut Outbox,
     chunked: bool,
     read_ahead: usize,
+    mut spill: Option<&mut Spill>,
     writer: &mut W,
     stall: &mut Stall,
 ) -> Result<(), PumpError<B::Error>>
@@ -169,28 +172,60 @@ where
     let mut ended = body.is_end_stream() && !chunked;
     poll_fn(|cx| loop {
         let mut moved = false;
-        while !ended && (outbox.is_empty() || outbox.len() < read_ahead) {
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    // Trailers are not forwarded.
-                    if let Ok(data) = frame.into_data() {
-                        if chunked {
-                            outbox.push_chunk(data);
-                        } else {
-                            outbox.push(data);
-                        }
-                    }
-                    moved = true;
-                }
+        while !ended {
+            let spilling = spill.as_ref().is_some_and(|s| !s.is_empty());
+            let to_memory = !spilling && (outbox.is_empty() || outbox.len() < read_ahead);
+            if !to_memory && !spill.as_ref().is_some_and(|s| s.has_room()) {
+                break;
+            }
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Some(frame),
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(PumpError::Body(error))),
-                Poll::Ready(None) => {
-                    if chunked {
-                        outbox.push_last_chunk();
-                    }
-                    ended = true;
-                    moved = true;
-                }
+                Poll::Ready(None) => None,
                 Poll::Pending => break,
+            };
+            moved = true;
+            let data = match frame {
+                None => {
+                    ended = true;
+                    None
+                }
+                Some(frame) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => Some(data),
+                    _ => continue, // trailers (not forwarded), or nothing
+                },
+            };
+            if to_memory {
+                match data {
+                    Some(data) if chunked => outbox.push_chunk(data),
+                    Some(data) => outbox.push(data),
+                    None if chunked => outbox.push_last_chunk(),
+                    None => {}
+                }
+            } else if let Some(spill) = spill.as_deref_mut() {
+                let spilled = match data {
+                    Some(data) if chunked => {
+                        let (line, len) = chunk_line(data.len());
+                        spill
+                            .append(&line[..len])
+                            .and_then(|()| spill.append(&data))
+                            .and_then(|()| spill.append(b"\r\n"))
+                    }
+                    Some(data) => spill.append(&data),
+                    None if chunked => spill.append(LAST_CHUNK),
+                    None => Ok(()),
+                };
+                if let Err(error) = spilled {
+                    return Poll::Ready(Err(PumpError::Write(error)));
+                }
+            }
+        }
+        if outbox.is_empty() {
+            if let Some(spill) = spill.as_deref_mut() {
+                match spill.take(SPILL_READ) {
+                    Ok(bytes) => outbox.push(bytes),
+                    Err(error) => return Poll::Ready(Err(PumpError::Write(error))),
+                }
             }
         }
         if !outbox.is_empty() {
@@ -200,7 +235,7 @@ where
                 Poll::Pending => {}
             }
         }
-        if ended && outbox.is_empty() {
+        if ended && outbox.is_empty() && spill.as_ref().is_none_or(|s| s.is_empty()) {
             return Poll::Ready(Ok(()));
         }
         if moved {
@@ -213,6 +248,17 @@ where
         }));
     })
     .await
+}
+
+/// The chunk-size line for a chunk of `len` bytes, and its length.
+fn chunk_line(len: usize) -> ([u8; 20], usize) {
+    let mut line = [0u8; 20];
+    let free = {
+        let mut cursor = &mut line[..];
+        let _ = write!(cursor, "{len:x}\r\n");
+        cursor.len()
+    };
+    (line, 20 - free)
 }
 
 #[cfg(test)]
@@ -266,6 +312,7 @@ mod tests {
                     &mut outbox,
                     true,
                     64 * 1024,
+                    None,
                     &mut writer,
                     &mut stall,
                 )
@@ -322,5 +369,48 @@ mod tests {
             let _ = outbox.poll_write(&mut writer, &mut cx);
         }
         assert_eq!(out, b"head|5\r\nhello\r\n0\r\n\r\n");
+    }
+
+    #[test]
+    fn what_a_slow_writer_cannot_take_goes_to_the_spill_and_comes_back_in_order() {
+        let mut body = Frames((0..200u32).map(|i| Bytes::from(format!("<{i}>"))).collect());
+        let expected: String = (0..200u32).map(|i| format!("<{i}>")).collect();
+        let mut out = Vec::new();
+        // Seven bytes a write: far slower than the body.
+        let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+            let mut n = 0;
+            for slice in slices {
+                let take = (7 - n).min(slice.len());
+                out.extend_from_slice(&slice[..take]);
+                n += take;
+                if n == 7 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        };
+        let mut outbox = Outbox::default();
+        let mut spill = Spill::new(1 << 20);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let mut stall = Stall::new(Duration::from_secs(1));
+                pump(
+                    &mut body,
+                    &mut outbox,
+                    false,
+                    16,
+                    Some(&mut spill),
+                    &mut writer,
+                    &mut stall,
+                )
+                .await
+                .map_err(|_| "pump")
+                .expect("pumped");
+            });
+        assert_eq!(String::from_utf8(out).expect("text"), expected);
+        assert!(spill.was_used() && spill.is_empty());
     }
 }
