@@ -611,3 +611,48 @@ fn a_body_that_begins_late_is_passed_on_not_failed() {
     assert!(String::from_utf8_lossy(&rest).contains("hello"));
     assert_eq!(*asked.lock().expect("lock"), 1);
 }
+
+/// Found by bench/slow_clients.sh: a backend that answers before it has the whole
+/// request body (a 413, or a handler that does not read it) and closes got its
+/// answer replaced by a 502, and was counted as failing, because evenkeel went on
+/// sending the body. Its answer is the response; the rest of the body is not sent.
+#[test]
+fn an_early_answer_from_the_backend_is_the_response_not_a_502() {
+    let backend = raw_backend(|mut stream| {
+        let _ = stream.set_read_timeout(Some(util::TIMEOUT));
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            seen.push(byte[0]);
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!",
+        );
+        // Close with the body unread: the kernel answers what still comes with a reset.
+    });
+    let proxy = Proxy::start_with_admin(
+        &config(&backend.to_string(), "", "limits = { body_buffer = 0 }"),
+        1,
+    );
+    let mut stream = send(
+        proxy.addr(),
+        b"POST /too-big HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+    );
+    // The body keeps coming while the answer is on its way.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    for _ in 0..20 {
+        if stream.write_all(&[b'b'; 16 * 1024]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let reply = util::read_response(&mut stream);
+    assert_eq!(reply.status, Some(413), "{}", reply.text);
+    assert!(reply.text.ends_with("big!"), "{}", reply.text);
+    let status = proxy.backend_status("p", &backend.to_string());
+    assert_eq!(status["failures"], 0, "{status}");
+}

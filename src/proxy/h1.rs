@@ -21,6 +21,7 @@
 //! only when the response allowed it (HTTP/1.1 without `Connection: close`, or HTTP/1.0
 //! with `keep-alive`), its body was read to the end, and nothing followed it.
 
+use std::future::poll_fn;
 use std::io;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
@@ -277,6 +278,28 @@ pub struct Failure {
     pub progress: Progress,
 }
 
+/// Drops complete interim (1xx) response heads from the front of `read`; whether what
+/// is left is no more than the start of another one (nothing final has begun).
+fn skip_interim(read: &mut BytesMut) -> bool {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut fields);
+        match response.parse(read) {
+            Ok(httparse::Status::Complete(len))
+                if response
+                    .code
+                    .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+            {
+                read.advance(len);
+            }
+            Ok(httparse::Status::Partial) => {
+                return read.is_empty() || response.code.is_none_or(|c| (100..200).contains(&c))
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// A failure to send a request, as a [`Failure`] at `progress`.
 fn sending_failed<E>(
     error: PumpError<E>,
@@ -343,6 +366,8 @@ pub struct Connection {
     spans: Vec<Span>,
     /// Bounds each exchange (made at the first, re-armed for the next).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// False once an exchange ended with part of its request unsent.
+    reusable: bool,
     _open: super::upstream::Counted,
 }
 
@@ -354,6 +379,7 @@ impl Connection {
             read: BytesMut::new(),
             spans: Vec::new(),
             timer: None,
+            reusable: true,
             _open: open,
         }
     }
@@ -408,7 +434,10 @@ impl Connection {
             }),
         };
         self.timer = Some(timer);
-        result
+        result.map(|mut head| {
+            head.keep_alive &= self.reusable;
+            head
+        })
     }
 
     /// Writes the request head, then the body (re-chunked when `request.chunked`),
@@ -423,9 +452,15 @@ impl Connection {
         let mut stall = Stall::new(body_idle);
         let mut outbox = Outbox::default();
         outbox.push(request.head.clone());
-        let stream = &mut self.stream;
+        let Connection {
+            stream,
+            read,
+            reusable,
+            ..
+        } = self;
+        let (mut from_backend, mut to_backend) = stream.split();
         let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
-            Pin::new(&mut *stream).poll_write_vectored(cx, slices)
+            Pin::new(&mut to_backend).poll_write_vectored(cx, slices)
         };
         // A write to a connection the backend has closed fails at once, before anything
         // reaches it.
@@ -436,7 +471,7 @@ impl Connection {
         let Some(mut body) = body.take() else {
             return Ok(());
         };
-        pump(
+        let upload = pump(
             &mut body,
             &mut outbox,
             request.chunked,
@@ -444,9 +479,25 @@ impl Connection {
             None,
             &mut writer,
             &mut stall,
-        )
-        .await
-        .map_err(|e| sending_failed(e, body_idle, Progress::Unanswered))
+        );
+        // A backend may answer before it has the whole body (413, or a handler that
+        // does not read it): its answer is the response, and the rest of the body is
+        // not sent (the connection is then not reused, nor the client's).
+        let answered = poll_fn(|cx| loop {
+            match ready!(poll_fill(&mut from_backend, read, cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) if skip_interim(read) => {}
+                Ok(_) => return Poll::Ready(()),
+            }
+        });
+        tokio::select! {
+            biased;
+            () = answered => {
+                *reusable = false;
+                Ok(())
+            }
+            sent = upload => sent.map_err(|e| sending_failed(e, body_idle, Progress::Unanswered)),
+        }
     }
 
     async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, Failure> {

@@ -344,6 +344,25 @@ mod tests {
         assert_eq!(decoded[27], b'b');
     }
 
+    /// A writer into `out` that takes at most `per_write` bytes a write.
+    fn trickle(
+        out: &mut Vec<u8>,
+        per_write: usize,
+    ) -> impl FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>> + '_ {
+        move |_, slices| {
+            let mut n = 0;
+            for slice in slices {
+                let take = (per_write - n).min(slice.len());
+                out.extend_from_slice(&slice[..take]);
+                n += take;
+                if n == per_write {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
     #[test]
     fn a_partial_write_keeps_the_rest_in_order() {
         let mut outbox = Outbox::default();
@@ -351,23 +370,12 @@ mod tests {
         outbox.push_chunk(Bytes::from_static(b"hello"));
         outbox.push_last_chunk();
         let mut out = Vec::new();
-        let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
-            // Three bytes at a time.
-            let mut n = 0;
-            for slice in slices {
-                let take = (3 - n).min(slice.len());
-                out.extend_from_slice(&slice[..take]);
-                n += take;
-                if n == 3 {
-                    break;
-                }
-            }
-            Poll::Ready(Ok(n))
-        };
+        let mut writer = trickle(&mut out, 3);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         while !outbox.is_empty() {
             let _ = outbox.poll_write(&mut writer, &mut cx);
         }
+        drop(writer);
         assert_eq!(out, b"head|5\r\nhello\r\n0\r\n\r\n");
     }
 
@@ -377,18 +385,7 @@ mod tests {
         let expected: String = (0..200u32).map(|i| format!("<{i}>")).collect();
         let mut out = Vec::new();
         // Seven bytes a write: far slower than the body.
-        let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
-            let mut n = 0;
-            for slice in slices {
-                let take = (7 - n).min(slice.len());
-                out.extend_from_slice(&slice[..take]);
-                n += take;
-                if n == 7 {
-                    break;
-                }
-            }
-            Poll::Ready(Ok(n))
-        };
+        let mut writer = trickle(&mut out, 7);
         let mut outbox = Outbox::default();
         let mut spill = Spill::new(1 << 20);
         tokio::runtime::Builder::new_current_thread()
@@ -410,6 +407,7 @@ mod tests {
                 .map_err(|_| "pump")
                 .expect("pumped");
             });
+        drop(writer);
         assert_eq!(String::from_utf8(out).expect("text"), expected);
         assert!(spill.was_used() && spill.is_empty());
     }
