@@ -656,3 +656,88 @@ fn an_early_answer_from_the_backend_is_the_response_not_a_502() {
     let status = proxy.backend_status("p", &backend.to_string());
     assert_eq!(status["failures"], 0, "{status}");
 }
+
+/// From a review of the early-answer change: a backend that answers 200 at once and
+/// then reads the body (a streaming handler) must still get the whole body.
+#[test]
+fn an_early_200_does_not_cut_the_upload() {
+    let received = Arc::new(Mutex::new(0usize));
+    let count = Arc::clone(&received);
+    let backend = raw_backend(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(util::TIMEOUT));
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            seen.push(byte[0]);
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        let mut body = vec![0u8; 300_000];
+        if stream.read_exact(&mut body).is_ok() {
+            *count.lock().expect("lock") = body.len();
+        }
+    });
+    let proxy = Proxy::start(
+        &config(&backend.to_string(), "", "limits = { body_buffer = 0 }"),
+        1,
+    );
+    let mut stream = send(
+        proxy.addr(),
+        b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n",
+    );
+    for _ in 0..30 {
+        stream.write_all(&[b's'; 10_000]).expect("write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reply = util::read_response(&mut stream);
+    assert_eq!(reply.status, Some(200), "{}", reply.text);
+    let got = util::eventually(Duration::from_secs(5), || {
+        *received.lock().expect("lock") == 300_000
+    });
+    assert!(
+        got,
+        "the backend got {} bytes",
+        *received.lock().expect("lock")
+    );
+}
+
+/// From a review of the spill: with no usable temporary directory, responses larger
+/// than the in-memory read-ahead are still served whole, fast and slow clients alike
+/// (the backend then waits for a slow client, as without a spill).
+#[test]
+fn responses_are_whole_when_the_temporary_directory_is_unusable() {
+    let backend = Backend::start("a");
+    let dir = util::Dir::new();
+    let path = dir.write("evenkeel.toml", &config(&backend.address(), "", ""));
+    let mut child = util::evenkeel()
+        .args(["serve", "-c"])
+        .arg(&path)
+        .args(["--workers", "1", "--no-access-log"])
+        .env("TMPDIR", dir.path().join("no-such-dir"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let addr = listening_address(&mut child);
+    // A slow reader: small window, reads in small bites with pauses.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket.connect(&addr.into()).expect("connect");
+    let mut slow: TcpStream = socket.into();
+    slow.write_all(b"GET /download/8388608 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    // A fast client meanwhile.
+    let fast = raw_exchange(addr, b"GET /download/1048576 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let slow_reply = util::read_response(&mut slow);
+    let _ = child.kill();
+    let _ = child.wait();
+    for (reply, len) in [(fast, 1_048_576), (slow_reply, 8_388_608)] {
+        let body_at = reply.text.find("\r\n\r\n").map_or(0, |at| at + 4);
+        assert_eq!(reply.status, Some(200));
+        assert_eq!(reply.text.len() - body_at, len);
+    }
+}

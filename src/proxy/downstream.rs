@@ -59,7 +59,7 @@ use tokio::sync::watch;
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::{self, put_field, Chunk, Framing, Span, MAX_HEAD_BYTES};
 use super::headers::{tokens, ConnectionOptions};
-use super::outbox::{pump, Outbox, PumpError};
+use super::outbox::{self, pump, Outbox, PumpError};
 use super::spill::Spill;
 use super::stall::Stall;
 
@@ -233,11 +233,12 @@ pub async fn serve(
         }
         let request = head.request.map(|()| RequestBody(Rc::clone(&inbound)));
         let handled = Rc::clone(&worker).handle(request, listener, Rc::clone(&client));
+        tokio::pin!(handled);
         // A client that closes its connection while its request is served cancels it:
         // the upstream exchange is dropped, and its backend connection with it.
         let response = tokio::select! {
             biased;
-            Ok(response) = handled => response,
+            Ok(response) = &mut handled => response,
             () = client_gone(&inbound) => {
                 tracing::debug!(client = %client.addr, "the client closed its connection; request cancelled");
                 client_done = true;
@@ -423,6 +424,7 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
     let mut content_length: Option<u64> = None;
     let mut connection = ConnectionOptions::default();
     let mut expects_continue = false;
+    let mut has_host = false;
     for &(n, nl, v, vl) in spans.iter() {
         if h1::is_disguised_framing(&raw[n..n + nl]) {
             return Err(ReadError::Malformed);
@@ -450,16 +452,19 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
                 return Err(ReadError::Expectation);
             }
             expects_continue = true;
-        } else if name == header::HOST && headers.contains_key(header::HOST) {
-            // Two hosts: routing and the backend could each pick a different one.
-            return Err(ReadError::Malformed);
+        } else if name == header::HOST {
+            if has_host {
+                // Two hosts: routing and the backend could each pick a different one.
+                return Err(ReadError::Malformed);
+            }
+            has_host = true;
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
             .map_err(|_| ReadError::Malformed)?;
         headers.append(name, value);
     }
     // HTTP/1.1 requires Host (RFC 9112 §3.2): without it, routing by host is a guess.
-    if version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
+    if version == Version::HTTP_11 && !has_host {
         return Err(ReadError::Malformed);
     }
     let mut keep_alive = if version == Version::HTTP_11 {
@@ -564,27 +569,23 @@ async fn write_response(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    if no_body {
+        drop(body);
+        write_all(inbound, &out).await.map_err(Ended::Client)?;
+        return Ok(keep_alive);
+    }
     let mut outbox = Outbox::default();
     outbox.push(Bytes::from(out));
     let mut stall = Stall::new(SEND_STALL);
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
         Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)
     };
-    if no_body {
-        drop(body);
-        outbox
-            .flush(&mut writer, &mut stall)
-            .await
-            .map_err(|e| Ended::Client(pump_error(e)))?;
-        return Ok(keep_alive);
-    }
     // Read ahead of a slow client as far as the pool allows, so the backend's
     // connection is free once its response is read.
-    let (read_ahead, spill_limit) = match &body {
-        Either::Left(streamed) => (streamed.read_ahead().max(GATHER), streamed.spill_limit()),
-        Either::Right(_) => (GATHER, 0),
+    let (read_ahead, mut spill) = match &body {
+        Either::Left(streamed) => (streamed.read_ahead().max(GATHER), streamed.spill()),
+        Either::Right(_) => (GATHER, Spill::new(0, None)),
     };
-    let mut spill = Spill::new(spill_limit);
     let close_delimited = !chunked && !has_length && !keep_alive && version == Version::HTTP_10;
     let pumped = pump(
         &mut body,
@@ -640,29 +641,12 @@ async fn refuse(inbound: &Shared, status: &[u8]) {
     let _ = write_all(inbound, &out).await;
 }
 
-/// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`]
-/// (the timer is made only once a write has to wait).
-async fn write_all(inbound: &Shared, mut bytes: &[u8]) -> io::Result<()> {
-    let mut stall = Stall::new(SEND_STALL);
-    while !bytes.is_empty() {
-        let written =
-            poll_fn(
-                |cx| match Pin::new(&mut inbound.borrow_mut().stream).poll_write(cx, bytes) {
-                    Poll::Pending => {
-                        ready!(stall.poll_paused(cx));
-                        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
-                    }
-                    written => written,
-                },
-            )
-            .await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        stall.progressed();
-        bytes = &bytes[written..];
-    }
-    Ok(())
+/// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`].
+async fn write_all(inbound: &Shared, bytes: &[u8]) -> io::Result<()> {
+    let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
+        Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)
+    };
+    outbox::write_all(&mut writer, bytes, &mut Stall::new(SEND_STALL)).await
 }
 
 /// Writes a `Date` field; the text is made once a second per worker thread.

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::errors::Refusal;
 use super::h1::{self, Framing, Progress, RequestBody};
 use super::headers;
+use super::spill::Spill;
 use super::stall::Stall;
 use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
@@ -71,12 +72,19 @@ pub struct Worker {
     /// Bytes of request bodies this worker may hold read ahead at once, over all its
     /// connections and streams ([`READ_AHEAD_BUDGET`]).
     pub read_ahead: Rc<Budget>,
+    /// Bytes of responses this worker may keep in temporary files at once
+    /// ([`SPILL_BUDGET`]).
+    pub spill: Rc<Budget>,
 }
 
 /// Request-body bytes one worker holds read ahead at most. An HTTP/2 connection may
 /// carry 128 requests at once, so without a bound per worker 10,000 such connections
 /// could make evenkeel hold tens of GiB; past the budget, bodies stream as they come.
 pub const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Response bytes one worker keeps in temporary files at most, over all its slow
+/// readers ([`super::spill`]); past it, backends wait for their clients again.
+pub const SPILL_BUDGET: usize = 1024 * 1024 * 1024;
 
 /// Bytes that may still be reserved.
 pub struct Budget {
@@ -94,14 +102,30 @@ impl Budget {
     /// Reserves up to `bytes`, or nothing when fewer are left; given back when the
     /// reservation is dropped.
     fn reserve(self: &Rc<Self>, bytes: usize) -> Option<Reserved> {
-        let left = self.left.get();
-        (bytes > 0 && left >= bytes).then(|| {
-            self.left.set(left - bytes);
-            Reserved {
-                budget: Rc::clone(self),
-                bytes,
-            }
+        (bytes > 0 && self.take(bytes)).then(|| Reserved {
+            budget: Rc::clone(self),
+            bytes,
         })
+    }
+
+    /// Bytes left.
+    pub fn left(&self) -> usize {
+        self.left.get()
+    }
+
+    /// Takes `bytes` if that many are left.
+    pub fn take(&self, bytes: usize) -> bool {
+        let left = self.left.get();
+        let enough = left >= bytes;
+        if enough {
+            self.left.set(left - bytes);
+        }
+        enough
+    }
+
+    /// Gives back `bytes` taken before.
+    pub fn give(&self, bytes: usize) {
+        self.left.set(self.left.get() + bytes);
     }
 }
 
@@ -113,7 +137,7 @@ struct Reserved {
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.budget.left.set(self.budget.left.get() + self.bytes);
+        self.budget.give(self.bytes);
     }
 }
 
@@ -189,19 +213,26 @@ impl Worker {
         };
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
-        let reading = ReadingAhead {
-            limit: routed.config.limits.body_buffer as usize,
-            body_idle: routed.config.timeouts.body_idle,
-            until: Instant::now() + routed.config.timeouts.request,
-            budget: &self.read_ahead,
-        };
-        let body = match read_ahead(body, reading).await {
-            Ok(body) => body,
-            Err(refusal) => return refuse(refusal, Some(routed)),
+        let has_body = !body.is_end_stream();
+        let body = if !has_body {
+            ReadAhead::empty(body)
+        } else {
+            let reading = ReadingAhead {
+                limit: routed.config.limits.body_buffer as usize,
+                body_idle: routed.config.timeouts.body_idle,
+                until: Instant::now() + routed.config.timeouts.request,
+                budget: &self.read_ahead,
+            };
+            // Boxed: most requests have no body, and a future this size carried in
+            // every request's state costs copies (measured with callgrind).
+            match Box::pin(read_ahead(body, reading)).await {
+                Ok(body) => body,
+                Err(refusal) => return refuse(refusal, Some(routed)),
+            }
         };
         let mut pool = snapshot.serving(routed);
         // The time the client took to send a buffered body does not count.
-        let deadline = Instant::now() + pool.timeouts.request;
+        let deadline = if has_body { Instant::now() } else { start } + pool.timeouts.request;
         let mut hops = 0;
         let (mut backend, key) = loop {
             let key = pool
@@ -234,7 +265,6 @@ impl Worker {
         };
         // 499 (NGINX's "client closed request") unless the request gets further.
         let mut log = record(Some(pool), Some(&backend.runtime), 499);
-        let has_body = !body.is_end_stream();
         // A request that may go out again after it was sent: its head is kept encoded,
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
@@ -425,6 +455,7 @@ impl Worker {
             stall: Stall::new(pool.timeouts.body_idle),
             read_ahead: pool.config.limits.body_buffer as usize,
             spill_limit: pool.config.limits.body_spill,
+            spill_budget: Rc::clone(&self.spill),
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
                 addr: backend.socket_addr,
@@ -509,12 +540,20 @@ async fn first_piece(
     if *framing == Framing::Done {
         return Ok(None);
     }
-    let piece = poll_fn(|cx| connection.poll_body(framing, cx));
-    match tokio::time::timeout(FIRST_PIECE_GRACE, piece).await {
-        Err(_) | Ok(None) => Ok(None),
-        Ok(Some(Ok(data))) => Ok(Some(data)),
-        Ok(Some(Err(error))) => Err(error.into()),
-    }
+    // The timer is made only if the body is not at hand already (it mostly is).
+    let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| match connection.poll_body(framing, cx) {
+        Poll::Ready(None) => Poll::Ready(Ok(None)),
+        Poll::Ready(Some(Ok(data))) => Poll::Ready(Ok(Some(data))),
+        Poll::Ready(Some(Err(error))) => Poll::Ready(Err(error.into())),
+        Poll::Pending => {
+            let grace =
+                grace.get_or_insert_with(|| Box::pin(tokio::time::sleep(FIRST_PIECE_GRACE)));
+            ready!(grace.as_mut().poll(cx));
+            Poll::Ready(Ok(None))
+        }
+    })
+    .await
 }
 
 /// A request body as it goes to the backend: what was read ahead, then the rest.
@@ -526,6 +565,18 @@ pub struct ReadAhead<B> {
     rest: Option<B>,
     /// The worker budget the read bytes are counted in.
     _reserved: Option<Reserved>,
+}
+
+impl<B: RequestBody> ReadAhead<B> {
+    /// Nothing read ahead of `body` (yet).
+    fn empty(body: B) -> ReadAhead<B> {
+        ReadAhead {
+            read: VecDeque::new(),
+            len: 0,
+            rest: (!body.is_end_stream()).then_some(body),
+            _reserved: None,
+        }
+    }
 }
 
 impl<B: RequestBody> Body for ReadAhead<B> {
@@ -595,12 +646,7 @@ async fn read_ahead<B: RequestBody>(
         .size_hint()
         .exact()
         .map_or(reading.limit, |len| (len as usize).min(reading.limit));
-    let mut ahead = ReadAhead {
-        read: VecDeque::new(),
-        len: 0,
-        rest: (!body.is_end_stream()).then_some(body),
-        _reserved: None,
-    };
+    let mut ahead = ReadAhead::empty(body);
     if ahead.rest.is_none() {
         return Ok(ahead);
     }
@@ -854,6 +900,8 @@ pub struct Streamed {
     read_ahead: usize,
     /// The pool's `limits.body_spill`: how much more may wait in a temporary file.
     spill_limit: u64,
+    /// The worker's budget for bytes in temporary files.
+    spill_budget: Rc<Budget>,
     release: Option<Release>,
     slot: Option<Slot>,
     log: Option<AccessRecord>,
@@ -871,10 +919,11 @@ impl Streamed {
         self.read_ahead
     }
 
-    /// How many bytes more may wait in a temporary file for a client that reads
-    /// slowly ([`super::spill`]).
-    pub fn spill_limit(&self) -> u64 {
-        self.spill_limit
+    /// Where the body's overflow may wait for a client that reads slowly
+    /// ([`super::spill`]): up to the pool's `limits.body_spill`, within the worker's
+    /// budget.
+    pub fn spill(&self) -> Spill {
+        Spill::new(self.spill_limit, Some(Rc::clone(&self.spill_budget)))
     }
 
     /// The body has been read to its end: the connection goes back to the pool (if it

@@ -27,6 +27,7 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -39,7 +40,7 @@ use super::headers::{
     connection_lists, is_hop_by_hop, is_hop_by_hop_name, tokens, ConnectionOptions,
     X_FORWARDED_FOR, X_FORWARDED_HOST,
 };
-use super::outbox::{pump, Outbox, PumpError};
+use super::outbox::{pump, write_all, Outbox, PumpError};
 use super::stall::Stall;
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
@@ -278,24 +279,44 @@ pub struct Failure {
     pub progress: Progress,
 }
 
-/// Drops complete interim (1xx) response heads from the front of `read`; whether what
-/// is left is no more than the start of another one (nothing final has begun).
-fn skip_interim(read: &mut BytesMut) -> bool {
+/// What a backend has said while its request body was still being sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Early {
+    /// Nothing final yet (interim 1xx heads are dropped as they come).
+    Nothing,
+    /// A final head that asks to keep receiving (a 2xx or 3xx on a connection it
+    /// keeps open): the upload goes on.
+    Head,
+    /// A final head that refuses the body (4xx, 5xx, or `Connection: close`), an end
+    /// of stream, an error, or a head evenkeel will refuse anyway: the upload stops.
+    Stop,
+}
+
+/// Reads what the backend has sent during an upload (RFC 9112 §9.5: a client should
+/// stop sending a body the server shows it does not want).
+fn early_answer(read: &mut BytesMut) -> Early {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut fields);
         match response.parse(read) {
-            Ok(httparse::Status::Complete(len))
-                if response
-                    .code
-                    .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
-            {
-                read.advance(len);
+            Ok(httparse::Status::Complete(len)) => {
+                let code = response.code.unwrap_or(0);
+                if (100..200).contains(&code) && code != 101 {
+                    read.advance(len);
+                    continue;
+                }
+                let closes = response.headers.iter().any(|f| {
+                    f.name.eq_ignore_ascii_case("connection")
+                        && tokens(f.value).any(|t| t.eq_ignore_ascii_case(b"close"))
+                });
+                return if code >= 400 || closes || code < 200 {
+                    Early::Stop
+                } else {
+                    Early::Head
+                };
             }
-            Ok(httparse::Status::Partial) => {
-                return read.is_empty() || response.code.is_none_or(|c| (100..200).contains(&c))
-            }
-            _ => return false,
+            Ok(httparse::Status::Partial) if read.len() < MAX_HEAD_BYTES => return Early::Nothing,
+            _ => return Early::Stop,
         }
     }
 }
@@ -415,9 +436,10 @@ impl Connection {
         body: &mut Option<B>,
         limits: Limits,
     ) -> Result<ResponseHead, Failure> {
-        let started = tokio::time::Instant::now();
+        // Only an upload takes long enough to be worth reading the clock for.
+        let started = body.is_some().then(tokio::time::Instant::now);
         self.send(request, body, limits.body_idle).await?;
-        let deadline = limits.head + started.elapsed();
+        let deadline = limits.head + started.map_or(Duration::ZERO, |s| s.elapsed());
         let mut timer = match self.timer.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);
@@ -450,8 +472,35 @@ impl Connection {
         body_idle: std::time::Duration,
     ) -> Result<(), Failure> {
         let mut stall = Stall::new(body_idle);
-        let mut outbox = Outbox::default();
-        outbox.push(request.head.clone());
+        let stream = &mut self.stream;
+        let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
+            Pin::new(&mut *stream).poll_write_vectored(cx, slices)
+        };
+        // A write to a connection the backend has closed fails at once, before anything
+        // reaches it.
+        write_all(&mut writer, &request.head, &mut stall)
+            .await
+            .map_err(|error| Failure {
+                error: error.into(),
+                progress: Progress::Unwritten,
+            })?;
+        let Some(body) = body.take() else {
+            return Ok(());
+        };
+        // Boxed: most requests have no body, and this future's state would otherwise
+        // be carried (and copied) with every request's.
+        Box::pin(self.upload(body, request.chunked, stall)).await
+    }
+
+    /// Sends a request body, what it has at hand gathered into one write, until it
+    /// ends or the backend answers.
+    async fn upload<B: RequestBody>(
+        &mut self,
+        mut body: B,
+        chunked: bool,
+        mut stall: Stall,
+    ) -> Result<(), Failure> {
+        let body_idle = stall.limit();
         let Connection {
             stream,
             read,
@@ -462,46 +511,57 @@ impl Connection {
         let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
             Pin::new(&mut to_backend).poll_write_vectored(cx, slices)
         };
-        // A write to a connection the backend has closed fails at once, before anything
-        // reaches it.
-        outbox
-            .flush(&mut writer, &mut stall)
-            .await
-            .map_err(|e| sending_failed(e, body_idle, Progress::Unwritten))?;
-        let Some(mut body) = body.take() else {
-            return Ok(());
-        };
+        let mut outbox = Outbox::default();
         let upload = pump(
             &mut body,
             &mut outbox,
-            request.chunked,
+            chunked,
             BODY_GATHER,
             None,
             &mut writer,
             &mut stall,
         );
-        // A backend may answer before it has the whole body (413, or a handler that
-        // does not read it): its answer is the response, and the rest of the body is
-        // not sent (the connection is then not reused, nor the client's).
+        // A backend may answer before it has the whole body. If it refuses the body (a
+        // 413, a close), its answer is the response and the rest of the body is not
+        // sent; if it answers and keeps reading (a 200 from a streaming handler), the
+        // upload goes on, and should the backend close before the body is all sent, its
+        // answer still stands. Either way neither connection is reused.
+        let mut early = Early::Nothing;
         let answered = poll_fn(|cx| loop {
+            if early == Early::Head {
+                return Poll::Pending; // read on once the upload is done
+            }
             match ready!(poll_fill(&mut from_backend, read, cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(()),
-                Ok(_) if skip_interim(read) => {}
-                Ok(_) => return Poll::Ready(()),
+                Ok(_) => match early_answer(read) {
+                    Early::Nothing => {}
+                    Early::Head => {
+                        *reusable = false;
+                        early = Early::Head;
+                    }
+                    Early::Stop => return Poll::Ready(()),
+                },
             }
         });
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             () = answered => {
                 *reusable = false;
-                Ok(())
+                return Ok(());
             }
-            sent = upload => sent.map_err(|e| sending_failed(e, body_idle, Progress::Unanswered)),
+            sent = upload => sent,
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            // The backend answered, then stopped taking the body: the answer stands.
+            Err(PumpError::Write(_)) if !*reusable => Ok(()),
+            Err(e) => Err(sending_failed(e, body_idle, Progress::Unanswered)),
         }
     }
 
     async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, Failure> {
-        let mut answered = false;
+        // Bytes may have come while the body was being sent.
+        let mut answered = !self.read.is_empty();
         let failure = |error, answered| Failure {
             error,
             progress: if answered {

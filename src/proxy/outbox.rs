@@ -10,7 +10,6 @@
 //! neither side moves a byte.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
@@ -22,8 +21,9 @@ use hyper::body::Body;
 use super::spill::Spill;
 use super::stall::Stall;
 
-/// Most pieces given to one vectored write (Linux takes up to 1,024).
-const MAX_SLICES: usize = 64;
+/// Most pieces given to one vectored write (Linux takes up to 1,024; the array is
+/// made for every write, so it is kept small).
+const MAX_SLICES: usize = 16;
 /// The last chunk of a chunked body, without trailers.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Bytes taken back from a spill at a time.
@@ -109,29 +109,31 @@ impl Outbox {
         }
         Poll::Ready(Ok(total))
     }
+}
 
-    /// Writes everything waiting, each pause bounded by `stall`.
-    pub async fn flush<W>(
-        &mut self,
-        writer: &mut W,
-        stall: &mut Stall,
-    ) -> Result<(), PumpError<Infallible>>
-    where
-        W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
-    {
-        while !self.is_empty() {
-            poll_fn(|cx| match self.poll_write(writer, cx) {
-                Poll::Ready(result) => Poll::Ready(result.map_err(PumpError::Write)),
-                Poll::Pending => {
-                    ready!(stall.poll_paused(cx));
-                    Poll::Ready(Err(PumpError::Stalled { reading: false }))
-                }
-            })
-            .await?;
-            stall.progressed();
+/// Writes `bytes` through `writer`, each pause bounded by `stall` (the timer is made
+/// only once a write has to wait): a peer that takes nothing for its limit fails it
+/// with `TimedOut`.
+pub async fn write_all<W>(writer: &mut W, mut bytes: &[u8], stall: &mut Stall) -> io::Result<()>
+where
+    W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+{
+    while !bytes.is_empty() {
+        let written = poll_fn(|cx| match writer(cx, &[IoSlice::new(bytes)]) {
+            Poll::Pending => {
+                ready!(stall.poll_paused(cx));
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            written => written,
+        })
+        .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
-        Ok(())
+        stall.progressed();
+        bytes = &bytes[written..];
     }
+    Ok(())
 }
 
 /// Why a body could not be copied.
@@ -170,12 +172,16 @@ where
     W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
 {
     let mut ended = body.is_end_stream() && !chunked;
+    // Whether the writer has had to wait: only then is anything spilled (a client that
+    // keeps up never makes evenkeel touch a file).
+    let mut writer_waited = false;
     poll_fn(|cx| loop {
         let mut moved = false;
         while !ended {
             let spilling = spill.as_ref().is_some_and(|s| !s.is_empty());
             let to_memory = !spilling && (outbox.is_empty() || outbox.len() < read_ahead);
-            if !to_memory && !spill.as_ref().is_some_and(|s| s.has_room()) {
+            let may_spill = writer_waited && spill.as_ref().is_some_and(|s| s.has_room());
+            if !to_memory && !may_spill {
                 break;
             }
             let frame = match Pin::new(&mut *body).poll_frame(cx) {
@@ -203,20 +209,16 @@ where
                     None => {}
                 }
             } else if let Some(spill) = spill.as_deref_mut() {
-                let spilled = match data {
+                match data {
                     Some(data) if chunked => {
                         let (line, len) = chunk_line(data.len());
-                        spill
-                            .append(&line[..len])
-                            .and_then(|()| spill.append(&data))
-                            .and_then(|()| spill.append(b"\r\n"))
+                        spill.append(Bytes::copy_from_slice(&line[..len]));
+                        spill.append(data);
+                        spill.append(Bytes::from_static(b"\r\n"));
                     }
-                    Some(data) => spill.append(&data),
-                    None if chunked => spill.append(LAST_CHUNK),
-                    None => Ok(()),
-                };
-                if let Err(error) = spilled {
-                    return Poll::Ready(Err(PumpError::Write(error)));
+                    Some(data) => spill.append(data),
+                    None if chunked => spill.append(Bytes::from_static(LAST_CHUNK)),
+                    None => {}
                 }
             }
         }
@@ -232,7 +234,7 @@ where
             match outbox.poll_write(writer, cx) {
                 Poll::Ready(Ok(_)) => moved = true,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(PumpError::Write(error))),
-                Poll::Pending => {}
+                Poll::Pending => writer_waited = true,
             }
         }
         if ended && outbox.is_empty() && spill.as_ref().is_none_or(|s| s.is_empty()) {
@@ -384,10 +386,20 @@ mod tests {
         let mut body = Frames((0..200u32).map(|i| Bytes::from(format!("<{i}>"))).collect());
         let expected: String = (0..200u32).map(|i| format!("<{i}>")).collect();
         let mut out = Vec::new();
-        // Seven bytes a write: far slower than the body.
-        let mut writer = trickle(&mut out, 7);
+        // Seven bytes a write, and every other write has to wait: far slower than the
+        // body.
+        let mut seven = trickle(&mut out, 7);
+        let mut calls = 0;
+        let mut writer = |cx: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+            calls += 1;
+            if calls % 2 == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            seven(cx, slices)
+        };
         let mut outbox = Outbox::default();
-        let mut spill = Spill::new(1 << 20);
+        let mut spill = Spill::new(1 << 20, None);
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -407,7 +419,7 @@ mod tests {
                 .map_err(|_| "pump")
                 .expect("pumped");
             });
-        drop(writer);
+        drop(seven);
         assert_eq!(String::from_utf8(out).expect("text"), expected);
         assert!(spill.was_used() && spill.is_empty());
     }

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
 use super::downstream;
-use super::forward::{Budget, Client, ProxyBody, Worker, READ_AHEAD_BUDGET};
+use super::forward::{Budget, Client, ProxyBody, Worker, READ_AHEAD_BUDGET, SPILL_BUDGET};
 use super::h1::MAX_HEAD_BYTES;
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
@@ -234,6 +234,7 @@ fn run_worker(
             upstream: UpstreamPool::default(),
             access_log: options.access_log,
             read_ahead: Rc::new(Budget::new(READ_AHEAD_BUDGET)),
+            spill: Rc::new(Budget::new(SPILL_BUDGET)),
         });
         let connections = Rc::new(Connections::default());
         let mut http2 = http2::Builder::new(LocalExec);
