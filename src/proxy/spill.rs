@@ -151,7 +151,7 @@ impl Drop for Spill {
 }
 
 /// Budget is reserved from in steps of this many bytes.
-const SPILL_STEP: usize = 1024 * 1024;
+const SPILL_STEP: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
