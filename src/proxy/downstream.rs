@@ -513,7 +513,8 @@ async fn write_response(
         Either::Left(streamed) => streamed.take_fields(),
         Either::Right(_) => None,
     };
-    let mut out = Vec::with_capacity(512);
+    let mut outbox = Outbox::pooled();
+    let out = outbox.head_mut();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -534,7 +535,7 @@ async fn write_response(
         }
         has_length |= name.eq_ignore_ascii_case(b"content-length");
         has_date |= name.eq_ignore_ascii_case(b"date");
-        put_field(&mut out, name, value);
+        put_field(out, name, value);
     };
     match &fields {
         Some(fields) => fields.iter().for_each(|(name, value)| field(name, value)),
@@ -545,7 +546,7 @@ async fn write_response(
         }
     }
     if !has_date {
-        put_date(&mut out);
+        put_date(out);
     }
     let mut keep_alive = keep_alive;
     let mut chunked = false;
@@ -571,11 +572,9 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     if no_body {
         drop(body);
-        write_all(inbound, &out).await.map_err(Ended::Client)?;
+        write_all(inbound, out).await.map_err(Ended::Client)?;
         return Ok(keep_alive);
     }
-    let mut outbox = Outbox::default();
-    outbox.push(Bytes::from(out));
     let mut stall = Stall::new(SEND_STALL);
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
         Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)

@@ -29,24 +29,92 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Bytes taken back from a spill at a time.
 const SPILL_READ: usize = 64 * 1024;
 
-/// Byte pieces waiting to be written, in order.
+/// Byte pieces waiting to be written, in order: a message head first (built in place,
+/// its room kept between uses), then body pieces.
 #[derive(Default)]
 pub struct Outbox {
+    head: Vec<u8>,
+    /// Bytes of `head` already written.
+    head_sent: usize,
     pieces: VecDeque<Bytes>,
+    /// Bytes in `pieces`.
     len: usize,
     /// Room for chunk-size lines, split off as they are made.
     lines: BytesMut,
 }
 
+/// Spare outboxes a worker keeps for its next responses at most.
+const SPARE_OUTBOXES: usize = 64;
+
+thread_local! {
+    /// Each worker's spare outboxes: a response takes one and gives it back, so
+    /// writing a response allocates nothing once the worker is warm, and an idle
+    /// connection holds none.
+    static SPARE: std::cell::RefCell<Vec<Outbox>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An outbox taken from this thread's spares; given back (emptied) when dropped.
+pub struct Pooled(Option<Outbox>);
+
+impl std::ops::Deref for Pooled {
+    type Target = Outbox;
+
+    fn deref(&self) -> &Outbox {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Outbox {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(mut outbox) = self.0.take() else {
+            return;
+        };
+        // Only modest ones are kept: a huge head's room is given back.
+        if outbox.head.capacity() > 16 * 1024 {
+            return;
+        }
+        outbox.head.clear();
+        outbox.head_sent = 0;
+        outbox.pieces.clear();
+        outbox.len = 0;
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_OUTBOXES {
+                spare.push(outbox);
+            }
+        });
+    }
+}
+
 impl Outbox {
+    /// An empty outbox from this thread's spares (or a new one).
+    pub fn pooled() -> Pooled {
+        Pooled(Some(
+            SPARE
+                .with(|spare| spare.borrow_mut().pop())
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The head to write first, to be built in place (empty in a fresh outbox).
+    pub fn head_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.head
+    }
+
     /// Bytes waiting.
     pub fn len(&self) -> usize {
-        self.len
+        self.head.len() - self.head_sent + self.len
     }
 
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Queues `bytes` as they are.
@@ -84,8 +152,11 @@ impl Outbox {
         W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
     {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (slot, piece) in slices.iter_mut().zip(&self.pieces) {
+        let head = &self.head[self.head_sent..];
+        let first = usize::from(!head.is_empty());
+        slices[0] = IoSlice::new(head);
+        let mut count = first;
+        for (slot, piece) in slices[first..].iter_mut().zip(&self.pieces) {
             *slot = IoSlice::new(piece);
             count += 1;
         }
@@ -94,6 +165,13 @@ impl Outbox {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         let total = written;
+        let from_head = written.min(self.head.len() - self.head_sent);
+        self.head_sent += from_head;
+        written -= from_head;
+        if self.head_sent == self.head.len() {
+            self.head.clear();
+            self.head_sent = 0;
+        }
         self.len -= written;
         while written > 0 {
             let Some(front) = self.pieces.front_mut() else {
@@ -367,8 +445,8 @@ mod tests {
 
     #[test]
     fn a_partial_write_keeps_the_rest_in_order() {
-        let mut outbox = Outbox::default();
-        outbox.push(Bytes::from_static(b"head|"));
+        let mut outbox = Outbox::pooled();
+        outbox.head_mut().extend_from_slice(b"head|");
         outbox.push_chunk(Bytes::from_static(b"hello"));
         outbox.push_last_chunk();
         let mut out = Vec::new();
@@ -379,6 +457,10 @@ mod tests {
         }
         drop(writer);
         assert_eq!(out, b"head|5\r\nhello\r\n0\r\n\r\n");
+        // Given back empty, and handed out again.
+        drop(outbox);
+        let again = Outbox::pooled();
+        assert!(again.is_empty() && again.head.capacity() >= 5);
     }
 
     #[test]
