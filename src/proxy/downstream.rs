@@ -577,7 +577,7 @@ async fn write_response(
     }
     let mut stall = Stall::new(SEND_STALL);
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
-        Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)
+        outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
     };
     // Read ahead of a slow client as far as the pool allows, so the backend's
     // connection is free once its response is read.
@@ -643,7 +643,7 @@ async fn refuse(inbound: &Shared, status: &[u8]) {
 /// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`].
 async fn write_all(inbound: &Shared, bytes: &[u8]) -> io::Result<()> {
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
-        Pin::new(&mut inbound.borrow_mut().stream).poll_write_vectored(cx, slices)
+        outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
     };
     outbox::write_all(&mut writer, bytes, &mut Stall::new(SEND_STALL)).await
 }
