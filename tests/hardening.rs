@@ -36,9 +36,9 @@ fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr 
     addr
 }
 
-/// Reads one request head (and a `Content-Length` body) from `stream`; `None` when the
-/// connection ends first.
-fn read_request(stream: &mut TcpStream) -> Option<String> {
+/// Reads one request head from `stream` (lowercased), byte by byte so nothing after
+/// it is taken; `None` when the connection ends first.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
     let _ = stream.set_read_timeout(Some(util::TIMEOUT));
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
@@ -48,7 +48,13 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
             _ => return None,
         }
     }
-    let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    Some(String::from_utf8_lossy(&seen).to_ascii_lowercase())
+}
+
+/// Reads one request head and its `Content-Length` body from `stream`; `None` when the
+/// connection ends first.
+fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let head = read_head(stream)?;
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
@@ -302,17 +308,13 @@ fn a_body_that_breaks_reaches_an_http10_client_as_a_reset() {
         }
     });
     let dir = util::Dir::new();
-    let path = dir.write("evenkeel.toml", &config(&backend.to_string(), "", ""));
     let stderr = dir.path().join("stderr.log");
-    let mut child = util::evenkeel()
-        .args(["serve", "-c"])
-        .arg(&path)
-        .args(["--workers", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).expect("stderr"))
-        .spawn()
-        .expect("serve");
-    let addr = listening_address(&mut child);
+    let (mut child, addr) = serve(
+        &dir,
+        &config(&backend.to_string(), "", ""),
+        &[],
+        std::fs::File::create(&stderr).expect("stderr").into(),
+    );
     let mut stream = send(addr, b"GET /broken HTTP/1.0\r\n\r\n");
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut got = Vec::new();
@@ -345,6 +347,31 @@ fn a_body_that_breaks_reaches_an_http10_client_as_a_reset() {
         "{}",
         std::fs::read_to_string(&stderr).unwrap_or_default()
     );
+}
+
+/// `evenkeel serve` (1 worker, access log on) on `config` written into `dir`, with
+/// `env` set and stderr to `stderr` (the tests that need what `Proxy` hides: the
+/// access log, the environment); the process and its first listener's address.
+fn serve(
+    dir: &util::Dir,
+    config: &str,
+    env: &[(&str, &std::path::Path)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, SocketAddr) {
+    let path = dir.write("evenkeel.toml", config);
+    let mut command = util::evenkeel();
+    command
+        .args(["serve", "-c"])
+        .arg(&path)
+        .args(["--workers", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("serve");
+    let addr = listening_address(&mut child);
+    (child, addr)
 }
 
 /// The address `evenkeel serve` prints for its first listener.
@@ -619,14 +646,8 @@ fn a_body_that_begins_late_is_passed_on_not_failed() {
 #[test]
 fn an_early_answer_from_the_backend_is_the_response_not_a_502() {
     let backend = raw_backend(|mut stream| {
-        let _ = stream.set_read_timeout(Some(util::TIMEOUT));
-        let mut seen = Vec::new();
-        let mut byte = [0u8; 1];
-        while !seen.ends_with(b"\r\n\r\n") {
-            if stream.read(&mut byte).unwrap_or(0) == 0 {
-                return;
-            }
-            seen.push(byte[0]);
+        if read_head(&mut stream).is_none() {
+            return;
         }
         let _ = stream.write_all(
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!",
@@ -664,14 +685,8 @@ fn an_early_200_does_not_cut_the_upload() {
     let received = Arc::new(Mutex::new(0usize));
     let count = Arc::clone(&received);
     let backend = raw_backend(move |mut stream| {
-        let _ = stream.set_read_timeout(Some(util::TIMEOUT));
-        let mut seen = Vec::new();
-        let mut byte = [0u8; 1];
-        while !seen.ends_with(b"\r\n\r\n") {
-            if stream.read(&mut byte).unwrap_or(0) == 0 {
-                return;
-            }
-            seen.push(byte[0]);
+        if read_head(&mut stream).is_none() {
+            return;
         }
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         let mut body = vec![0u8; 300_000];
@@ -710,17 +725,13 @@ fn an_early_200_does_not_cut_the_upload() {
 fn responses_are_whole_when_the_temporary_directory_is_unusable() {
     let backend = Backend::start("a");
     let dir = util::Dir::new();
-    let path = dir.write("evenkeel.toml", &config(&backend.address(), "", ""));
-    let mut child = util::evenkeel()
-        .args(["serve", "-c"])
-        .arg(&path)
-        .args(["--workers", "1", "--no-access-log"])
-        .env("TMPDIR", dir.path().join("no-such-dir"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("serve");
-    let addr = listening_address(&mut child);
+    let missing = dir.path().join("no-such-dir");
+    let (mut child, addr) = serve(
+        &dir,
+        &config(&backend.address(), "", ""),
+        &[("TMPDIR", &missing)],
+        std::process::Stdio::null(),
+    );
     // A slow reader: small window, reads in small bites with pauses.
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");

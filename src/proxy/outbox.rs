@@ -408,26 +408,7 @@ mod tests {
             }
             Poll::Ready(Ok(n))
         };
-        let mut outbox = Outbox::default();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let mut stall = Stall::new(Duration::from_secs(1));
-                pump(
-                    &mut body,
-                    &mut outbox,
-                    true,
-                    64 * 1024,
-                    None,
-                    &mut writer,
-                    &mut stall,
-                )
-                .await
-                .map_err(|_| "pump")
-                .expect("pumped");
-            });
+        pump_all(&mut body, true, 64 * 1024, None, &mut writer);
         // 1000 frames of 3 pieces each plus the last chunk, at most 64 pieces a write.
         assert!(writes <= 3001 / MAX_SLICES + 1, "{writes} writes");
         let mut decoded = Vec::new();
@@ -450,6 +431,35 @@ mod tests {
         }
         assert_eq!(decoded.len(), 1000);
         assert_eq!(decoded[27], b'b');
+    }
+
+    /// Runs [`pump`] over `body` to its end (a failure fails the test).
+    fn pump_all<W>(
+        body: &mut Frames,
+        chunked: bool,
+        read_ahead: usize,
+        spill: Option<&mut Spill>,
+        writer: &mut W,
+    ) where
+        W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    {
+        let mut outbox = Outbox::default();
+        let mut stall = Stall::new(Duration::from_secs(1));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(pump(
+                body,
+                &mut outbox,
+                chunked,
+                read_ahead,
+                spill,
+                writer,
+                &mut stall,
+            ))
+            .map_err(|_| "pump")
+            .expect("pumped");
     }
 
     /// A writer into `out` that takes at most `per_write` bytes a write.
@@ -508,27 +518,8 @@ mod tests {
             }
             seven(cx, slices)
         };
-        let mut outbox = Outbox::default();
         let mut spill = Spill::new(1 << 20, None);
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let mut stall = Stall::new(Duration::from_secs(1));
-                pump(
-                    &mut body,
-                    &mut outbox,
-                    false,
-                    16,
-                    Some(&mut spill),
-                    &mut writer,
-                    &mut stall,
-                )
-                .await
-                .map_err(|_| "pump")
-                .expect("pumped");
-            });
+        pump_all(&mut body, false, 16, Some(&mut spill), &mut writer);
         drop(seven);
         assert_eq!(String::from_utf8(out).expect("text"), expected);
         assert!(spill.was_used() && spill.is_empty());
