@@ -85,10 +85,22 @@ impl Drop for Receiver {
 }
 
 /// A port with nothing listening.
+/// An address on 127.0.0.1 that refuses connections: its port stays bound (not
+/// listening) until the test binary exits, so no other test's listener can take it
+/// and bring the "dead" backend to life (a freed port once was, and one of 150 alarms
+/// never came).
 fn dead_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    static RESERVED: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address");
+    RESERVED.lock().expect("lock").push(socket);
     addr.to_string()
 }
 
