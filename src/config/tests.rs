@@ -112,24 +112,19 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
     );
     assert_eq!(spelled.state_dir, minimal.state_dir);
     assert_eq!(spelled.drain_timeout, minimal.drain_timeout);
-    assert_eq!(
-        spelled.admin.as_ref().map(|a| (
-            a.listen,
-            &a.token_file,
-            a.max_connections,
-            a.header_timeout,
-            a.idle_timeout,
-            a.metrics_require_token
-        )),
-        minimal.admin.as_ref().map(|a| (
-            a.listen,
-            &a.token_file,
-            a.max_connections,
-            a.header_timeout,
-            a.idle_timeout,
-            a.metrics_require_token
-        ))
-    );
+    let admin = |config: &Config| {
+        config.admin.clone().map(|a| {
+            (
+                a.listen,
+                a.token_file,
+                a.max_connections,
+                a.header_timeout,
+                a.idle_timeout,
+                a.metrics_require_token,
+            )
+        })
+    };
+    assert_eq!(admin(&spelled), admin(&minimal));
     let listener = |c: &Config| {
         (
             c.listeners[0].header_timeout,

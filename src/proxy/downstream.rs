@@ -22,8 +22,9 @@
 //!   after the response, so nothing can be smuggled behind it); any other
 //!   `Transfer-Encoding`, or one in an HTTP/1.0 request, is a 400. `Content-Length`
 //!   must be digits, and several must agree (else 400). Neither: no body.
-//! - `Expect: 100-continue` is answered when the body is first read, so a request
-//!   refused before that never makes the client send its body.
+//! - `Expect: 100-continue` is answered when the body is first read (once the
+//!   request is routed: [`super::read_ahead`]), so a request refused before that never
+//!   makes the client send its body.
 //! - Keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
 //!   `Connection: keep-alive`. A request body left unread closes the connection after
 //!   the response (`Connection: close` says so). A connection evenkeel closes while

@@ -10,7 +10,6 @@
 //! hyper's `try_send_request` hands the request back when nothing of it was written,
 //! and the request then goes out once more on a new connection.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future as _};
 use std::net::SocketAddr;
@@ -29,9 +28,11 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::budget::ByteBudget;
 use super::errors::Refusal;
 use super::h1::{self, Framing, Progress, RequestBody};
 use super::headers;
+use super::read_ahead::{read_ahead, ReadAhead, ReadingAhead};
 use super::spill::Spill;
 use super::stall::Stall;
 use super::upstream::{self, UpstreamPool};
@@ -70,75 +71,11 @@ pub struct Worker {
     /// Whether to write an access-log line per request.
     pub access_log: bool,
     /// Bytes of request bodies this worker may hold read ahead at once, over all its
-    /// connections and streams ([`READ_AHEAD_BUDGET`]).
-    pub read_ahead: Rc<Budget>,
+    /// connections and streams ([`super::budget::READ_AHEAD_BUDGET`]).
+    pub read_ahead: Rc<ByteBudget>,
     /// Bytes of responses this worker may keep in temporary files at once
-    /// ([`SPILL_BUDGET`]).
-    pub spill: Rc<Budget>,
-}
-
-/// Request-body bytes one worker holds read ahead at most. An HTTP/2 connection may
-/// carry 128 requests at once, so without a bound per worker 10,000 such connections
-/// could make evenkeel hold tens of GiB; past the budget, bodies stream as they come.
-pub const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
-
-/// Response bytes one worker keeps in temporary files at most, over all its slow
-/// readers ([`super::spill`]); past it, backends wait for their clients again.
-pub const SPILL_BUDGET: usize = 1024 * 1024 * 1024;
-
-/// Bytes that may still be reserved.
-pub struct Budget {
-    left: std::cell::Cell<usize>,
-}
-
-impl Budget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Budget {
-        Budget {
-            left: std::cell::Cell::new(bytes),
-        }
-    }
-
-    /// Reserves up to `bytes`, or nothing when fewer are left; given back when the
-    /// reservation is dropped.
-    fn reserve(self: &Rc<Self>, bytes: usize) -> Option<Reserved> {
-        (bytes > 0 && self.take(bytes)).then(|| Reserved {
-            budget: Rc::clone(self),
-            bytes,
-        })
-    }
-
-    /// Bytes left.
-    pub fn left(&self) -> usize {
-        self.left.get()
-    }
-
-    /// Takes `bytes` if that many are left.
-    pub fn take(&self, bytes: usize) -> bool {
-        let left = self.left.get();
-        let enough = left >= bytes;
-        if enough {
-            self.left.set(left - bytes);
-        }
-        enough
-    }
-
-    /// Gives back `bytes` taken before.
-    pub fn give(&self, bytes: usize) {
-        self.left.set(self.left.get() + bytes);
-    }
-}
-
-/// Bytes reserved from a [`Budget`] while they are held.
-struct Reserved {
-    budget: Rc<Budget>,
-    bytes: usize,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        self.budget.give(self.bytes);
-    }
+    /// ([`super::budget::SPILL_BUDGET`]).
+    pub spill: Rc<ByteBudget>,
 }
 
 /// A request as the access log records it: cheap clones only (the URI and names are
@@ -556,147 +493,6 @@ async fn first_piece(
     .await
 }
 
-/// A request body as it goes to the backend: what was read ahead, then the rest.
-pub struct ReadAhead<B> {
-    read: VecDeque<Bytes>,
-    /// Bytes in `read`.
-    len: u64,
-    /// The rest of the client's body; `None` once it has ended.
-    rest: Option<B>,
-    /// The worker budget the read bytes are counted in.
-    _reserved: Option<Reserved>,
-}
-
-impl<B: RequestBody> ReadAhead<B> {
-    /// Nothing read ahead of `body` (yet).
-    fn empty(body: B) -> ReadAhead<B> {
-        ReadAhead {
-            read: VecDeque::new(),
-            len: 0,
-            rest: (!body.is_end_stream()).then_some(body),
-            _reserved: None,
-        }
-    }
-}
-
-impl<B: RequestBody> Body for ReadAhead<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.get_mut();
-        if let Some(data) = this.read.pop_front() {
-            this.len -= data.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        let Some(rest) = this.rest.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let frame = ready!(Pin::new(rest).poll_frame(cx));
-        if frame.is_none() {
-            this.rest = None;
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.read.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.rest {
-            None => SizeHint::with_exact(self.len),
-            Some(rest) => {
-                let rest = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower() + self.len);
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper + self.len);
-                }
-                hint
-            }
-        }
-    }
-}
-
-/// How far to read a request body before picking a backend.
-struct ReadingAhead<'a> {
-    /// At most this many bytes (the pool's `limits.body_buffer`).
-    limit: usize,
-    /// Each pause at most this long, else 408 (`timeouts.body_idle`).
-    body_idle: Duration,
-    /// Until then at most (`timeouts.request` from the start): a client that trickles
-    /// a byte at a time then gets its body streamed, not buffered for days.
-    until: Instant,
-    /// The worker's budget for bytes read ahead.
-    budget: &'a Rc<Budget>,
-}
-
-/// Reads the client's body until it ends, `limit` bytes are read or `until` passes
-/// (each pause bounded by `body_idle`: else 408; a body that breaks: 400). Past the
-/// worker's budget, nothing is read ahead.
-async fn read_ahead<B: RequestBody>(
-    body: B,
-    reading: ReadingAhead<'_>,
-) -> Result<ReadAhead<B>, Refusal> {
-    let wanted = body
-        .size_hint()
-        .exact()
-        .map_or(reading.limit, |len| (len as usize).min(reading.limit));
-    let mut ahead = ReadAhead::empty(body);
-    if ahead.rest.is_none() {
-        return Ok(ahead);
-    }
-    let Some(reserved) = reading.budget.reserve(wanted) else {
-        return Ok(ahead);
-    };
-    ahead._reserved = Some(reserved);
-    let mut stall = Stall::new(reading.body_idle);
-    let until = tokio::time::sleep_until(reading.until);
-    tokio::pin!(until);
-    while (ahead.len as usize) < wanted {
-        let Some(rest) = ahead.rest.as_mut() else {
-            break;
-        };
-        let frame = poll_fn(|cx| {
-            if until.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(None));
-            }
-            match Pin::new(&mut *rest).poll_frame(cx) {
-                Poll::Ready(frame) => Poll::Ready(Ok(Some(frame))),
-                Poll::Pending => {
-                    ready!(stall.poll_paused(cx));
-                    Poll::Ready(Err(Refusal::ClientTimeout))
-                }
-            }
-        })
-        .await?;
-        let Some(frame) = frame else {
-            break; // out of time: stream the rest
-        };
-        stall.progressed();
-        match frame {
-            None => ahead.rest = None,
-            Some(Err(_)) => return Err(Refusal::BadRequestBody),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() {
-                        ahead.len += data.len() as u64;
-                        ahead.read.push_back(data);
-                    }
-                }
-            }
-        }
-        if ahead.rest.as_ref().is_some_and(Body::is_end_stream) {
-            ahead.rest = None;
-        }
-    }
-    Ok(ahead)
-}
-
 /// The backend chosen for a try, with its position in the pool.
 struct Picked {
     index: usize,
@@ -901,7 +697,7 @@ pub struct Streamed {
     /// The pool's `limits.body_spill`: how much more may wait in a temporary file.
     spill_limit: u64,
     /// The worker's budget for bytes in temporary files.
-    spill_budget: Rc<Budget>,
+    spill_budget: Rc<ByteBudget>,
     release: Option<Release>,
     slot: Option<Slot>,
     log: Option<AccessRecord>,

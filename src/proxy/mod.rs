@@ -11,8 +11,10 @@
 //! - [`headers`]: hop-by-hop and `X-Forwarded-*` rules.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
 //! - [`stall`]: bounds on pauses in a body or a write, made only when one pauses.
+//! - [`read_ahead`]: a request body read before a backend is picked.
 //! - [`outbox`]: copying a body from one side to the other, gathered into few writes.
 //! - [`spill`]: a response's overflow in a temporary file, for slow readers.
+//! - [`budget`]: the bytes a worker may hold for read-ahead and spills.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
@@ -24,12 +26,14 @@
 //! chunked`) with 501: it does not decode them, and must not pass them on stripped.
 
 pub mod access;
+pub mod budget;
 pub mod downstream;
 pub mod errors;
 pub mod forward;
 pub mod h1;
 pub mod headers;
 pub mod outbox;
+pub mod read_ahead;
 pub mod retry;
 pub mod server;
 pub mod spill;

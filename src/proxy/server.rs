@@ -40,8 +40,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
+use super::budget::{ByteBudget, READ_AHEAD_BUDGET, SPILL_BUDGET};
 use super::downstream;
-use super::forward::{Budget, Client, ProxyBody, Worker, READ_AHEAD_BUDGET, SPILL_BUDGET};
+use super::forward::{Client, ProxyBody, Worker};
 use super::h1::MAX_HEAD_BYTES;
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
@@ -233,8 +234,8 @@ fn run_worker(
             runtime,
             upstream: UpstreamPool::default(),
             access_log: options.access_log,
-            read_ahead: Rc::new(Budget::new(READ_AHEAD_BUDGET)),
-            spill: Rc::new(Budget::new(SPILL_BUDGET)),
+            read_ahead: Rc::new(ByteBudget::new(READ_AHEAD_BUDGET)),
+            spill: Rc::new(ByteBudget::new(SPILL_BUDGET)),
         });
         let connections = Rc::new(Connections::default());
         let mut http2 = http2::Builder::new(LocalExec);
@@ -566,14 +567,15 @@ impl Activity {
     /// `header_read_timeout` is HTTP/1 only.)
     async fn idle_for(self: Rc<Self>, limit: Duration) {
         loop {
-            tokio::time::sleep_until(self.last.get() + limit).await;
+            // With streams open, look again a whole `limit` from now.
+            let due = if self.open.get() > 0 {
+                tokio::time::Instant::now()
+            } else {
+                self.last.get()
+            };
+            tokio::time::sleep_until(due + limit).await;
             if self.open.get() == 0 && self.last.get().elapsed() >= limit {
                 return;
-            }
-            if self.open.get() > 0 {
-                // Look again a whole `limit` after now.
-                self.last
-                    .set(tokio::time::Instant::now().max(self.last.get()));
             }
         }
     }

@@ -21,13 +21,13 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::forward::Budget;
+use super::budget::ByteBudget;
 
 /// The overflow of one response: bytes appended at the end, taken from the front.
 pub struct Spill {
     limit: u64,
     /// The worker's budget for bytes in files, over all its responses.
-    budget: Option<Rc<Budget>>,
+    budget: Option<Rc<ByteBudget>>,
     file: Option<File>,
     /// Bytes appended since the file was last emptied.
     written: u64,
@@ -43,7 +43,7 @@ pub struct Spill {
 impl Spill {
     /// An empty overflow that may hold up to `limit` bytes (0: none), within what
     /// `budget` has left.
-    pub fn new(limit: u64, budget: Option<Rc<Budget>>) -> Spill {
+    pub fn new(limit: u64, budget: Option<Rc<ByteBudget>>) -> Spill {
         Spill {
             limit,
             budget,
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn bytes_come_back_in_order_and_the_file_is_emptied_when_drained() {
-        let budget = Rc::new(Budget::new(4 * SPILL_STEP));
+        let budget = Rc::new(ByteBudget::new(4 * SPILL_STEP));
         let mut spill = Spill::new(100, Some(Rc::clone(&budget)));
         assert!(spill.is_empty() && spill.has_room());
         spill.append(Bytes::from_static(b"hello, "));
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn past_the_budget_what_is_left_waits_in_memory_behind_the_file_and_no_more_spills() {
-        let budget = Rc::new(Budget::new(SPILL_STEP));
+        let budget = Rc::new(ByteBudget::new(SPILL_STEP));
         let mut spill = Spill::new(u64::MAX, Some(budget));
         spill.append(Bytes::from(vec![b'a'; SPILL_STEP - 1]));
         spill.append(Bytes::from_static(b"bc"));
