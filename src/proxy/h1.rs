@@ -406,32 +406,21 @@ impl Connection {
     }
 
     /// Whether an idle connection can take a request: nothing unread, and the backend
-    /// has neither closed it nor sent anything since its last response (bytes past
-    /// its `Content-Length`, a body after a `HEAD` response). As NGINX and HAProxy do,
-    /// it goes by the socket's readiness as the worker's event loop last saw it: a
-    /// system call only when the socket reports itself readable (to tell a close or
-    /// stray bytes from stale readiness). Asking the socket every time (`MSG_PEEK`)
-    /// cost one system call per request — 15% fewer requests a second in
-    /// `anchors.sh` — to narrow a window that no check can close: bytes sent after the
-    /// next request has gone out.
+    /// has neither closed it nor sent anything since its last response (bytes past its
+    /// `Content-Length`, a body after a `HEAD` response). It asks the socket itself
+    /// (one `recv` with `MSG_PEEK`), not tokio's readiness: readiness is only as fresh
+    /// as the worker's last turn of its event loop, which a busy worker may not take
+    /// between a check-in and the next checkout — and stray bytes that arrived in that
+    /// gap were read as another request's response (issue 12, defect 4; going by
+    /// readiness, as NGINX and HAProxy do, was tried and reproduced it). The cost is
+    /// one system call per checkout (docs/benchmarks.md).
     pub fn is_idle_and_open(&self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readable while idle: an end of stream, stray bytes, or stale readiness
-            // (which a `WouldBlock` clears).
-            Poll::Ready(Ok(())) => {
-                let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-                let peeked = self.stream.try_io(tokio::io::Interest::READABLE, || {
-                    socket2::SockRef::from(&self.stream).peek(&mut probe)
-                });
-                matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        matches!(socket2::SockRef::from(&self.stream).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Sends the request (`body`: the client's, taken only once the head is written)
@@ -1284,5 +1273,49 @@ mod tests {
             assert_eq!(head.framing, Framing::Done);
             assert!(head.keep_alive);
         });
+    }
+
+    /// Issue 12, defect 4, at its root: stray bytes that reach the kernel after a
+    /// response, while the worker takes no turn of its event loop (a busy worker),
+    /// must still be seen at checkout. Going by tokio's readiness missed them.
+    #[test]
+    fn stray_bytes_that_came_without_an_event_loop_turn_are_seen_at_checkout() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let backend = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while !seen.ends_with(b"\r\n\r\n") {
+                if socket.read(&mut byte).unwrap_or(0) == 0 {
+                    return;
+                }
+                seen.push(byte[0]);
+            }
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nEVIL");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        });
+        run(async {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let open = Arc::new(AtomicU64::new(0));
+            let mut connection =
+                Connection::new(stream, super::super::upstream::Counted::new(&open));
+            let head = connection
+                .exchange(&get(), &mut no_body(), later())
+                .await
+                .expect("head");
+            assert_eq!(
+                body(&mut connection, head.framing).await.expect("body"),
+                b"ok"
+            );
+            assert!(connection.is_drained());
+            // Busy: no turn of the event loop while the stray bytes arrive.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!connection.is_idle_and_open());
+        });
+        let _ = backend.join();
     }
 }

@@ -107,8 +107,14 @@ impl Outbox {
         ))
     }
 
-    /// The head to write first, to be built in place (empty in a fresh outbox).
+    /// The head to write first, to be built in place before anything else is queued
+    /// (small pieces are copied behind it, so a head added to later would land behind
+    /// body bytes).
     pub fn head_mut(&mut self) -> &mut Vec<u8> {
+        debug_assert!(
+            self.head.is_empty() && self.pieces.is_empty(),
+            "a head is built into an empty outbox only"
+        );
         &mut self.head
     }
 
