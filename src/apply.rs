@@ -20,10 +20,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{self, diagnostic, Finding, Severity, Source};
+use crate::config::{self, diagnostic, Config, Finding, Severity, Source};
 use crate::health::Event;
 use crate::runtime::Runtime;
-use crate::store::{self, NewVersion, Origin, Outcome, Store, StoreError, Version};
+use crate::store::{
+    self, CertificateRecord, NewVersion, Origin, Outcome, Store, StoreError, Version,
+};
 
 /// What an apply did.
 #[derive(Debug)]
@@ -147,10 +149,12 @@ impl Applier {
         store: Arc<dyn Store>,
         config_path: PathBuf,
     ) -> Result<Applier, StoreError> {
-        let text = runtime.snapshot().config.source.text.clone();
+        let config = Arc::clone(&runtime.snapshot().config);
         let version = store.record(NewVersion {
             origin: Origin::Start,
-            text: &text,
+            text: &config.source.text,
+            identity: Some(&config.identity()),
+            certificates: &CertificateRecord::of(&config),
             outcome: Outcome::Applied,
             detail: "",
             restores: None,
@@ -179,6 +183,11 @@ impl Applier {
     /// Every version, oldest first.
     pub fn history(&self) -> Result<Vec<Version>, StoreError> {
         self.store.versions()
+    }
+
+    /// The runtime it applies to.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The config file this instance was started with.
@@ -213,12 +222,31 @@ impl Applier {
     ) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = *current;
-        if self.runtime.snapshot().config.source.text == text {
+        let base_dir = config::folder_of(&self.config_path);
+        let mut checked = config::check_source_in(Source { path: label, text }, &base_dir);
+        // The identity covers the certificate files too: the same text over renewed
+        // certificates is a new version.
+        let sha = checked
+            .config
+            .as_ref()
+            .map_or_else(|| store::sha256(&checked.source.text), Config::identity);
+        let running = Arc::clone(&self.runtime.snapshot().config);
+        if running.identity() == sha {
             return Applied::Unchanged { version: *current };
         }
-        let base_dir = config::folder_of(&self.config_path);
-        let sha = store::sha256(&text);
-        let checked = config::check_source_in(Source { path: label, text }, &base_dir);
+        // A certificate that expired while in force keeps serving (with an alarm) when
+        // a reload does not replace it: a reload must not turn it into an outage.
+        checked.tolerate_expired(
+            &running
+                .certificates()
+                .map(|(_, c)| c.fingerprint.clone())
+                .collect(),
+        );
+        let certificates = checked
+            .config
+            .as_ref()
+            .map(CertificateRecord::of)
+            .unwrap_or_default();
         let deny_warnings = options.deny_warnings;
         let emit = |version: Option<u64>, outcome: Outcome, detail: &str| {
             self.counts.count(origin, outcome);
@@ -236,6 +264,8 @@ impl Applier {
             let recorded = self.store.record(NewVersion {
                 origin,
                 text: &checked.source.text,
+                identity: Some(&sha),
+                certificates: &certificates,
                 outcome,
                 detail,
                 restores,
@@ -344,11 +374,11 @@ impl Applier {
         if self.current() != version {
             return;
         }
-        let text = match self.store.version(version) {
-            Ok(Some(v)) => v.text,
-            _ => String::new(),
+        let identity = match self.store.version(version) {
+            Ok(Some(v)) => v.sha256,
+            _ => store::sha256(""),
         };
-        if let Err(e) = self.store.reject(&store::sha256(&text), version, reason) {
+        if let Err(e) = self.store.reject(&identity, version, reason) {
             tracing::error!(error = %e, "ALARM: cannot mark the rolled-back config as rejected");
         }
         let restored = match self.rollback(Some(previous)) {

@@ -46,6 +46,49 @@ pub struct Runtime {
     /// carrying a request): one more when a connection is made, one less when it
     /// closes. Read by `/metrics`.
     pub upstream_connections: Arc<AtomicU64>,
+    /// TLS handshakes with clients, every worker's together.
+    pub tls: TlsCounters,
+}
+
+/// TLS handshakes with clients since the process started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct TlsCounters {
+    /// Handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Handshakes that failed, by reason (in the order of [`TlsCounters::REASONS`]).
+    pub failures: [AtomicU64; 8],
+}
+
+impl TlsCounters {
+    /// Why a handshake failed, as the `reason` label says it.
+    pub const REASONS: [&'static str; 8] = [
+        // The client took longer than `header_timeout`.
+        "timeout",
+        // The client closed or reset the connection inside the handshake.
+        "closed",
+        // The client spoke something other than TLS (plain HTTP to an HTTPS port).
+        "not_tls",
+        // No protocol version both sides speak (a TLS 1.0/1.1-only client).
+        "protocol_version",
+        // No cipher suite, group or signature scheme in common.
+        "no_shared_cipher",
+        // The client offered ALPN protocols and none is h2 or http/1.1.
+        "no_application_protocol",
+        // The client refused evenkeel's certificate (an alert such as unknown_ca,
+        // bad_certificate, certificate_expired).
+        "certificate_rejected",
+        // Anything else.
+        "other",
+    ];
+
+    /// Counts a failed handshake.
+    pub fn failed(&self, reason: &str) {
+        let index = Self::REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(Self::REASONS.len() - 1);
+        self.failures[index].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -58,6 +101,7 @@ impl Runtime {
             generation: watch::channel(0).0,
             events,
             upstream_connections: Arc::default(),
+            tls: TlsCounters::default(),
         })
     }
 

@@ -4,7 +4,9 @@
 
 use evenkeel::config::lint::RULES;
 
-use crate::util::{run, Dir};
+use evenkeel::config::Severity;
+
+use crate::util::{run, write_lint_certificates, Dir};
 
 const FRONT: &str = r#"[[listener]]
 name = "public"
@@ -163,7 +165,45 @@ fn cases() -> Vec<Case> {
             "token_file = |\"short.token\"",
             admin("127.0.0.1:9901", "admin.token"),
         ),
+        case(
+            "certificate-expired",
+            https("", "expired.pem", "expired.key"),
+            "[|{ cert = \"expired.pem\"",
+            https("", "site.pem", "site.key"),
+        ),
+        case(
+            "certificate-key-mismatch",
+            https("", "site.pem", "other.key"),
+            "[|{ cert = \"site.pem\", key = \"other.key\"",
+            https("", "site.pem", "site.key"),
+        ),
+        case(
+            "certificate-expiring",
+            https("", "expiring.pem", "expiring.key"),
+            "[|{ cert = \"expiring.pem\"",
+            https("", "site.pem", "site.key"),
+        ),
+        case(
+            "certificate-host-uncovered",
+            https("host = \"shop.example.org\"\n", "site.pem", "site.key"),
+            "|[[route]]",
+            https("host = \"api.shop.example\"\n", "site.pem", "site.key"),
+        ),
+        case(
+            "tls-min-version",
+            https("", "site.pem", "site.key").replace("tls = {", "tls = { min_version = \"1.0\","),
+            "min_version = |\"1.0\"",
+            https("", "site.pem", "site.key").replace("tls = {", "tls = { min_version = \"1.2\","),
+        ),
     ]
+}
+
+/// An HTTPS listener serving `cert` and `key` (files of [`write_lint_certificates`]),
+/// a route with `route` lines, and pool "web".
+fn https(route: &str, cert: &str, key: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8443\"\ntls = {{ certificates = [{{ cert = \"{cert}\", key = \"{key}\" }}] }}\n\n[[route]]\n{route}pool = \"web\"\n\n[pool.web]\n{TWO}\n[pool.web.health]\npath = \"/healthz\"\n"
+    )
 }
 
 /// 1-based line and column (in characters) where the `|` of `at` falls in `text`.
@@ -196,14 +236,23 @@ fn every_rule_warns_at_its_value_in_text_and_json_and_not_on_a_close_config() {
         let dir = Dir::new();
         dir.write("admin.token", GOOD_TOKEN);
         dir.write("short.token", "too-short\n");
+        write_lint_certificates(dir.path());
         let path = dir.write("lb.toml", &case.triggers);
         let file = path.to_str().unwrap();
         let (line, column) = position(&case.triggers, case.at);
         let context = format!("{} in:\n{}", case.rule, case.triggers);
+        // The two certificate rules that are errors fail `check` outright.
+        let severity = evenkeel::config::lint::rule(case.rule)
+            .expect("a rule")
+            .severity;
+        let (code, word) = match severity {
+            Severity::Error => (Some(1), "error"),
+            _ => (Some(0), "warning"),
+        };
 
         let out = run(&["check", "-c", file]);
-        assert_eq!(out.code, Some(0), "{context}\n{}{}", out.stdout, out.stderr);
-        let header = format!("warning[{}]: ", case.rule);
+        assert_eq!(out.code, code, "{context}\n{}{}", out.stdout, out.stderr);
+        let header = format!("{word}[{}]: ", case.rule);
         let location = format!("--> {file}:{line}:{column}\n");
         let located = out.stdout.split(&header).skip(1).any(|finding| {
             finding
@@ -222,11 +271,11 @@ fn every_rule_warns_at_its_value_in_text_and_json_and_not_on_a_close_config() {
         assert_eq!(denied.code, Some(1), "{context}\n{}", denied.stdout);
 
         let json = run(&["check", "-c", file, "--format", "json"]);
-        assert_eq!(json.code, Some(0), "{context}");
+        assert_eq!(json.code, code, "{context}");
         let findings: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
         let found = findings.as_array().unwrap().iter().any(|f| {
             f["rule"] == case.rule
-                && f["severity"] == "warning"
+                && f["severity"] == word
                 && f["file"] == file
                 && f["line"] == line
                 && f["column"] == column

@@ -811,6 +811,7 @@ impl Proxy {
             let (name, url) = rest.split_once(' ').expect("listening NAME URL");
             let addr = url
                 .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("bad listening line: {line}"));
             proxy.listeners.push((name.to_string(), addr));
@@ -1306,4 +1307,104 @@ fn load_thread(addr: SocketAddr, path: &str, pause: Duration, stop: &AtomicBool)
         }
     });
     sent
+}
+
+/// A certificate and key made for a test (rcgen, ECDSA P-256 unless `rsa`), valid from
+/// `from` to `to` (seconds from now; negative: in the past), covering `names`.
+pub struct TestCertificate {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// The private key, PEM.
+    pub key: String,
+    /// SHA-256 of the certificate (DER), lower-case hex.
+    pub fingerprint: String,
+}
+
+impl TestCertificate {
+    /// Self-signed, valid from yesterday for 90 days.
+    pub fn new(names: &[&str]) -> TestCertificate {
+        TestCertificate::valid(names, -86_400, 90 * 86_400)
+    }
+
+    /// Self-signed, valid from `from` to `to` seconds from now.
+    pub fn valid(names: &[&str], from: i64, to: i64) -> TestCertificate {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = TestCertificate::params(names, from, to);
+        let cert = params.self_signed(&key).expect("certificate");
+        TestCertificate::made(&cert, &key)
+    }
+
+    /// Signed by `ca` (made by [`TestCertificate::authority`]).
+    pub fn signed_by(names: &[&str], ca: &TestAuthority) -> TestCertificate {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = TestCertificate::params(names, -86_400, 90 * 86_400);
+        let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
+        TestCertificate::made(&cert, &key)
+    }
+
+    /// A certificate authority for [`TestCertificate::signed_by`].
+    pub fn authority(name: &str) -> TestAuthority {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = TestCertificate::params(&[], -86_400, 90 * 86_400);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestAuthority {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn params(names: &[&str], from: i64, to: i64) -> rcgen::CertificateParams {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::seconds(from);
+        params.not_after = now + time::Duration::seconds(to);
+        params
+    }
+
+    fn made(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> TestCertificate {
+        use sha2::Digest;
+        TestCertificate {
+            pem: cert.pem(),
+            key: key.serialize_pem(),
+            fingerprint: sha2::Sha256::digest(cert.der())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, &self.pem).expect("write certificate");
+        std::fs::write(&key, &self.key).expect("write key");
+        (cert, key)
+    }
+}
+
+/// A test certificate authority.
+pub struct TestAuthority {
+    /// Its certificate, PEM.
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// The certificates the lint examples name (see docs/lints.md): `site`, `expired`,
+/// `expiring` (10 days left) for `shop.example` and `*.shop.example`, and `other.key`.
+pub fn write_lint_certificates(dir: &Path) {
+    let names = ["shop.example", "*.shop.example"];
+    TestCertificate::valid(&names, -86_400, 90 * 86_400).write(dir, "site");
+    TestCertificate::valid(&names, -90 * 86_400, -86_400).write(dir, "expired");
+    TestCertificate::valid(&names, -80 * 86_400, 10 * 86_400).write(dir, "expiring");
+    let other = TestCertificate::new(&names);
+    std::fs::write(dir.join("other.key"), other.key).expect("write key");
 }

@@ -47,7 +47,12 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let mut checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
+    // A restart must not turn an expired certificate that was being served into an
+    // outage: those the last run served stay (with an alarm); new ones are refused.
+    if let Some(config) = &checked.config {
+        checked.tolerate_expired(&served_before(&config.state_dir));
+    }
     if !checked.findings.is_empty() {
         eprint!(
             "{}",
@@ -79,8 +84,14 @@ pub fn run(args: &Args) -> CommandResult {
         monitor: !args.no_monitor,
     };
     let served = Served::start(&args.config, config, options)?;
+    let snapshot = served.applier.runtime().snapshot();
     for (name, addr) in &served.running.listeners {
-        println!("listening {name} http://{addr}");
+        let https = snapshot
+            .config
+            .listener(name)
+            .is_some_and(|l| l.tls.is_some());
+        let scheme = if https { "https" } else { "http" };
+        println!("listening {name} {scheme}://{addr}");
     }
     if let Some(admin) = served.admin {
         println!("admin http://{admin}");
@@ -215,11 +226,34 @@ impl Served {
     }
 }
 
+/// The fingerprints of the certificates the last applied version in the history at
+/// `state_dir` served (none when there is no history yet; the history is not created).
+fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
+    if !state_dir.join("evenkeel.db").is_file() {
+        return Default::default();
+    }
+    let Ok(store) = SqliteStore::open(state_dir) else {
+        return Default::default();
+    };
+    let versions = store.versions().unwrap_or_default();
+    versions
+        .iter()
+        .rev()
+        .find(|v| v.outcome == crate::store::Outcome::Applied)
+        .map(|v| {
+            v.certificates
+                .iter()
+                .map(|c| c.fingerprint.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The config to start with: `config`, unless the guard rolled this exact text back
 /// before — then the last applied version that was not rolled back, said loudly
 /// (DESIGN: a restart with a rejected file keeps the last good version).
 fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -> Config {
-    let Ok(Some(rejection)) = store.rejection(&crate::store::sha256(&config.source.text)) else {
+    let Ok(Some(rejection)) = store.rejection(&config.identity()) else {
         return config;
     };
     let versions = store.versions().unwrap_or_default();

@@ -20,6 +20,7 @@ pub mod files;
 pub mod lint;
 pub mod model;
 pub mod raw;
+pub mod tls;
 mod validate;
 pub mod values;
 
@@ -56,6 +57,29 @@ impl Checked {
             .iter()
             .filter(|f| f.severity == severity && f.allowed.is_none())
             .count()
+    }
+
+    /// Turns `certificate-expired` errors into warnings for the certificates whose
+    /// fingerprints are in `in_force` (served now, or when the process last ran): a
+    /// reload or restart that keeps an expired certificate must not stop serving it —
+    /// the alarm says to renew it. A new expired certificate stays an error.
+    pub fn tolerate_expired(&mut self, in_force: &std::collections::HashSet<String>) {
+        let Some(config) = &self.config else { return };
+        let tolerated: Vec<Span> = config
+            .certificates()
+            .filter(|(_, c)| in_force.contains(&c.fingerprint))
+            .map(|(_, c)| c.span.clone())
+            .collect();
+        for finding in &mut self.findings {
+            if finding.rule == lint::CERTIFICATE_EXPIRED
+                && finding.span.as_ref().is_some_and(|s| tolerated.contains(s))
+            {
+                finding.severity = Severity::Warning;
+                finding.message.push_str(
+                    " (still served: it is the certificate in force, and a reload or restart must not take it away; renew it)",
+                );
+            }
+        }
     }
 
     /// Whether the config must be refused: any error, or any warning when

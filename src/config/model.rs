@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::balance::Algorithm;
 
 use super::diagnostic::Source;
+pub use super::tls::{Certificate, ListenerTls, TlsVersion};
 
 /// Byte range in the config file, for locating lint findings.
 pub type Span = Range<usize>;
@@ -56,6 +57,43 @@ impl Config {
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
     }
+
+    /// Every certificate the config serves, with the listener serving it.
+    pub fn certificates(&self) -> impl Iterator<Item = (&Listener, &Arc<Certificate>)> {
+        self.listeners.iter().flat_map(|listener| {
+            listener
+                .tls
+                .iter()
+                .flat_map(move |tls| tls.certificates.iter().map(move |c| (listener, c)))
+        })
+    }
+
+    /// What makes this config the version it is: the SHA-256 of its text, and — when it
+    /// names certificate and key files — of their bytes too, so new certificate files
+    /// under an unchanged TOML are a new version (hex; equal to the text's SHA-256 when
+    /// the config names no such files, so histories from before TLS keep their values).
+    pub fn identity(&self) -> String {
+        identity(
+            &self.source.text,
+            self.certificates().map(|(_, c)| c.files_sha256.as_str()),
+        )
+    }
+}
+
+/// A config's identity from its text and its files' digests (see [`Config::identity`]).
+pub fn identity<'a>(text: &str, files: impl Iterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = files.peekable();
+    let mut hash = Sha256::new();
+    hash.update(text.as_bytes());
+    if files.peek().is_some() {
+        hash.update(b"\0files");
+        for digest in files {
+            hash.update(b"\0");
+            hash.update(digest.as_bytes());
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Default for [`Config::state_dir`].
@@ -111,6 +149,10 @@ pub struct Listener {
     pub header_timeout: Duration,
     /// Client connections served at once; more wait in the kernel backlog. Default: 10,000.
     pub max_connections: u32,
+    /// HTTPS: the certificates and protocol floor. None: plain HTTP.
+    pub tls: Option<Arc<ListenerTls>>,
+    /// Answer every request with a 308 to the same URL over `https://`. Default: false.
+    pub redirect_https: bool,
     /// Where the listener is written.
     pub span: Span,
 }

@@ -56,6 +56,24 @@ pub struct RawListener {
     pub listen: Option<Str>,
     pub header_timeout: Option<Str>,
     pub max_connections: Option<Int>,
+    pub tls: Option<Spanned<RawListenerTls>>,
+    pub redirect_https: Option<Spanned<bool>>,
+}
+
+/// `tls = { ... }` on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    pub min_version: Option<Str>,
+}
+
+/// One entry of `certificates = [ ... ]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
 }
 
 /// `[[route]]`

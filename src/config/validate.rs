@@ -22,6 +22,7 @@ use super::lint;
 use super::model::*;
 use super::raw::*;
 use super::suggest;
+use super::tls::{self, ListenerTls, TlsVersion, DEFAULT_MIN_VERSION};
 use super::values::{parse_address, parse_duration, parse_status_range};
 
 /// Validates `raw` (read from `source`); relative paths resolve against `base_dir`.
@@ -42,7 +43,7 @@ pub fn validate(
         DEFAULT_DRAIN_TIMEOUT,
     );
     let admin = raw.admin.as_ref().and_then(|a| v.admin(a, base_dir));
-    let listeners = v.listeners(&raw.listener);
+    let listeners = v.listeners(&raw.listener, base_dir);
     if raw.listener.is_empty() {
         v.findings.push(
             Finding::error(
@@ -329,7 +330,7 @@ impl Validator {
         })
     }
 
-    fn listeners(&mut self, raw: &[Spanned<RawListener>]) -> Vec<Listener> {
+    fn listeners(&mut self, raw: &[Spanned<RawListener>], base_dir: &Path) -> Vec<Listener> {
         let mut seen: HashMap<String, ()> = HashMap::new();
         let mut listeners = Vec::new();
         for item in raw {
@@ -358,6 +359,18 @@ impl Validator {
                 1..=10_000_000,
                 DEFAULT_LISTENER_MAX_CONNECTIONS,
             );
+            let tls = l.tls.as_ref().map(|tls| self.listener_tls(tls, base_dir));
+            let redirect_https = l.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+            if let (Some(Some(_)), Some(redirect)) = (&tls, &l.redirect_https) {
+                if *redirect.get_ref() {
+                    self.error(
+                        "redirect-loop",
+                        redirect.span(),
+                        "`redirect_https` on a listener that serves HTTPS itself would redirect every request to itself".to_string(),
+                        "set redirect_https on the plain-HTTP listener, or remove it here",
+                    );
+                }
+            }
             let (Some(name), Some(listen)) = (name, listen) else {
                 continue;
             };
@@ -381,10 +394,100 @@ impl Validator {
                 listen: addr,
                 header_timeout,
                 max_connections,
+                tls: tls.flatten().map(Arc::new),
+                redirect_https,
                 span: at,
             });
         }
         listeners
+    }
+
+    /// `tls = { certificates = [...], min_version }`: every certificate read and parsed
+    /// now, so a config that names an unusable one is refused before it is applied.
+    fn listener_tls(
+        &mut self,
+        raw: &Spanned<RawListenerTls>,
+        base_dir: &Path,
+    ) -> Option<ListenerTls> {
+        let tls = raw.get_ref();
+        let min_version = match &tls.min_version {
+            None => DEFAULT_MIN_VERSION,
+            Some(text) => match TlsVersion::parse(text.get_ref()) {
+                Some(version) => version,
+                None => {
+                    self.error(
+                        "invalid-value",
+                        text.span(),
+                        format!(
+                            "`tls.min_version` {:?} is not a TLS version",
+                            text.get_ref()
+                        ),
+                        "use \"1.2\" (the default) or \"1.3\"",
+                    );
+                    DEFAULT_MIN_VERSION
+                }
+            },
+        };
+        let example = "certificates = [{ cert = \"site.pem\", key = \"site.key\" }]";
+        let list = self.required(
+            "tls.certificates",
+            tls.certificates.as_ref(),
+            raw.span(),
+            example,
+        )?;
+        if list.get_ref().is_empty() {
+            self.error(
+                "missing-field",
+                list.span(),
+                "`tls.certificates` is empty: a TLS listener needs at least one certificate"
+                    .to_string(),
+                format!("add one, for example: {example}"),
+            );
+            return None;
+        }
+        let mut certificates = Vec::new();
+        for entry in list.get_ref() {
+            let pair = entry.get_ref();
+            let cert = self.required(
+                "tls.certificates.cert",
+                pair.cert.as_ref(),
+                entry.span(),
+                "cert = \"site.pem\"",
+            );
+            let key = self.required(
+                "tls.certificates.key",
+                pair.key.as_ref(),
+                entry.span(),
+                "key = \"site.key\"",
+            );
+            let (Some(cert), Some(key)) = (cert, key) else {
+                continue;
+            };
+            let (cert_path, key_path) =
+                (base_dir.join(cert.get_ref()), base_dir.join(key.get_ref()));
+            match tls::load(&cert_path, &key_path, entry.span()) {
+                Ok(loaded) => certificates.push(Arc::new(loaded)),
+                Err(e) => {
+                    let (span, help) = if e.is_key_error() {
+                        (key.span(), "point `key` at the PEM private key of the certificate (PKCS#8, SEC1 or PKCS#1)")
+                    } else {
+                        (cert.span(), "point `cert` at a PEM certificate chain, the server's certificate first")
+                    };
+                    self.error(
+                        "invalid-certificate",
+                        span,
+                        format!("cannot use this certificate: {e}"),
+                        help,
+                    );
+                }
+            }
+        }
+        (certificates.len() == list.get_ref().len()).then(|| ListenerTls {
+            certificates,
+            min_version,
+            min_version_span: tls.min_version.as_ref().map(|m| m.span()),
+            span: raw.span(),
+        })
     }
 
     fn no_shared_addresses(

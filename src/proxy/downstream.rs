@@ -53,7 +53,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -80,9 +80,41 @@ const SEND_STALL: Duration = Duration::from_secs(60);
 /// The interim response owed to a client that sent `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// A client connection's bytes: plain TCP, or TLS over TCP.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// The TCP socket underneath (to peek for a close, and to set a reset on close).
+    fn tcp(&self) -> &TcpStream;
+
+    /// Ready once reading may make progress, so an idle connection can wait without a
+    /// read buffer. Over TLS, decrypted bytes may already wait inside the session where
+    /// the socket shows nothing, so it is ready at once (an idle TLS connection keeps
+    /// its read buffer).
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn poll_idle(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The client connection, shared by the serving loop and the request body.
-struct Inbound {
-    stream: TcpStream,
+struct Inbound<S> {
+    stream: S,
     read: BytesMut,
     /// What is left of the current request's body.
     body: Framing,
@@ -90,13 +122,13 @@ struct Inbound {
     continue_left: usize,
 }
 
-type Shared = Rc<RefCell<Inbound>>;
+type Shared<S> = Rc<RefCell<Inbound<S>>>;
 
 /// A client's HTTP/1 request body, read from its connection as the backend side asks
 /// for it.
-pub struct RequestBody(Shared);
+pub struct RequestBody<S>(Shared<S>);
 
-impl Body for RequestBody {
+impl<S: ClientStream> Body for RequestBody<S> {
     type Data = Bytes;
     type Error = h1::Error;
 
@@ -160,12 +192,13 @@ struct Head {
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
 /// it closes, fails, breaks the protocol, exceeds `header_timeout`, or — once
 /// `shutdown` turns true — has finished the request it was serving.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: ClientStream>(
+    stream: S,
     worker: Rc<Worker>,
     listener: usize,
     client: Rc<Client>,
     header_timeout: Duration,
+    first_head_by: tokio::time::Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let inbound = Rc::new(RefCell::new(Inbound {
@@ -184,12 +217,16 @@ pub async fn serve(
     let mut stopping = shutdown.clone();
     let stop = stopping.wait_for(|stopping| *stopping);
     tokio::pin!(stop);
-    let head_timer = tokio::time::sleep(header_timeout);
+    let head_timer = tokio::time::sleep_until(first_head_by);
     tokio::pin!(head_timer);
+    let mut first = true;
     loop {
-        head_timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + header_timeout);
+        if !first {
+            head_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + header_timeout);
+        }
+        first = false;
         let next = tokio::select! {
             biased;
             next = read_head(&inbound, &mut spans) => next,
@@ -273,7 +310,7 @@ pub async fn serve(
     };
     let mut stream = inbound.into_inner().stream;
     if reset {
-        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
         return;
     }
     // Our side first, so what was written reaches the client before the close.
@@ -301,7 +338,7 @@ pub async fn serve(
 /// being served. It does not look while the request body is still being read (that
 /// is the body's to read), and stops looking once the client sends more (a pipelined
 /// request, which waits its turn).
-async fn client_gone(inbound: &Shared) {
+async fn client_gone<S: ClientStream>(inbound: &Shared<S>) {
     let mut pipelined = false;
     poll_fn(|cx| {
         let inbound = inbound.borrow();
@@ -309,14 +346,15 @@ async fn client_gone(inbound: &Shared) {
             return Poll::Pending;
         }
         loop {
-            match inbound.stream.poll_read_ready(cx) {
+            let tcp = inbound.stream.tcp();
+            match tcp.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {}
             }
             let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-            let peeked = inbound.stream.try_io(tokio::io::Interest::READABLE, || {
-                socket2::SockRef::from(&inbound.stream).peek(&mut probe)
+            let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {
+                socket2::SockRef::from(tcp).peek(&mut probe)
             });
             match peeked {
                 Ok(0) => return Poll::Ready(()),
@@ -334,7 +372,10 @@ async fn client_gone(inbound: &Shared) {
 }
 
 /// Reads the next request head; `None` when the client closed between requests.
-async fn read_head(inbound: &Shared, spans: &mut Vec<Span>) -> Result<Option<Head>, ReadError> {
+async fn read_head<S: ClientStream>(
+    inbound: &Shared<S>,
+    spans: &mut Vec<Span>,
+) -> Result<Option<Head>, ReadError> {
     loop {
         {
             let mut inbound = inbound.borrow_mut();
@@ -349,7 +390,7 @@ async fn read_head(inbound: &Shared, spans: &mut Vec<Span>) -> Result<Option<Hea
             let inbound = &mut *inbound;
             if inbound.read.capacity() == 0 {
                 // Idle: take a buffer only once there is something to read.
-                ready!(inbound.stream.poll_read_ready(cx))?;
+                ready!(inbound.stream.poll_idle(cx))?;
                 inbound.read.reserve(FIRST_READ);
             }
             h1::poll_fill(&mut inbound.stream, &mut inbound.read, cx)
@@ -501,8 +542,8 @@ fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>
 }
 
 /// Writes `response`; whether the connection stays open after it.
-async fn write_response(
-    inbound: &Shared,
+async fn write_response<S: ClientStream>(
+    inbound: &Shared<S>,
     response: Response<ProxyBody>,
     is_head: bool,
     version: Version,
@@ -631,7 +672,7 @@ fn pump_error<E: std::fmt::Display>(error: PumpError<E>) -> io::Error {
 
 /// Answers a request that cannot be served with `status` (code and reason), and says
 /// the connection closes.
-async fn refuse(inbound: &Shared, status: &[u8]) {
+async fn refuse<S: ClientStream>(inbound: &Shared<S>, status: &[u8]) {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status);
@@ -642,7 +683,7 @@ async fn refuse(inbound: &Shared, status: &[u8]) {
 }
 
 /// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`].
-async fn write_all(inbound: &Shared, bytes: &[u8]) -> io::Result<()> {
+async fn write_all<S: ClientStream>(inbound: &Shared<S>, bytes: &[u8]) -> io::Result<()> {
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
         outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
     };

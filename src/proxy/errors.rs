@@ -26,6 +26,11 @@ pub enum Refusal {
     BadRequestBody,
     /// The client sent nothing of its request body for `timeouts.body_idle`: 408.
     ClientTimeout,
+    /// Over TLS with SNI, the request's host is not covered by the certificate the
+    /// connection was opened for: 421.
+    Misdirected,
+    /// A redirect to `https://` needs a host, and the request named none: 400.
+    NoHostToRedirect,
 }
 
 impl Refusal {
@@ -39,6 +44,8 @@ impl Refusal {
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::BadRequestBody => StatusCode::BAD_REQUEST,
             Refusal::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Refusal::NoHostToRedirect => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -57,6 +64,10 @@ impl Refusal {
             Refusal::Timeout => "the backend did not answer in time",
             Refusal::BadRequestBody => "the request body broke off or is malformed",
             Refusal::ClientTimeout => "the request body stopped arriving",
+            Refusal::Misdirected => {
+                "this connection's certificate does not cover the requested host; open a new connection for it"
+            }
+            Refusal::NoHostToRedirect => "a redirect to https:// needs a Host",
         };
         let mut response =
             Response::new(Full::new(Bytes::from(format!("evenkeel: {pool}{what}\n"))));

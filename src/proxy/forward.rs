@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Uri;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
@@ -35,11 +35,12 @@ use super::headers;
 use super::read_ahead::{read_ahead, ReadAhead, ReadingAhead};
 use super::spill::Spill;
 use super::stall::Stall;
+use super::tls::ClientTls;
 use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
 use crate::config::HashKey;
 use crate::health;
-use crate::runtime::{BackendRuntime, NoBackend, PoolRuntime, Runtime};
+use crate::runtime::{BackendRuntime, NoBackend, PoolRuntime, Runtime, Snapshot};
 
 /// The body of every response evenkeel sends: a backend's, streamed, or its own.
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
@@ -50,6 +51,8 @@ pub struct Client {
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` value, made once per connection.
     forwarded_for: HeaderValue,
+    /// The connection's TLS session; `None`: plain HTTP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Client {
@@ -58,6 +61,15 @@ impl Client {
         Client {
             addr,
             forwarded_for: headers::client_value(addr.ip()),
+            tls: None,
+        }
+    }
+
+    /// The same client, over TLS.
+    pub fn with_tls(self, tls: ClientTls) -> Client {
+        Client {
+            tls: Some(tls),
+            ..self
         }
     }
 }
@@ -76,6 +88,8 @@ pub struct Worker {
     /// Bytes of responses this worker may keep in temporary files at once
     /// ([`super::budget::SPILL_BUDGET`]).
     pub spill: Rc<ByteBudget>,
+    /// The address each listener is bound to (port 0 resolved), in config order.
+    pub bound: Vec<SocketAddr>,
 }
 
 /// A request as the access log records it: cheap clones only (the URI and names are
@@ -137,6 +151,16 @@ impl Worker {
                 .map(Either::Right))
         };
 
+        let on = snapshot.config.listeners.get(listener);
+        if on.is_some_and(|l| l.redirect_https) {
+            return match self.redirect_https(&parts, &snapshot) {
+                Some(response) => {
+                    drop(record(None, None, response.status().as_u16()));
+                    Ok(response)
+                }
+                None => refuse(Refusal::NoHostToRedirect, None),
+            };
+        }
         if headers::is_upgrade(&parts.headers) || parts.method == Method::CONNECT {
             return refuse(Refusal::Upgrade, None);
         }
@@ -145,6 +169,11 @@ impl Worker {
         }
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
+        if let (Some(tls), Some(host)) = (&client.tls, host_name) {
+            if !tls.may_serve(host) {
+                return refuse(Refusal::Misdirected, None);
+            }
+        }
         let Some(routed) = snapshot.route(listener, host_name, parts.uri.path()) else {
             return refuse(Refusal::NoRoute, None);
         };
@@ -207,7 +236,13 @@ impl Worker {
         let replayable = is_idempotent(&parts.method) && !has_body;
         let retries = pool.config.retries;
         let framing = h1::BodyFraming::of(&parts.headers, &body);
-        let outgoing = h1::encode(&parts, framing, &client.forwarded_for, host.as_ref());
+        let outgoing = h1::encode(
+            &parts,
+            framing,
+            &client.forwarded_for,
+            client.tls.is_some(),
+            host.as_ref(),
+        );
         // The client's body, until a try starts sending it.
         let mut body = has_body.then_some(body);
         let mut tried = Tried::default();
@@ -628,6 +663,47 @@ enum TryError {
 
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
 /// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
+impl Worker {
+    /// A 308 to the request's URL over `https://`: the port of the config's first
+    /// TLS listener (left out when it is 443), or 443 when it has none. `None` when
+    /// the request names no host.
+    fn redirect_https(
+        &self,
+        parts: &http::request::Parts,
+        snapshot: &Snapshot,
+    ) -> Option<Response<ProxyBody>> {
+        let host = request_host(parts)?;
+        let host = strip_port(host.to_str().ok()?);
+        if host.is_empty() {
+            return None;
+        }
+        let port = snapshot
+            .config
+            .listeners
+            .iter()
+            .position(|l| l.tls.is_some())
+            .and_then(|i| self.bound.get(i))
+            .map_or(443, SocketAddr::port);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let location = if port == 443 {
+            format!("https://{host}{target}")
+        } else {
+            format!("https://{host}:{port}{target}")
+        };
+        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_str(&location).ok()?);
+        Some(response)
+    }
+}
+
 fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
     request
         .uri

@@ -151,12 +151,14 @@ impl BodyFraming {
 /// client got its 100 Continue from evenkeel); `Host` is the host the request was
 /// routed by (`host`: the client's `Host`, or the authority of an absolute-form or
 /// HTTP/2 target); `X-Forwarded-For` with the client appended, `X-Forwarded-Proto:
-/// http`, `X-Forwarded-Host` set to that host; `Content-Length` or chunked framing from
+/// https` when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set
+/// to that host; `Content-Length` or chunked framing from
 /// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3).
 pub fn encode(
     parts: &request::Parts,
     framing: BodyFraming,
     client: &HeaderValue,
+    https: bool,
     host: Option<&HeaderValue>,
 ) -> Outgoing {
     let headers = &parts.headers;
@@ -204,7 +206,11 @@ pub fn encode(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if https {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
     if let Some(host) = host {
         put_field(&mut out, b"x-forwarded-host", host.as_bytes());
     }
@@ -995,7 +1001,7 @@ mod tests {
         );
         let host = HeaderValue::from_static("shop.example");
         let client = HeaderValue::from_static("127.0.0.9");
-        let out = encode(&request, BodyFraming::None, &client, Some(&host));
+        let out = encode(&request, BodyFraming::None, &client, false, Some(&host));
         assert_eq!(
             text(&out),
             "GET /cart?x=1 HTTP/1.1\r\ncookie: a=1; b=2\r\nx-kept: yes\r\n\
@@ -1013,12 +1019,12 @@ mod tests {
         );
         let host = HeaderValue::from_static("api.example:8080");
         let client = HeaderValue::from_static("::1");
-        let out = encode(&request, BodyFraming::Chunked, &client, Some(&host));
+        let out = encode(&request, BodyFraming::Chunked, &client, true, Some(&host));
         assert!(out.chunked);
         assert_eq!(
             text(&out),
             "POST /v1 HTTP/1.1\r\ncontent-type: text/plain\r\nhost: api.example:8080\r\n\
-             x-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-for: ::1\r\nx-forwarded-proto: https\r\n\
              x-forwarded-host: api.example:8080\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }
@@ -1074,6 +1080,7 @@ mod tests {
             &request,
             BodyFraming::None,
             &HeaderValue::from_static("127.0.0.1"),
+            false,
             Some(&HeaderValue::from_static("b")),
         )
     }
@@ -1255,6 +1262,7 @@ mod tests {
                 &request,
                 BodyFraming::None,
                 &HeaderValue::from_static("1.2.3.4"),
+                false,
                 None,
             );
             let head = connection

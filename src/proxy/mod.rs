@@ -15,6 +15,7 @@
 //! - [`outbox`]: copying a body from one side to the other, gathered into few writes.
 //! - [`spill`]: a response's overflow in a temporary file, for slow readers.
 //! - [`budget`]: the bytes a worker may hold for read-ahead and spills.
+//! - [`tls`]: the TLS handshake on HTTPS listeners, and the certificate choice (SNI).
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
@@ -38,6 +39,7 @@ pub mod retry;
 pub mod server;
 pub mod spill;
 pub mod stall;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{start, Options, Running, StartError};

@@ -17,7 +17,7 @@
 //! Shutdown: listeners close at once, each connection finishes the request it is
 //! serving and closes, and after `drain_timeout` whatever remains is cut.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -41,9 +41,10 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
 use super::budget::{ByteBudget, READ_AHEAD_BUDGET, SPILL_BUDGET};
-use super::downstream;
+use super::downstream::{self, ClientStream};
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::MAX_HEAD_BYTES;
+use super::tls::{ClientTls, ListenerAcceptor};
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
 use crate::runtime::Runtime;
@@ -161,6 +162,7 @@ pub fn start(runtime: Arc<Runtime>, options: Options) -> Result<Running, StartEr
         let shutdown = shutdown.subscribe();
         let options = options.clone();
         let spreads = spreads.clone();
+        let bound_addrs: Vec<SocketAddr> = bound.iter().map(|(_, addr)| *addr).collect();
         let thread = std::thread::Builder::new()
             .name(format!("evenkeel-worker-{id}"))
             .spawn(move || {
@@ -170,6 +172,7 @@ pub fn start(runtime: Arc<Runtime>, options: Options) -> Result<Running, StartEr
                     inbox,
                     spreads,
                     limits,
+                    bound: bound_addrs,
                 };
                 run_worker(runtime, accepting, shutdown, options)
             })
@@ -201,6 +204,8 @@ struct Accepting {
     inbox: Vec<mpsc::UnboundedReceiver<Handoff>>,
     spreads: Vec<Arc<Spread>>,
     limits: Vec<Arc<Semaphore>>,
+    /// Every listener's bound address, in config order.
+    bound: Vec<SocketAddr>,
 }
 
 fn run_worker(
@@ -215,6 +220,7 @@ fn run_worker(
         inbox,
         spreads,
         limits,
+        bound,
     } = accepting;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -236,6 +242,7 @@ fn run_worker(
             access_log: options.access_log,
             read_ahead: Rc::new(ByteBudget::new(READ_AHEAD_BUDGET)),
             spill: Rc::new(ByteBudget::new(SPILL_BUDGET)),
+            bound,
         });
         let connections = Rc::new(Connections::default());
         let mut http2 = http2::Builder::new(LocalExec);
@@ -266,6 +273,7 @@ fn run_worker(
                 connections: Rc::clone(&connections),
                 http2: Rc::clone(&http2),
                 shutdown: shutdown.clone(),
+                tls: RefCell::new(None),
             });
             tokio::task::spawn_local(accept_loop(
                 listener,
@@ -370,6 +378,27 @@ struct Serving {
     connections: Rc<Connections>,
     http2: Rc<http2::Builder<LocalExec>>,
     shutdown: watch::Receiver<bool>,
+    /// The handshake for the listener's TLS in force (made again when a reload brings
+    /// new certificates).
+    tls: RefCell<Option<ListenerAcceptor>>,
+}
+
+impl Serving {
+    /// The TLS handshake for a new connection, per the snapshot in force; `None`:
+    /// the listener serves plain HTTP.
+    fn acceptor(&self) -> Option<ListenerAcceptor> {
+        let snapshot = self.worker.runtime.snapshot();
+        let tls = snapshot.config.listeners.get(self.listener)?.tls.as_ref()?;
+        let mut cached = self.tls.borrow_mut();
+        match &*cached {
+            Some(acceptor) if Arc::ptr_eq(&acceptor.tls, tls) => Some(acceptor.clone()),
+            _ => {
+                let acceptor = ListenerAcceptor::new(tls);
+                *cached = Some(acceptor.clone());
+                Some(acceptor)
+            }
+        }
+    }
 }
 
 /// Counts a connection as open on its worker (in [`Spread`]) while it lives.
@@ -468,47 +497,135 @@ fn serve_connection(
     tokio::task::spawn_local(async move {
         let mut shutdown = serving.shutdown.clone();
         let header_timeout = serving.header_timeout;
-        let protocol = tokio::select! {
-            protocol = detect_protocol(&stream, header_timeout) => protocol,
-            _ = shutdown.wait_for(|stopping| *stopping) => None,
-        };
-        let Some(protocol) = protocol else {
-            tracing::debug!(%client, "client sent no request head in time; closed");
-            drop((permit, guard, placed));
-            return;
-        };
-        let peer = Rc::new(Client::new(client));
-        let worker = Rc::clone(&serving.worker);
-        let index = serving.listener;
-        match protocol {
-            Speaks::Http1 => {
-                downstream::serve(stream, worker, index, peer, header_timeout, &mut shutdown).await;
+        match serving.acceptor() {
+            None => {
+                let protocol = tokio::select! {
+                    protocol = detect_protocol(&stream, header_timeout) => protocol,
+                    _ = shutdown.wait_for(|stopping| *stopping) => None,
+                };
+                let Some(protocol) = protocol else {
+                    tracing::debug!(%client, "client sent no request head in time; closed");
+                    drop((permit, guard, placed));
+                    return;
+                };
+                let peer = Rc::new(Client::new(client));
+                let first_head_by = tokio::time::Instant::now() + header_timeout;
+                serve_http(
+                    &serving,
+                    stream,
+                    protocol,
+                    peer,
+                    first_head_by,
+                    &mut shutdown,
+                )
+                .await;
             }
-            Speaks::Http2 => {
-                let activity = Rc::new(Activity::new());
-                let streams = Rc::clone(&activity);
-                let service = service_fn(move |request| {
-                    let stream = streams.begin();
-                    let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer));
-                    async move {
-                        let Ok(response) = handled.await;
-                        Ok::<_, Infallible>(response.map(|body| Tracked {
-                            body,
-                            _stream: stream,
-                        }))
+            Some(tls) => {
+                // The handshake counts against `header_timeout`: a client that stalls
+                // inside it is cut like one that stalls inside a head.
+                let first_head_by = tokio::time::Instant::now() + header_timeout;
+                let handshake = tokio::time::timeout_at(first_head_by, tls.acceptor.accept(stream));
+                let accepted = tokio::select! {
+                    accepted = handshake => accepted.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+                    _ = shutdown.wait_for(|stopping| *stopping) => Err(io::ErrorKind::Interrupted.into()),
+                };
+                let counters = &serving.worker.runtime.tls;
+                let stream = match accepted {
+                    Ok(stream) => {
+                        counters.handshakes.fetch_add(1, Ordering::Relaxed);
+                        stream
                     }
-                });
-                let connection = serving
-                    .http2
-                    .serve_connection(TokioIo::new(stream), service);
-                let idle = activity.idle_for(header_timeout);
-                if let Err(e) = drive(connection, &mut shutdown, idle, header_timeout).await {
-                    tracing::debug!(%client, error = %e, "client connection ended with an error");
-                }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        drop((permit, guard, placed));
+                        return;
+                    }
+                    Err(e) => {
+                        let reason = super::tls::failure_reason(&e);
+                        counters.failed(reason);
+                        tracing::debug!(%client, error = %e, reason, "TLS handshake failed; closed");
+                        drop((permit, guard, placed));
+                        return;
+                    }
+                };
+                let session = stream.get_ref().1;
+                let protocol = if session.alpn_protocol() == Some(b"h2") {
+                    Speaks::Http2
+                } else {
+                    Speaks::Http1
+                };
+                let server_name = session.server_name().map(str::to_ascii_lowercase);
+                let certificate = Arc::clone(super::tls::choose(
+                    &tls.tls.certificates,
+                    server_name.as_deref(),
+                ));
+                let peer = Rc::new(Client::new(client).with_tls(ClientTls {
+                    server_name,
+                    certificate,
+                }));
+                serve_http(
+                    &serving,
+                    stream,
+                    protocol,
+                    peer,
+                    first_head_by,
+                    &mut shutdown,
+                )
+                .await;
             }
         }
         drop((permit, guard, placed));
     });
+}
+
+/// Serves HTTP on a client connection (plain or TLS) until it closes.
+async fn serve_http<S: ClientStream>(
+    serving: &Rc<Serving>,
+    stream: S,
+    protocol: Speaks,
+    peer: Rc<Client>,
+    first_head_by: tokio::time::Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let worker = Rc::clone(&serving.worker);
+    let index = serving.listener;
+    let header_timeout = serving.header_timeout;
+    match protocol {
+        Speaks::Http1 => {
+            downstream::serve(
+                stream,
+                worker,
+                index,
+                peer,
+                header_timeout,
+                first_head_by,
+                shutdown,
+            )
+            .await;
+        }
+        Speaks::Http2 => {
+            let client = peer.addr;
+            let activity = Rc::new(Activity::new());
+            let streams = Rc::clone(&activity);
+            let service = service_fn(move |request| {
+                let stream = streams.begin();
+                let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer));
+                async move {
+                    let Ok(response) = handled.await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _stream: stream,
+                    }))
+                }
+            });
+            let connection = serving
+                .http2
+                .serve_connection(TokioIo::new(stream), service);
+            let idle = activity.idle_for(header_timeout);
+            if let Err(e) = drive(connection, shutdown, idle, header_timeout).await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+        }
+    }
 }
 
 /// Serves one client connection until it ends, or — once shutdown begins — until it

@@ -70,6 +70,7 @@ fn version(id: u64, seconds: u64, origin: Origin, text: &str, restores: Option<u
         outcome: Outcome::Applied,
         detail: String::new(),
         restores,
+        certificates: Vec::new(),
     }
 }
 

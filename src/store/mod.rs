@@ -95,16 +95,59 @@ pub struct Version {
     pub time: String,
     /// Where it came from.
     pub origin: Origin,
-    /// SHA-256 of the text, hex.
+    /// The config's identity, hex: SHA-256 of the text, and of the certificate and key
+    /// files it names when it names any ([`crate::config::Config::identity`]).
     pub sha256: String,
     /// The whole config text.
     pub text: String,
+    /// The certificates it served (never their keys); empty when it serves none or
+    /// was refused before they could be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateRecord>,
     /// Applied or refused.
     pub outcome: Outcome,
     /// Why it was refused, or the warnings it was applied with (text, as `check` prints).
     pub detail: String,
     /// For a rollback: the version whose text it restored.
     pub restores: Option<u64>,
+}
+
+/// A certificate a version served, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// The listener serving it.
+    pub listener: String,
+    /// The certificate file.
+    pub cert: String,
+    /// SHA-256 of the leaf certificate (DER), hex.
+    pub fingerprint: String,
+    /// The names it covers.
+    pub names: Vec<String>,
+    /// End of its validity (RFC 3339, UTC).
+    pub not_after: String,
+}
+
+impl CertificateRecord {
+    /// The records of every certificate `config` serves.
+    pub fn of(config: &crate::config::Config) -> Vec<CertificateRecord> {
+        config
+            .certificates()
+            .map(|(listener, c)| CertificateRecord {
+                listener: listener.name.clone(),
+                cert: c.cert_path.display().to_string(),
+                fingerprint: c.fingerprint.clone(),
+                names: c.names.clone(),
+                not_after: rfc3339(c.not_after),
+            })
+            .collect()
+    }
+}
+
+/// Seconds since the Unix epoch as RFC 3339 (UTC); the epoch itself for a time
+/// before it.
+pub fn rfc3339(seconds: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// A version about to be recorded.
@@ -114,6 +157,11 @@ pub struct NewVersion<'a> {
     pub origin: Origin,
     /// The config text.
     pub text: &'a str,
+    /// The config's identity; `None`: the SHA-256 of `text` (a config that could not
+    /// be read far enough to know its files).
+    pub identity: Option<&'a str>,
+    /// The certificates it serves.
+    pub certificates: &'a [CertificateRecord],
     /// Applied or refused.
     pub outcome: Outcome,
     /// Findings or reason, as text.
@@ -236,6 +284,7 @@ mod tests {
             outcome,
             detail: String::new(),
             restores: None,
+            certificates: Vec::new(),
         }
     }
 

@@ -72,6 +72,18 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(error)?;
         connection.execute_batch(SCHEMA).map_err(error)?;
+        // Histories from before TLS lack the certificates column.
+        let has_certificates = connection
+            .prepare("SELECT 1 FROM pragma_table_info('versions') WHERE name = 'certificates'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(error)?;
+        if !has_certificates {
+            connection
+                .execute_batch(
+                    "ALTER TABLE versions ADD COLUMN certificates TEXT NOT NULL DEFAULT '[]'",
+                )
+                .map_err(error)?;
+        }
         Ok(SqliteStore {
             path,
             connection: Mutex::new(connection),
@@ -100,20 +112,24 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Version> {
         outcome: Outcome::parse(&row.get::<_, String>(5)?),
         detail: row.get(6)?,
         restores: row.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        certificates: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
-const COLUMNS: &str = "id, time, origin, sha256, text, outcome, detail, restores";
+const COLUMNS: &str = "id, time, origin, sha256, text, outcome, detail, restores, certificates";
 
 impl Store for SqliteStore {
     fn record(&self, version: NewVersion<'_>) -> Result<Version, StoreError> {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let sha = sha256(version.text);
+        let sha = version
+            .identity
+            .map_or_else(|| sha256(version.text), str::to_string);
+        let certificates = serde_json::to_string(version.certificates).unwrap_or_default();
         let connection = self.connection();
         connection
             .execute(
-                "INSERT INTO versions (time, origin, sha256, text, outcome, detail, restores)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO versions (time, origin, sha256, text, outcome, detail, restores, certificates)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     time,
                     version.origin.as_str(),
@@ -122,6 +138,7 @@ impl Store for SqliteStore {
                     version.outcome.as_str(),
                     version.detail,
                     version.restores.map(|v| v as i64),
+                    certificates,
                 ],
             )
             .map_err(|e| self.error(e))?;
@@ -134,6 +151,7 @@ impl Store for SqliteStore {
             outcome: version.outcome,
             detail: version.detail.to_string(),
             restores: version.restores,
+            certificates: version.certificates.to_vec(),
         })
     }
 
@@ -254,6 +272,8 @@ mod tests {
                 outcome: Outcome::Applied,
                 detail: "",
                 restores: None,
+                identity: None,
+                certificates: &[],
             })
             .unwrap();
         assert_eq!(first.id, 1);
@@ -264,6 +284,8 @@ mod tests {
                 outcome: Outcome::Refused,
                 detail: "error[x]",
                 restores: None,
+                identity: None,
+                certificates: &[],
             })
             .unwrap();
         assert_eq!(second.id, 2);

@@ -9,9 +9,11 @@
 //!
 //! Families: `pools` (redundancy, health checks, unused pools and listeners), `shares`
 //! (the split of traffic against capacity, hash keys), `failover` (retries, ejection,
-//! backup chains), `timeouts`, `routes`, `exposure` (the admin API). docs/lints.md shows
+//! backup chains), `timeouts`, `routes`, `exposure` (the admin API), `certificates`
+//! (HTTPS listeners' certificates and TLS versions). docs/lints.md shows
 //! every rule with an example; its examples are tested.
 
+mod certificates;
 mod exposure;
 mod failover;
 mod pools;
@@ -56,7 +58,15 @@ pub static RULES: &[Rule] = &[
     routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
     exposure::ADMIN_TOKEN_MISSING,
+    certificates::CERTIFICATE_EXPIRED,
+    certificates::CERTIFICATE_KEY_MISMATCH,
+    certificates::CERTIFICATE_EXPIRING,
+    certificates::CERTIFICATE_HOST_UNCOVERED,
+    certificates::TLS_MIN_VERSION,
 ];
+
+/// The name of the rule a reload may soften ([`crate::config::Checked::tolerate_expired`]).
+pub const CERTIFICATE_EXPIRED: &str = certificates::CERTIFICATE_EXPIRED.name;
 
 /// The rule called `name`.
 pub fn rule(name: &str) -> Option<&'static Rule> {
@@ -69,7 +79,12 @@ pub fn run(config: &Config) -> Vec<Finding> {
     for rule in RULES {
         let mut found = Vec::new();
         (rule.check)(config, &mut found);
-        let allowed = config.lint_allow.iter().find(|a| a.rule == rule.name);
+        // An error cannot be allowed: it is what would make the config fail live.
+        let allowed = config
+            .lint_allow
+            .iter()
+            .find(|a| a.rule == rule.name)
+            .filter(|_| rule.severity != Severity::Error);
         for mut finding in found {
             finding.rule = rule.name;
             finding.severity = rule.severity;

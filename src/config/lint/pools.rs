@@ -155,11 +155,14 @@ pub const LISTENER_WITHOUT_ROUTES: Rule = Rule {
     summary: "a listener that no route uses",
     explain: "A listener with no route answers every request with 404. Usually a route names \
 the wrong listener (after a rename, or when a second listener was added and routes no \
-longer default to the only one). Add a [[route]] with listener = its name, or remove it.",
+longer default to the only one). Add a [[route]] with listener = its name, or remove it. \
+A listener with `redirect_https = true` needs no route: it answers every request with a \
+redirect.",
     check: |config, out| {
         let routed: HashSet<&str> = config.routes.iter().map(|r| r.listener.as_str()).collect();
         for listener in &config.listeners {
-            if !routed.contains(listener.name.as_str()) {
+            // A redirect listener answers every request itself.
+            if !routed.contains(listener.name.as_str()) && !listener.redirect_https {
                 out.push(
                     Finding::warning(
                         "",

@@ -206,13 +206,89 @@ fn cases() -> Vec<Case> {
             at: "token_file = |\"missing",
             clean: format!("[admin]\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
         },
+        case(
+            "certificate-expired",
+            https("", "cert = \"expired.pem\", key = \"expired.key\""),
+            "[|{ cert = \"expired",
+            https("", "cert = \"site.pem\", key = \"site.key\""),
+        ),
+        case(
+            "certificate-key-mismatch",
+            https("", "cert = \"site.pem\", key = \"other.key\""),
+            "[|{ cert = \"site.pem\", key = \"other",
+            https("", "cert = \"site.pem\", key = \"site.key\""),
+        ),
+        case(
+            "certificate-expiring",
+            https("", "cert = \"expiring.pem\", key = \"expiring.key\""),
+            "[|{ cert = \"expiring",
+            https("", "cert = \"site.pem\", key = \"site.key\""),
+        ),
+        case(
+            "certificate-host-uncovered",
+            https("host = \"shop.example.org\"\n", "cert = \"site.pem\", key = \"site.key\""),
+            "|[[route]]",
+            https("host = \"www.shop.example\"\n", "cert = \"site.pem\", key = \"site.key\""),
+        ),
+        case(
+            "tls-min-version",
+            https_with("min_version = \"1.1\"", ""),
+            "min_version = |\"1.1",
+            https_with("min_version = \"1.3\"", ""),
+        ),
     ]
 }
 
-/// Checks `text` as `lb.toml` in `dir`, with `files` beside it.
+/// An HTTPS listener serving the certificate `pair`, its route (with `route`
+/// lines) and pool "web".
+fn https(route: &str, pair: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8443\"\ntls = {{ certificates = [{{ {pair} }}] }}\n\n[[route]]\n{route}pool = \"web\"\n\n[pool.web]\n{TWO}\n{WEB_HEALTH}"
+    )
+}
+
+/// An HTTPS listener serving `site.pem` with `setting` beside `certificates`.
+fn https_with(setting: &str, _route: &str) -> String {
+    https("", "cert = \"site.pem\", key = \"site.key\"").replace(
+        "tls = { certificates",
+        &format!("tls = {{ {setting}, certificates"),
+    )
+}
+
+/// Writes the certificates the TLS cases and the docs examples name, for the names
+/// `shop.example` and `*.shop.example`: `site.pem` (valid for 90 more days) with
+/// `site.key`, `expired.pem`/`.key` (ended yesterday), `expiring.pem`/`.key` (10 days
+/// left), and `other.key` (a key of no certificate).
+pub(crate) fn write_certificates(dir: &Path) {
+    let day = time::Duration::days(1);
+    let now = time::OffsetDateTime::now_utc();
+    for (name, from, to) in [
+        ("site", now - day, now + 90 * day),
+        ("expired", now - 90 * day, now - day),
+        ("expiring", now - 80 * day, now + 10 * day),
+    ] {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["shop.example".into(), "*.shop.example".into()])
+                .expect("params");
+        params.not_before = from;
+        params.not_after = to;
+        let cert = params.self_signed(&key).expect("certificate");
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+    }
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).expect("write");
+}
+
+/// Checks `text` as `lb.toml` in `dir`, with `files` beside it (and the certificates
+/// of [`write_certificates`] when it names any).
 fn check_in(dir: &Path, files: &[(&str, &str)], text: &str) -> Checked {
     for (name, contents) in files {
         std::fs::write(dir.join(name), contents).expect("write a test file");
+    }
+    if text.contains(".pem\"") && !dir.join("site.pem").exists() {
+        write_certificates(dir);
     }
     check_source(Source {
         path: dir.join("lb.toml"),
@@ -220,13 +296,14 @@ fn check_in(dir: &Path, files: &[(&str, &str)], text: &str) -> Checked {
     })
 }
 
-/// (rule, line, column) of every warning.
+/// (rule, line, column) of every lint finding (warnings, and the lint rules that are
+/// errors); the config must have passed validation.
 fn warnings(checked: &Checked) -> Vec<(&'static str, usize, usize)> {
-    assert_eq!(checked.errors(), 0, "{:#?}", checked.findings);
+    assert!(checked.config.is_some(), "{:#?}", checked.findings);
     checked
         .findings
         .iter()
-        .filter(|f| f.severity == Severity::Warning)
+        .filter(|f| f.severity == Severity::Warning || super::rule(f.rule).is_some())
         .map(|f| {
             let at = checked.source.locate(f.span.clone().unwrap_or(0..0).start);
             (f.rule, at.line, at.column)
