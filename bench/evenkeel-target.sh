@@ -51,5 +51,7 @@ else
   "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log &
 fi
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid; rm -rf "$dir"' EXIT INT TERM
+# (|| true: under set -e a failing kill or wait -- evenkeel already gone, or exiting
+# non-zero -- would end the trap before the rm)
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid || true; rm -rf "$dir"' EXIT INT TERM
 wait $pid
