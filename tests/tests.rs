@@ -16,4 +16,5 @@ mod proxy;
 mod report;
 mod sim;
 mod survive;
+mod tls;
 mod watch;

@@ -1347,6 +1347,7 @@ impl TestCertificate {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = TestCertificate::params(&[], -86_400, 90 * 86_400);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
@@ -1361,6 +1362,14 @@ impl TestCertificate {
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("params");
+        // A subject of its own: clients look issuers up by subject, and two
+        // self-signed certificates with one subject would stand for each other.
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let serial = MADE.fetch_add(1, Ordering::Relaxed);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("evenkeel test {} {serial}", std::process::id()),
+        );
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now + time::Duration::seconds(from);
         params.not_after = now + time::Duration::seconds(to);

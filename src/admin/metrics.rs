@@ -38,7 +38,7 @@ use crate::health::Verdict;
 use crate::monitor::latency;
 use crate::monitor::window::BackendView;
 use crate::monitor::{Monitor, MonitorState};
-use crate::runtime::{BackendRuntime, Runtime, Snapshot};
+use crate::runtime::{BackendRuntime, Runtime, Snapshot, TlsCounters};
 
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -92,6 +92,10 @@ pub struct Scrape {
     pub upstream_connections: u64,
     /// Webhook alerts delivered, dropped (queue full) and failed (every try failed).
     pub alerts: [u64; 3],
+    /// TLS handshakes completed with clients.
+    pub tls_handshakes: u64,
+    /// Failed TLS handshakes by reason (in the order of [`TlsCounters::REASONS`]).
+    pub tls_failures: [u64; 8],
     /// When (monotonic, `health::now()`), for ejections and usability.
     pub now: Duration,
 }
@@ -125,6 +129,8 @@ impl Scrape {
                 webhook.dropped.load(Ordering::Relaxed),
                 webhook.failed.load(Ordering::Relaxed),
             ],
+            tls_handshakes: runtime.tls.handshakes.load(Ordering::Relaxed),
+            tls_failures: std::array::from_fn(|i| runtime.tls.failures[i].load(Ordering::Relaxed)),
             now: crate::health::now(),
         }
     }
@@ -216,7 +222,8 @@ impl Collector for Scrape {
         self.traffic(&mut encoder)?;
         self.health(&mut encoder)?;
         self.window(&mut encoder)?;
-        self.config(&mut encoder)
+        self.config(&mut encoder)?;
+        self.tls(&mut encoder)
     }
 }
 
@@ -465,6 +472,41 @@ impl Scrape {
                 .alarms
                 .iter()
                 .map(|a| ([("key", a.key.as_str())], 1u64)),
+        )
+    }
+
+    /// TLS handshakes with clients, and the served certificates' ends.
+    fn tls(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        counter(
+            e,
+            "evenkeel_tls_handshakes",
+            "TLS handshakes with clients completed, all HTTPS listeners together.",
+            self.tls_handshakes,
+        )?;
+        counters(
+            e,
+            "evenkeel_tls_handshake_failures",
+            "TLS handshakes with clients that failed, by reason (timeout, closed, not_tls, protocol_version, no_shared_cipher, no_application_protocol, certificate_rejected, other).",
+            TlsCounters::REASONS
+                .iter()
+                .zip(self.tls_failures)
+                .map(|(reason, n)| ([("reason", *reason)], n)),
+        )?;
+        gauges(
+            e,
+            "evenkeel_tls_certificate_expiry_timestamp_seconds",
+            "When each served certificate expires (its notAfter), in seconds since the Unix epoch.",
+            None,
+            self.snapshot.config.certificates().map(|(listener, c)| {
+                (
+                    [
+                        ("listener", listener.name.as_str()),
+                        ("certificate", c.cert_path.to_str().unwrap_or("")),
+                        ("fingerprint", c.fingerprint.as_str()),
+                    ],
+                    c.not_after,
+                )
+            }),
         )
     }
 

@@ -47,7 +47,7 @@ use crate::runtime::Runtime;
 use crate::store::Origin;
 
 pub use listener::{Limits, ACCEPT_BACKOFF};
-pub use status::{BackendStatus, GuardThresholds, PoolStatus, Status};
+pub use status::{BackendStatus, CertificateStatus, GuardThresholds, PoolStatus, Status};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,26 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// The `[guard]` thresholds in force.
     pub guard: GuardThresholds,
+    /// The certificates HTTPS listeners serve, in config order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// A certificate an HTTPS listener serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The listener.
+    pub listener: String,
+    /// The certificate file.
+    pub cert: String,
+    /// SHA-256 of the leaf certificate (DER), hex.
+    pub fingerprint: String,
+    /// The names it covers.
+    pub names: Vec<String>,
+    /// End of its validity (RFC 3339, UTC).
+    pub not_after: String,
+    /// Days until then (negative: expired that long ago).
+    pub days_left: f64,
 }
 
 /// The `[guard]` thresholds in force: the lines alarms and the guard judge against
@@ -184,10 +204,26 @@ impl Status {
                 }
             })
             .collect();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let certificates = snapshot
+            .config
+            .certificates()
+            .map(|(listener, c)| CertificateStatus {
+                listener: listener.name.clone(),
+                cert: c.cert_path.display().to_string(),
+                fingerprint: c.fingerprint.clone(),
+                names: c.names.clone(),
+                not_after: crate::store::rfc3339(c.not_after),
+                days_left: (c.not_after - unix_now) as f64 / 86_400.0,
+            })
+            .collect();
         Status {
             config_file: snapshot.config.source.path.display().to_string(),
             pools,
             guard: GuardThresholds::of(&snapshot.config.guard),
+            certificates,
         }
     }
 }

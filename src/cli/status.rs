@@ -23,7 +23,7 @@ use super::check::Format;
 use super::client::{Admin, AdminArgs};
 use super::table::{percent, ratio, render};
 use super::{CommandResult, Exit, Failure};
-use crate::admin::{BackendStatus, GuardThresholds, PoolStatus};
+use crate::admin::{BackendStatus, CertificateStatus, GuardThresholds, PoolStatus};
 use crate::monitor::window::MIN_EXPECTED;
 
 /// Show a running evenkeel's backends, health, shares, skew and alarms.
@@ -61,6 +61,8 @@ struct StatusDocument {
     guard: Option<GuardThresholds>,
     #[serde(default)]
     monitor: Option<MonitorDocument>,
+    #[serde(default)]
+    certificates: Vec<CertificateStatus>,
 }
 
 /// The monitor's part of `/status` (`crate::monitor::MonitorState`).
@@ -184,6 +186,25 @@ fn render_status(status: &StatusDocument) -> String {
         let window = monitor.and_then(|m| m.pools.iter().find(|p| p.name == pool.name));
         out.push('\n');
         out.push_str(&pool_text(pool, window, window_seconds, max_load_ratio));
+    }
+    if !status.certificates.is_empty() {
+        out.push_str("\ncertificates:\n");
+        for c in &status.certificates {
+            let left = if c.days_left < 0.0 {
+                format!("EXPIRED {:.0} days ago", -c.days_left)
+            } else {
+                format!("{:.0} days left", c.days_left.floor())
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} ({}): until {}, {left}; sha256 {}",
+                c.listener,
+                c.cert,
+                c.names.join(", "),
+                c.not_after,
+                &c.fingerprint[..16.min(c.fingerprint.len())]
+            );
+        }
     }
     let alarms = monitor.map_or(&[][..], |m| &m.alarms[..]);
     if alarms.is_empty() {

@@ -125,6 +125,43 @@ impl Alarms {
 
 /// The conditions that hold in `views` (the last seconds of traffic) against the
 /// `[guard]` thresholds, plus the `flapping` backends `(pool, address, changes)`.
+/// A served certificate this close to its end raises the `certificate_expiry` alarm.
+pub const CERTIFICATE_ALARM_DAYS: i64 = 7;
+
+/// The certificate conditions that hold at `now` (seconds since the Unix epoch): every
+/// served certificate within [`CERTIFICATE_ALARM_DAYS`] of its end, or past it (served
+/// because it was in force when a reload or restart kept it), keyed
+/// `certificate_expiry/LISTENER/FINGERPRINT-PREFIX`.
+pub fn certificate_conditions(config: &crate::config::Config, now: i64) -> Vec<(String, String)> {
+    config
+        .certificates()
+        .filter(|(_, c)| c.not_after - now < CERTIFICATE_ALARM_DAYS * 86_400)
+        .map(|(listener, c)| {
+            let end = crate::store::rfc3339(c.not_after);
+            let when = if c.not_after < now {
+                format!("expired at {end}: clients refuse it")
+            } else {
+                format!(
+                    "expires at {end} ({:.1} days left)",
+                    (c.not_after - now) as f64 / 86_400.0
+                )
+            };
+            (
+                format!(
+                    "certificate_expiry/{}/{}",
+                    listener.name,
+                    &c.fingerprint[..12]
+                ),
+                format!(
+                    "the certificate {} of listener {:?} {when}; renew it and reload",
+                    c.cert_path.display(),
+                    listener.name
+                ),
+            )
+        })
+        .collect()
+}
+
 pub fn conditions(
     views: &[PoolView],
     guard: &Guard,

@@ -171,7 +171,11 @@ impl Loop {
             self.health_changes.pop_front();
         }
         let flapping = self.flapping();
-        let holding = alarms::conditions(&pools, &snapshot.config.guard, &flapping);
+        let mut holding = alarms::conditions(&pools, &snapshot.config.guard, &flapping);
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        holding.extend(alarms::certificate_conditions(&snapshot.config, unix_now));
         self.alarms.update(holding, now, &self.runtime.events);
         self.judge(now);
         self.monitor.state.store(Arc::new(MonitorState {

@@ -75,6 +75,8 @@ fn scrape(runtime: &Runtime, monitor: MonitorState) -> String {
         guard_rollbacks: 1,
         upstream_connections: 4,
         alerts: [5, 6, 7],
+        tls_handshakes: 8,
+        tls_failures: [1, 0, 2, 0, 0, 0, 0, 0],
         now: crate::health::now(),
     }
     .render()
@@ -160,6 +162,15 @@ fn the_exposition_reports_the_backend_counters_under_prometheus_names() {
     has(&text, r#"evenkeel_retries_total{pool="web"} 9"#);
     has(&text, r#"evenkeel_pool_panic{pool="web"} 0"#);
     has(&text, "evenkeel_upstream_connections 4");
+    has(&text, "evenkeel_tls_handshakes_total 8");
+    has(
+        &text,
+        "evenkeel_tls_handshake_failures_total{reason=\"timeout\"} 1",
+    );
+    has(
+        &text,
+        "evenkeel_tls_handshake_failures_total{reason=\"not_tls\"} 2",
+    );
     has(&text, "evenkeel_config_version 3");
     has(
         &text,
