@@ -448,6 +448,9 @@ fn certificates_rotated_in_place_by_sighup_under_load_fail_no_request() {
     );
 }
 
+/// Makes the certificate files in a folder unusable in one way.
+type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
+
 /// A reload that brings an unusable certificate is refused, and the one in force
 /// keeps serving: expired, a key of another certificate, not PEM, missing.
 #[test]
@@ -464,7 +467,7 @@ fn a_reload_with_a_bad_certificate_is_refused_and_the_old_one_keeps_serving() {
     );
     let expired = TestCertificate::valid(&["shop.example"], -10 * 86_400, -86_400);
     let other = TestCertificate::new(&["shop.example"]);
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "expired",
             Box::new(|d: &Path| drop(expired.write(d, "shop"))),
