@@ -49,6 +49,8 @@ fn demo_serves_traffic_shows_status_and_stops_by_itself() {
             "0",
             "--admin-port",
             "0",
+            "--https-port",
+            "0",
             "--duration",
             "4s",
             "--rate",
@@ -87,6 +89,32 @@ fn demo_serves_traffic_shows_status_and_stops_by_itself() {
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("x-backend:"), "{head}");
     assert!(body.starts_with("hello from "), "{body}");
+
+    // The HTTPS line it prints works as printed.
+    let https = intro
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("curl -i --cacert "))
+        .unwrap_or_else(|| panic!("no curl --cacert line in:\n{intro}"));
+    let (cacert, url) = https.split_once(' ').expect("cacert and URL");
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--cacert", cacert, url])
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
 
     assert_eq!(get(admin, "/healthz", &[]).0, 200);
     assert_eq!(get(admin, "/status", &[]).0, 401, "status needs the token");

@@ -30,6 +30,10 @@ pub struct Args {
     /// Port of the admin API on 127.0.0.1, likewise.
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
+    /// Port of the HTTPS listener on 127.0.0.1, likewise (its certificate, for
+    /// `localhost` and 127.0.0.1, is made at start).
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
     /// Stop by itself after this long (e.g. "30s"); default: run until Ctrl-C.
     #[arg(long, value_parser = values::parse_duration)]
     duration: Option<Duration>,
@@ -60,7 +64,13 @@ pub fn run(args: &Args) -> CommandResult {
     let _cleanup = RemoveOnDrop(folder.clone());
     let port = free_port(args.port).map_err(runtime_error)?;
     let admin_port = free_port(args.admin_port).map_err(runtime_error)?;
-    let config_path = write_files(&folder, port, admin_port, &backends).map_err(runtime_error)?;
+    let https_port = free_port(args.https_port).map_err(runtime_error)?;
+    let ports = Ports {
+        http: port,
+        https: https_port,
+        admin: admin_port,
+    };
+    let config_path = write_files(&folder, ports, &backends).map_err(runtime_error)?;
 
     // The demo's config goes through the same pipeline as any other.
     let checked = config::check_file(&config_path)
@@ -90,11 +100,12 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let served = Served::start(&config_path, config, options)?;
     let listen = served.running.listeners[0].1;
+    let https = served.running.listeners[1].1;
     let admin = served
         .admin
         .context("the demo has an admin listener")
         .map_err(runtime_error)?;
-    print_intro(listen, admin, &folder, &config_path, &backends);
+    print_intro(listen, https, admin, &folder, &config_path, &backends);
 
     let traffic = (args.rate > 0).then(|| start_traffic(listen, args.rate));
     let names: Vec<(String, String)> = backends
@@ -133,15 +144,24 @@ fn free_port(preferred: u16) -> anyhow::Result<u16> {
         })
 }
 
-fn write_files(
-    folder: &Path,
-    port: u16,
-    admin_port: u16,
-    backends: &[StandIn],
-) -> anyhow::Result<PathBuf> {
+/// The demo's ports on 127.0.0.1.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    http: u16,
+    https: u16,
+    admin: u16,
+}
+
+fn write_files(folder: &Path, ports: Ports, backends: &[StandIn]) -> anyhow::Result<PathBuf> {
+    let Ports {
+        http: port,
+        https: https_port,
+        admin: admin_port,
+    } = ports;
     std::fs::create_dir_all(folder)
         .with_context(|| format!("cannot create {}", folder.display()))?;
     std::fs::write(folder.join("admin.token"), format!("{}\n", random_token()?))?;
+    write_certificate(folder)?;
     let [fast, medium, slow] = backends else {
         anyhow::bail!("the demo needs three backends");
     };
@@ -158,7 +178,17 @@ token_file = "admin.token"
 name = "public"
 listen = "127.0.0.1:{port}"
 
+[[listener]]
+name = "https"
+listen = "127.0.0.1:{https_port}"
+tls = {{ certificates = [{{ cert = "demo.pem", key = "demo.key" }}] }}   # made at start
+
 [[route]]
+listener = "public"
+pool = "web"
+
+[[route]]
+listener = "https"
 pool = "web"
 
 [pool.web]
@@ -181,6 +211,34 @@ interval = "2s"
     Ok(path)
 }
 
+/// A self-signed certificate for `localhost` and 127.0.0.1, valid for 30 days:
+/// `demo.pem` and `demo.key` (readable by the owner only).
+fn write_certificate(folder: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = rcgen::KeyPair::generate().context("cannot make a key for the demo certificate")?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .context("demo certificate names")?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "evenkeel demo");
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (now + Duration::from_secs(30 * 86_400)).into();
+    let cert = params
+        .self_signed(&key)
+        .context("cannot make the demo certificate")?;
+    std::fs::write(folder.join("demo.pem"), cert.pem())?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(folder.join("demo.key"))?
+        .write_all(key.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
 fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
@@ -191,6 +249,7 @@ fn random_token() -> anyhow::Result<String> {
 
 fn print_intro(
     listen: SocketAddr,
+    https: SocketAddr,
     admin: SocketAddr,
     folder: &Path,
     config: &Path,
@@ -207,6 +266,7 @@ fn print_intro(
         r#"evenkeel demo is running (pid {pid})
 
   load balancer  http://{listen}
+  https          https://localhost:{https_port}
   admin API      http://{admin}
   backends       {names}
   config         {config}
@@ -216,6 +276,7 @@ the requests and the others 25% each. Background traffic: see the summary lines.
 
 Try:
   curl -i http://{listen}/
+  curl -i --cacert {cacert} https://localhost:{https_port}/
   curl -s -H "Authorization: Bearer $(cat {token})" http://{admin}/status
   curl -s http://{admin}/healthz
   {exe} status -c {config}
@@ -232,6 +293,8 @@ Ctrl-C to stop."#,
         names = names.join(", "),
         config = config.display(),
         token = token.display(),
+        https_port = https.port(),
+        cacert = folder.join("demo.pem").display(),
     );
     let _ = std::io::stdout().flush();
 }
