@@ -419,6 +419,29 @@ mod tests {
     }
 
     #[test]
+    fn certificates_show_their_names_end_and_days_left() {
+        let mut status = document();
+        status.certificates = serde_json::from_value(serde_json::json!([
+            { "listener": "https", "cert": "/etc/evenkeel/shop.pem",
+              "fingerprint": "5a5059e309a0767d47bb2be442968a2b", "names": ["shop.example", "*.shop.example"],
+              "not_after": "2027-01-05T00:00:00Z", "days_left": 35.6 },
+            { "listener": "https", "cert": "/etc/evenkeel/old.pem",
+              "fingerprint": "2a7f50678becb2a108f51549edd01f40", "names": ["old.example"],
+              "not_after": "2026-11-28T00:00:00Z", "days_left": -2.4 }
+        ]))
+        .expect("certificates");
+        let text = render_status(&status);
+        assert!(
+            text.contains("certificates:\n  https /etc/evenkeel/shop.pem (shop.example, *.shop.example): until 2027-01-05T00:00:00Z, 35 days left; sha256 5a5059e309a0767d\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("until 2026-11-28T00:00:00Z, EXPIRED 2 days ago"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_quiet_window_is_never_marked() {
         let mut status = document();
         if let Some(monitor) = status.monitor.as_mut() {

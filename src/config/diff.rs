@@ -449,10 +449,27 @@ fn listeners(old: &Config, new: &Config, changes: &mut Vec<Change>) {
             });
             continue;
         };
-        let fields: [(&str, ListenerField); 3] = [
+        let fields: [(&str, ListenerField); 6] = [
             ("listen", |l| l.listen.to_string()),
             ("header_timeout", |l| format_duration(l.header_timeout)),
             ("max_connections", |l| l.max_connections.to_string()),
+            ("redirect_https", |l| l.redirect_https.to_string()),
+            ("tls.min_version", |l| {
+                l.tls
+                    .as_ref()
+                    .map_or("-".into(), |t| t.min_version.as_str().into())
+            }),
+            // Each certificate by its file and the first bytes of its fingerprint, so a
+            // renewal written over the same files shows as a change.
+            ("tls.certificates", |l| {
+                l.tls.as_ref().map_or("none".into(), |t| {
+                    t.certificates
+                        .iter()
+                        .map(|c| format!("{} ({})", c.cert_path.display(), &c.fingerprint[..12]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            }),
         ];
         for (field, value) in fields {
             if let Some(setting) = compare(field, value(before), value(listener)) {

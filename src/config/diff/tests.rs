@@ -249,3 +249,35 @@ fn admin_limits_are_compared_when_both_have_an_admin_listener() {
         .collect();
     assert_eq!(shown.len(), 2, "{shown:?}");
 }
+
+#[test]
+fn a_certificate_renewed_over_the_same_files_is_a_listener_change() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    crate::config::lint::tests::write_certificates(dir.path());
+    let text = BASE.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\ntls = { certificates = [{ cert = \"site.pem\", key = \"site.key\" }] }",
+    );
+    let load = || {
+        let checked = crate::config::check_source(Source {
+            path: dir.path().join("t.toml"),
+            text: text.clone(),
+        });
+        checked.config.expect("valid")
+    };
+    let before = load();
+    assert_eq!(diff(&before, &load()), vec![]);
+    std::fs::copy(dir.path().join("expiring.pem"), dir.path().join("site.pem")).expect("copy");
+    std::fs::copy(dir.path().join("expiring.key"), dir.path().join("site.key")).expect("copy");
+    let after = load();
+    assert_ne!(before.identity(), after.identity());
+    let changes = diff(&before, &after);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let Change::ListenerChanged { name, setting } = &changes[0] else {
+        panic!("{changes:?}");
+    };
+    assert_eq!(
+        (name.as_str(), setting.field.as_str()),
+        ("public", "tls.certificates")
+    );
+}

@@ -96,4 +96,4 @@ pub fn run(config: &Config) -> Vec<Finding> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
