@@ -239,7 +239,7 @@ impl Applier {
         checked.tolerate_expired(
             &running
                 .certificates()
-                .map(|(_, c)| c.fingerprint.clone())
+                .map(|(l, c)| config::served_key(&l.name, &c.fingerprint))
                 .collect(),
         );
         let certificates = checked
@@ -279,7 +279,7 @@ impl Applier {
         // A config the guard rolled back is not applied again by accident (a SIGHUP of
         // the same file, a retried deploy): only with force.
         if !options.force && origin != Origin::Rollback {
-            if let Ok(Some(rejection)) = self.store.rejection(&sha) {
+            if let Some(rejection) = self.rejection(&sha, &checked.source.text) {
                 let reason = format!(
                     "this config (version {}) was rolled back by the guard at {}: {}; apply it again with --force if you mean it",
                     rejection.version, rejection.time, rejection.reason
@@ -368,18 +368,53 @@ impl Applier {
         ))
     }
 
-    /// The guard's verdict on `version`: roll back to `previous`, mark `version`'s text
-    /// rejected, and say so. Does nothing when `version` is no longer in force.
+    /// The guard's rejection of a config: by its identity, or by its text alone (a
+    /// config the guard rolled back stays refused when only its certificate files
+    /// changed since, such as by a renewal).
+    fn rejection(&self, identity: &str, text: &str) -> Option<store::Rejection> {
+        let by_identity = self.store.rejection(identity).ok().flatten();
+        by_identity.or_else(|| self.store.rejection(&store::sha256(text)).ok().flatten())
+    }
+
+    /// The guard's verdict on `version`: roll back to `previous`, mark `version`
+    /// rejected, and say so. Does nothing when `version` is no longer in force. A
+    /// change made only in certificate or key files cannot be rolled back (evenkeel
+    /// keeps no keys): that is said loudly, and nothing is marked.
     pub fn guard_rollback(&self, version: u64, previous: u64, reason: &str) {
         if self.current() != version {
             return;
         }
-        let identity = match self.store.version(version) {
-            Ok(Some(v)) => v.sha256,
-            _ => store::sha256(""),
-        };
-        if let Err(e) = self.store.reject(&identity, version, reason) {
-            tracing::error!(error = %e, "ALARM: cannot mark the rolled-back config as rejected");
+        let read = |id| self.store.version(id).ok().flatten();
+        let (rejected, restore) = (read(version), read(previous));
+        if let (Some(rejected), Some(restore)) = (&rejected, &restore) {
+            if rejected.text == restore.text {
+                let why = format!(
+                    "{reason}; the change was only in certificate or key files, which evenkeel does not keep: put the previous files back and reload"
+                );
+                tracing::error!(
+                    version,
+                    previous,
+                    "ALARM: the guard cannot roll back: {why}"
+                );
+                self.runtime.events.emit(Event::Guard {
+                    version,
+                    verdict: "rollback_failed",
+                    reason: why,
+                    restored: None,
+                });
+                return;
+            }
+        }
+        // By identity, and by text: the text alone was the breach (a renewal of the
+        // certificate files must not let it back in).
+        if let Some(rejected) = &rejected {
+            let mut keys = vec![rejected.sha256.clone(), store::sha256(&rejected.text)];
+            keys.dedup();
+            for key in keys {
+                if let Err(e) = self.store.reject(&key, version, reason) {
+                    tracing::error!(error = %e, "ALARM: cannot mark the rolled-back config as rejected");
+                }
+            }
         }
         let restored = match self.rollback(Some(previous)) {
             Ok(Applied::Applied {
@@ -420,4 +455,123 @@ pub struct ApplyOptions {
     pub expect_shift: bool,
     /// Apply even a config the guard rolled back before.
     pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// An HTTPS listener on site.pem/site.key and pool "web" over `backend`.
+    fn text(backend: &str) -> String {
+        format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+             tls = {{ certificates = [{{ cert = \"site.pem\", key = \"site.key\" }}] }}\n\
+             [[route]]\npool = \"web\"\n\
+             [pool.web]\nbackends = [{{ address = \"{backend}\" }}, {{ address = \"127.0.0.1:9002\" }}]\n"
+        )
+    }
+
+    /// An applier for `text(good)` in `dir` (with the lint certificates written there).
+    fn applier(dir: &std::path::Path) -> Applier {
+        crate::config::lint::tests::write_certificates(dir);
+        let path = dir.join("lb.toml");
+        std::fs::write(&path, text("127.0.0.1:9001")).expect("write");
+        let checked = config::check_file(&path).expect("read");
+        let runtime = Runtime::new(checked.config.expect("valid"));
+        let store = SqliteStore::open(&dir.join("state")).expect("store");
+        Applier::start(runtime, Arc::new(store), path).expect("applier")
+    }
+
+    /// Renews site.pem/site.key with other files (the lint set's `expiring` pair).
+    fn renew(dir: &std::path::Path) {
+        std::fs::copy(dir.join("expiring.pem"), dir.join("site.pem")).expect("copy");
+        std::fs::copy(dir.join("expiring.key"), dir.join("site.key")).expect("copy");
+    }
+
+    fn apply(applier: &Applier, text: String) -> Applied {
+        applier.apply(
+            text,
+            "lb.toml".into(),
+            Origin::Sighup,
+            ApplyOptions::default(),
+        )
+    }
+
+    /// A config the guard rolled back stays refused after a certificate renewal changed
+    /// its identity: its text was the breach.
+    #[test]
+    fn a_rolled_back_config_stays_refused_after_its_certificates_are_renewed() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let applier = applier(dir.path());
+        let bad = text("127.0.0.1:9003");
+        let Applied::Applied { version, .. } = apply(&applier, bad.clone()) else {
+            panic!("the bad config applies");
+        };
+        applier.guard_rollback(version.id, 1, "error rate 100%");
+        assert_eq!(applier.current(), 3, "rolled back to version 1's text");
+        renew(dir.path());
+        let again = apply(&applier, bad);
+        assert!(
+            matches!(&again, Applied::Refused { reason: Some(r), .. } if r.contains("rolled back by the guard")),
+            "{again:?}"
+        );
+    }
+
+    /// A change only in certificate files cannot be rolled back (no keys are kept):
+    /// the guard says so, and marks nothing rejected.
+    #[test]
+    fn a_change_only_in_certificate_files_is_not_rolled_back_in_name_only() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let applier = applier(dir.path());
+        let mut events = applier.runtime.events.subscribe();
+        renew(dir.path());
+        let Applied::Applied { version, .. } = apply(&applier, text("127.0.0.1:9001")) else {
+            panic!("the renewal applies");
+        };
+        applier.guard_rollback(version.id, 1, "error rate 100%");
+        assert_eq!(applier.current(), version.id, "nothing changed");
+        assert_eq!(applier.counts().guard_rollbacks(), 0);
+        let verdict = std::iter::from_fn(|| events.try_recv().ok())
+            .find_map(|e| match e {
+                Event::Guard {
+                    verdict, reason, ..
+                } => Some((verdict, reason)),
+                _ => None,
+            })
+            .expect("a guard verdict");
+        assert_eq!(verdict.0, "rollback_failed");
+        assert!(
+            verdict.1.contains("only in certificate or key files"),
+            "{}",
+            verdict.1
+        );
+        assert!(matches!(
+            applier.store().rejection(&version.sha256),
+            Ok(None)
+        ));
+    }
+
+    /// `guard.deny_warnings` does not refuse a config for a certificate's approaching
+    /// end (the calendar's warning, not the change's); the caller's own
+    /// `--deny-warnings` still does.
+    #[test]
+    fn deny_warnings_in_the_config_ignores_a_certificate_close_to_its_end() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        crate::config::lint::tests::write_certificates(dir.path());
+        renew(dir.path());
+        let checked = config::check_source(Source {
+            path: dir.path().join("lb.toml"),
+            text: format!(
+                "{}[pool.web.health]\npath = \"/healthz\"\n[guard]\ndeny_warnings = true\n",
+                text("127.0.0.1:9001")
+            ),
+        });
+        assert!(checked
+            .findings
+            .iter()
+            .any(|f| f.rule == "certificate-expiring"));
+        assert!(!checked.is_rejected(false), "{:?}", checked.findings);
+        assert!(checked.is_rejected(true));
+    }
 }

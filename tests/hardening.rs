@@ -22,7 +22,7 @@ fn config(backend: &str, listener_extra: &str, pool_extra: &str) -> String {
 }
 
 /// A backend on 127.0.0.1 that runs `serve` on each connection in a thread of its own.
-fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+pub(crate) fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let serve = Arc::new(serve);
@@ -53,7 +53,7 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
 
 /// Reads one request head and its `Content-Length` body from `stream`; `None` when the
 /// connection ends first.
-fn read_request(stream: &mut TcpStream) -> Option<String> {
+pub(crate) fn read_request(stream: &mut TcpStream) -> Option<String> {
     let head = read_head(stream)?;
     let length: usize = head
         .lines()
@@ -73,7 +73,7 @@ fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
 }
 
 /// Waits up to `limit` for the server to close `stream`; how long that took, or `None`.
-fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+pub(crate) fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut sink = [0u8; 4096];

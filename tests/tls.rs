@@ -584,3 +584,130 @@ fn a_certificate_that_expired_in_force_still_serves_after_a_restart_with_an_alar
         refused.stderr
     );
 }
+
+/// A blocking rustls client to `addr` for `name`, trusting `cert` alone; its socket's
+/// receive buffer is `receive_buffer` bytes when given.
+fn tls_client(
+    addr: SocketAddr,
+    name: &str,
+    cert: &TestCertificate,
+    receive_buffer: Option<usize>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).expect("PEM"))
+        .expect("a root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    }
+    socket.connect(&addr.into()).expect("connect");
+    let tcp: TcpStream = socket.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let server_name = pki_types::ServerName::try_from(name.to_string()).expect("a name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), server_name).expect("client");
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// A response's last bytes over TLS went out only at the connection's next write or
+/// its close (`header_timeout` later): tokio-rustls keeps what the socket would not
+/// take until it is flushed. A client that reads late still gets all of it at once.
+#[test]
+fn the_end_of_a_response_over_tls_is_not_held_back_until_the_next_write() {
+    let backend = Backend::start("b1");
+    let dir = Dir::new();
+    let cert = TestCertificate::new(&["shop.example"]);
+    let files = cert.write(dir.path(), "shop");
+    let proxy = Proxy::start(&config(&entry(&files), "", &backend.address(), ""), 1);
+    let mut client = tls_client(
+        proxy.listener("https"),
+        "shop.example",
+        &cert,
+        Some(128 * 1024),
+    );
+    let length = 4_000_000;
+    client
+        .write_all(
+            format!("GET /download/{length} HTTP/1.1\r\nhost: shop.example\r\n\r\n").as_bytes(),
+        )
+        .expect("send");
+    // Let the socket fill while nobody reads.
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        let n = client.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early after {} bytes", received.len());
+        received.extend_from_slice(&buf[..n]);
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    while received.len() - head_end < length {
+        let n = client.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "closed early after {} bytes",
+            received.len() - head_end
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the body took {took:?} (header_timeout is 10 s)"
+    );
+}
+
+/// A client that closes properly over TLS (close_notify, then FIN) cancels its request
+/// like one that just closes; a peek saw the alert's bytes and took them for a
+/// pipelined request.
+#[test]
+fn a_tls_client_that_closes_with_close_notify_cancels_its_request() {
+    use std::sync::{Arc, Mutex};
+    let upstream_closed: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let seen = Arc::clone(&upstream_closed);
+    let backend = crate::hardening::raw_backend(move |mut stream| {
+        if crate::hardening::read_request(&mut stream).is_none() {
+            return;
+        }
+        if crate::hardening::closed_within(&mut stream, Duration::from_secs(15)).is_some() {
+            *seen.lock().expect("lock") = Some(Instant::now());
+        }
+    });
+    let dir = Dir::new();
+    let cert = TestCertificate::new(&["shop.example"]);
+    let files = cert.write(dir.path(), "shop");
+    let proxy = Proxy::start(&config(&entry(&files), "", &backend.to_string(), ""), 1);
+    let mut client = tls_client(proxy.listener("https"), "shop.example", &cert, None);
+    client
+        .write_all(b"GET /abandoned HTTP/1.1\r\nhost: shop.example\r\n\r\n")
+        .expect("send");
+    client.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    client.conn.send_close_notify();
+    client.flush().expect("send close_notify");
+    let left = Instant::now();
+    drop(client);
+    let cancelled = eventually(Duration::from_secs(5), || {
+        upstream_closed.lock().expect("lock").is_some()
+    });
+    assert!(
+        cancelled,
+        "the backend's connection was still open 5 s after the client left"
+    );
+    let after = upstream_closed.lock().expect("lock").map(|at| at - left);
+    assert!(after < Some(Duration::from_secs(2)), "{after:?}");
+}

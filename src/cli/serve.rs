@@ -232,10 +232,15 @@ fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
     if !state_dir.join("evenkeel.db").is_file() {
         return Default::default();
     }
-    let Ok(store) = SqliteStore::open(state_dir) else {
-        return Default::default();
+    let versions = SqliteStore::open(state_dir).and_then(|store| store.versions());
+    let versions = match versions {
+        Ok(versions) => versions,
+        Err(e) => {
+            // Then an expired certificate the last run served is refused like a new one.
+            eprintln!("warning: cannot read the history to know which certificates the last run served: {e}");
+            return Default::default();
+        }
     };
-    let versions = store.versions().unwrap_or_default();
     versions
         .iter()
         .rev()
@@ -243,7 +248,7 @@ fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
         .map(|v| {
             v.certificates
                 .iter()
-                .map(|c| c.fingerprint.clone())
+                .map(|c| config::served_key(&c.listener, &c.fingerprint))
                 .collect()
         })
         .unwrap_or_default()
@@ -253,7 +258,15 @@ fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
 /// before — then the last applied version that was not rolled back, said loudly
 /// (DESIGN: a restart with a rejected file keeps the last good version).
 fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -> Config {
-    let Ok(Some(rejection)) = store.rejection(&config.identity()) else {
+    let rejection = store
+        .rejection(&config.identity())
+        .ok()
+        .flatten()
+        .or_else(|| {
+            let by_text = crate::store::sha256(&config.source.text);
+            store.rejection(&by_text).ok().flatten()
+        });
+    let Some(rejection) = rejection else {
         return config;
     };
     let versions = store.versions().unwrap_or_default();

@@ -59,15 +59,16 @@ impl Checked {
             .count()
     }
 
-    /// Turns `certificate-expired` errors into warnings for the certificates whose
-    /// fingerprints are in `in_force` (served now, or when the process last ran): a
+    /// Turns `certificate-expired` errors into warnings for the certificates in
+    /// `in_force` ([`served_key`]s: served by that listener now, or when the process
+    /// last ran): a
     /// reload or restart that keeps an expired certificate must not stop serving it —
     /// the alarm says to renew it. A new expired certificate stays an error.
     pub fn tolerate_expired(&mut self, in_force: &std::collections::HashSet<String>) {
         let Some(config) = &self.config else { return };
         let tolerated: Vec<Span> = config
             .certificates()
-            .filter(|(_, c)| in_force.contains(&c.fingerprint))
+            .filter(|(l, c)| in_force.contains(&served_key(&l.name, &c.fingerprint)))
             .map(|(_, c)| c.span.clone())
             .collect();
         for finding in &mut self.findings {
@@ -83,11 +84,33 @@ impl Checked {
     }
 
     /// Whether the config must be refused: any error, or any warning when
-    /// `deny_warnings` (or the config's own `guard.deny_warnings`) is set.
+    /// `deny_warnings` (the caller's) is set, or any warning but the clock's when the
+    /// config's own `guard.deny_warnings` is: a certificate's approaching (or, still
+    /// served, passed) end is a warning the calendar raises, not the change, and a
+    /// config must not stop starting or reloading because of it (the alarm says it).
     pub fn is_rejected(&self, deny_warnings: bool) -> bool {
-        let deny = deny_warnings || self.config.as_ref().is_some_and(|c| c.guard.deny_warnings);
-        self.config.is_none() || self.errors() > 0 || (deny && self.warnings() > 0)
+        let Some(config) = &self.config else {
+            return true;
+        };
+        if self.errors() > 0 {
+            return true;
+        }
+        if deny_warnings {
+            return self.warnings() > 0;
+        }
+        config.guard.deny_warnings
+            && self.findings.iter().any(|f| {
+                f.severity == Severity::Warning
+                    && f.allowed.is_none()
+                    && !lint::CLOCK_RULES.contains(&f.rule)
+            })
     }
+}
+
+/// How a certificate served by a listener is named in [`Checked::tolerate_expired`]'s
+/// set: `LISTENER/FINGERPRINT`.
+pub fn served_key(listener: &str, fingerprint: &str) -> String {
+    format!("{listener}/{fingerprint}")
 }
 
 /// Reads and checks the file at `path`. Fails only when the file cannot be read (see

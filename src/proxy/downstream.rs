@@ -90,6 +90,11 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// the socket shows nothing, so it is ready at once (an idle TLS connection keeps
     /// its read buffer).
     fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// While a request is served with its body read: `Ready(true)` once the client has
+    /// closed or broken its connection, `Ready(false)` once it sent more (a pipelined
+    /// request, which then waits its turn; it may have been read into `read`).
+    fn poll_closed(&mut self, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<bool>;
 }
 
 impl ClientStream for TcpStream {
@@ -99,6 +104,26 @@ impl ClientStream for TcpStream {
 
     fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    /// Peeks, so a pipelined request stays in the socket.
+    fn poll_closed(&mut self, _: &mut BytesMut, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            if ready!(self.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(true);
+            }
+            let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+            let peeked = self.try_io(tokio::io::Interest::READABLE, || {
+                socket2::SockRef::from(&*self).peek(&mut probe)
+            });
+            match peeked {
+                Ok(0) => return Poll::Ready(true),
+                Ok(_) => return Poll::Ready(false),
+                // Stale readiness, now cleared: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(true),
+            }
+        }
     }
 }
 
@@ -110,6 +135,16 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     fn poll_idle(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// Reads through the session: the socket's bytes may be only a close_notify (the
+    /// client closed properly) or a session message, which a peek cannot tell from a
+    /// pipelined request. One read at most (a pipelined request lands in `read`).
+    fn poll_closed(&mut self, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<bool> {
+        match ready!(h1::poll_fill(self, read, cx)) {
+            Ok(0) | Err(_) => Poll::Ready(true),
+            Ok(_) => Poll::Ready(false),
+        }
+    }
 }
 
 /// The client connection, shared by the serving loop and the request body.
@@ -120,6 +155,8 @@ struct Inbound<S> {
     body: Framing,
     /// Bytes of [`CONTINUE`] still to write before the body is read (0: none owed).
     continue_left: usize,
+    /// [`CONTINUE`] is written but may not be flushed yet.
+    continue_unflushed: bool,
 }
 
 type Shared<S> = Rc<RefCell<Inbound<S>>>;
@@ -145,6 +182,12 @@ impl<S: ClientStream> Body for RequestBody<S> {
                 return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::WriteZero).into())));
             }
             inbound.continue_left -= written;
+            // Out of a TLS session's buffer too: the client waits for it to send.
+            inbound.continue_unflushed = inbound.continue_left == 0;
+        }
+        if inbound.continue_unflushed {
+            ready!(Pin::new(&mut inbound.stream).poll_flush(cx))?;
+            inbound.continue_unflushed = false;
         }
         let piece = ready!(h1::poll_body(
             &mut inbound.stream,
@@ -206,6 +249,7 @@ pub async fn serve<S: ClientStream>(
         read: BytesMut::new(),
         body: Framing::Done,
         continue_left: 0,
+        continue_unflushed: false,
     }));
     let mut spans = Vec::new();
     // The client closed or broke its side: nothing of it is left to read.
@@ -292,6 +336,9 @@ pub async fn serve<S: ClientStream>(
             Ok(false) => break,
             Err(Ended::Client(e)) => {
                 tracing::debug!(client = %client.addr, error = %e, "writing a response failed");
+                // A client that takes nothing would not take a graceful close either
+                // (over TLS, the close_notify waits behind the unsent tail): reset.
+                reset = true;
                 break;
             }
             Err(Ended::Aborted { close_delimited }) => {
@@ -313,8 +360,10 @@ pub async fn serve<S: ClientStream>(
         let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
         return;
     }
-    // Our side first, so what was written reaches the client before the close.
-    let _ = stream.shutdown().await;
+    // Our side first, so what was written reaches the client before the close. Over
+    // TLS this writes (close_notify, and whatever the session still holds): bounded, so
+    // a client that stops reading cannot keep the connection, and its slot, open.
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
     if !client_done {
         // Lingering close (RFC 9112 §9.6): closing with unread bytes from the client
         // would reset the connection and could destroy the answer just sent (a 400, a
@@ -341,31 +390,16 @@ pub async fn serve<S: ClientStream>(
 async fn client_gone<S: ClientStream>(inbound: &Shared<S>) {
     let mut pipelined = false;
     poll_fn(|cx| {
-        let inbound = inbound.borrow();
+        let mut inbound = inbound.borrow_mut();
+        let inbound = &mut *inbound;
         if pipelined || inbound.body != Framing::Done || !inbound.read.is_empty() {
             return Poll::Pending;
         }
-        loop {
-            let tcp = inbound.stream.tcp();
-            match tcp.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(())) => {}
-            }
-            let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-            let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {
-                socket2::SockRef::from(tcp).peek(&mut probe)
-            });
-            match peeked {
-                Ok(0) => return Poll::Ready(()),
-                Ok(_) => {
-                    pipelined = true;
-                    return Poll::Pending;
-                }
-                // Stale readiness, now cleared: wait for the next.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(()),
-            }
+        if ready!(inbound.stream.poll_closed(&mut inbound.read, cx)) {
+            Poll::Ready(())
+        } else {
+            pipelined = true;
+            Poll::Pending
         }
     })
     .await

@@ -169,8 +169,14 @@ impl Worker {
         }
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
-        if let (Some(tls), Some(host)) = (&client.tls, host_name) {
-            if !tls.may_serve(host) {
+        if let Some(tls) = &client.tls {
+            // A host that cannot be read as text cannot be checked against the
+            // certificate either: with SNI, it is misdirected too.
+            let misdirected = match host_name {
+                Some(host) => !tls.may_serve(host),
+                None => host.is_some() && tls.server_name.is_some(),
+            };
+            if misdirected {
                 return refuse(Refusal::Misdirected, None);
             }
         }
@@ -661,22 +667,17 @@ enum TryError {
     Exchange(#[from] h1::Error),
 }
 
-/// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
-/// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
 impl Worker {
     /// A 308 to the request's URL over `https://`: the port of the config's first
     /// TLS listener (left out when it is 443), or 443 when it has none. `None` when
-    /// the request names no host.
+    /// the request names no host, or one that is not a plain host name or IP address
+    /// (`a@b`, `a/b`, spaces...: it would redirect elsewhere than it says).
     fn redirect_https(
         &self,
         parts: &http::request::Parts,
         snapshot: &Snapshot,
     ) -> Option<Response<ProxyBody>> {
-        let host = request_host(parts)?;
-        let host = strip_port(host.to_str().ok()?);
-        if host.is_empty() {
-            return None;
-        }
+        let host = redirect_host(request_host(parts)?.to_str().ok()?)?;
         let port = snapshot
             .config
             .listeners
@@ -684,12 +685,13 @@ impl Worker {
             .position(|l| l.tls.is_some())
             .and_then(|i| self.bound.get(i))
             .map_or(443, SocketAddr::port);
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
+        // `OPTIONS *` and the like: the site's root.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or("/");
         let location = if port == 443 {
             format!("https://{host}{target}")
         } else {
@@ -704,6 +706,33 @@ impl Worker {
     }
 }
 
+/// The host of `authority` (a `Host` value) as a redirect may name it: a DNS name
+/// (letters, digits, `-`, `_`, `.`), an IPv4 address, or an IPv6 address in brackets;
+/// the port dropped. `None` for anything else.
+fn redirect_host(authority: &str) -> Option<String> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        return port_ok.then(|| format!("[{ip}]"));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return None,
+        None => authority,
+    };
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    plain.then(|| host.to_ascii_lowercase())
+}
+
+/// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
+/// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
 fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
     request
         .uri
@@ -892,6 +921,34 @@ impl Drop for Streamed {
 mod tests {
     use super::*;
     use crate::config::{check_source, Source};
+
+    /// A redirect names only a plain host: what a hostile `Host` could turn into
+    /// another destination (userinfo, a path, a fragment, spaces) is refused.
+    #[test]
+    fn a_redirect_takes_only_a_plain_host_name_or_ip_address() {
+        assert_eq!(
+            redirect_host("Shop.Example:8080").as_deref(),
+            Some("shop.example")
+        );
+        assert_eq!(redirect_host("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(redirect_host("[::1]:8080").as_deref(), Some("[::1]"));
+        for hostile in [
+            "good.com@evil.com",
+            "good.com:1@evil.com",
+            "good.com/evil.com",
+            "good.com#x",
+            "good.com?x",
+            "a b",
+            "::1",
+            "[::1]x",
+            "[nope]",
+            "",
+            ":80",
+            "good.com:",
+        ] {
+            assert_eq!(redirect_host(hostile), None, "{hostile:?}");
+        }
+    }
 
     /// The 503 path in its two parts (the whole path through `serve` is covered by
     /// tests/survive.rs): with every backend unusable (here: weight 0, which only a

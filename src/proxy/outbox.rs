@@ -211,21 +211,39 @@ impl Outbox {
 }
 
 /// Writes `slices` to `stream`: one slice with a plain write (`send`), several with a
-/// vectored one (`writev`).
+/// vectored one (`writev`). No slices at all is a flush (`Ok(0)` once done): a TLS
+/// stream keeps what it has encrypted but not yet sent, and the writers here flush
+/// before they wait for more to write, or finish (for a TCP socket it returns at once).
 pub fn poll_write_slices<S: AsyncWrite>(
     stream: Pin<&mut S>,
     cx: &mut Context<'_>,
     slices: &[IoSlice<'_>],
 ) -> Poll<io::Result<usize>> {
     match slices {
+        [] => stream.poll_flush(cx).map_ok(|()| 0),
         [one] => stream.poll_write(cx, one),
         _ => stream.poll_write_vectored(cx, slices),
     }
 }
 
-/// Writes `bytes` through `writer`, each pause bounded by `stall` (the timer is made
-/// only once a write has to wait): a peer that takes nothing for its limit fails it
-/// with `TimedOut`.
+/// Flushes `writer` (see [`poll_write_slices`]); a pause is bounded by `stall`.
+pub async fn flush<W>(writer: &mut W, stall: &mut Stall) -> io::Result<()>
+where
+    W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+{
+    poll_fn(|cx| match writer(cx, &[]) {
+        Poll::Pending => {
+            ready!(stall.poll_paused(cx));
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+        }
+        Poll::Ready(done) => Poll::Ready(done.map(drop)),
+    })
+    .await
+}
+
+/// Writes `bytes` through `writer` and flushes it, each pause bounded by `stall` (the
+/// timer is made only once a write has to wait): a peer that takes nothing for its
+/// limit fails it with `TimedOut`.
 pub async fn write_all<W>(writer: &mut W, mut bytes: &[u8], stall: &mut Stall) -> io::Result<()>
 where
     W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
@@ -245,7 +263,7 @@ where
         stall.progressed();
         bytes = &bytes[written..];
     }
-    Ok(())
+    flush(writer, stall).await
 }
 
 /// Why a body could not be copied.
@@ -287,6 +305,9 @@ where
     // Whether the writer has had to wait: only then is anything spilled (a client that
     // keeps up never makes evenkeel touch a file).
     let mut writer_waited = false;
+    // Whether everything written has been flushed out of the writer (see
+    // [`poll_write_slices`]): before the pump waits for the body, and before it ends.
+    let mut flushed = true;
     poll_fn(|cx| loop {
         let mut moved = false;
         while !ended {
@@ -344,12 +365,23 @@ where
         }
         if !outbox.is_empty() {
             match outbox.poll_write(writer, cx) {
-                Poll::Ready(Ok(_)) => moved = true,
+                Poll::Ready(Ok(_)) => {
+                    moved = true;
+                    flushed = false;
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(PumpError::Write(error))),
                 Poll::Pending => writer_waited = true,
             }
         }
-        if ended && outbox.is_empty() && spill.as_ref().is_none_or(|s| s.is_empty()) {
+        let drained = outbox.is_empty() && spill.as_ref().is_none_or(|s| s.is_empty());
+        if drained && !flushed && !moved {
+            match writer(cx, &[]) {
+                Poll::Ready(Ok(_)) => flushed = true,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(PumpError::Write(error))),
+                Poll::Pending => writer_waited = true,
+            }
+        }
+        if ended && drained && flushed {
             return Poll::Ready(Ok(()));
         }
         if moved {

@@ -65,6 +65,13 @@ pub static RULES: &[Rule] = &[
     certificates::TLS_MIN_VERSION,
 ];
 
+/// Rules whose findings the clock raises, not the config: they never refuse a config
+/// under its own `guard.deny_warnings` ([`crate::config::Checked::is_rejected`]).
+pub const CLOCK_RULES: [&str; 2] = [
+    certificates::CERTIFICATE_EXPIRING.name,
+    certificates::CERTIFICATE_EXPIRED.name,
+];
+
 /// The name of the rule a reload may soften ([`crate::config::Checked::tolerate_expired`]).
 pub const CERTIFICATE_EXPIRED: &str = certificates::CERTIFICATE_EXPIRED.name;
 
