@@ -1361,17 +1361,10 @@ impl Validator {
 
     fn webhook(&mut self, raw: &Str) -> Option<String> {
         let url = raw.get_ref();
-        if url.starts_with("https://") {
-            self.error(
-                "invalid-value",
-                raw.span(),
-                format!("`alerts.webhook` {url:?} is https, which evenkeel cannot send to yet"),
-                "use an http:// URL (for example a local relay that forwards to the https endpoint)",
-            );
-            return None;
-        }
+        // https is verified against the system's roots (config::backend_tls).
         let authority = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .map(|r| r.split('/').next().unwrap_or(""));
         let valid = authority.is_some_and(|a| {
             !a.is_empty()
@@ -1382,8 +1375,8 @@ impl Validator {
             self.error(
                 "invalid-value",
                 raw.span(),
-                format!("`alerts.webhook` {url:?} is not an http URL"),
-                "use a URL such as \"http://127.0.0.1:9099/hook\"",
+                format!("`alerts.webhook` {url:?} is not an http:// or https:// URL"),
+                "use a URL such as \"http://127.0.0.1:9099/hook\" or \"https://alerts.example.com/hook\"",
             );
             return None;
         }
