@@ -239,8 +239,10 @@ fn requests_and_health_checks_go_over_tls_verified_against_the_pools_ca() {
         .all(|n| n.as_deref() == Some("api.internal")));
 }
 
-#[test]
-fn a_backend_whose_certificate_another_ca_signed_is_refused_and_marked_down() {
+/// A backend whose certificate the test CA signed, one whose certificate another CA
+/// signed (both for `api.internal`), and the pool `tls` that trusts the test CA (in
+/// the returned folder).
+fn good_and_rogue() -> (Dir, TlsBackend, TlsBackend, String) {
     let dir = Dir::new();
     let ca = TestCertificate::authority("evenkeel test CA");
     let other = TestCertificate::authority("someone else's CA");
@@ -250,11 +252,17 @@ fn a_backend_whose_certificate_another_ca_signed_is_refused_and_marked_down() {
         "rogue",
         &TestCertificate::signed_by(&["api.internal"], &other),
     );
-    let (good_address, rogue_address) = (good.addr.to_string(), rogue.addr.to_string());
     let tls = format!(
         "{{ sni = \"api.internal\", ca = {} }}",
         ca_at(dir.path(), "ca")
     );
+    (dir, good, rogue, tls)
+}
+
+#[test]
+fn a_backend_whose_certificate_another_ca_signed_is_refused_and_marked_down() {
+    let (_dir, good, rogue, tls) = good_and_rogue();
+    let (good_address, rogue_address) = (good.addr.to_string(), rogue.addr.to_string());
     let text = config(&tls, &[&good_address, &rogue_address]).replace(
         "[pool.api.health]",
         "[pool.api.outlier]\nconsecutive_failures = 0\n\n[pool.api.health]",
@@ -288,20 +296,8 @@ fn a_backend_whose_certificate_another_ca_signed_is_refused_and_marked_down() {
 
 #[test]
 fn a_refused_certificate_counts_as_a_connect_failure_for_passive_health() {
-    let dir = Dir::new();
-    let ca = TestCertificate::authority("evenkeel test CA");
-    let other = TestCertificate::authority("someone else's CA");
-    dir.write("ca.pem", &ca.pem);
-    let good = TlsBackend::start("good", &TestCertificate::signed_by(&["api.internal"], &ca));
-    let rogue = TlsBackend::start(
-        "rogue",
-        &TestCertificate::signed_by(&["api.internal"], &other),
-    );
+    let (_dir, good, rogue, tls) = good_and_rogue();
     let rogue_address = rogue.addr.to_string();
-    let tls = format!(
-        "{{ sni = \"api.internal\", ca = {} }}",
-        ca_at(dir.path(), "ca")
-    );
     // No active checks: only the passive ones can take the rogue out.
     let text = config(&tls, &[&good.addr.to_string(), &rogue_address]);
     let text = text[..text.find("[pool.api.health]").expect("health")].to_string()

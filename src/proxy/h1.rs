@@ -963,7 +963,7 @@ pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
@@ -1052,7 +1052,7 @@ mod tests {
         )
     }
 
-    fn no_body() -> Option<http_body_util::Empty<Bytes>> {
+    pub(crate) fn no_body() -> Option<http_body_util::Empty<Bytes>> {
         None
     }
 
@@ -1066,14 +1066,14 @@ mod tests {
         (connection, head)
     }
 
-    fn later() -> Limits {
+    pub(crate) fn later() -> Limits {
         Limits {
             head: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
             body_idle: std::time::Duration::from_secs(5),
         }
     }
 
-    fn get() -> Outgoing {
+    pub(crate) fn get() -> Outgoing {
         let request = parts(http::Request::get("/").header("host", "b"));
         encode(
             &request,
@@ -1084,7 +1084,10 @@ mod tests {
         )
     }
 
-    async fn body(connection: &mut Connection, mut framing: Framing) -> Result<Vec<u8>, Error> {
+    pub(crate) async fn body(
+        connection: &mut Connection,
+        mut framing: Framing,
+    ) -> Result<Vec<u8>, Error> {
         let mut all = Vec::new();
         while let Some(piece) =
             std::future::poll_fn(|cx| connection.poll_body(&mut framing, cx)).await
@@ -1094,7 +1097,7 @@ mod tests {
         Ok(all)
     }
 
-    fn run<F: std::future::Future>(test: F) -> F::Output {
+    pub(crate) fn run<F: std::future::Future>(test: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

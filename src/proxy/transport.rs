@@ -100,7 +100,8 @@ impl Transport {
     }
 
     /// Halves that read and write the stream at once, within one task (an upload that
-    /// watches for an early answer).
+    /// watches for an early answer); the whole stream reads and writes through them
+    /// too (making them costs nothing: references to the socket or the cell).
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {
             Transport::Plain(tcp) => {
@@ -159,16 +160,15 @@ impl TlsTransport {
     }
 }
 
+// The whole stream reads and writes through the halves: one place decides what a read
+// or a write does on each kind of stream.
 impl AsyncRead for Transport {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Transport::Tls(tls) => tls.get_mut().poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().split().0).poll_read(cx, buf)
     }
 }
 
@@ -178,10 +178,7 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Transport::Tls(tls) => tls.get_mut().poll_write_through(cx, &[IoSlice::new(buf)]),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -189,10 +186,7 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Transport::Tls(tls) => tls.get_mut().poll_write_through(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -200,17 +194,11 @@ impl AsyncWrite for Transport {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(_) => Poll::Ready(Ok(())),
-            Transport::Tls(tls) => Pin::new(&mut tls.get_mut().stream).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Transport::Tls(tls) => Pin::new(&mut tls.get_mut().stream).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().split().1).poll_shutdown(cx)
     }
 }
 
@@ -291,7 +279,8 @@ impl AsyncWrite for WriteHalf<'_> {
 mod tests {
     use super::*;
     use crate::config::backend_tls::{self, BackendTls};
-    use crate::proxy::h1::{BodyFraming, Connection, Limits};
+    use crate::proxy::h1::tests::{self as h1, run};
+    use crate::proxy::h1::Connection;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -386,37 +375,14 @@ mod tests {
 
     /// One GET on `connection`, its 2-byte body read to the end.
     async fn get(connection: &mut Connection) {
-        let request = http::Request::get("/")
-            .header("host", "backend.test")
-            .body(())
-            .expect("request")
-            .into_parts()
-            .0;
-        let outgoing = crate::proxy::h1::encode(
-            &request,
-            BodyFraming::None,
-            &http::HeaderValue::from_static("127.0.0.1"),
-            false,
-            None,
-        );
-        let limits = Limits {
-            head: tokio::time::Instant::now() + Duration::from_secs(5),
-            body_idle: Duration::from_secs(5),
-        };
         let head = connection
-            .exchange(
-                &outgoing,
-                &mut None::<http_body_util::Empty<bytes::Bytes>>,
-                limits,
-            )
+            .exchange(&h1::get(), &mut h1::no_body(), h1::later())
             .await
             .expect("response head");
-        let mut framing = head.framing;
-        let body = std::future::poll_fn(|cx| connection.poll_body(&mut framing, cx))
-            .await
-            .expect("a body")
-            .expect("body bytes");
-        assert_eq!(&body[..], b"ok");
+        assert_eq!(
+            h1::body(connection, head.framing).await.expect("body"),
+            b"ok"
+        );
         assert!(connection.is_drained());
     }
 
@@ -427,14 +393,6 @@ mod tests {
             let mut probe = [MaybeUninit::<u8>::uninit(); 1];
             matches!(socket2::SockRef::from(tcp).peek(&mut probe), Ok(n) if n > 0)
         })
-    }
-
-    fn run<F: std::future::Future>(test: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(test)
     }
 
     /// TLS 1.3 session tickets after the handshake, and a KeyUpdate after a response,
