@@ -22,7 +22,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 
 use crate::balance::{self, Algorithm, BackendLoad, BackendState, Balancer, PickContext};
-use crate::config::{Config, HashKey, Pool, Timeouts};
+use crate::config::backend_tls;
+use crate::config::{Config, HashKey, Pool, Timeouts, TlsTarget};
 use crate::health::{self, BackendHealth, Event, Events};
 use crate::proxy::retry::RetryBudget;
 
@@ -310,6 +311,9 @@ pub struct PoolRuntime {
     pub backends: Vec<Arc<BackendRuntime>>,
     /// The config of the pool.
     pub config: Pool,
+    /// The client config of its `tls` (shared by its backends' [`TlsTarget`]s); `None`:
+    /// plain TCP.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
     /// Position of the backup pool in the snapshot.
     pub backup: Option<usize>,
     /// Retries may not exceed `retries.budget_percent` of requests.
@@ -353,6 +357,14 @@ impl PoolRuntime {
         previous: Option<&PoolRuntime>,
         now: Duration,
     ) -> PoolRuntime {
+        // One client config per pool, kept while the pool's `tls` stays as it was (so
+        // sessions resume across reloads), made anew when it changes.
+        let same_tls = previous.filter(|p| p.config.tls == pool.tls);
+        let tls_client = pool.tls.as_ref().map(|tls| {
+            same_tls
+                .and_then(|p| p.tls_client.clone())
+                .unwrap_or_else(|| backend_tls::client_config(tls))
+        });
         let backends: Vec<Arc<BackendRuntime>> = pool
             .backends
             .iter()
@@ -360,6 +372,23 @@ impl PoolRuntime {
             .map(|(index, b)| {
                 let before =
                     previous.and_then(|p| p.backends.iter().find(|old| old.address == b.address));
+                // A backend whose TLS stays as it was keeps its target: its idle pooled
+                // connections stay usable (the upstream pools key by it).
+                let tls = match (&tls_client, &b.tls_name) {
+                    (Some(client), Some(server_name)) => Some(
+                        before
+                            .filter(|_| same_tls.is_some())
+                            .and_then(|old| old.tls.clone())
+                            .filter(|old| old.server_name == *server_name)
+                            .unwrap_or_else(|| {
+                                Arc::new(TlsTarget {
+                                    client: Arc::clone(client),
+                                    server_name: server_name.clone(),
+                                })
+                            }),
+                    ),
+                    _ => None,
+                };
                 // A backend added to a running pool ramps up; one present from the start does not.
                 let health = match (before, previous) {
                     (Some(old), _) => Arc::clone(&old.health),
@@ -376,6 +405,7 @@ impl PoolRuntime {
                     load: before.map_or_else(Default::default, |old| Arc::clone(&old.load)),
                     stats: before.map_or_else(Default::default, |old| Arc::clone(&old.stats)),
                     health,
+                    tls,
                 })
             })
             .collect();
@@ -391,6 +421,7 @@ impl PoolRuntime {
             }),
             backends,
             config: pool.clone(),
+            tls_client,
             backup,
             budget: RetryBudget::default(),
             stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
@@ -647,6 +678,9 @@ pub struct BackendRuntime {
     pub stats: Arc<BackendStats>,
     /// Health (kept across reloads).
     pub health: Arc<BackendHealth>,
+    /// How it is reached over TLS; `None`: plain TCP. Kept across reloads that change
+    /// neither the pool's `tls` nor the backend's server name.
+    pub tls: Option<Arc<TlsTarget>>,
 }
 
 /// What a pool's clients got: every request routed to it counts once, whatever the

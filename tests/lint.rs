@@ -195,6 +195,12 @@ fn cases() -> Vec<Case> {
             "min_version = |\"1.0\"",
             https("", "site.pem", "site.key").replace("tls = {", "tls = { min_version = \"1.2\","),
         ),
+        case(
+            "backend-tls-unverified",
+            web("tls = { verify = false }\n", TWO),
+            "verify = |false",
+            web("tls = { ca = \"ca.pem\", verify = true }\n", TWO),
+        ),
     ]
 }
 

@@ -4,6 +4,7 @@
 mod util;
 
 mod admin;
+mod backend_tls;
 mod check;
 mod demo;
 mod hardening;

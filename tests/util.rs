@@ -1408,7 +1408,8 @@ pub struct TestAuthority {
 }
 
 /// The certificates the lint examples name (see docs/lints.md): `site`, `expired`,
-/// `expiring` (10 days left) for `shop.example` and `*.shop.example`, and `other.key`.
+/// `expiring` (10 days left) for `shop.example` and `*.shop.example`, `other.key`, and
+/// `ca.pem` (a CA bundle for backend TLS).
 pub fn write_lint_certificates(dir: &Path) {
     let names = ["shop.example", "*.shop.example"];
     TestCertificate::valid(&names, -86_400, 90 * 86_400).write(dir, "site");
@@ -1416,4 +1417,9 @@ pub fn write_lint_certificates(dir: &Path) {
     TestCertificate::valid(&names, -80 * 86_400, 10 * 86_400).write(dir, "expiring");
     let other = TestCertificate::new(&names);
     std::fs::write(dir.join("other.key"), other.key).expect("write key");
+    std::fs::write(
+        dir.join("ca.pem"),
+        TestCertificate::authority("lint CA").pem,
+    )
+    .expect("write CA");
 }

@@ -26,7 +26,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::model::{Backend, Config, HealthCheck, Listener, Outlier, Pool, Probe, Route};
+use super::model::{
+    Backend, BackendTls, Config, HealthCheck, Listener, Outlier, Pool, Probe, Route,
+};
 use super::values::format_duration;
 use crate::balance::Algorithm;
 
@@ -607,6 +609,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
     ]);
     settings.extend(health(old.health.as_ref(), new.health.as_ref()));
     settings.extend(outlier(&old.outlier, &new.outlier));
+    settings.push(compare(
+        "tls",
+        describe_tls(old.tls.as_deref()),
+        describe_tls(new.tls.as_deref()),
+    ));
     for setting in settings.into_iter().flatten() {
         changes.push(Change::PoolChanged {
             pool: new.name.clone(),
@@ -614,6 +621,27 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         });
     }
     backends(&new.name, &old.backends, &new.backends, changes);
+}
+
+/// TLS to a pool's backends in one line, as the config writes it; a CA bundle with the
+/// start of its digest, so a rotated bundle under the same name shows as a change.
+fn describe_tls(tls: Option<&BackendTls>) -> String {
+    let Some(tls) = tls else {
+        return "none".to_string();
+    };
+    let mut fields = Vec::new();
+    if let Some(sni) = &tls.sni {
+        fields.push(format!("sni = {sni:?}"));
+    }
+    if let Some(ca) = &tls.ca {
+        fields.push(format!(
+            "ca = {:?} (sha256 {})",
+            ca.path.display().to_string(),
+            &ca.sha256[..12]
+        ));
+    }
+    fields.push(format!("verify = {}", tls.verify));
+    format!("{{ {} }}", fields.join(", "))
 }
 
 /// A health check in one line, for a section that appears or disappears.

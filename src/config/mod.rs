@@ -14,6 +14,7 @@
 //! first one (serde stops there); validation reports every error it finds; lints run
 //! only on a valid config.
 
+pub mod backend_tls;
 pub mod diagnostic;
 pub mod diff;
 pub mod files;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::balance::Algorithm;
 
+pub use super::backend_tls::{BackendTls, CaBundle, TlsTarget};
 use super::diagnostic::Source;
 pub use super::tls::{Certificate, ListenerTls, TlsVersion};
 
@@ -68,14 +69,24 @@ impl Config {
         })
     }
 
+    /// Every CA bundle the config's pools verify backends against, with its pool.
+    pub fn backend_cas(&self) -> impl Iterator<Item = (&Pool, &CaBundle)> {
+        self.pools.iter().filter_map(|pool| {
+            let ca = pool.tls.as_ref()?.ca.as_ref()?;
+            Some((pool, ca))
+        })
+    }
+
     /// What makes this config the version it is: the SHA-256 of its text, and — when it
-    /// names certificate and key files — of their bytes too, so new certificate files
-    /// under an unchanged TOML are a new version (hex; equal to the text's SHA-256 when
-    /// the config names no such files, so histories from before TLS keep their values).
+    /// names certificate, key or CA files — of their bytes too, so new files under an
+    /// unchanged TOML are a new version (hex; equal to the text's SHA-256 when the
+    /// config names no such files, so histories from before TLS keep their values).
     pub fn identity(&self) -> String {
         identity(
             &self.source.text,
-            self.certificates().map(|(_, c)| c.files_sha256.as_str()),
+            self.certificates()
+                .map(|(_, c)| c.files_sha256.as_str())
+                .chain(self.backend_cas().map(|(_, ca)| ca.sha256.as_str())),
         )
     }
 }
@@ -206,6 +217,8 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// Passive health checks (always present, with defaults).
     pub outlier: Outlier,
+    /// TLS to the backends; `None`: plain TCP.
+    pub tls: Option<Arc<BackendTls>>,
     /// Where some optional values are written, for lint findings.
     pub spans: PoolSpans,
 }
@@ -351,6 +364,10 @@ pub struct Backend {
     pub span: Span,
     /// Where its weight is written (the backend's span when omitted).
     pub weight_span: Span,
+    /// In a pool with `tls`: the name its certificate is verified against, sent as SNI
+    /// unless it is an IP address — the pool's `tls.sni`, else the host as written in
+    /// `address`. `None`: the pool has no `tls`.
+    pub tls_name: Option<pki_types::ServerName<'static>>,
 }
 
 /// Default for [`Backend::weight`].

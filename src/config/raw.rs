@@ -101,6 +101,16 @@ pub struct RawPool {
     pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     pub health: Option<Spanned<RawHealth>>,
     pub outlier: Option<Spanned<RawOutlier>>,
+    pub tls: Option<Spanned<RawBackendTls>>,
+}
+
+/// `tls = { ... }` on a pool: TLS to its backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    pub sni: Option<Str>,
+    pub ca: Option<Str>,
+    pub verify: Option<Spanned<bool>>,
 }
 
 /// `timeouts = { ... }`

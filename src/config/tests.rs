@@ -495,3 +495,82 @@ fn check_time_grows_linearly_with_the_number_of_backends() {
         "4x the backends took {ratio:.1}x the time ({small_time:?} → {large_time:?})"
     );
 }
+
+#[test]
+fn an_https_webhook_is_accepted() {
+    let config = valid(&format!(
+        "{BASE}\n[alerts]\nwebhook = \"https://alerts.example.com/hook\"\n"
+    ));
+    assert_eq!(
+        config.alerts.webhook.as_deref(),
+        Some("https://alerts.example.com/hook")
+    );
+}
+
+#[test]
+fn pool_tls_takes_its_defaults_refuses_bad_values_and_its_ca_counts_in_the_identity() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let at = |text: &str| {
+        check_source(Source {
+            path: dir.path().join("lb.toml"),
+            text: text.to_string(),
+        })
+    };
+    let with_tls = |tls: &str| BASE.replace("backends = [", &format!("tls = {tls}\nbackends = ["));
+    let plain = at(BASE).config.expect("valid");
+    assert!(plain.pools[0].tls.is_none() && plain.pools[0].backends[0].tls_name.is_none());
+
+    let defaults = at(&with_tls("{}")).config.expect("valid");
+    let tls = defaults.pools[0].tls.as_ref().expect("tls");
+    assert!(tls.verify && tls.sni.is_none() && tls.ca.is_none());
+    let name = defaults.pools[0].backends[0]
+        .tls_name
+        .as_ref()
+        .expect("name");
+    assert_eq!(name.to_str(), "127.0.0.1");
+
+    let named = at(&with_tls("{ sni = \"api.internal\" }"))
+        .config
+        .expect("valid");
+    let name = named.pools[0].backends[1].tls_name.as_ref().expect("name");
+    assert_eq!(name.to_str(), "api.internal");
+
+    for (tls, rule) in [
+        ("{ sni = \"10.0.0.1\" }", "invalid-value"),
+        ("{ ca = \"absent.pem\" }", "invalid-ca"),
+        ("{ ca = \"lb.toml\" }", "invalid-ca"),
+        ("{ cert = \"x\" }", "unknown-field"),
+    ] {
+        std::fs::write(dir.path().join("lb.toml"), "not a CA").expect("write");
+        let checked = at(&with_tls(tls));
+        assert!(
+            checked.findings.iter().any(|f| f.rule == rule),
+            "{tls}: {:#?}",
+            checked.findings
+        );
+    }
+
+    // The CA's bytes are part of the identity: the same text over a new CA is a new
+    // version.
+    let ca = |name: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA").pem();
+        std::fs::write(dir.path().join("ca.pem"), pem).expect("write");
+    };
+    let text = with_tls("{ ca = \"ca.pem\" }");
+    ca("first");
+    let first = at(&text).config.expect("valid").identity();
+    assert_ne!(first, store_sha(&text), "the CA counts in the identity");
+    assert_eq!(first, at(&text).config.expect("valid").identity());
+    ca("second");
+    assert_ne!(first, at(&text).config.expect("valid").identity());
+}
+
+fn store_sha(text: &str) -> String {
+    crate::store::sha256(text)
+}

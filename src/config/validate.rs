@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::balance::Algorithm;
 
+use super::backend_tls;
 use super::diagnostic::{Finding, Source};
 use super::files;
 use super::lint;
@@ -56,7 +57,7 @@ pub fn validate(
     }
     let admin_addr = admin.as_ref().map(|a| (a.listen, a.span.clone()));
     v.no_shared_addresses(&listeners, admin_addr);
-    let pools = v.pools(&raw.pool);
+    let pools = v.pools(&raw.pool, base_dir);
     // Names as written, valid or not: a route to a pool that has its own errors is not
     // also "to an unknown pool".
     let defined = Defined {
@@ -530,7 +531,7 @@ impl Validator {
         }
     }
 
-    fn pools(&mut self, raw: &BTreeMap<Str, Spanned<RawPool>>) -> Vec<Pool> {
+    fn pools(&mut self, raw: &BTreeMap<Str, Spanned<RawPool>>, base_dir: &Path) -> Vec<Pool> {
         // File order, not name order: findings and status follow the file.
         let mut entries: Vec<_> = raw.iter().collect();
         entries.sort_by_key(|(name, _)| name.span().start);
@@ -539,7 +540,7 @@ impl Validator {
         let mut pools = Vec::new();
         for (name, pool) in &entries {
             let valid_name = self.name("pool", name);
-            if let Some(pool) = self.pool(name, pool.get_ref(), &names, &set) {
+            if let Some(pool) = self.pool(name, pool.get_ref(), &names, &set, base_dir) {
                 if valid_name {
                     pools.push(pool);
                 }
@@ -554,6 +555,7 @@ impl Validator {
         raw: &RawPool,
         pool_names: &[&str],
         pool_set: &HashSet<&str>,
+        base_dir: &Path,
     ) -> Option<Pool> {
         let field = |f: &str| format!("pool.{}.{f}", name.get_ref());
         let before = self.findings.len();
@@ -673,7 +675,14 @@ impl Validator {
                 ),
             }
         });
-        let backends = self.backends(name, raw.backends.as_ref());
+        let mut backends = self.backends(name, raw.backends.as_ref());
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.backend_tls(&field("tls"), t, base_dir));
+        if let Some(tls) = &tls {
+            self.tls_names(name.get_ref(), tls, &mut backends);
+        }
         let health = raw
             .health
             .as_ref()
@@ -698,6 +707,7 @@ impl Validator {
             backends,
             health: health.flatten(),
             outlier,
+            tls: tls.map(Arc::new),
             spans: PoolSpans {
                 hash_key: raw.hash_key.as_ref().map(|k| k.span()),
                 backup: raw.backup.as_ref().map(|b| b.span()),
@@ -893,6 +903,7 @@ impl Validator {
                 capacity,
                 span: item.span(),
                 weight_span: b.weight.as_ref().map_or(item.span(), |w| w.span()),
+                tls_name: None,
             });
         }
         if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
@@ -906,6 +917,71 @@ impl Validator {
             );
         }
         backends
+    }
+
+    /// A pool's `tls = { sni, ca, verify }`: the CA bundle read and parsed now, so a
+    /// config whose backends could never be verified is refused before it is applied.
+    fn backend_tls(
+        &mut self,
+        field: &str,
+        raw: &Spanned<RawBackendTls>,
+        base_dir: &Path,
+    ) -> Option<BackendTls> {
+        let tls = raw.get_ref();
+        let before = self.findings.len();
+        if let Some(sni) = &tls.sni {
+            if let Err(reason) = backend_tls::parse_sni(sni.get_ref()) {
+                self.error(
+                    "invalid-value",
+                    sni.span(),
+                    format!("`{field}.sni`: {reason}"),
+                    "name the host the backends' certificates cover, such as \"api.internal\" (without `sni`, each backend's host as written in `address` is used)",
+                );
+            }
+        }
+        let ca = tls.ca.as_ref().and_then(|ca| {
+            match backend_tls::load_ca(&base_dir.join(ca.get_ref()), ca.span()) {
+                Ok(bundle) => Some(bundle),
+                Err(e) => {
+                    self.error(
+                        "invalid-ca",
+                        ca.span(),
+                        format!("cannot use this CA bundle: {e}"),
+                        "point `ca` at a PEM file of the CA certificates that signed the backends' certificates",
+                    );
+                    None
+                }
+            }
+        });
+        if self.findings.len() > before {
+            return None;
+        }
+        Some(BackendTls {
+            sni: tls.sni.as_ref().map(|s| s.get_ref().clone()),
+            ca,
+            verify: tls
+                .verify
+                .as_ref()
+                .map_or(backend_tls::DEFAULT_VERIFY, |v| *v.get_ref()),
+            verify_span: tls.verify.as_ref().map(|v| v.span()),
+            span: raw.span(),
+        })
+    }
+
+    /// Each backend's TLS server name (see [`Backend::tls_name`]): a host that TLS
+    /// cannot name is an error at the backend, unless `sni` names one for the pool.
+    fn tls_names(&mut self, pool: &str, tls: &BackendTls, backends: &mut [Backend]) {
+        for backend in backends {
+            match backend_tls::server_name(tls.sni.as_deref(), &backend.address) {
+                Ok(name) => backend.tls_name = Some(name),
+                Err(reason) => self.error(
+                    "invalid-address",
+                    backend.span.clone(),
+                    format!("backend of pool {pool:?} cannot be reached over TLS: {reason}"),
+                    "set `tls.sni` to the name the backends' certificates cover",
+                ),
+            }
+        }
     }
 
     fn health(&mut self, field: &str, raw: &Spanned<RawHealth>) -> Option<HealthCheck> {
@@ -1285,17 +1361,10 @@ impl Validator {
 
     fn webhook(&mut self, raw: &Str) -> Option<String> {
         let url = raw.get_ref();
-        if url.starts_with("https://") {
-            self.error(
-                "invalid-value",
-                raw.span(),
-                format!("`alerts.webhook` {url:?} is https, which evenkeel cannot send to yet"),
-                "use an http:// URL (for example a local relay that forwards to the https endpoint)",
-            );
-            return None;
-        }
+        // https is verified against the system's roots (config::backend_tls).
         let authority = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .map(|r| r.split('/').next().unwrap_or(""));
         let valid = authority.is_some_and(|a| {
             !a.is_empty()
@@ -1306,8 +1375,8 @@ impl Validator {
             self.error(
                 "invalid-value",
                 raw.span(),
-                format!("`alerts.webhook` {url:?} is not an http URL"),
-                "use a URL such as \"http://127.0.0.1:9099/hook\"",
+                format!("`alerts.webhook` {url:?} is not an http:// or https:// URL"),
+                "use a URL such as \"http://127.0.0.1:9099/hook\" or \"https://alerts.example.com/hook\"",
             );
             return None;
         }

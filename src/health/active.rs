@@ -1,29 +1,60 @@
 //! Active health probes: an HTTP request (method, path, `Host`, accepted statuses) or
-//! a TCP connect, on a new connection each time, within the check's timeout.
+//! a TCP connect, on a new connection each time, within the check's timeout. In a pool
+//! with `tls` the probe goes over TLS like its requests (same client config, server
+//! name and verification; sessions resume), and a `tcp` probe is the connect and the
+//! TLS handshake: a backend whose certificate fails verification fails its probes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-use crate::config::{HealthCheck, Probe};
+use crate::config::{HealthCheck, Probe, TlsTarget};
 
-/// Runs one probe of the backend at `addr` (written `address` in the config).
-/// `Ok` carries what passed (`status 200`, `connected`); `Err` what failed.
-pub async fn probe(check: &HealthCheck, addr: SocketAddr, address: &str) -> Result<String, String> {
-    match tokio::time::timeout(check.timeout, run(check, addr, address)).await {
+/// Runs one probe of the backend at `addr` (written `address` in the config), over TLS
+/// with `tls`. `Ok` carries what passed (`status 200`, `connected`); `Err` what failed.
+pub async fn probe(
+    check: &HealthCheck,
+    addr: SocketAddr,
+    address: &str,
+    tls: Option<&Arc<TlsTarget>>,
+) -> Result<String, String> {
+    match tokio::time::timeout(check.timeout, run(check, addr, address, tls)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {:?}", check.timeout)),
     }
 }
 
-async fn run(check: &HealthCheck, addr: SocketAddr, address: &str) -> Result<String, String> {
+async fn run(
+    check: &HealthCheck,
+    addr: SocketAddr,
+    address: &str,
+    tls: Option<&Arc<TlsTarget>>,
+) -> Result<String, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
+    let Some(tls) = tls else {
+        return exchange(check, address, stream).await;
+    };
+    let stream = TlsConnector::from(Arc::clone(&tls.client))
+        .connect(tls.server_name.clone(), stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    exchange(check, address, stream).await
+}
+
+/// The probe's request on an open connection (nothing more for a `tcp` probe).
+async fn exchange<S>(check: &HealthCheck, address: &str, stream: S) -> Result<String, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let Probe::Http {
         method,
         path,

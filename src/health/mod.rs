@@ -112,7 +112,13 @@ async fn probe_loop(
     tokio::time::sleep(Duration::from_nanos(rng.below(interval_ns.max(1)))).await;
     let mut counter = ActiveCounter::new(backend.health.verdict());
     loop {
-        let result = active::probe(&check, backend.socket_addr, &backend.address).await;
+        let result = active::probe(
+            &check,
+            backend.socket_addr,
+            &backend.address,
+            backend.tls.as_ref(),
+        )
+        .await;
         let ok = result.is_ok();
         if let Some(verdict) = counter.observe(ok, check.healthy_after, check.unhealthy_after) {
             backend.health.set_verdict(verdict, now());

@@ -436,7 +436,7 @@ impl Worker {
             spill_budget: Rc::clone(&self.spill),
             release: head.keep_alive.then(|| Release {
                 worker: Rc::clone(self),
-                addr: backend.socket_addr,
+                key: upstream::Key::new(backend.socket_addr, backend.tls.as_ref()),
                 idle_timeout: pool.timeouts.idle,
             }),
             slot: Some(slot),
@@ -470,7 +470,8 @@ impl Worker {
     ) -> Result<(h1::ResponseHead, h1::Connection, Option<Bytes>), TryFailure> {
         let addr = backend.socket_addr;
         let (mut head, mut connection) = 'connection: {
-            if let Some(mut connection) = self.upstream.checkout(addr) {
+            let key = upstream::Key::new(addr, backend.tls.as_ref());
+            if let Some(mut connection) = self.upstream.checkout(key) {
                 match connection.exchange(outgoing, body, limits).await {
                     Ok(head) => break 'connection (head, connection),
                     Err(failure)
@@ -488,7 +489,7 @@ impl Worker {
                 .timeouts
                 .connect
                 .min(limits.head.saturating_duration_since(Instant::now()));
-            let mut connection = upstream::connect(addr, connect_limit, open)
+            let mut connection = upstream::connect(addr, backend.tls.as_ref(), connect_limit, open)
                 .await
                 .map_err(|e| TryFailure::new(false, e))?;
             let head = connection
@@ -778,7 +779,7 @@ fn request_key(
 /// Gives a connection back to its worker's pool.
 struct Release {
     worker: Rc<Worker>,
-    addr: SocketAddr,
+    key: upstream::Key,
     idle_timeout: Duration,
 }
 
@@ -831,9 +832,7 @@ impl Streamed {
     /// may) and the slot is freed.
     fn finish(&mut self) {
         if let (Some(r), Some(connection)) = (self.release.take(), self.connection.take()) {
-            r.worker
-                .upstream
-                .checkin(r.addr, connection, r.idle_timeout);
+            r.worker.upstream.checkin(r.key, connection, r.idle_timeout);
         }
         self.connection = None;
         self.slot = None;

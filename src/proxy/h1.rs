@@ -34,7 +34,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, StatusCode};
 use hyper::body::Body;
 use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
 
 use super::headers::{
     connection_lists, is_hop_by_hop, is_hop_by_hop_name, tokens, ConnectionOptions,
@@ -42,6 +41,7 @@ use super::headers::{
 };
 use super::outbox::{poll_write_slices, pump, write_all, Outbox, PumpError};
 use super::stall::Stall;
+use super::transport::Transport;
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
 /// own (HTTP/1, [`super::downstream`]).
@@ -387,7 +387,7 @@ pub enum Chunk {
 
 /// One keep-alive connection to a backend.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     read: BytesMut,
     /// Where the fields of the last response head were (reused, not reallocated).
     spans: Vec<Span>,
@@ -400,7 +400,7 @@ pub struct Connection {
 
 impl Connection {
     /// A connection over `stream`, counted in the open gauge while it lives.
-    pub fn new(stream: TcpStream, open: super::upstream::Counted) -> Connection {
+    pub fn new(stream: Transport, open: super::upstream::Counted) -> Connection {
         Connection {
             stream,
             read: BytesMut::new(),
@@ -413,20 +413,10 @@ impl Connection {
 
     /// Whether an idle connection can take a request: nothing unread, and the backend
     /// has neither closed it nor sent anything since its last response (bytes past its
-    /// `Content-Length`, a body after a `HEAD` response). It asks the socket itself
-    /// (one `recv` with `MSG_PEEK`), not tokio's readiness: readiness is only as fresh
-    /// as the worker's last turn of its event loop, which a busy worker may not take
-    /// between a check-in and the next checkout — and stray bytes that arrived in that
-    /// gap were read as another request's response (issue 12, defect 4; going by
-    /// readiness, as NGINX and HAProxy do, was tried and reproduced it). The cost is
-    /// one system call per checkout (docs/benchmarks.md).
-    pub fn is_idle_and_open(&self) -> bool {
-        if !self.read.is_empty() {
-            return false;
-        }
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        matches!(socket2::SockRef::from(&self.stream).peek(&mut probe),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// `Content-Length`, a body after a `HEAD` response): see
+    /// [`Transport::is_idle_and_open`].
+    pub fn is_idle_and_open(&mut self) -> bool {
+        self.read.is_empty() && self.stream.is_idle_and_open()
     }
 
     /// Sends the request (`body`: the client's, taken only once the head is written)
@@ -653,6 +643,12 @@ impl Connection {
     /// Reads more of the response into the buffer; 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         poll_fill(&mut self.stream, &mut self.read, cx)
+    }
+
+    /// Runs `f` on the TCP socket under the connection (tests).
+    #[cfg(test)]
+    pub(crate) fn with_tcp<T>(&self, f: impl FnOnce(&tokio::net::TcpStream) -> T) -> T {
+        self.stream.with_tcp(f)
     }
 
     /// Whether nothing the backend sent is left unread (a connection with bytes past
@@ -967,12 +963,12 @@ pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn parts(build: http::request::Builder) -> request::Parts {
         build.body(()).expect("request").into_parts().0
@@ -1050,10 +1046,13 @@ mod tests {
         });
         let stream = TcpStream::connect(addr).await.expect("connect");
         let open = Arc::new(AtomicU64::new(0));
-        Connection::new(stream, super::super::upstream::Counted::new(&open))
+        Connection::new(
+            Transport::Plain(stream),
+            super::super::upstream::Counted::new(&open),
+        )
     }
 
-    fn no_body() -> Option<http_body_util::Empty<Bytes>> {
+    pub(crate) fn no_body() -> Option<http_body_util::Empty<Bytes>> {
         None
     }
 
@@ -1067,14 +1066,14 @@ mod tests {
         (connection, head)
     }
 
-    fn later() -> Limits {
+    pub(crate) fn later() -> Limits {
         Limits {
             head: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
             body_idle: std::time::Duration::from_secs(5),
         }
     }
 
-    fn get() -> Outgoing {
+    pub(crate) fn get() -> Outgoing {
         let request = parts(http::Request::get("/").header("host", "b"));
         encode(
             &request,
@@ -1085,7 +1084,10 @@ mod tests {
         )
     }
 
-    async fn body(connection: &mut Connection, mut framing: Framing) -> Result<Vec<u8>, Error> {
+    pub(crate) async fn body(
+        connection: &mut Connection,
+        mut framing: Framing,
+    ) -> Result<Vec<u8>, Error> {
         let mut all = Vec::new();
         while let Some(piece) =
             std::future::poll_fn(|cx| connection.poll_body(&mut framing, cx)).await
@@ -1095,7 +1097,7 @@ mod tests {
         Ok(all)
     }
 
-    fn run<F: std::future::Future>(test: F) -> F::Output {
+    pub(crate) fn run<F: std::future::Future>(test: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1309,8 +1311,10 @@ mod tests {
         run(async {
             let stream = TcpStream::connect(addr).await.expect("connect");
             let open = Arc::new(AtomicU64::new(0));
-            let mut connection =
-                Connection::new(stream, super::super::upstream::Counted::new(&open));
+            let mut connection = Connection::new(
+                Transport::Plain(stream),
+                super::super::upstream::Counted::new(&open),
+            );
             let head = connection
                 .exchange(&get(), &mut no_body(), later())
                 .await

@@ -7,6 +7,7 @@
 //!   served by hyper in [`server`].
 //! - [`forward`]: one request, from routing to the streamed response.
 //! - [`upstream`]: each worker's keep-alive connections to backends.
+//! - [`transport`]: the stream under one: plain TCP, or TLS to a pool with `tls`.
 //! - [`h1`]: HTTP/1.1 toward backends (request encoding, response parsing, framing).
 //! - [`headers`]: hop-by-hop and `X-Forwarded-*` rules.
 //! - [`errors`]: the 404/501/502/503/504 answers evenkeel gives itself.
@@ -40,6 +41,7 @@ pub mod server;
 pub mod spill;
 pub mod stall;
 pub mod tls;
+pub mod transport;
 pub mod upstream;
 
 pub use server::{start, Options, Running, StartError};

@@ -11,6 +11,11 @@
 //!
 //! Every connection is counted in one shared gauge while it is open (made in
 //! [`connect`], released when its I/O task ends), for `/metrics`.
+//!
+//! Idle lists are per [`Key`]: the backend's address and the TLS it was reached with,
+//! so a server that two pools reach differently (plain and TLS, or with other names or
+//! roots) never gets one pool's connection for the other's request, and a reload that
+//! changes a pool's `tls` leaves its old connections unused (they expire).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::h1;
+use super::transport::Transport;
+use crate::config::TlsTarget;
 
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE_PER_BACKEND: usize = 256;
@@ -37,6 +44,30 @@ pub enum ConnectError {
     /// The connect failed (refused, unreachable).
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed (the certificate did not verify, no protocol in
+    /// common, the backend does not speak TLS).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+}
+
+/// Which idle list a connection belongs to (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    addr: SocketAddr,
+    /// 0: plain TCP; else the address of the backend's [`TlsTarget`], which every
+    /// connection made with it keeps alive (so no other target can get the same number
+    /// while one of them is idle).
+    tls: usize,
+}
+
+impl Key {
+    /// The idle list of connections to `addr` made with `tls`.
+    pub fn new(addr: SocketAddr, tls: Option<&Arc<TlsTarget>>) -> Key {
+        Key {
+            addr,
+            tls: tls.map_or(0, |t| Arc::as_ptr(t) as usize),
+        }
+    }
 }
 
 struct Idle {
@@ -47,7 +78,7 @@ struct Idle {
 /// The idle connections of one worker.
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    idle: RefCell<HashMap<Key, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
 }
 
 /// Hashes backend addresses for the idle lists. The keys come from the config, so
@@ -63,18 +94,23 @@ impl Hasher for AddrHasher {
         }
     }
 
+    // Whole words at once (the TLS part of a key, the length of the address's bytes).
+    fn write_usize(&mut self, word: usize) {
+        self.0 = (self.0.rotate_left(5) ^ word as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
 impl UpstreamPool {
-    /// An idle, open connection to `addr`, newest first, if there is one.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<h1::Connection> {
+    /// An idle, open connection of list `key`, newest first, if there is one.
+    pub fn checkout(&self, key: Key) -> Option<h1::Connection> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         let now = Instant::now();
-        while let Some(idle) = list.pop() {
+        while let Some(mut idle) = list.pop() {
             if idle.expires > now && idle.connection.is_idle_and_open() {
                 return Some(idle.connection);
             }
@@ -84,12 +120,12 @@ impl UpstreamPool {
 
     /// Returns a connection whose last response was read to its end; one that holds
     /// bytes past that response is closed instead (they belong to no request).
-    pub fn checkin(&self, addr: SocketAddr, connection: h1::Connection, idle_timeout: Duration) {
+    pub fn checkin(&self, key: Key, connection: h1::Connection, idle_timeout: Duration) {
         if !connection.is_drained() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push(Idle {
                 connection,
@@ -103,7 +139,7 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|c| c.expires > now && c.connection.is_idle_and_open());
+            list.retain_mut(|c| c.expires > now && c.connection.is_idle_and_open());
         }
         idle.retain(|_, list| !list.is_empty());
     }
@@ -130,16 +166,25 @@ impl Drop for Counted {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`; `open` counts it until it is
-/// dropped.
+/// Opens a new connection to `addr` — over TLS with `tls` — within `timeout` (the TCP
+/// connect and the TLS handshake together); `open` counts it until it is dropped.
 pub async fn connect(
     addr: SocketAddr,
+    tls: Option<&Arc<TlsTarget>>,
     timeout: Duration,
     open: &Arc<AtomicU64>,
 ) -> Result<h1::Connection, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let deadline = Instant::now() + timeout;
+    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     stream.set_nodelay(true)?;
-    Ok(h1::Connection::new(stream, Counted::new(open)))
+    let transport = match tls {
+        None => Transport::Plain(stream),
+        Some(tls) => tokio::time::timeout_at(deadline, Transport::tls(stream, tls))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Tls)?,
+    };
+    Ok(h1::Connection::new(transport, Counted::new(open)))
 }

@@ -1,4 +1,5 @@
-//! Lints about HTTPS: the certificates a listener serves and the TLS it offers.
+//! Lints about TLS: the certificates a listener serves and the TLS it offers, and TLS
+//! to backends that verifies nothing.
 //!
 //! Certificates were read and parsed by validation ([`crate::config::tls`]); these
 //! rules judge them against the clock and against the routes. An expired certificate
@@ -192,6 +193,38 @@ if they must be served. Set min_version = \"1.2\" (the default) or \"1.3\".",
                     ),
                 )
                 .with_help("use min_version = \"1.2\""),
+            );
+        }
+    },
+};
+
+pub const BACKEND_TLS_UNVERIFIED: Rule = Rule {
+    name: "backend-tls-unverified",
+    severity: Severity::Warning,
+    summary: "TLS to backends with `verify = false`",
+    explain: "With `tls = { verify = false }` a pool accepts any certificate its backends \
+present, for any name: the traffic is encrypted, but to whoever answers at the backend's \
+address — a host that took over the IP, or anything in the path that can intercept the \
+connection, reads and changes every request, cookies and tokens included. It is meant for \
+labs with throwaway certificates. Give the pool the CA that signed the backends' \
+certificates instead (`tls = { ca = \"internal-ca.pem\" }`, relative to the config file), \
+or leave `ca` out when they chain to a CA the system trusts, and set `sni` when the \
+certificates name a host other than the one in `address`.",
+    check: |config, out| {
+        for pool in &config.pools {
+            let Some(tls) = pool.tls.as_ref().filter(|t| !t.verify) else {
+                continue;
+            };
+            out.push(
+                Finding::warning(
+                    "",
+                    tls.verify_span.clone().or(Some(tls.span.clone())),
+                    format!(
+                        "pool {:?} accepts any certificate from its backends: anyone who can answer at their addresses gets its traffic",
+                        pool.name
+                    ),
+                )
+                .with_help("verify against the CA that signed the backends' certificates: tls = { ca = \"ca.pem\" }"),
             );
         }
     },

@@ -10,7 +10,7 @@
 //! Families: `pools` (redundancy, health checks, unused pools and listeners), `shares`
 //! (the split of traffic against capacity, hash keys), `failover` (retries, ejection,
 //! backup chains), `timeouts`, `routes`, `exposure` (the admin API), `certificates`
-//! (HTTPS listeners' certificates and TLS versions). docs/lints.md shows
+//! (HTTPS listeners' certificates and TLS versions, and unverified TLS to backends). docs/lints.md shows
 //! every rule with an example; its examples are tested.
 
 mod certificates;
@@ -63,6 +63,7 @@ pub static RULES: &[Rule] = &[
     certificates::CERTIFICATE_EXPIRING,
     certificates::CERTIFICATE_HOST_UNCOVERED,
     certificates::TLS_MIN_VERSION,
+    certificates::BACKEND_TLS_UNVERIFIED,
 ];
 
 /// Rules whose findings the clock raises, not the config: they never refuse a config

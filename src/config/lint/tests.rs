@@ -236,6 +236,18 @@ fn cases() -> Vec<Case> {
             "min_version = |\"1.1",
             https_with("min_version = \"1.3\"", ""),
         ),
+        case(
+            "backend-tls-unverified",
+            web("tls = { sni = \"api.internal\", verify = false }\n", TWO),
+            "verify = |false",
+            web("tls = { sni = \"api.internal\", verify = true }\n", TWO),
+        ),
+        case(
+            "backend-tls-unverified",
+            web("tls = { verify = false, ca = \"ca.pem\" }\n", TWO),
+            "verify = |false",
+            web("tls = { ca = \"ca.pem\" }\n", TWO),
+        ),
     ]
 }
 
@@ -258,7 +270,8 @@ fn https_with(setting: &str, _route: &str) -> String {
 /// Writes the certificates the TLS cases and the docs examples name, for the names
 /// `shop.example` and `*.shop.example`: `site.pem` (valid for 90 more days) with
 /// `site.key`, `expired.pem`/`.key` (ended yesterday), `expiring.pem`/`.key` (10 days
-/// left), and `other.key` (a key of no certificate).
+/// left), `other.key` (a key of no certificate), and `ca.pem` (a CA bundle for
+/// backend TLS).
 pub(crate) fn write_certificates(dir: &Path) {
     let day = time::Duration::days(1);
     let now = time::OffsetDateTime::now_utc();
@@ -279,6 +292,10 @@ pub(crate) fn write_certificates(dir: &Path) {
     }
     let other = rcgen::KeyPair::generate().expect("key");
     std::fs::write(dir.join("other.key"), other.serialize_pem()).expect("write");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&other).expect("CA certificate");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
 }
 
 /// Checks `text` as `lb.toml` in `dir`, with `files` beside it (and the certificates
