@@ -1,4 +1,4 @@
-//! TLS to backends (docs/tls-backends.md) on real sockets: TLS backends started here
+//! TLS to backends (docs/tls.md, "TLS to backends") on real sockets: TLS backends started here
 //! (tokio-rustls + hyper, certificates from a test CA) behind the real `evenkeel serve`.
 //! Requests and health checks go over TLS verified against the pool's `ca`; a backend
 //! another CA signed is refused (502) and marked down; SNI is what the config says;
@@ -48,7 +48,7 @@ impl TlsBackend {
             .collect::<Result<Vec<_>, _>>()
             .expect("certificate PEM");
         let key = PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).expect("key PEM");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = evenkeel::config::tls::provider();
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")

@@ -199,7 +199,7 @@ pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
 /// `http/1.1`, default session resumption): the alerts webhook's, with
 /// [`system_roots`].
 pub fn with_roots(roots: Arc<RootCertStore>) -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = super::tls::provider();
     let builder = match ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
     {

@@ -1,6 +1,6 @@
 //! HTTPS toward clients: the TLS handshake on a listener that has `tls`.
 //!
-//! rustls with the *ring* provider (docs/tls.md says why). Each worker keeps, per
+//! rustls with the aws-lc-rs provider ([`crate::config::tls::provider`]). Each worker keeps, per
 //! listener, a rustls `ServerConfig` made from the certificates of the snapshot in
 //! force, and makes a new one when a reload brings new certificates (the listener's
 //! `Arc<ListenerTls>` changes): new connections get the new certificate, connections
@@ -89,12 +89,12 @@ pub fn server_config(tls: &ListenerTls) -> Arc<ServerConfig> {
         // 1.0 and 1.1 are not offered at all (rustls has neither): the lint says so.
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::config::tls::provider();
     let builder =
         match ServerConfig::builder_with_provider(provider).with_protocol_versions(versions) {
             Ok(builder) => builder,
-            // The ring provider supports both versions: this cannot fail.
-            Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
+            // The provider supports both versions: this cannot fail.
+            Err(e) => unreachable!("aws-lc-rs supports TLS 1.2 and 1.3: {e}"),
         };
     let mut config = builder
         .with_no_client_auth()
@@ -118,7 +118,7 @@ fn shared_sessions() -> &'static Arc<ServerSessionMemoryCache> {
 fn shared_ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
     static TICKETER: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
     TICKETER
-        .get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
+        .get_or_init(|| match rustls::crypto::aws_lc_rs::Ticketer::new() {
             Ok(ticketer) => Some(ticketer),
             Err(e) => {
                 // No system randomness for a ticket key: resume by session ID only.

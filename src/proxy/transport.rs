@@ -305,7 +305,7 @@ mod tests {
             .expect("params")
             .self_signed(&key)
             .expect("certificate");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::config::tls::provider();
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS 1.3")
