@@ -22,7 +22,7 @@ fn config(backend: &str, listener_extra: &str, pool_extra: &str) -> String {
 }
 
 /// A backend on 127.0.0.1 that runs `serve` on each connection in a thread of its own.
-pub(crate) fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+fn raw_backend(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let serve = Arc::new(serve);
@@ -53,7 +53,7 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
 
 /// Reads one request head and its `Content-Length` body from `stream`; `None` when the
 /// connection ends first.
-pub(crate) fn read_request(stream: &mut TcpStream) -> Option<String> {
+fn read_request(stream: &mut TcpStream) -> Option<String> {
     let head = read_head(stream)?;
     let length: usize = head
         .lines()
@@ -73,7 +73,7 @@ fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
 }
 
 /// Waits up to `limit` for the server to close `stream`; how long that took, or `None`.
-pub(crate) fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
     let started = Instant::now();
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut sink = [0u8; 4096];
@@ -513,30 +513,44 @@ fn an_upload_that_stops_is_cut_after_body_idle_with_408() {
 /// request; only `per_try` ended it.
 #[test]
 fn a_client_that_disconnects_cancels_its_upstream_request() {
-    let upstream_closed: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let seen = Arc::clone(&upstream_closed);
-    let backend = raw_backend(move |mut stream| {
-        if read_request(&mut stream).is_none() {
-            return;
-        }
-        // Never answer; note when evenkeel closes the connection.
-        if closed_within(&mut stream, Duration::from_secs(15)).is_some() {
-            *seen.lock().expect("lock") = Some(Instant::now());
-        }
-    });
+    let (backend, upstream_closed) = silent_backend();
     let proxy = Proxy::start(&config(&backend.to_string(), "", ""), 1);
     let stream = send(proxy.addr(), b"GET /abandoned HTTP/1.1\r\nHost: x\r\n\r\n");
     std::thread::sleep(Duration::from_millis(300));
     let left = Instant::now();
     drop(stream);
+    assert_closed_soon_after(&upstream_closed, left);
+}
+
+/// When a backend connection was closed by evenkeel (set by [`silent_backend`]).
+pub(crate) type ClosedAt = Arc<Mutex<Option<Instant>>>;
+
+/// A backend that reads a request, never answers, and notes when evenkeel closes the
+/// connection.
+pub(crate) fn silent_backend() -> (SocketAddr, ClosedAt) {
+    let upstream_closed: ClosedAt = Arc::default();
+    let seen = Arc::clone(&upstream_closed);
+    let backend = raw_backend(move |mut stream| {
+        if read_request(&mut stream).is_none() {
+            return;
+        }
+        if closed_within(&mut stream, Duration::from_secs(15)).is_some() {
+            *seen.lock().expect("lock") = Some(Instant::now());
+        }
+    });
+    (backend, upstream_closed)
+}
+
+/// Asserts the [`silent_backend`]'s connection was closed within 2 s of `left`.
+pub(crate) fn assert_closed_soon_after(closed: &ClosedAt, left: Instant) {
     let cancelled = util::eventually(Duration::from_secs(5), || {
-        upstream_closed.lock().expect("lock").is_some()
+        closed.lock().expect("lock").is_some()
     });
     assert!(
         cancelled,
         "the backend's connection was still open 5 s after the client left"
     );
-    let after = upstream_closed.lock().expect("lock").map(|at| at - left);
+    let after = closed.lock().expect("lock").map(|at| at - left);
     assert!(after < Some(Duration::from_secs(2)), "{after:?}");
 }
 

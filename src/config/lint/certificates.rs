@@ -11,7 +11,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Finding, Rule, Severity};
-use crate::config::tls::TlsVersion;
+use crate::config::tls::{Certificate, TlsVersion};
 
 /// A certificate this close to its end is a warning.
 pub const EXPIRING_WITHIN_DAYS: i64 = 14;
@@ -21,6 +21,11 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A finding at `cert`'s entry.
+fn at(cert: &Certificate, message: String, help: &str) -> Finding {
+    Finding::warning("", Some(cert.span.clone()), message).with_help(help)
 }
 
 /// A time as a date for messages (`2026-11-30`).
@@ -51,18 +56,15 @@ reload (SIGHUP or `evenkeel apply`): new files under the same config are a new v
             } else {
                 continue;
             };
-            out.push(
-                Finding::warning(
-                    "",
-                    Some(cert.span.clone()),
-                    format!(
-                        "the certificate {} of listener {:?} {problem}: clients will refuse it",
-                        cert.cert_path.display(),
-                        listener.name
-                    ),
-                )
-                .with_help("renew it and write the new certificate and key over these files"),
-            );
+            out.push(at(
+                cert,
+                format!(
+                    "the certificate {} of listener {:?} {problem}: clients will refuse it",
+                    cert.cert_path.display(),
+                    listener.name
+                ),
+                "renew it and write the new certificate and key over these files",
+            ));
         }
     },
 };
@@ -79,19 +81,16 @@ swapped. The key's public half must be the one in the certificate: compare \
     check: |config, out| {
         for (listener, cert) in config.certificates() {
             if !cert.key_matches {
-                out.push(
-                    Finding::warning(
-                        "",
-                        Some(cert.span.clone()),
-                        format!(
-                            "the key {} is not the key of the certificate {} (listener {:?}): every handshake would fail",
-                            cert.key_path.display(),
-                            cert.cert_path.display(),
-                            listener.name
-                        ),
-                    )
-                    .with_help("point `key` at the private key the certificate was issued for"),
-                );
+                out.push(at(
+                    cert,
+                    format!(
+                        "the key {} is not the key of the certificate {} (listener {:?}): every handshake would fail",
+                        cert.key_path.display(),
+                        cert.cert_path.display(),
+                        listener.name
+                    ),
+                    "point `key` at the private key the certificate was issued for",
+                ));
             }
         }
     },
@@ -113,20 +112,17 @@ served certificate is within 7 days of its end.",
             if !(0..=EXPIRING_WITHIN_DAYS * 86_400).contains(&left) || now < cert.not_before {
                 continue;
             }
-            out.push(
-                Finding::warning(
-                    "",
-                    Some(cert.span.clone()),
-                    format!(
-                        "the certificate {} of listener {:?} expires on {} ({} days from now)",
-                        cert.cert_path.display(),
-                        listener.name,
-                        date(cert.not_after),
-                        left / 86_400
-                    ),
-                )
-                .with_help("renew it now, and find out why automatic renewal did not"),
-            );
+            out.push(at(
+                cert,
+                format!(
+                    "the certificate {} of listener {:?} expires on {} ({} days from now)",
+                    cert.cert_path.display(),
+                    listener.name,
+                    date(cert.not_after),
+                    left / 86_400
+                ),
+                "renew it now, and find out why automatic renewal did not",
+            ));
         }
     },
 };
