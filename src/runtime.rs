@@ -359,7 +359,11 @@ impl PoolRuntime {
     ) -> PoolRuntime {
         // One client config per pool, kept while the pool's `tls` stays as it was (so
         // sessions resume across reloads), made anew when it changes.
-        let same_tls = previous.filter(|p| p.config.tls == pool.tls);
+        let same_tls = previous.filter(|p| match (&p.config.tls, &pool.tls) {
+            (Some(before), Some(now)) => before.same_settings(now),
+            (None, None) => true,
+            _ => false,
+        });
         let tls_client = pool.tls.as_ref().map(|tls| {
             same_tls
                 .and_then(|p| p.tls_client.clone())
@@ -764,6 +768,38 @@ mod tests {
             &Events::default(),
             crate::health::now(),
         )
+    }
+
+    /// A reload that only moves a pool's `tls` in the file (a comment above it) keeps
+    /// its client config — its TLS sessions, and so its idle connections' key; one
+    /// that changes it makes a new one.
+    #[test]
+    fn a_reload_that_only_moves_text_keeps_a_pools_tls_client() {
+        let config = |prefix: &str, verify: bool| {
+            let text = format!(
+                "{prefix}[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+                 [[route]]\npool = \"a\"\n\
+                 [pool.a]\ntls = {{ sni = \"a.internal\", verify = {verify} }}\n\
+                 backends = [{{ address = \"127.0.0.1:1\" }}]\n"
+            );
+            let checked = crate::config::check_source(crate::config::Source {
+                path: "t.toml".into(),
+                text,
+            });
+            checked.config.expect("valid")
+        };
+        let runtime = Runtime::new(config("", false));
+        let client = |r: &Runtime| r.snapshot().pools[0].tls_client.clone().expect("tls");
+        let first = client(&runtime);
+        runtime
+            .replace(config("# moved down by a comment\n", false))
+            .expect("reload");
+        assert!(
+            Arc::ptr_eq(&first, &client(&runtime)),
+            "same settings, same client"
+        );
+        runtime.replace(config("", true)).expect("reload");
+        assert!(!Arc::ptr_eq(&first, &client(&runtime)), "verify changed");
     }
 
     #[test]

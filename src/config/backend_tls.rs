@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  tls = { sni, ca, verify } ──validate──► BackendTls ──client_config──► rustls ClientConfig
-//!  (raw, spans)                 (CA read and         (one per pool; kept        (ring, TLS 1.2/1.3,
+//!  (raw, spans)                 (CA read and         (one per pool; kept        (aws-lc-rs, TLS 1.2/1.3,
 //!                                parsed at check)     across reloads that       ALPN http/1.1,
 //!                                                     leave `tls` alone)        session resumption)
 //! ```
@@ -56,6 +56,19 @@ pub struct BackendTls {
     pub verify_span: Option<Span>,
     /// Where `tls` is written.
     pub span: Span,
+}
+
+impl BackendTls {
+    /// Whether `other` asks for the same TLS: the same server name, verification and
+    /// CA bytes. Where they are written in the file does not count, so a reload that
+    /// only moves text keeps the pool's client config, its sessions and its idle
+    /// connections.
+    pub fn same_settings(&self, other: &BackendTls) -> bool {
+        self.sni == other.sni
+            && self.verify == other.verify
+            && self.ca.as_ref().map(|c| (&c.path, &c.sha256))
+                == other.ca.as_ref().map(|c| (&c.path, &c.sha256))
+    }
 }
 
 /// Default for [`BackendTls::verify`].
@@ -171,7 +184,7 @@ pub struct TlsTarget {
     pub server_name: ServerName<'static>,
 }
 
-/// The rustls client config for a pool's `tls`: the *ring* provider (as on listeners),
+/// The rustls client config for a pool's `tls`: the aws-lc-rs provider (as on listeners),
 /// TLS 1.2 and 1.3, ALPN `http/1.1` only, the default session cache (resumption on),
 /// verification against `ca` or the system's roots — or none, with `verify = false`.
 pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
@@ -195,7 +208,7 @@ pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// A client config that verifies against `roots` (ring, TLS 1.2 and 1.3, ALPN
+/// A client config that verifies against `roots` (aws-lc-rs, TLS 1.2 and 1.3, ALPN
 /// `http/1.1`, default session resumption): the alerts webhook's, with
 /// [`system_roots`].
 pub fn with_roots(roots: Arc<RootCertStore>) -> ClientConfig {
@@ -204,8 +217,8 @@ pub fn with_roots(roots: Arc<RootCertStore>) -> ClientConfig {
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
     {
         Ok(builder) => builder,
-        // The ring provider supports both versions: this cannot fail.
-        Err(e) => unreachable!("ring supports TLS 1.2 and 1.3: {e}"),
+        // The provider supports both versions: this cannot fail.
+        Err(e) => unreachable!("aws-lc-rs supports TLS 1.2 and 1.3: {e}"),
     };
     let mut config = builder.with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

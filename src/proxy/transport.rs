@@ -49,7 +49,7 @@ pub enum Transport {
 
 /// A TLS stream to a backend.
 pub struct TlsTransport {
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<Records>,
     /// Plaintext bytes rustls accepted from the last write whose records are not all
     /// on the socket yet (0: none).
     accepted: usize,
@@ -62,7 +62,9 @@ impl Transport {
     /// The TLS handshake over `tcp` with `target`'s client config and server name.
     pub async fn tls(tcp: TcpStream, target: &Arc<TlsTarget>) -> io::Result<Transport> {
         let connector = TlsConnector::from(Arc::clone(&target.client));
-        let stream = connector.connect(target.server_name.clone(), tcp).await?;
+        let stream = connector
+            .connect(target.server_name.clone(), Records::new(tcp))
+            .await?;
         Ok(Transport::Tls(Box::new(RefCell::new(TlsTransport {
             stream,
             accepted: 0,
@@ -95,7 +97,7 @@ impl Transport {
     pub(crate) fn with_tcp<T>(&self, f: impl FnOnce(&TcpStream) -> T) -> T {
         match self {
             Transport::Plain(tcp) => f(tcp),
-            Transport::Tls(tls) => f(tls.borrow().stream.get_ref().0),
+            Transport::Tls(tls) => f(&tls.borrow().stream.get_ref().0.tcp),
         }
     }
 
@@ -119,16 +121,20 @@ impl TlsTransport {
     /// session tickets and key updates are taken; decrypted bytes, a `close_notify`,
     /// the end of the stream or an error mean the connection must not be reused.
     fn is_idle_and_open(&mut self) -> bool {
-        let (tcp, session) = self.stream.get_mut();
-        let socket = socket2::SockRef::from(&*tcp);
+        let (records, session) = self.stream.get_mut();
         loop {
-            match session.read_tls(&mut &*socket) {
+            match session.read_tls(&mut RecordsReader(records)) {
                 Ok(0) => return false,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
+        }
+        // A record only partly arrived decrypts to nothing yet, but its rest will come:
+        // the backend sent something after its response (issue 12, defect 4, over TLS).
+        if !records.at_boundary() {
+            return false;
         }
         match session.process_new_packets() {
             Ok(state) => state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed(),
@@ -199,6 +205,113 @@ impl AsyncWrite for Transport {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().split().1).poll_shutdown(cx)
+    }
+}
+
+/// The TCP stream under a backend's TLS session, following the TLS record boundaries
+/// in what it reads (a record: a 5-byte header whose last two bytes are the length,
+/// then that many bytes). rustls does not say how much of a record it holds
+/// unprocessed, and a record that has only partly arrived decrypts to nothing, so
+/// without this an idle connection with half a stray record inside rustls would look
+/// clean and be reused — and the record's rest read as the next request's response.
+pub struct Records {
+    tcp: TcpStream,
+    /// Bytes of the current record's header seen so far (0: at a header's start).
+    header: [u8; 5],
+    header_seen: usize,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl Records {
+    fn new(tcp: TcpStream) -> Records {
+        Records {
+            tcp,
+            header: [0; 5],
+            header_seen: 0,
+            body_left: 0,
+        }
+    }
+
+    /// Whether everything read so far ends exactly at a record's end.
+    fn at_boundary(&self) -> bool {
+        self.header_seen == 0 && self.body_left == 0
+    }
+
+    /// Follows the records through `bytes`, just read.
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header_seen).min(bytes.len());
+            self.header[self.header_seen..self.header_seen + n].copy_from_slice(&bytes[..n]);
+            self.header_seen += n;
+            bytes = &bytes[n..];
+            if self.header_seen == 5 {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header_seen = 0;
+            }
+        }
+    }
+}
+
+impl AsyncRead for Records {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        this.observe(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Records {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// Reads [`Records`]' socket without waiting (for the idle check), following the
+/// records too.
+struct RecordsReader<'a>(&'a mut Records);
+
+impl io::Read for RecordsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = io::Read::read(&mut &*socket2::SockRef::from(&self.0.tcp), buf)?;
+        self.0.observe(&buf[..read]);
+        Ok(read)
     }
 }
 
@@ -285,6 +398,35 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    #[test]
+    fn records_are_followed_across_reads_of_any_size() {
+        let record = |len: u16| {
+            let mut r = vec![23, 3, 3];
+            r.extend_from_slice(&len.to_be_bytes());
+            r.extend(std::iter::repeat_n(0u8, usize::from(len)));
+            r
+        };
+        let stream: Vec<u8> = [record(3), record(0), record(300)].concat();
+        for piece in [1, 2, 4, 5, 7, 64, 1000] {
+            let (tcp, _) = run(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+                (a.expect("connect"), b.expect("accept"))
+            });
+            let mut records = run(async move { Records::new(tcp) });
+            for (i, chunk) in stream.chunks(piece).enumerate() {
+                records.observe(chunk);
+                let end = (i + 1) * piece;
+                let boundary = [8, 13, stream.len()].contains(&end.min(stream.len()));
+                assert_eq!(records.at_boundary(), boundary, "piece {piece}, at {end}");
+            }
+            assert!(records.at_boundary());
+        }
+    }
+
     /// What the test backend does once it has answered the request.
     #[derive(Clone, Copy, Debug)]
     enum After {
@@ -294,6 +436,9 @@ mod tests {
         Stray,
         /// Sends `close_notify`.
         CloseNotify,
+        /// Sends a record of stray response bytes but its last byte (which never
+        /// comes): nothing decrypts yet, and the record is not complete.
+        PartialStray,
     }
 
     /// A TLS 1.3 backend on 127.0.0.1 (rustls, a self-signed certificate, session
@@ -348,6 +493,18 @@ mod tests {
                     }
                     After::CloseNotify => {
                         let _ = tls.shutdown().await;
+                    }
+                    After::PartialStray => {
+                        let (tcp, session) = tls.get_mut();
+                        let _ = std::io::Write::write_all(
+                            &mut session.writer(),
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTRAY",
+                        );
+                        let mut record = Vec::new();
+                        while session.wants_write() {
+                            let _ = session.write_tls(&mut record);
+                        }
+                        let _ = tcp.write_all(&record[..record.len() - 1]).await;
                     }
                 }
             }
@@ -424,11 +581,12 @@ mod tests {
     }
 
     /// Application data after a response is stray (it belongs to no request): the
-    /// connection is not reused. So is one the backend closed with `close_notify`.
+    /// connection is not reused — even when only part of its record has come, so
+    /// nothing decrypts yet. So is one the backend closed with `close_notify`.
     #[test]
     fn stray_data_or_a_close_notify_on_an_idle_tls_connection_make_it_unusable() {
         run(async {
-            for after in [After::Stray, After::CloseNotify] {
+            for after in [After::Stray, After::CloseNotify, After::PartialStray] {
                 let addr = backend(after).await;
                 let mut connection = connect(addr).await;
                 get(&mut connection).await;
