@@ -364,3 +364,83 @@ fn a_webhook_that_is_down_costs_no_request_and_sheds_alerts_within_its_bound() {
         "memory grew from {rss_early} to {rss_late} KiB"
     );
 }
+
+/// A backend that turns slow while the others stay fast: the slow-backend alarm names
+/// it within two monitor windows (its p99 against the median p99 of the others, which
+/// works in any pool of two or more), `/status` and `/metrics` show its p99, and the
+/// alarm clears once it is fast again.
+#[test]
+fn a_backend_that_turns_slow_is_alarmed_by_name_and_cleared_when_it_recovers() {
+    let backends = [
+        Backend::start("b1"),
+        Backend::start("b2"),
+        Backend::start("b3"),
+    ];
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.address()))
+        .collect();
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [[route]]\npool = \"web\"\n\n\
+         [pool.web]\nalgorithm = \"round_robin\"\nbackends = [{}]\n",
+        list.join(", ")
+    );
+    let proxy = Proxy::start_with_admin(&config, 1);
+    let load = Load::start(proxy.addr(), 4, "/", Duration::from_millis(5));
+    let slow = backends[1].address();
+    let key = format!("slow_backend/web/{slow}");
+    let alarmed = |proxy: &Proxy| {
+        proxy.status()["monitor"]["alarms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["key"] == key.as_str())
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!alarmed(&proxy), "nothing is slow yet: {}", proxy.status());
+
+    backends[1].set_delay(Duration::from_millis(120));
+    let turned = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(25), || alarmed(&proxy)),
+        "no slow-backend alarm for {slow}: {}",
+        proxy.status()
+    );
+    assert!(
+        turned.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        turned.elapsed()
+    );
+    let pool = &proxy.status()["monitor"]["pools"][0];
+    let p99 = |address: &str| {
+        pool["backends"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["address"] == address))
+            .and_then(|b| b["p99_ms"].as_f64())
+            .unwrap_or(0.0)
+    };
+    assert!(p99(&slow) >= 100.0, "{pool}");
+    assert!(p99(&backends[0].address()) < 50.0, "{pool}");
+    let metrics = crate::util::raw_exchange(
+        proxy.admin.expect("admin"),
+        b"GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .text;
+    assert!(
+        metrics.contains(&format!(
+            "evenkeel_backend_latency_p99_seconds{{pool=\"web\",backend=\"{slow}\"}}"
+        )),
+        "{metrics}"
+    );
+    let (_, events) = proxy.admin_request("GET", "/events?since=0");
+    assert!(events.to_string().contains(&key), "journaled: {events}");
+
+    backends[1].set_delay(Duration::ZERO);
+    assert!(
+        eventually(Duration::from_secs(40), || !alarmed(&proxy)),
+        "the alarm should clear: {}",
+        proxy.status()
+    );
+    drop(load);
+}

@@ -437,6 +437,29 @@ impl Scrape {
         for (name, help, value) in per_backend {
             gauges(e, name, help, None, backends().map(|(l, b)| (l, value(b))))?;
         }
+        // Only backends that answered in the window: no latency is not zero latency.
+        type Quantile = (&'static str, &'static str, fn(&BackendView) -> Option<f64>);
+        let quantiles: [Quantile; 2] = [
+            (
+                "evenkeel_backend_latency_p50",
+                "Median time to the response head over the monitor window, per backend.",
+                |b| b.p50_ms,
+            ),
+            (
+                "evenkeel_backend_latency_p99",
+                "99th percentile time to the response head over the monitor window, per backend (the slow-backend alarm compares it to the other backends').",
+                |b| b.p99_ms,
+            ),
+        ];
+        for (name, help, value) in quantiles {
+            gauges(
+                e,
+                name,
+                help,
+                Some(&Unit::Seconds),
+                backends().filter_map(|(l, b)| value(b).map(|ms| (l, ms / 1000.0))),
+            )?;
+        }
         gauges(
             e,
             "evenkeel_pool_skew",

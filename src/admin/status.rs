@@ -59,6 +59,10 @@ pub struct GuardThresholds {
     /// (Absent from an older instance's answer: the default.)
     #[serde(default = "default_latency_floor_ms")]
     pub latency_floor_ms: f64,
+    /// The slow-backend alarm's line: a backend's p99 over the median p99 of the
+    /// others. Default: 3. (Absent from an older instance's answer: the default.)
+    #[serde(default = "default_max_backend_latency_ratio")]
+    pub max_backend_latency_ratio: f64,
     /// Largest acceptable pool skew. Default: 0.25.
     pub max_skew: f64,
     /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
@@ -67,6 +71,10 @@ pub struct GuardThresholds {
     pub max_shift: f64,
     /// Whether applies refuse lint warnings too. Default: false.
     pub deny_warnings: bool,
+}
+
+fn default_max_backend_latency_ratio() -> f64 {
+    crate::config::Guard::default().max_backend_latency_ratio
 }
 
 fn default_latency_floor_ms() -> f64 {
@@ -82,6 +90,7 @@ impl GuardThresholds {
             max_error_rate: guard.max_error_rate,
             max_latency_ratio: guard.max_latency_ratio,
             latency_floor_ms: guard.latency_floor.as_secs_f64() * 1000.0,
+            max_backend_latency_ratio: guard.max_backend_latency_ratio,
             max_skew: guard.max_skew,
             max_load_ratio: guard.max_load_ratio,
             max_shift: guard.max_shift,

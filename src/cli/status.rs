@@ -112,6 +112,10 @@ struct BackendWindow {
     capacity_share: f64,
     #[serde(default)]
     load_ratio: f64,
+    #[serde(default)]
+    p50_ms: Option<f64>,
+    #[serde(default)]
+    p99_ms: Option<f64>,
 }
 
 /// An alarm in force (`crate::monitor::alarms::ActiveAlarm`).
@@ -240,9 +244,9 @@ fn pool_text(
         heading.push_str(" FAILED OVER to its backup");
     }
     let mut out = format!("{heading}\n");
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     match window {
         Some(w) => {
-            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
             let skew = match (w.skew, &w.skew_backend) {
                 (Some(s), Some(b)) => format!("{s:.2} (at {b})"),
                 (Some(s), None) => format!("{s:.2}"),
@@ -278,6 +282,8 @@ fn pool_text(
         "observed",
         "capacity",
         "load ratio",
+        "p50",
+        "p99",
         "in flight",
     ]
     .map(String::from)
@@ -305,12 +311,14 @@ fn pool_text(
             seen.map_or("-".to_string(), |b| percent(b.observed_share)),
             seen.map_or("-".to_string(), |b| percent(b.capacity_share)),
             load,
+            ms(seen.and_then(|b| b.p50_ms)),
+            ms(seen.and_then(|b| b.p99_ms)),
             backend.in_flight.to_string(),
         ]);
     }
     out.push_str(&render(
         &rows,
-        &[false, false, true, true, true, true, true, true],
+        &[false, false, true, true, true, true, true, true, true, true],
     ));
     if rows.iter().skip(1).any(|r| r[6].ends_with('!')) {
         out.push_str(&format!(
@@ -373,7 +381,8 @@ mod tests {
                     "backends": [
                         { "address": "127.0.0.1:9001", "requests": 900, "errors": 1,
                           "observed_share": 0.9, "intended_share": 0.9,
-                          "capacity_share": 0.3333, "load_ratio": 2.7, "expected": 900.0 },
+                          "capacity_share": 0.3333, "load_ratio": 2.7, "expected": 900.0,
+                          "p50_ms": 1.1, "p99_ms": 4.2 },
                         { "address": "127.0.0.1:9002", "requests": 100, "errors": 0,
                           "observed_share": 0.1, "intended_share": 0.1,
                           "capacity_share": 0.3333, "load_ratio": 0.3, "expected": 100.0 }
@@ -411,6 +420,10 @@ mod tests {
         assert!(overloaded.contains("usable"), "{overloaded}");
         assert!(overloaded.contains("90.0%"), "{overloaded}");
         assert!(overloaded.contains("2.70 !"), "{overloaded}");
+        assert!(
+            overloaded.contains("1.1 ms") && overloaded.contains("4.2 ms"),
+            "{overloaded}"
+        );
         let drained = row("127.0.0.1:9002");
         assert!(drained.contains("draining"), "{drained}");
         assert!(!drained.contains('!'), "{drained}");

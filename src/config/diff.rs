@@ -388,6 +388,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         format_duration(g.latency_floor),
         format_duration(h.latency_floor),
     );
+    setting(
+        "guard.max_backend_latency_ratio",
+        show(&g.max_backend_latency_ratio),
+        show(&h.max_backend_latency_ratio),
+    );
     setting("guard.max_skew", show(&g.max_skew), show(&h.max_skew));
     setting(
         "guard.max_load_ratio",

@@ -470,6 +470,10 @@ pub struct Guard {
     /// A p99 latency rise smaller than this never breaches, whatever the ratio (a p99
     /// of 4 ms becoming 10 ms is noise, not an outage). Default: 25 ms.
     pub latency_floor: Duration,
+    /// The slow-backend alarm: a backend whose p99 latency is above this many times the
+    /// median p99 of the other backends of its pool (and above it by at least
+    /// `latency_floor`). Default: 3.0.
+    pub max_backend_latency_ratio: f64,
     /// Largest acceptable pool skew. Default: 0.25.
     pub max_skew: f64,
     /// Largest acceptable backend load ratio (observed share / capacity share). Default: 2.0.
@@ -488,6 +492,7 @@ impl Default for Guard {
             max_error_rate: 0.02,
             max_latency_ratio: 2.0,
             latency_floor: DEFAULT_LATENCY_FLOOR,
+            max_backend_latency_ratio: 3.0,
             max_skew: 0.25,
             max_load_ratio: 2.0,
             max_shift: 2.0,

@@ -186,6 +186,7 @@ pub struct RawGuard {
     pub max_error_rate: Option<Num>,
     pub max_latency_ratio: Option<Num>,
     pub latency_floor: Option<Str>,
+    pub max_backend_latency_ratio: Option<Num>,
     pub max_skew: Option<Num>,
     pub max_load_ratio: Option<Num>,
     pub max_shift: Option<Num>,

@@ -1297,6 +1297,13 @@ impl Validator {
                 raw.latency_floor.as_ref(),
                 d.latency_floor,
             ),
+            max_backend_latency_ratio: self.num(
+                "guard.max_backend_latency_ratio",
+                raw.max_backend_latency_ratio.as_ref(),
+                |x| x > 1.0,
+                "a ratio above 1, such as 3.0",
+                d.max_backend_latency_ratio,
+            ),
             max_skew: self.num(
                 "guard.max_skew",
                 raw.max_skew.as_ref(),

@@ -162,6 +162,62 @@ pub fn certificate_conditions(config: &crate::config::Config, now: i64) -> Vec<(
         .collect()
 }
 
+/// Least requests a backend needs in the window for its p99 to be judged slow (or to
+/// count in the others' median).
+pub const MIN_REQUESTS_FOR_BACKEND_LATENCY: u64 = 20;
+
+/// A backend slower than the others of its pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowBackend {
+    /// Its address as written.
+    pub address: String,
+    /// Its p99 over the window, in ms.
+    pub p99_ms: f64,
+    /// The median p99 of the other backends judged, in ms.
+    pub others_ms: f64,
+}
+
+/// The backends of `pool` whose p99 over the window is above
+/// `guard.max_backend_latency_ratio` times the median p99 of the *other* backends with
+/// at least [`MIN_REQUESTS_FOR_BACKEND_LATENCY`] requests (so it works in a pool of
+/// two), and above it by at least `guard.latency_floor`.
+pub fn slow_backends(pool: &PoolView, guard: &Guard) -> Vec<SlowBackend> {
+    let judged: Vec<(&str, f64)> = pool
+        .backends
+        .iter()
+        .filter(|b| b.requests >= MIN_REQUESTS_FOR_BACKEND_LATENCY)
+        .filter_map(|b| b.p99_ms.map(|p99| (b.address.as_str(), p99)))
+        .collect();
+    let floor_ms = guard.latency_floor.as_secs_f64() * 1000.0;
+    let mut slow = Vec::new();
+    for (i, &(address, p99)) in judged.iter().enumerate() {
+        let mut others: Vec<f64> = judged
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, &(_, p))| p)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        others.sort_by(f64::total_cmp);
+        let mid = others.len() / 2;
+        let median = if others.len() % 2 == 1 {
+            others[mid]
+        } else {
+            (others[mid - 1] + others[mid]) / 2.0
+        };
+        if p99 > guard.max_backend_latency_ratio * median && p99 - median >= floor_ms {
+            slow.push(SlowBackend {
+                address: address.to_string(),
+                p99_ms: p99,
+                others_ms: median,
+            });
+        }
+    }
+    slow
+}
+
 pub fn conditions(
     views: &[PoolView],
     guard: &Guard,
@@ -208,6 +264,25 @@ pub fn conditions(
                     ),
                 ));
             }
+        }
+        for slow in slow_backends(pool, guard) {
+            // What the balancer does about it: load-aware algorithms send it less.
+            let consequence = if pool.weight_driven {
+                format!("{} keeps sending it its full share", pool.algorithm)
+            } else {
+                format!("{} sends it fewer requests", pool.algorithm)
+            };
+            holding.push((
+                format!("slow_backend/{name}/{}", slow.address),
+                format!(
+                    "backend {} of pool {name:?} is slow: p99 {:.1} ms is {:.1}x the median p99 of the other backends ({:.1} ms; line {}x); {consequence}",
+                    slow.address,
+                    slow.p99_ms,
+                    slow.p99_ms / slow.others_ms.max(f64::MIN_POSITIVE),
+                    slow.others_ms,
+                    guard.max_backend_latency_ratio
+                ),
+            ));
         }
         if pool.client_requests >= MIN_REQUESTS_FOR_ERRORS && pool.error_rate > guard.max_error_rate
         {

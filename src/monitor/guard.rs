@@ -11,6 +11,8 @@
 //!   storm, a GC pause), not a bad change, however large the ratio (issue 12, defect 11);
 //! - skew after above `max_skew` (weight-driven algorithms);
 //! - a backend's load ratio after above `max_load_ratio`;
+//! - a backend slow against the others of its pool after (and not before): p99 above
+//!   `max_backend_latency_ratio` times their median, by at least `latency_floor`;
 //! - a backend's share after / before above `max_shift`, for backends that had at
 //!   least 5% before, unless the change was applied with `expect_shift`.
 
@@ -83,6 +85,19 @@ pub fn judge(
                 }
             }
         }
+        // A backend the change made slow against the others (not one that was before).
+        let slow_before = old
+            .map(|o| super::alarms::slow_backends(o, guard))
+            .unwrap_or_default();
+        for slow in super::alarms::slow_backends(pool, guard) {
+            if slow_before.iter().any(|s| s.address == slow.address) {
+                continue;
+            }
+            breaches.push(format!(
+                "backend {} of pool {name:?} p99 {:.1} ms is above {}x the median p99 of the others ({:.1} ms)",
+                slow.address, slow.p99_ms, guard.max_backend_latency_ratio, slow.others_ms
+            ));
+        }
         if let Some(skew) = pool
             .skew
             .filter(|s| pool.weight_driven && *s > guard.max_skew)
@@ -144,6 +159,8 @@ mod tests {
                 capacity_share: 1.0 / shares.len() as f64,
                 load_ratio: s * shares.len() as f64,
                 expected: s * requests as f64,
+                p50_ms: Some(1.0),
+                p99_ms: Some(5.0),
             })
             .collect();
         PoolView {
@@ -182,6 +199,33 @@ mod tests {
         .unwrap();
         assert!(piled.contains("load ratio 2.70"), "{piled}");
         assert!(piled.contains("share went from 33.3% to 90.0%"), "{piled}");
+    }
+
+    /// A backend slow against the others breaches after a change only when the change
+    /// made it so; the alarm condition is the same function, with its floor.
+    #[test]
+    fn a_backend_made_slow_by_a_change_breaches_and_one_slow_before_does_not() {
+        let guard = Guard::default();
+        let even = pool(&[0.5, 0.5], 1000, 0.0);
+        let mut slow = even.clone();
+        slow.backends[1].p99_ms = Some(80.0);
+        let breach = judge(
+            std::slice::from_ref(&even),
+            std::slice::from_ref(&slow),
+            &guard,
+            false,
+        )
+        .expect("a breach");
+        assert!(breach.contains("backend 127.0.0.1:9001"), "{breach}");
+        let again = std::slice::from_ref(&slow);
+        assert!(judge(again, again, &guard, false).is_none());
+        // 3.2x the others but only 11 ms more: under latency_floor (25 ms), no alarm.
+        let mut quick = even.clone();
+        quick.backends[1].p99_ms = Some(16.0);
+        assert!(super::super::alarms::slow_backends(&quick, &guard).is_empty());
+        // Too few requests to judge.
+        slow.backends[1].requests = 10;
+        assert!(super::super::alarms::slow_backends(&slow, &guard).is_empty());
     }
 
     #[test]

@@ -31,12 +31,12 @@ use tokio::sync::{broadcast, watch};
 
 use crate::apply::Applier;
 use crate::health::{self, Event};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Snapshot};
 
 use self::alarms::{ActiveAlarm, Alarms, FLAP_CHANGES, FLAP_WINDOW};
 use self::guard::Watch;
 use self::webhook::{Webhook, WebhookStats};
-use self::window::{PoolView, Sample};
+use self::window::{LatencyBase, PoolView, Sample};
 
 /// The window alarms and `/status` look at.
 pub const ALARM_WINDOW: Duration = Duration::from_secs(10);
@@ -101,6 +101,8 @@ struct Loop {
     webhook_url: Option<String>,
     /// When the config last changed.
     last_change: Duration,
+    /// Every backend's latency counts at the last sample.
+    latency_base: LatencyBase,
 }
 
 async fn run(
@@ -121,6 +123,7 @@ async fn run(
         webhook: None,
         webhook_url: None,
         last_change: Duration::ZERO,
+        latency_base: LatencyBase::default(),
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +146,11 @@ impl Loop {
     fn tick(&mut self) {
         let snapshot = self.runtime.snapshot();
         let now = health::now();
-        self.samples.push_back(Sample::take(&snapshot, now));
+        self.samples.push_back(Sample::take_tracking(
+            &snapshot,
+            now,
+            Some(&mut self.latency_base),
+        ));
         // Keep what the guard's before-window and the alarm window need.
         let keep = (snapshot.config.guard.watch * 2).max(ALARM_WINDOW * 6) + TICK * 2;
         while self
@@ -162,7 +169,7 @@ impl Loop {
             return;
         };
         let window_seconds = newest.at.saturating_sub(oldest.at).as_secs_f64();
-        let pools = window::view(oldest, newest, &snapshot, now);
+        let pools = self.view(oldest, newest, &snapshot, now);
         while self
             .health_changes
             .front()
@@ -184,6 +191,24 @@ impl Loop {
             alarms: self.alarms.active(),
             watching: self.watch.as_ref().map(|w| w.version),
         }));
+    }
+
+    /// The window from `older` to `newer` ([`window::view`]) with each backend's
+    /// latency over it.
+    fn view(
+        &self,
+        older: &Sample,
+        newer: &Sample,
+        snapshot: &Snapshot,
+        now: Duration,
+    ) -> Vec<PoolView> {
+        let mut views = window::view(older, newer, snapshot, now);
+        let within = self
+            .samples
+            .iter()
+            .filter(|s| s.at > older.at && s.at <= newer.at);
+        window::add_backend_latency(&mut views, within);
+        views
     }
 
     /// The oldest sample taken at or after `at`.
@@ -211,7 +236,7 @@ impl Loop {
         else {
             return;
         };
-        let after = window::view(start, newest, &snapshot, now);
+        let after = self.view(start, newest, &snapshot, now);
         if let Some(reason) = guard::judge(&w.before, &after, &guard, w.expect_shift) {
             let (version, previous) = (w.version, w.previous);
             self.watch = None;
@@ -281,7 +306,7 @@ impl Loop {
                 let snapshot = self.runtime.snapshot();
                 let before_start = now.saturating_sub(snapshot.config.guard.watch);
                 let before = match (self.sample_since(before_start), self.samples.back()) {
-                    (Some(old), Some(new)) => window::view(old, new, &snapshot, now),
+                    (Some(old), Some(new)) => self.view(old, new, &snapshot, now),
                     _ => Vec::new(),
                 };
                 self.watch = Some(Watch {

@@ -28,6 +28,17 @@ pub struct BackendSample {
     pub responses: [u64; 5],
     /// Tries without a response.
     pub failures: u64,
+    /// Its latency histogram since the previous sample the monitor took, sparse
+    /// (bucket, count) — empty for samples taken without a [`LatencyBase`].
+    pub latency: Vec<(u16, u32)>,
+}
+
+/// Every backend's cumulative latency counts at the last sample, so the next sample
+/// keeps only what changed (a few buckets a second), not 148 counters per backend per
+/// second of history.
+#[derive(Debug, Default)]
+pub struct LatencyBase {
+    cumulative: HashMap<(String, String), Vec<u64>>,
 }
 
 /// Everything counted, at one moment.
@@ -53,6 +64,17 @@ pub struct PoolSample {
 impl Sample {
     /// Reads the counters of `snapshot` now.
     pub fn take(snapshot: &Snapshot, at: Duration) -> Sample {
+        Sample::take_tracking(snapshot, at, None)
+    }
+
+    /// Reads the counters of `snapshot` now; with `base`, each backend's latency since
+    /// the previous such sample too (and `base` moves on).
+    pub fn take_tracking(
+        snapshot: &Snapshot,
+        at: Duration,
+        mut base: Option<&mut LatencyBase>,
+    ) -> Sample {
+        let mut kept = HashMap::new();
         let pools = snapshot
             .pools
             .iter()
@@ -62,8 +84,25 @@ impl Sample {
                     .backends
                     .iter()
                     .map(|b| {
-                        for (sum, count) in latency.iter_mut().zip(b.stats.latency.snapshot()) {
+                        let counts = b.stats.latency.snapshot();
+                        for (sum, count) in latency.iter_mut().zip(&counts) {
                             *sum += count;
+                        }
+                        let mut since = Vec::new();
+                        if let Some(base) = base.as_deref_mut() {
+                            let key = (pool.name.clone(), b.address.clone());
+                            let before = base.cumulative.get(&key);
+                            for (bucket, &count) in counts.iter().enumerate() {
+                                let was = before.and_then(|c| c.get(bucket)).copied().unwrap_or(0);
+                                let new = count.saturating_sub(was);
+                                if new > 0 {
+                                    since.push((
+                                        bucket as u16,
+                                        u32::try_from(new).unwrap_or(u32::MAX),
+                                    ));
+                                }
+                            }
+                            kept.insert(key, counts);
                         }
                         let sample = BackendSample {
                             requests: b.stats.requests.load(Ordering::Relaxed),
@@ -71,6 +110,7 @@ impl Sample {
                                 b.stats.responses[i].load(Ordering::Relaxed)
                             }),
                             failures: b.stats.failures.load(Ordering::Relaxed),
+                            latency: since,
                         };
                         (b.address.clone(), sample)
                     })
@@ -89,7 +129,40 @@ impl Sample {
                 )
             })
             .collect();
+        if let Some(base) = base {
+            // Backends a reload removed are forgotten.
+            base.cumulative = kept;
+        }
         Sample { at, pools }
+    }
+}
+
+/// Sets each backend's p50/p99 in `views` from the latencies of `samples` (the samples
+/// of the window after its first: each holds what came since the one before).
+pub fn add_backend_latency<'a>(views: &mut [PoolView], samples: impl Iterator<Item = &'a Sample>) {
+    let mut sums: HashMap<(&str, &str), Vec<u64>> = HashMap::new();
+    for sample in samples {
+        for (pool, pool_sample) in &sample.pools {
+            for (address, backend) in &pool_sample.backends {
+                if backend.latency.is_empty() {
+                    continue;
+                }
+                let sum = sums
+                    .entry((pool.as_str(), address.as_str()))
+                    .or_insert_with(|| vec![0; BUCKETS]);
+                for &(bucket, count) in &backend.latency {
+                    sum[usize::from(bucket)] += u64::from(count);
+                }
+            }
+        }
+    }
+    for pool in views {
+        for backend in &mut pool.backends {
+            if let Some(counts) = sums.get(&(pool.name.as_str(), backend.address.as_str())) {
+                backend.p50_ms = quantile_ms(counts, 0.5);
+                backend.p99_ms = quantile_ms(counts, 0.99);
+            }
+        }
     }
 }
 
@@ -112,6 +185,11 @@ pub struct BackendView {
     pub load_ratio: f64,
     /// Its requests expected from the intended share (for significance rules).
     pub expected: f64,
+    /// Median latency to the response head over the window, in ms (`None`: no
+    /// response, or the window was read without per-backend latency).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency over the window, in ms.
+    pub p99_ms: Option<f64>,
 }
 
 /// One pool over a window.
@@ -232,6 +310,8 @@ pub fn view(older: &Sample, newer: &Sample, snapshot: &Snapshot, now: Duration) 
                             0.0
                         },
                         expected: intended[i] * total as f64,
+                        p50_ms: None,
+                        p99_ms: None,
                     }
                 })
                 .collect();
