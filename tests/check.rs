@@ -33,6 +33,57 @@ fn a_good_config_passes_with_exit_0_and_a_summary() {
     );
 }
 
+/// `--coverage` prints, per pool and kind of failure, what takes a failing backend out
+/// of traffic and how soon; a sensible config has a remover for every failure that
+/// stops service.
+#[test]
+fn coverage_prints_what_removes_each_kind_of_failure() {
+    let dir = Dir::new();
+    let path = dir.write("lb.toml", GOOD);
+    let out = run(&["check", "-c", path.to_str().unwrap(), "--coverage"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("failure-detection coverage:\npool \"web\"\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("  a backend that accepts connections but never answers\n    removed by: active http check, within about 6s"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("NOTHING"), "{}", out.stdout);
+    // A tcp check and passive ejection off: a hung or erroring backend stays in.
+    let blind = GOOD.replace(
+        "path = \"/healthz\"",
+        "type = \"tcp\"\n[pool.web.outlier]\nconsecutive_failures = 0",
+    );
+    let path = dir.write("blind.toml", &blind);
+    let out = run(&[
+        "check",
+        "-c",
+        path.to_str().unwrap(),
+        "--coverage",
+        "--deny-warnings",
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("warning[undetected-failure]").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout
+            .matches("removed by: NOTHING (undetected-failure)")
+            .count(),
+        2,
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn an_unknown_pool_is_located_with_a_caret_and_help_and_exits_1() {
     let dir = Dir::new();

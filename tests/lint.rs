@@ -82,6 +82,18 @@ fn cases() -> Vec<Case> {
             web("", TWO).replace("path = \"/healthz\"", "interval = \"10s\""),
         ),
         case(
+            "undetected-failure",
+            web("", TWO).replace(
+                "path = \"/healthz\"",
+                "type = \"tcp\"\n[pool.web.outlier]\nconsecutive_failures = 0",
+            ),
+            "|[pool.web.health]",
+            web("", TWO).replace(
+                "path = \"/healthz\"",
+                "path = \"/healthz\"\n[pool.web.outlier]\nconsecutive_failures = 0",
+            ),
+        ),
+        case(
             "unused-pool",
             format!("{}{spare}", web("", TWO)),
             "[pool.|spare]",

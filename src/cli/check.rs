@@ -11,7 +11,7 @@ use crate::config::{self, diagnostic};
 /// --deny-warnings), 2 when the file cannot be read.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'"
+    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage"
 )]
 pub struct Args {
     /// The config file.
@@ -23,6 +23,10 @@ pub struct Args {
     /// Treat warnings as errors (exit 1 when there is any).
     #[arg(long)]
     deny_warnings: bool,
+    /// Also print, per pool, which mechanism takes a failing backend out of traffic
+    /// for each kind of failure, and how soon (text output only).
+    #[arg(long)]
+    coverage: bool,
 }
 
 /// How findings are printed.
@@ -37,6 +41,10 @@ pub enum Format {
 pub fn run(args: &Args) -> CommandResult {
     let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
     print_findings(&checked, args.format);
+    if let (true, Format::Text, Some(config)) = (args.coverage, args.format, &checked.config) {
+        println!("\nfailure-detection coverage:");
+        print!("{}", config::lint::coverage::render(config));
+    }
     Ok(if checked.is_rejected(args.deny_warnings) {
         Exit::Rejected
     } else {

@@ -14,6 +14,7 @@
 //! every rule with an example; its examples are tested.
 
 mod certificates;
+pub mod coverage;
 mod exposure;
 mod failover;
 mod pools;
@@ -45,6 +46,7 @@ pub static RULES: &[Rule] = &[
     pools::WEIGHTS_IGNORED,
     pools::NO_HEALTH_CHECK,
     pools::SLOW_FAILURE_DETECTION,
+    coverage::UNDETECTED_FAILURE,
     pools::UNUSED_POOL,
     pools::LISTENER_WITHOUT_ROUTES,
     shares::LOAD_RATIO,

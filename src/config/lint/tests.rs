@@ -79,6 +79,14 @@ fn cases() -> Vec<Case> {
             "|[pool.web.health]",
             format!("{FRONT}\n[pool.web]\n{TWO}\n[pool.web.health]\ninterval = \"10s\"\n"),
         ),
+        // A tcp check sees neither a hung application nor errors, and passive
+        // ejection is off: two kinds of failure stay in traffic.
+        case(
+            "undetected-failure",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n[pool.web.health]\ntype = \"tcp\"\n[pool.web.outlier]\nconsecutive_failures = 0\n"),
+            "|[pool.web.health]",
+            format!("{FRONT}\n[pool.web]\n{TWO}\n[pool.web.health]\ntype = \"tcp\"\n"),
+        ),
         case(
             "unused-pool",
             format!("{}{spare}", web("", TWO)),
