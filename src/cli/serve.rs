@@ -275,7 +275,10 @@ fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -
         .rev()
         .filter(|v| v.outcome == crate::store::Outcome::Applied)
         .find_map(|v| {
-            if matches!(store.rejection(&v.sha256), Ok(Some(_))) {
+            let by_text = crate::store::sha256(&v.text);
+            if matches!(store.rejection(&v.sha256), Ok(Some(_)))
+                || matches!(store.rejection(&by_text), Ok(Some(_)))
+            {
                 return None;
             }
             let checked = config::check_source_in(

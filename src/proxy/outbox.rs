@@ -374,9 +374,13 @@ where
             }
         }
         let drained = outbox.is_empty() && spill.as_ref().is_none_or(|s| s.is_empty());
-        if drained && !flushed && !moved {
+        if drained && !flushed && (ended || !moved) {
             match writer(cx, &[]) {
-                Poll::Ready(Ok(_)) => flushed = true,
+                Poll::Ready(Ok(_)) => {
+                    flushed = true;
+                    // A flush that took a while was the client taking bytes.
+                    stall.progressed();
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(PumpError::Write(error))),
                 Poll::Pending => writer_waited = true,
             }
@@ -390,7 +394,7 @@ where
         }
         ready!(stall.poll_paused(cx));
         return Poll::Ready(Err(PumpError::Stalled {
-            reading: outbox.is_empty(),
+            reading: outbox.is_empty() && flushed,
         }));
     })
     .await
@@ -517,6 +521,77 @@ mod tests {
             }
             Poll::Ready(Ok(n))
         }
+    }
+
+    /// A body that yields one piece, then nothing more for ever (a long poll).
+    struct OnceThenSilent(Option<Bytes>);
+
+    impl Body for OnceThenSilent {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+            match self.0.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A flush that takes a while (a slow TLS client draining the session's buffer) is
+    /// progress: the wait for the body's next piece that follows gets the whole stall
+    /// limit, not what the flush left of it.
+    #[test]
+    fn a_slow_flush_counts_as_progress_for_the_stall_that_follows() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let start = tokio::time::Instant::now();
+            let flushed_at = start + Duration::from_millis(800);
+            let mut body = OnceThenSilent(Some(Bytes::from_static(b"event")));
+            let mut writer = |cx: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+                if !slices.is_empty() {
+                    return Poll::Ready(Ok(slices.iter().map(|s| s.len()).sum()));
+                }
+                if tokio::time::Instant::now() >= flushed_at {
+                    return Poll::Ready(Ok(0));
+                }
+                // Wake when the flush is done.
+                let waker = cx.waker().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(flushed_at).await;
+                    waker.wake();
+                });
+                Poll::Pending
+            };
+            let mut outbox = Outbox::default();
+            let mut stall = Stall::new(Duration::from_secs(1));
+            let pumped = pump(
+                &mut body,
+                &mut outbox,
+                false,
+                1024,
+                None,
+                &mut writer,
+                &mut stall,
+            )
+            .await;
+            assert!(
+                matches!(pumped, Err(PumpError::Stalled { reading: true })),
+                "{pumped:?}"
+            );
+            let waited = start.elapsed();
+            assert!(
+                waited >= Duration::from_millis(1800),
+                "stalled after {waited:?}"
+            );
+        });
     }
 
     #[test]
