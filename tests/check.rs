@@ -314,3 +314,134 @@ fn explain_describes_a_rule_and_lists_them_all() {
         unknown.stderr
     );
 }
+
+/// What `serve` did with a config within a few seconds: started (printed every
+/// listener) or exited with a code.
+#[derive(Debug, PartialEq)]
+enum Served {
+    Started,
+    Exited(Option<i32>),
+}
+
+/// Starts `evenkeel serve -c path` and waits until it prints its listeners (then stops
+/// it) or exits.
+fn serve_outcome(path: &std::path::Path, listeners: usize) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = crate::util::evenkeel()
+        .args(["serve", "-c"])
+        .arg(path)
+        .args(["--workers", "1", "--no-access-log"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = 0;
+    let outcome = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Served::Exited(status.code());
+        }
+        while let Ok(line) = lines.try_recv() {
+            seen += usize::from(line.starts_with("listening "));
+        }
+        if seen >= listeners {
+            break Served::Started;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve neither started nor exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+/// `check` (without --deny-warnings) passes exactly the configs `serve` starts with: a
+/// CI gate must never let through a config the server refuses. Each row is a refusal
+/// that depends only on the config and the files it names.
+#[test]
+fn check_passes_exactly_what_serve_starts_with() {
+    let dir = Dir::new();
+    dir.write("good.token", "0123456789abcdef0123456789abcdef\n");
+    dir.write("short.token", "0123456789\n");
+    std::fs::create_dir_all(dir.path().join("folder.token")).expect("a folder");
+    let site = crate::util::TestCertificate::new(&["shop.example"]);
+    site.write(dir.path(), "site");
+    let other = crate::util::TestCertificate::new(&["shop.example"]);
+    std::fs::write(dir.path().join("other.key"), &other.key).expect("write");
+    crate::util::TestCertificate::valid(&["shop.example"], -10 * 86_400, -86_400)
+        .write(dir.path(), "expired");
+    let state = |name: &str| format!("state_dir = \"{}\"\n", dir.path().join(name).display());
+    let plain = |listen: &str| {
+        format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"{listen}\"\n\n[[route]]\npool = \"web\"\n\n\
+             [pool.web]\nbackends = [{{ address = \"127.0.0.1:9001\" }}, {{ address = \"127.0.0.1:9002\" }}]\n\
+             [pool.web.health]\npath = \"/healthz\"\n"
+        )
+    };
+    let admin =
+        |token: &str| format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{token}\"\n");
+    let https = |cert: &str, key: &str| {
+        plain("127.0.0.1:0").replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!("listen = \"127.0.0.1:0\"\ntls = {{ certificates = [{{ cert = \"{cert}\", key = \"{key}\" }}] }}\n"),
+        )
+    };
+    // The fixed ports below are never bound: validation refuses both configs first.
+    let cases: Vec<(&str, String, usize)> = vec![
+        ("a sound config", format!("{}{}", plain("127.0.0.1:0"), admin("good.token")), 1),
+        ("no token file", format!("{}{}", plain("127.0.0.1:0"), admin("missing.token")), 1),
+        ("a short token", format!("{}{}", plain("127.0.0.1:0"), admin("short.token")), 1),
+        ("a folder for a token", format!("{}{}", plain("127.0.0.1:0"), admin("folder.token")), 1),
+        (
+            "two listeners on one address",
+            format!(
+                "{}[[listener]]\nname = \"second\"\nlisten = \"127.0.0.1:18997\"\n\n[[route]]\nlistener = \"second\"\npool = \"web\"\n",
+                plain("127.0.0.1:18997").replace("[[route]]\npool", "[[route]]\nlistener = \"public\"\npool")
+            ),
+            2,
+        ),
+        (
+            "[admin] on a listener's address",
+            format!("{}[admin]\nlisten = \"127.0.0.1:18996\"\ntoken_file = \"good.token\"\n", plain("127.0.0.1:18996")),
+            1,
+        ),
+        ("a sound certificate", https("site.pem", "site.key"), 1),
+        ("a missing certificate", https("none.pem", "site.key"), 1),
+        ("a key of another certificate", https("site.pem", "other.key"), 1),
+        ("an expired certificate", https("expired.pem", "expired.key"), 1),
+    ];
+    for (i, (case, text, listeners)) in cases.iter().enumerate() {
+        let text = format!("{}{text}", state(&format!("state-{i}")));
+        let path = dir.write(&format!("case-{i}.toml"), &text);
+        let checked = run(&["check", "-c", path.to_str().unwrap()]);
+        let served = serve_outcome(&path, *listeners);
+        let check_passes = checked.code == Some(0);
+        assert_eq!(
+            check_passes,
+            served == Served::Started,
+            "{case}: check exit {:?}, serve {served:?}\n{}",
+            checked.code,
+            checked.stdout
+        );
+        let expected_to_pass = matches!(*case, "a sound config" | "a sound certificate");
+        assert_eq!(
+            check_passes, expected_to_pass,
+            "{case}:\n{}",
+            checked.stdout
+        );
+    }
+}

@@ -76,12 +76,7 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
         path: path.display().to_string(),
         reason,
     };
-    let token = crate::config::files::read_limited(path).map_err(|e| error(e.reason()))?;
-    let token = token.trim().to_string();
-    if token.len() < 16 {
-        return Err(error("the token must be at least 16 characters".into()));
-    }
-    Ok(token)
+    crate::config::files::read_admin_token(path).map_err(error)
 }
 
 /// Binds `settings.listen` and serves the admin API on a thread of its own, under the

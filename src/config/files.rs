@@ -161,6 +161,23 @@ pub fn read_limited(path: &Path) -> Result<String, FileError> {
     read_text(path, MAX_FILE_BYTES)
 }
 
+/// The admin token in the file at `path`, trimmed; the reason it cannot be used
+/// otherwise (unreadable, or under [`super::model::MIN_ADMIN_TOKEN_LEN`] characters).
+/// The one judgement of a token file: `serve` refuses to start on what it refuses,
+/// and `check` (lint `admin-token-missing`) reports the same as an error.
+pub fn read_admin_token(path: &Path) -> Result<String, String> {
+    let text = read_limited(path).map_err(|e| e.reason())?;
+    let token = text.trim();
+    let len = token.chars().count();
+    if len < super::model::MIN_ADMIN_TOKEN_LEN {
+        return Err(format!(
+            "it holds {len} characters, fewer than the {} the admin API needs",
+            super::model::MIN_ADMIN_TOKEN_LEN
+        ));
+    }
+    Ok(token.to_string())
+}
+
 /// The text of the config file at `path`: a regular file of at most
 /// [`MAX_CONFIG_BYTES`], UTF-8.
 pub fn read_config(path: &Path) -> Result<String, FileError> {

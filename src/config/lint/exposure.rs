@@ -1,8 +1,9 @@
 //! Lints about what the load balancer exposes: the admin API.
 //!
-//! `admin-token-missing` reads the admin token file, the one file a lint reads, through
-//! [`files::read_limited`] (validation has already refused a token_file that is a FIFO,
-//! a device or over 1 MiB); like every step of checking, it changes nothing.
+//! `admin-token-missing` reads the admin token file through [`files::read_admin_token`],
+//! the function `serve` decides with, so `check` never passes a token `serve` refuses
+//! (validation has already refused a token_file that is a FIFO, a device or over
+//! 1 MiB); like every step of checking, it changes nothing.
 
 use super::{Finding, Rule, Severity};
 use crate::config::files;
@@ -37,34 +38,31 @@ sidecar; if it must be remote, allow the rule with the reason and firewall the p
 
 pub const ADMIN_TOKEN_MISSING: Rule = Rule {
     name: "admin-token-missing",
-    severity: Severity::Warning,
+    severity: Severity::Error,
     summary: "an [admin] token file that cannot be read or is too short",
     explain: "The admin API answers only requests that carry the token from \
 admin.token_file, and evenkeel refuses to start with an [admin] section whose token file \
 cannot be read or holds fewer than 16 characters: `serve` exits before binding anything. A \
 deploy that ships such a config takes the instance down — a rolling deploy, one instance \
 after another — and with it the admin API, the way to drain a dead backend or roll back a \
-bad change. `check` reads the file (and nothing else) to catch this before the deploy. It \
-is a warning, not an error, because the file is often put in place by the deploy itself \
-and may not exist where `check` runs, such as in CI. Write a random token of at least 16 \
+bad change. `check` reads the file (and nothing else) to catch this before the deploy, \
+with the same function `serve` uses. Write a random token of at least 16 \
 characters to the file (for example `openssl rand -hex 16 > admin.token`, readable only by \
-the evenkeel user); token_file is relative to the config file's folder.",
+the evenkeel user); token_file is relative to the config file's folder. It is an error, \
+not a warning, because `check` must never pass a config `serve` refuses: a CI gate that \
+lets it through ships the outage. Where CI runs `check` without the real secret, put a \
+stand-in token of the same length in the file for the check.",
     check: |config, out| {
         let Some(admin) = &config.admin else { return };
-        let problem = match files::read_limited(&admin.token_file) {
-            Err(e) => format!("cannot be read ({})", e.reason()),
-            Ok(text) if text.trim().chars().count() < MIN_ADMIN_TOKEN_LEN => format!(
-                "holds {} characters, fewer than the {MIN_ADMIN_TOKEN_LEN} the admin API needs",
-                text.trim().chars().count()
-            ),
-            Ok(_) => return,
+        let Err(problem) = files::read_admin_token(&admin.token_file) else {
+            return;
         };
         out.push(
             Finding::warning(
                 "",
                 Some(admin.token_file_span.clone()),
                 format!(
-                    "the admin token file {} {problem}: `serve` will refuse to start",
+                    "the admin token file {} cannot be used ({problem}): `serve` would refuse to start",
                     admin.token_file.display()
                 ),
             )
