@@ -40,6 +40,8 @@ struct Seen {
     resumed: AtomicU64,
     requests: AtomicU64,
     probes: AtomicU64,
+    /// The `Host` of each probe.
+    probe_hosts: Mutex<Vec<String>>,
 }
 
 impl TlsBackend {
@@ -96,6 +98,13 @@ impl TlsBackend {
                             async move {
                                 let body = if request.uri().path() == "/healthz" {
                                     state.probes.fetch_add(1, Ordering::SeqCst);
+                                    let host = request
+                                        .headers()
+                                        .get("host")
+                                        .and_then(|h| h.to_str().ok())
+                                        .unwrap_or("-")
+                                        .to_string();
+                                    lock(&state.probe_hosts).push(host);
                                     "ok".to_string()
                                 } else {
                                     state.requests.fetch_add(1, Ordering::SeqCst);
@@ -353,6 +362,13 @@ fn sni_is_the_setting_else_the_host_as_written_and_none_for_an_ip() {
     let reply = Client::connect(proxy.addr()).get("/");
     assert_eq!(reply.status, 200, "{}", proxy.stderr());
     assert_eq!(reply.headers["x-sni"], "api.internal");
+    // Probes ask for the same virtual host the handshake named.
+    assert!(crate::util::eventually(
+        std::time::Duration::from_secs(5),
+        || api.probes() >= 1
+    ));
+    let hosts = lock(&api.seen.probe_hosts).clone();
+    assert!(hosts.iter().all(|h| h == "api.internal"), "{hosts:?}");
 }
 
 #[test]

@@ -47,11 +47,17 @@ async fn run(
         .connect(tls.server_name.clone(), stream)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    exchange(check, address, stream).await
+    // The Host a virtual-hosting backend expects is the name the handshake sent.
+    let host = match &tls.server_name {
+        pki_types::ServerName::DnsName(name) => name.as_ref(),
+        _ => address,
+    };
+    exchange(check, host, stream).await
 }
 
-/// The probe's request on an open connection (nothing more for a `tcp` probe).
-async fn exchange<S>(check: &HealthCheck, address: &str, stream: S) -> Result<String, String>
+/// The probe's request on an open connection (nothing more for a `tcp` probe), with
+/// `Host: default_host` unless the check names one.
+async fn exchange<S>(check: &HealthCheck, default_host: &str, stream: S) -> Result<String, String>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -70,7 +76,7 @@ where
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let host = HeaderValue::from_str(host.as_deref().unwrap_or(address))
+    let host = HeaderValue::from_str(host.as_deref().unwrap_or(default_host))
         .map_err(|e| format!("bad host: {e}"))?;
     let request = Request::builder()
         .method(method.as_str())
