@@ -42,6 +42,8 @@ struct Seen {
     probes: AtomicU64,
     /// The `Host` of each probe.
     probe_hosts: Mutex<Vec<String>>,
+    /// The body of each request that is not a probe.
+    bodies: Mutex<Vec<String>>,
 }
 
 impl TlsBackend {
@@ -108,6 +110,14 @@ impl TlsBackend {
                                     "ok".to_string()
                                 } else {
                                     state.requests.fetch_add(1, Ordering::SeqCst);
+                                    let body =
+                                        http_body_util::BodyExt::collect(request.into_body())
+                                            .await
+                                            .map(|b| {
+                                                String::from_utf8_lossy(&b.to_bytes()).into_owned()
+                                            })
+                                            .unwrap_or_default();
+                                    lock(&state.bodies).push(body);
                                     format!("{name} over TLS")
                                 };
                                 let response = Response::builder()
@@ -431,5 +441,41 @@ fn a_ca_rotated_in_place_is_a_new_version_taken_by_sighup() {
     assert_ne!(
         first["sha256"], last["sha256"],
         "but the version did: {history}"
+    );
+}
+
+/// `alerts.webhook` over https: alarms reach a receiver whose certificate a private CA
+/// signed, trusted through the system's store (here `SSL_CERT_FILE`, as curl and
+/// OpenSSL read it).
+#[test]
+fn an_https_webhook_gets_alarms_verified_against_the_system_roots() {
+    let ca = TestCertificate::authority("webhook test CA");
+    let receiver = TlsBackend::start("hooks", &TestCertificate::signed_by(&["localhost"], &ca));
+    let dir = Dir::new();
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    let dead = crate::watch::dead_port();
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n\
+         [pool.web]\nbackends = [{{ address = \"{dead}\" }}]\n\
+         [pool.web.health]\ntype = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nunhealthy_after = 1\n\
+         [alerts]\nwebhook = \"https://localhost:{}/hook\"\n",
+        receiver.addr.port()
+    );
+    let ca_path = ca_file.to_str().expect("utf-8");
+    let proxy = Proxy::start_with_admin_env(&config, 1, &[("SSL_CERT_FILE", ca_path)]);
+    let delivered = eventually(TIMEOUT, || {
+        lock(&receiver.seen.bodies)
+            .iter()
+            .any(|b| b.contains("all_down/web"))
+    });
+    assert!(
+        delivered,
+        "no alarm over https; bodies {:?}; stderr:\n{}",
+        lock(&receiver.seen.bodies),
+        proxy.stderr()
+    );
+    assert_eq!(
+        receiver.server_names().first(),
+        Some(&Some("localhost".to_string()))
     );
 }

@@ -740,7 +740,23 @@ impl Proxy {
         )
     }
 
+    /// Like [`Proxy::start_with_admin`], with `env` set in the process's environment
+    /// (such as `SSL_CERT_FILE`, for the system's trust store).
+    pub fn start_with_admin_env(config: &str, workers: usize, env: &[(&str, &str)]) -> Proxy {
+        Proxy::launch_with(&with_admin(config, ""), workers, true, None, env)
+    }
+
     fn launch(config: &str, workers: usize, admin: bool, open_files: Option<u64>) -> Proxy {
+        Proxy::launch_with(config, workers, admin, open_files, &[])
+    }
+
+    fn launch_with(
+        config: &str,
+        workers: usize,
+        admin: bool,
+        open_files: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let dir = Dir::new();
         if admin {
             dir.write("admin.token", ADMIN_TOKEN);
@@ -760,6 +776,7 @@ impl Proxy {
                 bash
             }
         };
+        command.envs(env.iter().copied());
         let mut child = command
             .args(["serve", "-c"])
             .arg(&config_path)

@@ -89,7 +89,7 @@ impl Drop for Receiver {
 /// listening) until the test binary exits, so no other test's listener can take it
 /// and bring the "dead" backend to life (a freed port once was, and one of 150 alarms
 /// never came).
-fn dead_port() -> String {
+pub(crate) fn dead_port() -> String {
     static RESERVED: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
