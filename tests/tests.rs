@@ -6,6 +6,7 @@ mod util;
 mod admin;
 mod backend_tls;
 mod check;
+mod completions;
 mod demo;
 mod hardening;
 mod history;

@@ -7,6 +7,7 @@
 mod apply;
 mod check;
 mod client;
+mod completions;
 mod demo;
 mod descriptors;
 mod explain;
@@ -68,6 +69,8 @@ enum Command {
     Simulate(simulate::Args),
     Status(status::Args),
     Report(report::Args),
+    Completions(completions::CompletionsArgs),
+    Manpage(completions::ManpageArgs),
 }
 
 /// Entry point of the binary.
@@ -87,6 +90,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Manpage(args) => completions::manpage(&args),
     };
     match exit {
         Ok(exit) => exit.into(),
