@@ -740,6 +740,11 @@ impl Proxy {
         )
     }
 
+    /// Like [`Proxy::start`], with `env` set in the process's environment.
+    pub fn start_with_env(config: &str, workers: usize, env: &[(&str, &str)]) -> Proxy {
+        Proxy::launch_with(config, workers, false, None, env)
+    }
+
     /// Like [`Proxy::start_with_admin`], with `env` set in the process's environment
     /// (such as `SSL_CERT_FILE`, for the system's trust store).
     pub fn start_with_admin_env(config: &str, workers: usize, env: &[(&str, &str)]) -> Proxy {

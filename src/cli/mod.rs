@@ -20,6 +20,7 @@ mod rollback;
 mod serve;
 mod simulate;
 mod status;
+mod systemd;
 mod table;
 
 use std::process::ExitCode;

@@ -48,6 +48,14 @@ pub struct Args {
 
 pub fn run(args: &Args) -> CommandResult {
     let mut checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
+    // Under systemd with `StateDirectory=`, the state goes where systemd made room for
+    // it (the config's folder may be read-only: `ProtectSystem=strict`), unless the
+    // file names a state_dir itself.
+    if let (Some(config), Some(dir)) = (&mut checked.config, state_directory()) {
+        if !config.state_dir_written {
+            config.state_dir = dir;
+        }
+    }
     // A restart must not turn an expired certificate that was being served into an
     // outage: those the last run served stay (with an alarm); new ones are refused.
     if let Some(config) = &checked.config {
@@ -97,6 +105,8 @@ pub fn run(args: &Args) -> CommandResult {
         println!("admin http://{admin}");
     }
     tracing::info!(workers, config = %args.config.display(), "evenkeel serving");
+    super::systemd::ready(served.applier.current());
+    super::systemd::start_watchdog();
     served.run_until_signal(signals, &args.config)
 }
 
@@ -211,6 +221,7 @@ impl Served {
     /// Serves until SIGTERM or SIGINT, reloading `path` on SIGHUP; then drains.
     pub fn run_until_signal(self, signals: super::Signals, path: &Path) -> CommandResult {
         signals.wait(None, || reload(path, &self.applier));
+        super::systemd::stopping();
         tracing::info!("draining: no new connections; requests in flight may finish");
         self.stop();
         tracing::info!("stopped");
@@ -224,6 +235,14 @@ impl Served {
         crate::proxy::access::drain(std::time::Duration::from_secs(2));
         self.health_stop.send_replace(true);
     }
+}
+
+/// The first folder of systemd's `$STATE_DIRECTORY` (a colon-separated list), if set.
+fn state_directory() -> Option<PathBuf> {
+    let dirs = std::env::var_os("STATE_DIRECTORY")?;
+    std::env::split_paths(&dirs)
+        .next()
+        .filter(|d| !d.as_os_str().is_empty())
 }
 
 /// The fingerprints of the certificates the last applied version in the history at
@@ -316,11 +335,18 @@ pub fn default_workers() -> usize {
 /// SIGHUP: re-read the file and apply it if it passes `check`; otherwise the running
 /// config stays (and the refusal is in the history).
 pub(super) fn reload(path: &Path, applier: &Applier) {
+    super::systemd::reloading();
+    let refused = apply_file(path, applier);
+    super::systemd::reloaded(applier.current(), refused.as_deref());
+}
+
+/// Applies the file at `path`; why it was refused, if it was.
+fn apply_file(path: &Path, applier: &Applier) -> Option<String> {
     let text = match config::files::read_config(path) {
         Ok(text) => text,
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "reload refused: cannot read the config; the running config stays");
-            return;
+            return Some(format!("cannot read the config: {e}"));
         }
     };
     match applier.apply(
@@ -332,10 +358,12 @@ pub(super) fn reload(path: &Path, applier: &Applier) {
         Applied::Applied {
             version, warnings, ..
         } => {
-            tracing::info!(file = %path.display(), version = version.id, warnings = warnings.len(), "reloaded")
+            tracing::info!(file = %path.display(), version = version.id, warnings = warnings.len(), "reloaded");
+            None
         }
         Applied::Unchanged { version } => {
-            tracing::info!(file = %path.display(), version, "reload: the file is the config in force already")
+            tracing::info!(file = %path.display(), version, "reload: the file is the config in force already");
+            None
         }
         Applied::Refused {
             version,
@@ -350,6 +378,12 @@ pub(super) fn reload(path: &Path, applier: &Applier) {
                 version = version.map(|v| v.id),
                 "reload refused; the running config stays. {reason}\n{findings}"
             );
+            let first = findings.lines().next().unwrap_or_default();
+            Some(if reason.is_empty() {
+                first.to_string()
+            } else {
+                reason
+            })
         }
     }
 }

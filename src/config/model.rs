@@ -28,6 +28,9 @@ pub struct Config {
     /// Where history and the journal live (resolved against the config file's folder).
     /// Default: `evenkeel-state`.
     pub state_dir: PathBuf,
+    /// Whether `state_dir` is written in the file (else it is the default, which
+    /// `serve` replaces with systemd's `$STATE_DIRECTORY` when that is set).
+    pub state_dir_written: bool,
     /// How long in-flight requests may finish after SIGTERM. Default: 30 s.
     pub drain_timeout: Duration,
     /// Where `drain_timeout` is written; `None`: omitted.

@@ -93,6 +93,7 @@ pub fn validate(
         state_dir,
         drain_timeout,
         drain_timeout_span: raw.drain_timeout.as_ref().map(|d| d.span()),
+        state_dir_written: raw.state_dir.is_some(),
         admin,
         listeners,
         routes,

@@ -1,0 +1,135 @@
+//! What an operator installs and runs beside the binary: shell completions, the man
+//! page, and `serve` under systemd (`Type=notify`).
+
+use std::process::Command;
+
+use crate::util::{evenkeel, run, Dir};
+
+/// The bash script is valid bash, and once sourced it completes evenkeel's commands.
+#[test]
+fn bash_completion_loads_and_completes_the_commands() {
+    let out = run(&["completions", "bash"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let dir = Dir::new();
+    let script = dir.write("evenkeel.bash", &out.stdout);
+    // Load it, then ask it what `evenkeel pl<TAB>` and `evenkeel check --de<TAB>` offer.
+    let probe = format!(
+        "source {}\n\
+         COMP_WORDS=(evenkeel pl); COMP_CWORD=1; _evenkeel evenkeel pl evenkeel; echo \"${{COMPREPLY[@]}}\"\n\
+         COMP_WORDS=(evenkeel check --de); COMP_CWORD=2; _evenkeel evenkeel --de check; echo \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let shell = Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .expect("bash");
+    let said = String::from_utf8_lossy(&shell.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"plan"),
+        "{said}{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    assert_eq!(lines.get(1), Some(&"--deny-warnings"), "{said}");
+    for shell in ["zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        assert!(out.stdout.contains("evenkeel"), "{shell}");
+    }
+}
+
+/// The man page names every command; `--dir` writes one page per command.
+#[test]
+fn the_man_page_lists_every_command_and_dir_writes_a_page_each() {
+    let out = run(&["manpage"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains(".TH evenkeel 1"), "{}", out.stdout);
+    let help = run(&["--help"]).stdout;
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{help}");
+    for command in &commands {
+        assert!(
+            out.stdout.contains(&format!("evenkeel\\-{command}")),
+            "{command} missing"
+        );
+    }
+    let dir = Dir::new();
+    let status = evenkeel()
+        .args(["manpage", "--dir"])
+        .arg(dir.path())
+        .status()
+        .expect("manpage --dir");
+    assert!(status.success());
+    for command in &commands {
+        let page = dir.path().join(format!("evenkeel-{command}.1"));
+        assert!(page.is_file(), "{} missing", page.display());
+    }
+}
+
+/// `serve` under systemd (`Type=notify`): READY=1 with the version once listening,
+/// RELOADING=1 then READY=1 around a SIGHUP (a refused reload says so in STATUS),
+/// WATCHDOG=1 while it runs, STOPPING=1 at SIGTERM — read from a NOTIFY_SOCKET the
+/// test binds, as systemd would.
+#[test]
+fn serve_tells_systemd_ready_reloading_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = Dir::new();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let config = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npool = \"web\"\n\n\
+                  [pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\" }]\n\
+                  [pool.web.health]\npath = \"/healthz\"\n";
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state folder");
+    let notify = socket_path.to_str().expect("utf-8");
+    let state_dir = state.to_str().expect("utf-8");
+    let proxy = crate::util::Proxy::start_with_env(
+        config,
+        1,
+        &[
+            ("NOTIFY_SOCKET", notify),
+            ("WATCHDOG_USEC", "400000"),
+            ("STATE_DIRECTORY", state_dir),
+        ],
+    );
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in {seen:?}");
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        std::mem::take(&mut seen)
+    };
+    let ready = wait_for("READY=1");
+    assert!(ready.contains("STATUS=serving config version 1"), "{ready}");
+    wait_for("WATCHDOG=1");
+    assert!(
+        state.join("evenkeel.db").is_file(),
+        "the state goes to $STATE_DIRECTORY"
+    );
+
+    proxy.rewrite_config(&config.replace("pool = \"web\"", "pool = \"nope\""));
+    proxy.signal("HUP");
+    let reload = wait_for("STATUS=serving config version 1; the last reload was refused");
+    assert!(reload.contains("RELOADING=1"), "{reload}");
+    assert!(reload.contains("READY=1"), "{reload}");
+
+    proxy.signal("TERM");
+    wait_for("STOPPING=1");
+}
