@@ -1,7 +1,6 @@
 //! evenkeel: an HTTP load balancer that makes a bad configuration hard to ship, quick
 //! to see and cheap to undo. See README.md for a tour and ../shared/DESIGN.md for the
 //! architecture; each module's doc says what it is for.
-#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod apply;

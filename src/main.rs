@@ -1,5 +1,4 @@
 //! The `evenkeel` binary: parse the command line, run the command, exit with its code.
-#![forbid(unsafe_code)]
 
 /// mimalloc instead of the system allocator: a proxied request makes about ten small
 /// allocations (header maps, shared head buffers, the read buffer), and glibc's

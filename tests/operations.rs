@@ -133,3 +133,11 @@ fn serve_tells_systemd_ready_reloading_watchdog_and_stopping() {
     proxy.signal("TERM");
     wait_for("STOPPING=1");
 }
+
+/// `--version` names the commit the binary was built from (the tests run in a checkout).
+#[test]
+fn version_names_the_commit() {
+    let out = run(&["--version"]);
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.starts_with("evenkeel 0.1.0 (commit "), "{}", out.stdout);
+}

@@ -2,7 +2,7 @@
 //!
 //! It runs on one thread of its own, so a burst of admin calls never takes time from
 //! the proxy's workers, and it serves at most `[admin] max_connections` connections at
-//! once, each closed when its head or idle timeout passes ([`listener`]), so a flood of
+//! once, each closed when its head or idle timeout passes (`listener`), so a flood of
 //! connections to the admin port cannot starve the proxy of descriptors or CPU. Every
 //! endpoint but `GET /healthz` and `GET /metrics` needs `Authorization: Bearer <token>`
 //! with the token from `admin.token_file`; a missing or wrong token gets 401 and

@@ -20,7 +20,7 @@ use super::{CommandResult, Exit, Failure};
     after_help = "Example:\n  evenkeel apply -c evenkeel.toml\n  evenkeel apply -c new.toml --admin 127.0.0.1:9901 --token-file admin.token --deny-warnings"
 )]
 pub struct Args {
-    /// The config to apply (its [admin] section also says where to send it, unless
+    /// The config to apply (its `[admin]` section also says where to send it, unless
     /// --admin is given).
     #[arg(short, long, value_name = "FILE")]
     config: PathBuf,

@@ -15,7 +15,7 @@ use crate::store::Version;
     after_help = "Example:\n  evenkeel history -c evenkeel.toml\n  evenkeel history -c evenkeel.toml --format json | jq '.versions[-1].text'"
 )]
 pub struct Args {
-    /// A config file whose [admin] section says where the instance is.
+    /// A config file whose `[admin]` section says where the instance is.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Output format (json includes each version's full text).

@@ -49,7 +49,7 @@ impl From<Exit> for ExitCode {
 /// evenkeel: an HTTP load balancer that makes a bad configuration hard to ship, quick
 /// to see and cheap to undo.
 #[derive(Debug, Parser)]
-#[command(name = "evenkeel", version, about, propagate_version = true)]
+#[command(name = "evenkeel", version = env!("EVENKEEL_VERSION"), about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

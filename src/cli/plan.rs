@@ -31,7 +31,7 @@ use crate::sim::plan::{compare, ExpectedShare, Flag, PoolComparison};
 /// intended share, or for consistent_hash its share of the hash table's key space — and
 /// load ratio (share over capacity share) before and after. Flags a share that more
 /// than doubles (guard.max_shift) or drops to zero, and a load ratio above
-/// guard.max_load_ratio (NEW's [guard]). Ends with NEW's findings, as `check` prints them.
+/// guard.max_load_ratio (NEW's `[guard]`). Ends with NEW's findings, as `check` prints them.
 ///
 /// Exit code 0 when NEW can be served (flags are advice unless --deny-flags), 1 when NEW
 /// has errors or, with --deny-flags, anything is flagged; 2 when a file cannot be read.

@@ -14,7 +14,7 @@ use crate::loadgen::preflight::{self, Options, Report};
 /// Runs the config in-process on ephemeral loopback ports with a stand-in server for
 /// every backend, drives load through every route, then stops one backend per pool
 /// and drives again. Fails (exit 1) on skew, load ratio or errors under load, or on
-/// errors with one backend down; thresholds default to the config's [guard].
+/// errors with one backend down; thresholds default to the config's `[guard]`.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  evenkeel preflight -c evenkeel.toml\n  evenkeel preflight -c evenkeel.toml --format json --max-load-ratio 1.5\n  evenkeel preflight -c evenkeel.toml --latency 127.0.0.1:9002=20ms --key-missing 60"

@@ -41,7 +41,7 @@ const MAX_PAGES: usize = 100;
   evenkeel report --admin 127.0.0.1:9901 --token-file admin.token \\
       --since 2026-11-21T10:00:00Z --until 2026-11-21T11:00:00Z")]
 pub struct Args {
-    /// A config file whose [admin] section says where the instance is.
+    /// A config file whose `[admin]` section says where the instance is.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Start of the window: RFC 3339 (`2026-11-21T10:00:00Z`) or a time back from now (`15m`, `2h`).

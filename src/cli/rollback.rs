@@ -18,7 +18,7 @@ use super::{CommandResult, Exit, Failure};
     after_help = "Example:\n  evenkeel rollback -c evenkeel.toml\n  evenkeel rollback -c evenkeel.toml --to 3"
 )]
 pub struct Args {
-    /// A config file whose [admin] section says where the instance is.
+    /// A config file whose `[admin]` section says where the instance is.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The version to go back to (see `evenkeel history`).

@@ -39,7 +39,7 @@ use crate::monitor::window::MIN_EXPECTED;
   evenkeel status -c evenkeel.toml
   evenkeel status --admin 127.0.0.1:9901 --token-file admin.token --format json | jq .monitor.alarms")]
 pub struct Args {
-    /// A config file whose [admin] section says where the instance is.
+    /// A config file whose `[admin]` section says where the instance is.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Output format: text tables, or the whole /status document as JSON.

@@ -13,7 +13,7 @@
 //!   rustls's buffer and may keep the encrypted records when the socket is full, until
 //!   a later write or a flush. The HTTP/1 code writes a request and then only reads, so
 //!   each TLS write here is followed by a flush before it reports its bytes written
-//!   (see [`TlsTransport::poll_write_through`]).
+//!   (see `TlsTransport::poll_write_through`).
 //! - **An idle connection's stray bytes.** A pooled connection is reused only when the
 //!   backend has neither closed it nor sent anything since its last response (issue 12,
 //!   defect 4). Over TCP one `recv(MSG_PEEK)` answers that. Over TLS 1.3 the server

@@ -5,7 +5,7 @@
 //!   order, no time. The loop is the pick and one counter increment.
 //! - [`in_virtual_time`]: for the load-aware algorithms — a closed loop of
 //!   `concurrency` requests in flight, each holding its backend's
-//!   [`InFlight`](crate::balance::InFlight) guard until its virtual finish time, with a
+//!   [`crate::balance::InFlight`] guard until its virtual finish time, with a
 //!   binary heap of finish times as the event queue. When the loop is full, the earliest
 //!   request finishes (its guard drops, the clock moves to its finish time) before the
 //!   next one is picked, so every pick sees the in-flight counts of that instant.
