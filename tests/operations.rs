@@ -139,5 +139,9 @@ fn serve_tells_systemd_ready_reloading_watchdog_and_stopping() {
 fn version_names_the_commit() {
     let out = run(&["--version"]);
     assert_eq!(out.code, Some(0));
-    assert!(out.stdout.starts_with("evenkeel 0.1.0 (commit "), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("evenkeel 0.1.0 (commit "),
+        "{}",
+        out.stdout
+    );
 }
