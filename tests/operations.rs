@@ -145,3 +145,67 @@ fn version_names_the_commit() {
         out.stdout
     );
 }
+
+/// `--log-format json`: every line evenkeel writes on stderr, its own events and the
+/// access log alike, is one JSON object, so a collector never meets a stray text line.
+#[test]
+fn json_logs_are_one_object_per_line_access_log_included() {
+    use std::process::Stdio;
+    use std::time::Duration;
+    let dir = Dir::new();
+    let config = dir.write(
+        "lb.toml",
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath_prefix = \"/api\"\npool = \"web\"\n\n\
+         [pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\" }]\n",
+    );
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = evenkeel()
+        .args(["serve", "-c"])
+        .arg(&config)
+        .args(["--workers", "1", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("listening line");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("bad listening line {line:?}"));
+    let reply = crate::util::raw_exchange(
+        addr,
+        b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(reply.status, Some(404));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    let log = std::fs::read_to_string(&stderr_path).expect("stderr");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["target"] == "evenkeel::access"
+            && l["fields"]["status"] == 404
+            && l["fields"]["path"] == "/nowhere"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"].is_string()),
+        "{log}"
+    );
+}

@@ -89,7 +89,7 @@ pub fn run(args: &Args) -> CommandResult {
             "the demo config does not pass check"
         )));
     };
-    let _log = super::init_logging(false);
+    let _log = super::init_logging(false, super::LogFormat::Text);
     // Before anything is announced: see `Signals`.
     let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let options = super::serve::ServeOptions {

@@ -129,7 +129,21 @@ pub type CommandResult = Result<Exit, Failure>;
 /// slows the request path (lines are dropped rather than waited for when it falls far
 /// behind). RUST_LOG filters (default `info`); `access_log = false` silences the
 /// per-request lines (target `evenkeel::access`). Keep the guard until exit.
-pub fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// How evenkeel's own log lines (not the access log) are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields.message` and
+    /// the event's other fields), for a log collector.
+    Json,
+}
+
+pub fn init_logging(
+    access_log: bool,
+    format: LogFormat,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -138,11 +152,14 @@ pub fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerG
             filter = filter.add_directive(off);
         }
     }
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
     guard
 }
 

@@ -35,6 +35,9 @@ pub struct Args {
     /// Do not write an access-log line per request.
     #[arg(long)]
     no_access_log: bool,
+    /// Format of evenkeel's own log lines on stderr.
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text)]
+    log_format: super::LogFormat,
     /// Serve the file even if the guard rolled this exact config back before (by
     /// default the last good version from the history is served instead).
     #[arg(long)]
@@ -48,6 +51,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> CommandResult {
     let mut checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
+    // Logging first: with --log-format json, every line on stderr is a JSON object.
+    let json = args.log_format == super::LogFormat::Json;
+    let _log = super::init_logging(!args.no_access_log, args.log_format);
     // Under systemd with `StateDirectory=`, the state goes where systemd made room for
     // it (the config's folder may be read-only: `ProtectSystem=strict`), unless the
     // file names a state_dir itself.
@@ -61,7 +67,27 @@ pub fn run(args: &Args) -> CommandResult {
     if let Some(config) = &checked.config {
         checked.tolerate_expired(&served_before(&config.state_dir));
     }
-    if !checked.findings.is_empty() {
+    if json {
+        crate::proxy::access::use_json();
+        // One event per finding, so every line on stderr is a JSON object.
+        for finding in &checked.findings {
+            let at = finding
+                .span
+                .as_ref()
+                .map(|s| checked.source.locate(s.start))
+                .map_or(String::new(), |l| {
+                    format!("{}:{}:{}", checked.source.path.display(), l.line, l.column)
+                });
+            tracing::warn!(
+                rule = finding.rule,
+                severity = finding.severity.as_str(),
+                at = %at,
+                help = finding.help.as_deref().unwrap_or(""),
+                "{}",
+                finding.message
+            );
+        }
+    } else if !checked.findings.is_empty() {
         eprint!(
             "{}",
             diagnostic::render_text(&checked.source, &checked.findings)
@@ -70,14 +96,17 @@ pub fn run(args: &Args) -> CommandResult {
     let config = match checked.config {
         Some(config) if !checked.is_rejected(false) => config,
         _ => {
-            eprintln!(
-                "error: {} has errors; nothing was started",
-                args.config.display()
-            );
+            if json {
+                tracing::error!(file = %args.config.display(), "the config has errors; nothing was started");
+            } else {
+                eprintln!(
+                    "error: {} has errors; nothing was started",
+                    args.config.display()
+                );
+            }
             return Ok(Exit::Rejected);
         }
     };
-    let _log = super::init_logging(!args.no_access_log);
     // Before anything is bound or announced: see `Signals`.
     let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let workers = args.workers.map_or_else(default_workers, usize::from);
@@ -256,7 +285,7 @@ fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
         Ok(versions) => versions,
         Err(e) => {
             // Then an expired certificate the last run served is refused like a new one.
-            eprintln!("warning: cannot read the history to know which certificates the last run served: {e}");
+            tracing::warn!(error = %e, "cannot read the history to know which certificates the last run served");
             return Default::default();
         }
     };

@@ -33,6 +33,14 @@ struct Writer {
 }
 
 static WRITER: OnceLock<Writer> = OnceLock::new();
+/// Lines as JSON objects (`serve --log-format json`), like the rest of the log.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes the access log as JSON objects, one per line, in the shape of evenkeel's
+/// other JSON log lines (`timestamp`, `level`, `target`, `fields`).
+pub fn use_json() {
+    JSON.store(true, Ordering::Relaxed);
+}
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(BATCH * 2));
@@ -80,6 +88,30 @@ pub fn line(
 ) {
     BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
+        if JSON.load(Ordering::Relaxed) {
+            let mut fields = serde_json::json!({
+                "method": method.as_str(),
+                "path": path,
+                "status": status,
+                "pool": pool,
+                "backend": backend,
+                "duration_ms": (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            });
+            if aborted {
+                fields["aborted"] = serde_json::Value::Bool(true);
+            }
+            let line = serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+                "level": "INFO",
+                "target": "evenkeel::access",
+                "fields": fields,
+            });
+            let _ = writeln!(buffer, "{line}");
+            if buffer.len() >= BATCH {
+                hand_over(&mut buffer);
+            }
+            return;
+        }
         let _ = writeln!(
             buffer,
             "{}  INFO evenkeel::access: method={method} path={path} status={status} pool={pool} backend={backend} duration_ms={:.3}",
