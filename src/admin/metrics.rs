@@ -92,6 +92,8 @@ pub struct Scrape {
     pub upstream_connections: u64,
     /// Webhook alerts delivered, dropped (queue full) and failed (every try failed).
     pub alerts: [u64; 3],
+    /// Access-log batches dropped because the log writer fell behind.
+    pub access_log_dropped: u64,
     /// TLS handshakes completed with clients.
     pub tls_handshakes: u64,
     /// Failed TLS handshakes by reason (in the order of [`TlsCounters::REASONS`]).
@@ -129,6 +131,7 @@ impl Scrape {
                 webhook.dropped.load(Ordering::Relaxed),
                 webhook.failed.load(Ordering::Relaxed),
             ],
+            access_log_dropped: crate::proxy::access::dropped(),
             tls_handshakes: runtime.tls.handshakes.load(Ordering::Relaxed),
             tls_failures: std::array::from_fn(|i| runtime.tls.failures[i].load(Ordering::Relaxed)),
             now: crate::health::now(),
@@ -579,6 +582,12 @@ impl Scrape {
             "evenkeel_alerts_failed",
             "Alerts given up after every delivery try failed.",
             failed,
+        )?;
+        counter(
+            e,
+            "evenkeel_access_log_dropped",
+            "Access-log batches (up to 16 KiB of lines each) dropped because the log writer fell behind; requests never wait for the log.",
+            self.access_log_dropped,
         )
     }
 }

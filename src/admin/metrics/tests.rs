@@ -75,6 +75,7 @@ fn scrape(runtime: &Runtime, monitor: MonitorState) -> String {
         guard_rollbacks: 1,
         upstream_connections: 4,
         alerts: [5, 6, 7],
+        access_log_dropped: 9,
         tls_handshakes: 8,
         tls_failures: [1, 0, 2, 0, 0, 0, 0, 0],
         now: crate::health::now(),
@@ -163,6 +164,7 @@ fn the_exposition_reports_the_backend_counters_under_prometheus_names() {
     has(&text, r#"evenkeel_pool_panic{pool="web"} 0"#);
     has(&text, "evenkeel_upstream_connections 4");
     has(&text, "evenkeel_tls_handshakes_total 8");
+    has(&text, "evenkeel_access_log_dropped_total 9");
     has(
         &text,
         "evenkeel_tls_handshake_failures_total{reason=\"timeout\"} 1",
