@@ -279,7 +279,7 @@ impl Applier {
         // A config the guard rolled back is not applied again by accident (a SIGHUP of
         // the same file, a retried deploy): only with force.
         if !options.force && origin != Origin::Rollback {
-            if let Some(rejection) = self.rejection(&sha, &checked.source.text) {
+            if let Some(rejection) = store::rejection_of(&*self.store, &sha, &checked.source.text) {
                 let reason = format!(
                     "this config (version {}) was rolled back by the guard at {}: {}; apply it again with --force if you mean it",
                     rejection.version, rejection.time, rejection.reason
@@ -366,14 +366,6 @@ impl Applier {
             ApplyOptions::default(),
             Some(target.id),
         ))
-    }
-
-    /// The guard's rejection of a config: by its identity, or by its text alone (a
-    /// config the guard rolled back stays refused when only its certificate files
-    /// changed since, such as by a renewal).
-    fn rejection(&self, identity: &str, text: &str) -> Option<store::Rejection> {
-        let by_identity = self.store.rejection(identity).ok().flatten();
-        by_identity.or_else(|| self.store.rejection(&store::sha256(text)).ok().flatten())
     }
 
     /// The guard's verdict on `version`: roll back to `previous`, mark `version`

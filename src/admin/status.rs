@@ -213,9 +213,7 @@ impl Status {
                 }
             })
             .collect();
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let unix_now = crate::config::tls::unix_now();
         let certificates = snapshot
             .config
             .certificates()

@@ -306,15 +306,8 @@ fn served_before(state_dir: &Path) -> std::collections::HashSet<String> {
 /// before — then the last applied version that was not rolled back, said loudly
 /// (DESIGN: a restart with a rejected file keeps the last good version).
 fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -> Config {
-    let rejection = store
-        .rejection(&config.identity())
-        .ok()
-        .flatten()
-        .or_else(|| {
-            let by_text = crate::store::sha256(&config.source.text);
-            store.rejection(&by_text).ok().flatten()
-        });
-    let Some(rejection) = rejection else {
+    let rejected = crate::store::rejection_of(store, &config.identity(), &config.source.text);
+    let Some(rejection) = rejected else {
         return config;
     };
     let versions = store.versions().unwrap_or_default();
@@ -323,10 +316,7 @@ fn last_good_unless_rejected(config: Config, store: &SqliteStore, path: &Path) -
         .rev()
         .filter(|v| v.outcome == crate::store::Outcome::Applied)
         .find_map(|v| {
-            let by_text = crate::store::sha256(&v.text);
-            if matches!(store.rejection(&v.sha256), Ok(Some(_)))
-                || matches!(store.rejection(&by_text), Ok(Some(_)))
-            {
+            if crate::store::rejection_of(store, &v.sha256, &v.text).is_some() {
                 return None;
             }
             let checked = config::check_source_in(

@@ -179,9 +179,7 @@ impl Loop {
         }
         let flapping = self.flapping();
         let mut holding = alarms::conditions(&pools, &snapshot.config.guard, &flapping);
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let unix_now = crate::config::tls::unix_now();
         holding.extend(alarms::certificate_conditions(&snapshot.config, unix_now));
         self.alarms.update(holding, now, &self.runtime.events);
         self.judge(now);

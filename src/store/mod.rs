@@ -256,6 +256,15 @@ pub fn sha256(text: &str) -> String {
         .collect()
 }
 
+/// The guard's rejection of a config: by its identity, or by its text alone — a config
+/// the guard rolled back stays refused when only its certificate files changed since
+/// (a renewal). Every check of a rejection (applies, and the config a start picks)
+/// goes through here.
+pub fn rejection_of(store: &dyn Store, identity: &str, text: &str) -> Option<Rejection> {
+    let by_identity = store.rejection(identity).ok().flatten();
+    by_identity.or_else(|| store.rejection(&sha256(text)).ok().flatten())
+}
+
 /// The version a rollback goes back to when none is named: the last applied version
 /// before `current` whose text differs from it.
 pub fn previous_good(versions: &[Version], current: u64) -> Option<&Version> {

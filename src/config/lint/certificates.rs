@@ -8,20 +8,11 @@
 //! while in force is tolerated by a reload or restart that keeps it, with an alarm:
 //! [`crate::config::Checked::tolerate_expired`].)
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::{Finding, Rule, Severity};
-use crate::config::tls::{Certificate, TlsVersion};
+use crate::config::tls::{unix_now, Certificate, TlsVersion};
 
 /// A certificate this close to its end is a warning.
 pub const EXPIRING_WITHIN_DAYS: i64 = 14;
-
-/// Seconds since the Unix epoch now.
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// A finding at `cert`'s entry.
 fn at(cert: &Certificate, message: String, help: &str) -> Finding {
@@ -47,7 +38,7 @@ only add an outage), with this finding as a warning and the certificate-expiry a
 Renew the certificate (e.g. `certbot renew`), write the new files over the old ones and \
 reload (SIGHUP or `evenkeel apply`): new files under the same config are a new version.",
     check: |config, out| {
-        let now = now();
+        let now = unix_now();
         for (listener, cert) in config.certificates() {
             let problem = if now > cert.not_after {
                 format!("expired on {}", date(cert.not_after))
@@ -106,7 +97,7 @@ goes down for every client on the day it expires. Renew now and check why renewa
 run. evenkeel also raises an alarm (journal, webhook, `evenkeel_alarm_active`) while a \
 served certificate is within 7 days of its end.",
     check: |config, out| {
-        let now = now();
+        let now = unix_now();
         for (listener, cert) in config.certificates() {
             let left = cert.not_after - now;
             if !(0..=EXPIRING_WITHIN_DAYS * 86_400).contains(&left) || now < cert.not_before {
