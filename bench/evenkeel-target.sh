@@ -9,6 +9,7 @@
 #   WORKERS    worker threads
 #   log        keep the access log on (to measure what logging costs); it goes to
 #              $EVENKEEL_LOG (default /dev/null) through evenkeel's background writer
+#              (serve --access-log)
 #   nomonitor  access log off and the monitor off (serve --no-monitor), to measure
 #              what watching costs
 # EVENKEEL_TLS_CERT and EVENKEEL_TLS_KEY (absolute paths, both or neither): the listener
@@ -44,7 +45,7 @@ trap 'rm -rf "$dir"' EXIT
 } >"$dir/evenkeel.toml"
 # Not exec: the trap must remove the folder when evenkeel exits.
 if [[ $mode == log ]]; then
-  "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" 2>"${EVENKEEL_LOG:-/dev/null}" &
+  "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --access-log "${EVENKEEL_LOG:-/dev/null}" 2>/dev/null &
 elif [[ $mode == nomonitor ]]; then
   "$bin" serve -c "$dir/evenkeel.toml" --workers "$workers" --no-access-log --no-monitor &
 else

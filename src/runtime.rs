@@ -211,6 +211,8 @@ impl Snapshot {
                             host: r.host.clone(),
                             prefix: r.path_prefix.clone(),
                             pool,
+                            label: format!("{}{}", r.host.as_deref().unwrap_or(""), r.path_prefix)
+                                .into(),
                         })
                     })
                     .collect(),
@@ -232,6 +234,18 @@ impl Snapshot {
         host: Option<&str>,
         path: &str,
     ) -> Option<&Arc<PoolRuntime>> {
+        self.route_with_label(listener, host, path)
+            .map(|(pool, _)| pool)
+    }
+
+    /// [`Snapshot::route`], with the route's label for the access log: `HOST/PREFIX`,
+    /// or `/PREFIX` for a route of any host.
+    pub fn route_with_label(
+        &self,
+        listener: usize,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&Arc<PoolRuntime>, &Arc<str>)> {
         let router = self.routers.get(listener)?;
         let best = |want_host: bool| {
             router
@@ -248,7 +262,7 @@ impl Snapshot {
                 .min_by_key(|r| std::cmp::Reverse(r.prefix.len()))
         };
         let entry = best(true).or_else(|| best(false))?;
-        self.pools.get(entry.pool)
+        Some((self.pools.get(entry.pool)?, &entry.label))
     }
 
     /// The pool that serves traffic meant for `pool`: the pool itself, or — while it
@@ -287,6 +301,8 @@ struct RouteEntry {
     host: Option<String>,
     prefix: String,
     pool: usize,
+    /// `HOST/PREFIX` (see [`Snapshot::route_with_label`]).
+    label: Arc<str>,
 }
 
 /// Why a pool could not give a backend to a request.

@@ -1,7 +1,8 @@
 //! What an operator installs and runs beside the binary: shell completions, the man
-//! page, and `serve` under systemd (`Type=notify`).
+//! page, `serve` under systemd (`Type=notify`), its logs and their rotation.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::{evenkeel, run, Dir};
 
@@ -81,7 +82,7 @@ fn the_man_page_lists_every_command_and_dir_writes_a_page_each() {
 #[test]
 fn serve_tells_systemd_ready_reloading_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = Dir::new();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
@@ -151,7 +152,6 @@ fn version_names_the_commit() {
 #[test]
 fn json_logs_are_one_object_per_line_access_log_included() {
     use std::process::Stdio;
-    use std::time::Duration;
     let dir = Dir::new();
     let config = dir.write(
         "lb.toml",
@@ -208,4 +208,187 @@ fn json_logs_are_one_object_per_line_access_log_included() {
             .any(|l| l["level"] == "INFO" && l["fields"]["message"].is_string()),
         "{log}"
     );
+}
+
+/// Reads `path`'s lines as JSON objects (a missing file has none).
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The access log goes to a file; the real logrotate, configured by the shipped
+/// contrib/logrotate/evenkeel (its path and signal command pointed at this test's
+/// instance), moves it away and SIGUSR1 makes evenkeel write to a new file: no line is
+/// lost, none lands in the wrong file, and the process lives on.
+#[test]
+fn logrotate_moves_the_access_log_and_sigusr1_reopens_it() {
+    let backend = crate::util::Backend::start("a");
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n[pool.web.health]\n",
+        backend.address()
+    );
+    let logs = Dir::new();
+    let access = logs.path().join("access.log");
+    let access_arg = access.to_str().expect("utf-8 path").to_string();
+    let proxy = crate::util::Proxy::start_with_args(
+        &config,
+        1,
+        &["--access-log", &access_arg, "--access-log-format", "json"],
+    );
+    let get = |path: &str, extra: &str| {
+        let reply = crate::util::raw_exchange(
+            proxy.addr(),
+            format!("GET {path} HTTP/1.1\r\nhost: t\r\n{extra}connection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(reply.status, Some(200), "{}", reply.text);
+    };
+    get("/before/1", "x-request-id: abc-123\r\n");
+    get("/before/2", "");
+    get("/download/3000", "");
+    assert!(
+        crate::util::eventually(Duration::from_secs(5), || json_lines(&access).len() == 3),
+        "{:?}",
+        json_lines(&access)
+    );
+    let first = json_lines(&access);
+    let fields = &first[0]["fields"];
+    assert_eq!(fields["id"], "abc-123", "{fields}");
+    assert_eq!(fields["route"], "/");
+    assert_eq!(fields["pool"], "web");
+    assert_eq!(fields["backend"], backend.address().as_str());
+    assert_eq!(fields["tries"], 1);
+    assert!(fields["upstream_ms"].is_number(), "{fields}");
+    assert!(fields.get("tls").is_none(), "plain HTTP: {fields}");
+    let made = first[1]["fields"]["id"].as_str().expect("an id");
+    assert!(made.len() == 20 && made != "abc-123", "{made}");
+    assert_eq!(first[2]["fields"]["bytes_out"], 3000);
+    // The own log stays text on stderr: --access-log-format is the access log's alone.
+    assert!(!proxy.stderr().contains("evenkeel::access"));
+
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/logrotate/evenkeel"),
+    )
+    .expect("contrib/logrotate/evenkeel");
+    assert!(shipped.contains("/var/log/evenkeel/access.log {"));
+    let postrotate = shipped
+        .lines()
+        .skip_while(|l| l.trim() != "postrotate")
+        .nth(1)
+        .expect("a postrotate command")
+        .to_string();
+    let rotate_config = logs.write(
+        "logrotate.conf",
+        &shipped
+            .replace("/var/log/evenkeel/access.log", &access_arg)
+            .replace(&postrotate, &format!("        kill -USR1 {}", proxy.pid())),
+    );
+    // Debian puts it in /usr/sbin, which a user's PATH may lack.
+    let logrotate = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("logrotate");
+    let rotated = Command::new(logrotate)
+        .arg("--force")
+        .arg("--state")
+        .arg(logs.path().join("logrotate.state"))
+        .arg(&rotate_config)
+        .output()
+        .expect("run logrotate (Debian package logrotate)");
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let old = logs.path().join("access.log.1");
+    assert_eq!(json_lines(&old).len(), 3, "delaycompress keeps it plain");
+
+    get("/after/1", "");
+    get("/after/2", "");
+    assert!(
+        crate::util::eventually(Duration::from_secs(5), || json_lines(&access).len() == 2),
+        "new file: {:?}",
+        json_lines(&access)
+    );
+    let after = json_lines(&access);
+    assert!(after.iter().all(|l| l["fields"]["path"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("/after/"))));
+    assert_eq!(json_lines(&old).len(), 3, "nothing more in the moved file");
+    let mut proxy = proxy;
+    assert!(proxy.is_running(), "SIGUSR1 must not end the process");
+}
+
+/// A text access line names the TLS version, a retry's tries and final backend; a
+/// file that cannot be opened stops `serve` before it binds anything (exit 2).
+#[test]
+fn access_lines_show_tries_and_tls_version_and_an_unopenable_log_is_refused() {
+    let backend = crate::util::Backend::start("a");
+    let dead = crate::watch::dead_port();
+    let dir = Dir::new();
+    let files = crate::util::TestCertificate::new(&["shop.example"]).write(dir.path(), "shop");
+    let config = format!(
+        "[[listener]]\nname = \"https\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}\n\
+         [[route]]\nhost = \"shop.example\"\npath_prefix = \"/shop\"\npool = \"web\"\n\
+         [pool.web]\nalgorithm = \"round_robin\"\nretries = {{ attempts = 1 }}\n\
+         backends = [{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]\n[pool.web.health]\n",
+        files.0.display(),
+        files.1.display(),
+        backend.address()
+    );
+    let access = dir.path().join("access.log");
+    let access_arg = access.to_str().expect("utf-8 path").to_string();
+    let proxy = crate::util::Proxy::start_with_args(&config, 1, &["--access-log", &access_arg]);
+    let port = proxy.addr().port();
+    for _ in 0..2 {
+        let out = Command::new("curl")
+            .args(["-sSk", "--max-time", "10", "--tlsv1.3", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}"])
+            .arg("--resolve")
+            .arg(format!("shop.example:{port}:127.0.0.1"))
+            .arg(format!("https://shop.example:{port}/shop/x"))
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+    let text = || std::fs::read_to_string(&access).unwrap_or_default();
+    assert!(
+        crate::util::eventually(Duration::from_secs(5), || text().lines().count() == 2),
+        "{}",
+        text()
+    );
+    let log = text();
+    for line in log.lines() {
+        assert!(
+            line.contains(" INFO evenkeel::access: id=")
+                && line.contains(" route=shop.example/shop pool=web ")
+                && line.contains(&format!(" backend={} ", backend.address()))
+                && line.contains(" tls=1.3"),
+            "{line}"
+        );
+    }
+    assert!(
+        log.lines().any(|l| l.contains(" tries=2 ")),
+        "the try on the dead backend was retried: {log}"
+    );
+
+    let refused = evenkeel()
+        .args(["serve", "-c"])
+        .arg(dir.write("again.toml", &config))
+        .args(["--access-log", "/nonexistent-dir/access.log"])
+        .output()
+        .expect("run serve");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("cannot open the access log /nonexistent-dir/access.log"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
 }

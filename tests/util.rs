@@ -742,17 +742,37 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with `env` set in the process's environment.
     pub fn start_with_env(config: &str, workers: usize, env: &[(&str, &str)]) -> Proxy {
-        Proxy::launch_with(config, workers, false, None, env)
+        Proxy::launch_with(config, workers, false, None, env, &["--no-access-log"])
     }
 
     /// Like [`Proxy::start_with_admin`], with `env` set in the process's environment
     /// (such as `SSL_CERT_FILE`, for the system's trust store).
     pub fn start_with_admin_env(config: &str, workers: usize, env: &[(&str, &str)]) -> Proxy {
-        Proxy::launch_with(&with_admin(config, ""), workers, true, None, env)
+        Proxy::launch_with(
+            &with_admin(config, ""),
+            workers,
+            true,
+            None,
+            env,
+            &["--no-access-log"],
+        )
+    }
+
+    /// Like [`Proxy::start`], with `args` added to `serve`'s command line in place of
+    /// `--no-access-log` (which every other constructor passes).
+    pub fn start_with_args(config: &str, workers: usize, args: &[&str]) -> Proxy {
+        Proxy::launch_with(config, workers, false, None, &[], args)
     }
 
     fn launch(config: &str, workers: usize, admin: bool, open_files: Option<u64>) -> Proxy {
-        Proxy::launch_with(config, workers, admin, open_files, &[])
+        Proxy::launch_with(
+            config,
+            workers,
+            admin,
+            open_files,
+            &[],
+            &["--no-access-log"],
+        )
     }
 
     fn launch_with(
@@ -761,6 +781,7 @@ impl Proxy {
         admin: bool,
         open_files: Option<u64>,
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> Proxy {
         let dir = Dir::new();
         if admin {
@@ -785,7 +806,8 @@ impl Proxy {
         let mut child = command
             .args(["serve", "-c"])
             .arg(&config_path)
-            .args(["--workers", &workers.to_string(), "--no-access-log"])
+            .args(["--workers", &workers.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr_path).expect("stderr file"))

@@ -586,7 +586,7 @@ impl Scrape {
         counter(
             e,
             "evenkeel_access_log_dropped",
-            "Access-log batches (up to 16 KiB of lines each) dropped because the log writer fell behind; requests never wait for the log.",
+            "Access-log lines dropped (a batch at a time) because the log writer fell behind; requests never wait for the log.",
             self.access_log_dropped,
         )
     }

@@ -163,7 +163,7 @@ pub fn init_logging(
     guard
 }
 
-/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is created. Create it before
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1, caught from the moment this is created. Create it before
 /// announcing anything (`listening ...`): a signal sent between the announcement and the
 /// handler's installation would otherwise meet the default action and kill the process.
 pub struct Signals {
@@ -171,6 +171,7 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -180,21 +181,34 @@ impl Signals {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (term, int, hup) = {
+        let (term, int, hup, usr1) = {
             let _entered = rt.enter();
             (
                 signal(SignalKind::terminate())?,
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::hangup())?,
+                signal(SignalKind::user_defined1())?,
             )
         };
-        Ok(Signals { rt, term, int, hup })
+        Ok(Signals {
+            rt,
+            term,
+            int,
+            hup,
+            usr1,
+        })
     }
 
     /// Blocks until SIGTERM or SIGINT (or `limit`, when given), calling `on_hangup` for
-    /// each SIGHUP.
+    /// each SIGHUP and reopening the access log for each SIGUSR1.
     pub fn wait(mut self, limit: Option<std::time::Duration>, mut on_hangup: impl FnMut()) {
-        let Signals { rt, term, int, hup } = &mut self;
+        let Signals {
+            rt,
+            term,
+            int,
+            hup,
+            usr1,
+        } = &mut self;
         rt.block_on(async {
             let deadline = async {
                 match limit {
@@ -209,6 +223,8 @@ impl Signals {
                     _ = int.recv() => return,
                     _ = &mut deadline => return,
                     _ = hup.recv() => on_hangup(),
+                    // logrotate moved the access log away: write to a new file.
+                    _ = usr1.recv() => crate::proxy::access::reopen(),
                 }
             }
         });

@@ -33,8 +33,15 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// Do not write an access-log line per request.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["access_log", "access_log_format"])]
     no_access_log: bool,
+    /// Where the access log goes: a file (appended to; SIGUSR1 reopens it, for
+    /// logrotate) or `-` for stdout. Default: stderr, with evenkeel's own log.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<PathBuf>,
+    /// Format of the access-log lines (default: that of --log-format).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    access_log_format: Option<super::LogFormat>,
     /// Format of evenkeel's own log lines on stderr.
     #[arg(long, value_enum, default_value_t = super::LogFormat::Text)]
     log_format: super::LogFormat,
@@ -47,6 +54,27 @@ pub struct Args {
     /// costs (bench/compare.sh); not for production.
     #[arg(long)]
     no_monitor: bool,
+}
+
+/// Starts the access log's writer where `--access-log` says, in its format.
+fn start_access_log(args: &Args) -> Result<(), Failure> {
+    use crate::proxy::access::{self, Destination, Format};
+    let destination = match &args.access_log {
+        None => Destination::Stderr,
+        Some(path) if path.as_os_str() == "-" => Destination::Stdout,
+        Some(path) => Destination::File(path.clone()),
+    };
+    let format = match args.access_log_format.unwrap_or(args.log_format) {
+        super::LogFormat::Text => Format::Text,
+        super::LogFormat::Json => Format::Json,
+    };
+    access::start(&destination, format).map_err(|e| {
+        let path = args.access_log.as_deref().unwrap_or(Path::new("-"));
+        Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("cannot open the access log {}: {e}", path.display()),
+        )
+    })
 }
 
 pub fn run(args: &Args) -> CommandResult {
@@ -68,7 +96,6 @@ pub fn run(args: &Args) -> CommandResult {
         checked.tolerate_expired(&served_before(&config.state_dir));
     }
     if json {
-        crate::proxy::access::use_json();
         // One event per finding, so every line on stderr is a JSON object.
         for finding in &checked.findings {
             let at = finding
@@ -114,6 +141,9 @@ pub fn run(args: &Args) -> CommandResult {
     // still decides: `RUST_LOG=info,evenkeel::access=off` silences it too.
     let access_log =
         !args.no_access_log && tracing::enabled!(target: "evenkeel::access", tracing::Level::INFO);
+    if access_log {
+        start_access_log(args)?;
+    }
     let options = ServeOptions {
         workers,
         access_log,

@@ -92,30 +92,49 @@ pub struct Worker {
     pub bound: Vec<SocketAddr>,
 }
 
-/// A request as the access log records it: cheap clones only (the URI and names are
-/// reference-counted), formatted into the worker's log buffer when it ends.
+/// The request id a client may send, logged when it is plain ([`super::access::is_plain_id`]).
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// A request as the access log records it: cheap clones only (the URI, names and
+/// client are reference-counted), formatted into the worker's log buffer when it ends.
+/// Boxed where it is carried, so requests pay one pointer for it while the log is off.
 struct AccessRecord {
     method: Method,
     uri: Uri,
+    /// The client's `X-Request-Id`, when it is plain enough to log.
+    id: Option<HeaderValue>,
+    client: Rc<Client>,
     status: u16,
+    route: Option<Arc<str>>,
     pool: Option<Arc<PoolRuntime>>,
     backend: Option<Arc<BackendRuntime>>,
+    tries: u32,
+    bytes_out: u64,
     start: Instant,
+    /// The last try's time to its response head.
+    upstream: Option<Duration>,
     /// The response broke off after it had begun.
     aborted: bool,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        super::access::line(
-            &self.method,
-            self.uri.path(),
-            self.status,
-            self.pool.as_ref().map_or("-", |p| p.name.as_str()),
-            self.backend.as_ref().map_or("-", |b| b.address.as_str()),
-            self.start.elapsed(),
-            self.aborted,
-        );
+        super::access::line(&super::access::Entry {
+            id: self.id.as_ref().and_then(|id| id.to_str().ok()),
+            client: self.client.addr,
+            method: &self.method,
+            path: self.uri.path(),
+            status: self.status,
+            route: self.route.as_deref(),
+            pool: self.pool.as_ref().map(|p| p.name.as_str()),
+            backend: self.backend.as_ref().map(|b| b.address.as_str()),
+            tries: self.tries,
+            bytes_out: self.bytes_out,
+            duration: self.start.elapsed(),
+            upstream: self.upstream,
+            tls: self.client.tls.as_ref().and_then(|t| t.version),
+            aborted: self.aborted,
+        });
     }
 }
 
@@ -131,41 +150,58 @@ impl Worker {
         let fields_as_sent = request.version() != http::Version::HTTP_2;
         let (parts, body) = request.into_parts();
         let snapshot = self.runtime.snapshot();
-        let record = |pool: Option<&Arc<PoolRuntime>>,
+        let record = |route: Option<&Arc<str>>,
+                      pool: Option<&Arc<PoolRuntime>>,
                       backend: Option<&Arc<BackendRuntime>>,
                       status: u16| {
-            self.access_log.then(|| AccessRecord {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                status,
-                pool: pool.cloned(),
-                backend: backend.cloned(),
-                start,
-                aborted: false,
+            self.access_log.then(|| {
+                Box::new(AccessRecord {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    id: parts
+                        .headers
+                        .get(X_REQUEST_ID)
+                        .filter(|id| super::access::is_plain_id(id.as_bytes()))
+                        .cloned(),
+                    client: Rc::clone(&client),
+                    status,
+                    route: route.cloned(),
+                    pool: pool.cloned(),
+                    backend: backend.cloned(),
+                    tries: 0,
+                    bytes_out: 0,
+                    start,
+                    upstream: None,
+                    aborted: false,
+                })
             })
         };
-        let refuse = |refusal: Refusal, pool: Option<&Arc<PoolRuntime>>| {
-            drop(record(pool, None, refusal.status().as_u16()));
-            Ok(refusal
-                .response(pool.map(|p| p.name.as_str()))
-                .map(Either::Right))
-        };
+        let refuse =
+            |refusal: Refusal, route: Option<&Arc<str>>, pool: Option<&Arc<PoolRuntime>>| {
+                let response = refusal.response(pool.map(|p| p.name.as_str()));
+                if let Some(mut log) = record(route, pool, None, response.status().as_u16()) {
+                    log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+                }
+                Ok(response.map(Either::Right))
+            };
 
         let on = snapshot.config.listeners.get(listener);
         if on.is_some_and(|l| l.redirect_https) {
             return match self.redirect_https(&parts, &snapshot) {
                 Some(response) => {
-                    drop(record(None, None, response.status().as_u16()));
+                    if let Some(mut log) = record(None, None, None, response.status().as_u16()) {
+                        log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+                    }
                     Ok(response)
                 }
-                None => refuse(Refusal::NoHostToRedirect, None),
+                None => refuse(Refusal::NoHostToRedirect, None, None),
             };
         }
         if headers::is_upgrade(&parts.headers) || parts.method == Method::CONNECT {
-            return refuse(Refusal::Upgrade, None);
+            return refuse(Refusal::Upgrade, None, None);
         }
         if headers::has_unsupported_transfer_coding(&parts.headers) {
-            return refuse(Refusal::TransferCoding, None);
+            return refuse(Refusal::TransferCoding, None, None);
         }
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
@@ -177,11 +213,13 @@ impl Worker {
                 None => host.is_some() && tls.server_name.is_some(),
             };
             if misdirected {
-                return refuse(Refusal::Misdirected, None);
+                return refuse(Refusal::Misdirected, None, None);
             }
         }
-        let Some(routed) = snapshot.route(listener, host_name, parts.uri.path()) else {
-            return refuse(Refusal::NoRoute, None);
+        let Some((routed, route)) =
+            snapshot.route_with_label(listener, host_name, parts.uri.path())
+        else {
+            return refuse(Refusal::NoRoute, None, None);
         };
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
@@ -199,7 +237,7 @@ impl Worker {
             // every request's state costs copies (measured with callgrind).
             match Box::pin(read_ahead(body, reading)).await {
                 Ok(body) => body,
-                Err(refusal) => return refuse(refusal, Some(routed)),
+                Err(refusal) => return refuse(refusal, Some(route), Some(routed)),
             }
         };
         let mut pool = snapshot.serving(routed);
@@ -225,18 +263,18 @@ impl Worker {
                         }
                         None => {
                             routed.stats.record(Refusal::NoBackend.status().as_u16());
-                            return refuse(Refusal::NoBackend, Some(routed));
+                            return refuse(Refusal::NoBackend, Some(route), Some(routed));
                         }
                     }
                 }
                 Err(refusal) => {
                     pool.stats.record(refusal.status().as_u16());
-                    return refuse(refusal, Some(routed));
+                    return refuse(refusal, Some(route), Some(routed));
                 }
             }
         };
         // 499 (NGINX's "client closed request") unless the request gets further.
-        let mut log = record(Some(pool), Some(&backend.runtime), 499);
+        let mut log = record(Some(route), Some(pool), Some(&backend.runtime), 499);
         // A request that may go out again after it was sent: its head is kept encoded,
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
@@ -255,6 +293,9 @@ impl Worker {
         let mut attempt = 0;
         let failure = loop {
             tried.push(backend.index);
+            if let Some(log) = log.as_mut() {
+                log.tries += 1;
+            }
             let slot = Slot::take(pool, &backend.runtime);
             backend
                 .runtime
@@ -309,6 +350,7 @@ impl Worker {
                         None => {
                             if let Some(log) = log.as_mut() {
                                 log.status = status;
+                                log.upstream = Some(try_start.elapsed());
                             }
                             pool.stats.record(status);
                             return Ok(self.stream(
@@ -612,14 +654,16 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 fn refuse_logged(
-    log: Option<AccessRecord>,
+    log: Option<Box<AccessRecord>>,
     refusal: Refusal,
     pool: &str,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let response = refusal.response(Some(pool));
     if let Some(mut log) = log {
-        log.status = refusal.status().as_u16();
+        log.status = response.status().as_u16();
+        log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
     }
-    Ok(refusal.response(Some(pool)).map(Either::Right))
+    Ok(response.map(Either::Right))
 }
 
 /// Why a try failed, and whether the request (at least partly) went out.
@@ -806,7 +850,7 @@ pub struct Streamed {
     spill_budget: Rc<ByteBudget>,
     release: Option<Release>,
     slot: Option<Slot>,
-    log: Option<AccessRecord>,
+    log: Option<Box<AccessRecord>>,
 }
 
 impl Streamed {
@@ -844,7 +888,7 @@ struct Streaming<'a> {
     pool: &'a PoolRuntime,
     backend: &'a BackendRuntime,
     slot: Slot,
-    log: Option<AccessRecord>,
+    log: Option<Box<AccessRecord>>,
     /// The client takes the fields as the backend sent them (HTTP/1).
     fields_as_sent: bool,
 }
@@ -859,6 +903,9 @@ impl Body for Streamed {
     ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
         let this = self.get_mut();
         if let Some(first) = this.first.take() {
+            if let Some(log) = this.log.as_mut() {
+                log.bytes_out += first.len() as u64;
+            }
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         let Some(connection) = this.connection.as_mut() else {
@@ -874,6 +921,9 @@ impl Body for Streamed {
         this.stall.progressed();
         match piece {
             Some(Ok(data)) => {
+                if let Some(log) = this.log.as_mut() {
+                    log.bytes_out += data.len() as u64;
+                }
                 if this.framing == Framing::Done {
                     this.finish();
                 }

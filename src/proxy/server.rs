@@ -112,9 +112,6 @@ pub fn start(runtime: Arc<Runtime>, options: Options) -> Result<Running, StartEr
     let snapshot = runtime.snapshot();
     let config = &snapshot.config;
     let workers = options.workers.max(1);
-    if options.access_log {
-        super::access::start();
-    }
     // sockets[w][l]: worker w's socket for listener l.
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -558,9 +555,11 @@ fn serve_connection(
                     &tls.tls.certificates,
                     server_name.as_deref(),
                 ));
+                let version = super::tls::version_name(session.protocol_version());
                 let peer = Rc::new(Client::new(client).with_tls(ClientTls {
                     server_name,
                     certificate,
+                    version,
                 }));
                 serve_http(
                     &serving,

@@ -39,6 +39,17 @@ pub struct ClientTls {
     pub server_name: Option<String>,
     /// The certificate it was served.
     pub certificate: Arc<Certificate>,
+    /// The protocol version agreed (`1.2`, `1.3`), for the access log.
+    pub version: Option<&'static str>,
+}
+
+/// A TLS version as the access log names it.
+pub fn version_name(version: Option<rustls::ProtocolVersion>) -> Option<&'static str> {
+    match version? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("1.2"),
+        _ => Some("other"),
+    }
 }
 
 impl ClientTls {
