@@ -392,3 +392,27 @@ fn access_lines_show_tries_and_tls_version_and_an_unopenable_log_is_refused() {
     );
     assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
 }
+
+/// The shipped unit passes `systemd-analyze verify` without a single complaint (an
+/// unknown or misspelt key is only a warning there, so any output fails the test),
+/// with its binary pointed at the one under test.
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(manifest.join("contrib/systemd/evenkeel.service"))
+        .expect("contrib/systemd/evenkeel.service");
+    assert!(shipped.contains("Type=notify") && shipped.contains("WatchdogSec="));
+    let dir = Dir::new();
+    let unit = dir.write(
+        "evenkeel.service",
+        &shipped.replace("/usr/local/bin/evenkeel", env!("CARGO_BIN_EXE_evenkeel")),
+    );
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze (Debian package systemd)");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
