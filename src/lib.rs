@@ -7,6 +7,8 @@ pub mod apply;
 pub mod balance;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod loadgen;
 pub mod monitor;

@@ -71,6 +71,15 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Set by [`resolve_offline`].
+static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, this process resolves no host name but `localhost` (to 127.0.0.1):
+/// the fuzz targets check arbitrary configs, whose names must not reach a resolver.
+pub fn resolve_offline() {
+    OFFLINE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Parses `host:port` (`[v6]:port` for IPv6 literals) and resolves a host name.
 /// `allow_port_zero` admits port 0 (listeners may ask for any free port).
 pub fn parse_address(text: &str, allow_port_zero: bool) -> Result<SocketAddr, String> {
@@ -88,16 +97,25 @@ pub fn parse_address(text: &str, allow_port_zero: bool) -> Result<SocketAddr, St
                     "a host name or IP address before the port in {text:?}"
                 ));
             }
-            let resolved: Vec<SocketAddr> = (host, port)
-                .to_socket_addrs()
-                .map_err(|e| format!("a host name that resolves ({host:?}: {e})"))?
-                .collect();
-            resolved
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or(resolved.first())
-                .copied()
-                .ok_or_else(|| format!("a host name that resolves ({host:?} has no address)"))?
+            if OFFLINE.load(std::sync::atomic::Ordering::Relaxed) {
+                if !host.eq_ignore_ascii_case("localhost") {
+                    return Err(format!(
+                        "a host name that resolves ({host:?}: not resolved here)"
+                    ));
+                }
+                SocketAddr::from(([127, 0, 0, 1], port))
+            } else {
+                let resolved: Vec<SocketAddr> = (host, port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("a host name that resolves ({host:?}: {e})"))?
+                    .collect();
+                resolved
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or(resolved.first())
+                    .copied()
+                    .ok_or_else(|| format!("a host name that resolves ({host:?} has no address)"))?
+            }
         }
     };
     if addr.port() == 0 && !allow_port_zero {

@@ -213,7 +213,7 @@ impl<S: ClientStream> Body for RequestBody<S> {
 
 /// Why no request could be read.
 #[derive(Debug, PartialEq, Eq)]
-enum ReadError {
+pub(crate) enum ReadError {
     /// Not HTTP/1.x, or framing that cannot be trusted: 400.
     Malformed,
     /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_FIELDS`]: 431.
@@ -225,11 +225,11 @@ enum ReadError {
 }
 
 /// A request head, and what it says about its body and the connection.
-struct Head {
-    request: Request<()>,
-    framing: Framing,
-    keep_alive: bool,
-    expects_continue: bool,
+pub(crate) struct Head {
+    pub(crate) request: Request<()>,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expects_continue: bool,
 }
 
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
@@ -440,7 +440,10 @@ async fn read_head<S: ClientStream>(
 
 /// Parses a complete request head off the front of `read`; `None` while it is
 /// incomplete.
-fn parse_head(read: &mut BytesMut, spans: &mut Vec<Span>) -> Result<Option<Head>, ReadError> {
+pub(crate) fn parse_head(
+    read: &mut BytesMut,
+    spans: &mut Vec<Span>,
+) -> Result<Option<Head>, ReadError> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(

@@ -778,7 +778,7 @@ fn redirect_host(authority: &str) -> Option<String> {
 
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
 /// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
-fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
+pub(crate) fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
     request
         .uri
         .authority()

@@ -590,54 +590,7 @@ impl Connection {
     /// Parses a complete response head from the read buffer (skipping 1xx ones);
     /// `None` while it is incomplete.
     fn parse_head(&mut self, is_head: bool) -> Result<Option<ResponseHead>, Error> {
-        loop {
-            // Uninitialised: zeroing 128 fields cost 4,000 instructions per response.
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut response,
-                &self.read,
-                &mut fields,
-            );
-            let len = match parsed {
-                Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
-                Ok(httparse::Status::Complete(_)) => return Err(Error::HeadTooLarge),
-                Ok(httparse::Status::Partial) if self.read.len() >= MAX_HEAD_BYTES => {
-                    return Err(Error::HeadTooLarge)
-                }
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(Error::Malformed("more than 128 header fields"))
-                }
-                Err(_) => return Err(Error::Malformed("not an HTTP/1.x response")),
-            };
-            let code = response.code.unwrap_or(0);
-            if code == 101 {
-                return Err(Error::Malformed(
-                    "101 Switching Protocols, no upgrade was asked",
-                ));
-            }
-            if (100..200).contains(&code) {
-                self.read.advance(len);
-                continue;
-            }
-            let status = StatusCode::from_u16(code)
-                .map_err(|_| Error::Malformed("status code out of range"))?;
-            let http10 = response.version == Some(0);
-            // Field positions, so the values can share the head's bytes once split off.
-            let base = self.read.as_ptr() as usize;
-            self.spans.clear();
-            self.spans.extend(response.headers.iter().map(|field| {
-                (
-                    field.name.as_ptr() as usize - base,
-                    field.name.len(),
-                    field.value.as_ptr() as usize - base,
-                    field.value.len(),
-                )
-            }));
-            let raw = self.read.split_to(len).freeze();
-            return build_head(&raw, &self.spans, status, http10, is_head).map(Some);
-        }
+        parse_response(&mut self.read, &mut self.spans, is_head)
     }
 
     /// Reads more of the response into the buffer; 0 at the end of the stream.
@@ -668,6 +621,64 @@ impl Connection {
     }
 }
 
+/// Parses a complete response head off the front of `read` (skipping 1xx ones, which
+/// it consumes), recording field positions in `spans`; `None` while it is incomplete.
+/// `is_head`: the request was a `HEAD`, so the response has no body.
+pub fn parse_response(
+    read: &mut BytesMut,
+    spans: &mut Vec<Span>,
+    is_head: bool,
+) -> Result<Option<ResponseHead>, Error> {
+    loop {
+        // Uninitialised: zeroing 128 fields cost 4,000 instructions per response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            read,
+            &mut fields,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+            Ok(httparse::Status::Complete(_)) => return Err(Error::HeadTooLarge),
+            Ok(httparse::Status::Partial) if read.len() >= MAX_HEAD_BYTES => {
+                return Err(Error::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Malformed("more than 128 header fields"))
+            }
+            Err(_) => return Err(Error::Malformed("not an HTTP/1.x response")),
+        };
+        let code = response.code.unwrap_or(0);
+        if code == 101 {
+            return Err(Error::Malformed(
+                "101 Switching Protocols, no upgrade was asked",
+            ));
+        }
+        if (100..200).contains(&code) {
+            read.advance(len);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code out of range"))?;
+        let http10 = response.version == Some(0);
+        // Field positions, so the values can share the head's bytes once split off.
+        let base = read.as_ptr() as usize;
+        spans.clear();
+        spans.extend(response.headers.iter().map(|field| {
+            (
+                field.name.as_ptr() as usize - base,
+                field.name.len(),
+                field.value.as_ptr() as usize - base,
+                field.value.len(),
+            )
+        }));
+        let raw = read.split_to(len).freeze();
+        return build_head(&raw, spans, status, http10, is_head).map(Some);
+    }
+}
+
 /// Reads more from `stream` into `read`; 0 at the end of the stream. A read that
 /// returns less than asked clears the socket's readiness (tokio), so no extra read
 /// that would only say "would block" follows.
@@ -684,7 +695,7 @@ pub(super) fn poll_fill<S: AsyncRead + Unpin>(
 
 /// The next piece of a message body framed by `framing` (which it advances), from
 /// `read` and then `stream`; `None` at its end.
-pub(super) fn poll_body<S: AsyncRead + Unpin>(
+pub fn poll_body<S: AsyncRead + Unpin>(
     stream: &mut S,
     read: &mut BytesMut,
     framing: &mut Framing,
@@ -802,7 +813,7 @@ fn fill_line<S: AsyncRead + Unpin>(
 
 /// A field's name and value in a message head: (name start, length, value start,
 /// length).
-pub(super) type Span = (usize, usize, usize, usize);
+pub type Span = (usize, usize, usize, usize);
 
 /// Builds the response head from `raw` and the field positions in it.
 fn build_head(

@@ -1,0 +1,61 @@
+//! The client side's request-head parser, and the head evenkeel then sends a backend.
+//!
+//! Properties, for any bytes a client may send:
+//! - a head is refused, incomplete, or parsed within the bytes given, at the point
+//!   where httparse (the reference tokenizer) says the head ends;
+//! - a parsed request that evenkeel forwards becomes a head that evenkeel's own parser
+//!   reads back whole, with the same method, target and body framing, exactly one
+//!   framing field of evenkeel's making, and none of the client's hop-by-hop fields:
+//!   what the backend reads is what evenkeel routed and framed (no desync).
+#![no_main]
+
+use evenkeel::fuzzing::{forwarded_head, read_request, Framing, Read};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Read::Parsed(request, used) = read_request(data) else {
+        return;
+    };
+    assert!(used <= data.len());
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut reference = httparse::Request::new(&mut fields);
+    assert_eq!(
+        reference.parse(data).ok(),
+        Some(httparse::Status::Complete(used)),
+        "the head ends where httparse says"
+    );
+    let Some(head) = forwarded_head(&request) else {
+        return;
+    };
+    let again = match read_request(&head) {
+        Read::Parsed(again, len) => {
+            assert_eq!(len, head.len(), "the whole forwarded head, no more: {head:?}");
+            again
+        }
+        other => panic!("evenkeel cannot read the head it sends: {other:?}\n{head:?}"),
+    };
+    assert_eq!(again.parts.method, request.parts.method);
+    let target = |r: &evenkeel::fuzzing::ClientRequest| {
+        r.parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string()
+    };
+    assert_eq!(target(&again), target(&request));
+    let class = |f: Framing| match f {
+        Framing::Done => "none".to_string(),
+        Framing::Length(n) => format!("length {n}"),
+        Framing::Chunked(_) => "chunked".to_string(),
+        Framing::Close => "close".to_string(),
+    };
+    assert_eq!(class(again.framing), class(request.framing), "{head:?}");
+    let headers = &again.parts.headers;
+    let framing_fields = headers.get_all(http::header::CONTENT_LENGTH).iter().count()
+        + headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+    assert!(framing_fields <= 1, "{head:?}");
+    for hop in ["connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"] {
+        assert!(!headers.contains_key(hop), "{hop} forwarded: {head:?}");
+    }
+    assert!(headers.get_all(http::header::HOST).iter().count() <= 1);
+});

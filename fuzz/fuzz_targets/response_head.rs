@@ -1,0 +1,67 @@
+//! The backend side's response-head parser, and the body after it.
+//!
+//! Properties, for any bytes a backend may send (the first input byte says whether the
+//! request was a `HEAD`):
+//! - a parsed head ends where httparse says the last (non-1xx) head ends;
+//! - the fields passed on to the client carry no hop-by-hop field and no framing
+//!   field that disagrees with how evenkeel frames the body for the client
+//!   (`Transfer-Encoding` never; `Content-Length` only with a length-framed or bodiless
+//!   response);
+//! - the body decodes the same whether it arrives in one read or byte by byte, and
+//!   ends at the same place (the connection's next response is not misread).
+#![no_main]
+
+use evenkeel::fuzzing::{decode_body, read_response, Framing, Read};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, bytes)) = data.split_first() else {
+        return;
+    };
+    let is_head = flags & 1 == 1;
+    let Read::Parsed(response, used) = read_response(bytes, is_head) else {
+        return;
+    };
+    assert!(used <= bytes.len());
+    // httparse, skipping 1xx heads as evenkeel does.
+    let mut at = 0;
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut reference = httparse::Response::new(&mut fields);
+        match reference.parse(&bytes[at..]) {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = reference.code.unwrap_or(0);
+                at += len;
+                if !(100..200).contains(&code) {
+                    assert_eq!(code, response.status);
+                    break;
+                }
+            }
+            other => panic!("evenkeel parsed what httparse did not: {other:?}"),
+        }
+    }
+    assert_eq!(at, used, "the head ends where httparse says");
+    for (name, _) in &response.fields {
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        assert!(
+            !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
+                    | "proxy-connection"
+            ),
+            "{name} passed on"
+        );
+        if name == "content-length" {
+            assert!(
+                matches!(response.framing, Framing::Length(_) | Framing::Done),
+                "a Content-Length passed on with {:?}",
+                response.framing
+            );
+        }
+    }
+    let body = &bytes[used..];
+    let whole = decode_body(response.framing, &[body]);
+    let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+    let split = decode_body(response.framing, &bytewise);
+    assert_eq!(whole, split, "the body depends on how it was read");
+});

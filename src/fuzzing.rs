@@ -1,0 +1,279 @@
+//! The own HTTP/1 code and the config pipeline, fed bytes and answering in plain
+//! values: the entry points of the fuzz targets under `fuzz/` (see
+//! docs/reliability.md). Nothing else should use this module; it exists so the targets
+//! reach exactly the code that serves traffic — the request-head parser the client
+//! side runs, the head evenkeel sends a backend, the response-head parser, the body
+//! decoder and the chunk encoder — without sockets.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::proxy::downstream::{self, ReadError};
+use crate::proxy::h1::{self, BodyFraming};
+pub use crate::proxy::h1::{Chunk, Framing};
+
+/// What reading a message head gave.
+#[derive(Debug)]
+pub enum Read<T> {
+    /// Not all of the head has come yet.
+    Incomplete,
+    /// Refused: for a request, the status the client gets (400, 417, 431); for a
+    /// response, what a client would get instead of it (502).
+    Refused(u16),
+    /// A complete head, and how many bytes of the input it took.
+    Parsed(T, usize),
+}
+
+/// A request head as evenkeel read it from a client.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// Method, target, version and fields.
+    pub parts: http::request::Parts,
+    /// How its body is framed.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+}
+
+/// Reads a request head off the front of `bytes` as evenkeel's client side does.
+pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
+    let mut read = BytesMut::from(bytes);
+    let mut spans = Vec::new();
+    match downstream::parse_head(&mut read, &mut spans) {
+        Ok(None) => Read::Incomplete,
+        Ok(Some(head)) => {
+            let (parts, ()) = head.request.into_parts();
+            Read::Parsed(
+                ClientRequest {
+                    parts,
+                    framing: head.framing,
+                    keep_alive: head.keep_alive,
+                },
+                bytes.len() - read.len(),
+            )
+        }
+        Err(ReadError::TooLarge) => Read::Refused(431),
+        Err(ReadError::Expectation) => Read::Refused(417),
+        Err(ReadError::Malformed | ReadError::Io) => Read::Refused(400),
+    }
+}
+
+/// The head evenkeel sends a backend for `request` from client 192.0.2.1 over plain
+/// HTTP (its body, if any, sent with evenkeel's own framing); `None` when evenkeel
+/// answers the request itself instead (upgrades, CONNECT, transfer codings it does
+/// not decode).
+pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
+    let headers = &request.parts.headers;
+    if crate::proxy::headers::is_upgrade(headers)
+        || request.parts.method == http::Method::CONNECT
+        || crate::proxy::headers::has_unsupported_transfer_coding(headers)
+    {
+        return None;
+    }
+    let framing = match request.framing {
+        Framing::Length(length) => BodyFraming::Length(length),
+        Framing::Chunked(_) => BodyFraming::Chunked,
+        Framing::Done
+            if request
+                .parts
+                .headers
+                .contains_key(http::header::CONTENT_LENGTH) =>
+        {
+            BodyFraming::Length(0)
+        }
+        Framing::Done | Framing::Close => BodyFraming::None,
+    };
+    let host = crate::proxy::forward::request_host(&request.parts);
+    let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
+    Some(h1::encode(&request.parts, framing, &client, false, host.as_ref()).head)
+}
+
+/// A response head as evenkeel read it from a backend.
+#[derive(Debug)]
+pub struct BackendResponse {
+    /// The status.
+    pub status: u16,
+    /// The end-to-end fields passed on to the client, as the backend spelled them.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How its body is framed.
+    pub framing: Framing,
+    /// Whether the connection may be reused after the body.
+    pub keep_alive: bool,
+}
+
+/// Reads a response head (after skipping 1xx heads) off the front of `bytes`, as the
+/// answer to a `HEAD` request when `is_head`.
+pub fn read_response(bytes: &[u8], is_head: bool) -> Read<BackendResponse> {
+    let mut read = BytesMut::from(bytes);
+    let mut spans = Vec::new();
+    match h1::parse_response(&mut read, &mut spans, is_head) {
+        Ok(None) => Read::Incomplete,
+        Ok(Some(head)) => Read::Parsed(
+            BackendResponse {
+                status: head.status.as_u16(),
+                fields: head
+                    .fields
+                    .iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect(),
+                framing: head.framing,
+                keep_alive: head.keep_alive,
+            },
+            bytes.len() - read.len(),
+        ),
+        Err(_) => Read::Refused(502),
+    }
+}
+
+/// What decoding a body gave.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The body's bytes, or the decoder's error as text.
+    pub body: Result<Vec<u8>, String>,
+    /// Bytes of the input after the body's end (the next message), when it ended.
+    pub rest: usize,
+}
+
+/// Decodes a body framed by `framing` from `pieces`, which arrive one read at a time
+/// (the end of the pieces is the end of the stream), with the decoder that reads
+/// backends' responses and clients' request bodies.
+pub fn decode_body(framing: Framing, pieces: &[&[u8]]) -> Decoded {
+    let mut stream = Pieces {
+        pieces: pieces.iter().map(|p| Bytes::copy_from_slice(p)).collect(),
+    };
+    let mut read = BytesMut::new();
+    let mut framing = framing;
+    let mut body = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match h1::poll_body(&mut stream, &mut read, &mut framing, &mut cx) {
+            Poll::Ready(Some(Ok(data))) => body.extend_from_slice(&data),
+            Poll::Ready(Some(Err(error))) => {
+                return Decoded {
+                    body: Err(error.to_string()),
+                    rest: 0,
+                }
+            }
+            Poll::Ready(None) => {
+                let rest = read.len() + stream.pieces.iter().map(Bytes::len).sum::<usize>();
+                return Decoded {
+                    body: Ok(body),
+                    rest,
+                };
+            }
+            // The stream is always ready: a pending poll would be a decoder bug.
+            Poll::Pending => {
+                return Decoded {
+                    body: Err("pending on a ready stream".into()),
+                    rest: 0,
+                }
+            }
+        }
+    }
+}
+
+/// The chunked encoding of `pieces` as evenkeel sends a body (each non-empty piece one
+/// chunk, then the last chunk).
+pub fn encode_chunks(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut outbox = crate::proxy::outbox::Outbox::default();
+    for piece in pieces {
+        outbox.push_chunk(Bytes::copy_from_slice(piece));
+    }
+    outbox.push_last_chunk();
+    let mut out = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut writer = |_: &mut Context<'_>, slices: &[std::io::IoSlice<'_>]| {
+        let before = out.len();
+        for slice in slices {
+            out.extend_from_slice(slice);
+        }
+        Poll::Ready(Ok(out.len() - before))
+    };
+    while !outbox.is_empty() {
+        if !matches!(outbox.poll_write(&mut writer, &mut cx), Poll::Ready(Ok(_))) {
+            break;
+        }
+    }
+    out
+}
+
+/// An in-memory stream giving one piece per read.
+struct Pieces {
+    pieces: std::collections::VecDeque<Bytes>,
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(piece) = self.pieces.front_mut() {
+            let take = piece.len().min(buf.remaining());
+            buf.put_slice(&piece.split_to(take));
+            if piece.is_empty() {
+                self.pieces.pop_front();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Loads, validates and lints `text` as a config file named `fuzz.toml` in the current
+/// folder, with host names never resolved (only addresses and `localhost`): the rules
+/// and severities of its findings, and whether it passed.
+pub fn check_config(text: &str) -> (bool, Vec<(String, String)>) {
+    crate::config::values::resolve_offline();
+    let checked = crate::config::check_source(crate::config::Source {
+        path: "fuzz.toml".into(),
+        text: text.to_string(),
+    });
+    let findings = checked
+        .findings
+        .iter()
+        .map(|f| (f.rule.to_string(), f.severity.as_str().to_string()))
+        .collect();
+    (checked.config.is_some(), findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry points see what the proxy sees: a smuggling shape is refused, a plain
+    /// request's forwarded head reads back, chunks round-trip.
+    #[test]
+    fn the_entry_points_reach_the_serving_code() {
+        assert!(matches!(
+            read_request(
+                b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+            ),
+            Read::Refused(400)
+        ));
+        let Read::Parsed(request, used) =
+            read_request(b"POST /x?y HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabc")
+        else {
+            panic!("parsed")
+        };
+        assert_eq!(used, 50);
+        let head = forwarded_head(&request).expect("forwarded");
+        let Read::Parsed(again, used) = read_request(&head) else {
+            panic!("the forwarded head reads back: {head:?}")
+        };
+        assert_eq!(used, head.len());
+        assert_eq!(again.framing, Framing::Length(3));
+        assert_eq!(again.parts.uri, "/x?y");
+        let encoded = encode_chunks(&[b"hello", b"", b" world"]);
+        assert_eq!(encoded, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        let decoded = decode_body(Framing::Chunked(Chunk::Size), &[&encoded, b"NEXT"]);
+        assert_eq!(decoded.body.as_deref(), Ok(&b"hello world"[..]));
+        assert_eq!(decoded.rest, 4);
+        assert!(matches!(
+            read_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Read::Refused(502)
+        ));
+    }
+}
