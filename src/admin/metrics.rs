@@ -492,12 +492,9 @@ impl Scrape {
         gauges(
             e,
             "evenkeel_alarm_active",
-            "1 for each alarm in force, by its key (kind/pool[/backend]).",
+            "1 for each alarm in force: its key (kind/pool[/backend]) and what it names (kind, pool, backend, listener, certificate; empty where none).",
             None,
-            state
-                .alarms
-                .iter()
-                .map(|a| ([("key", a.key.as_str())], 1u64)),
+            state.alarms.iter().map(|a| (a.subject.labels(), 1u64)),
         )
     }
 

@@ -2,7 +2,7 @@
 //! whose counters the tests set.
 
 use super::*;
-use crate::monitor::alarms::Alarms;
+use crate::monitor::alarms::{Alarms, Kind, Subject};
 use crate::monitor::latency::LatencyHistogram;
 use proptest::prelude::*;
 
@@ -203,12 +203,13 @@ fn the_monitor_window_and_alarms_become_gauges() {
     });
     let pools = crate::monitor::window::view(&older, &newer, &snapshot, now);
     let mut alarms = Alarms::default();
-    alarms.raise_once(
-        "load_ratio/web/127.0.0.1:1".into(),
-        "x".into(),
-        now,
-        &runtime.events,
-    );
+    for subject in [
+        Subject::backend(Kind::LoadRatio, "web", "127.0.0.1:1"),
+        Subject::guard(4),
+        Subject::certificate("https", "0123456789ABCDEF", "/etc/evenkeel/site.pem"),
+    ] {
+        alarms.raise_once(subject, "x".into(), now, &runtime.events);
+    }
     let text = scrape(
         &runtime,
         MonitorState {
@@ -235,10 +236,19 @@ fn the_monitor_window_and_alarms_become_gauges() {
     has(&text, r#"evenkeel_pool_skew{pool="web"} 0.0"#);
     has(&text, r#"evenkeel_pool_error_ratio{pool="web"} 0.0"#);
     has(&text, "evenkeel_monitor_window_seconds 10.0");
-    has(&text, "evenkeel_alarms_active 1");
+    has(&text, "evenkeel_alarms_active 3");
+    // The key, and what it names as labels of their own (empty where none applies).
     has(
         &text,
-        r#"evenkeel_alarm_active{key="load_ratio/web/127.0.0.1:1"} 1"#,
+        r#"evenkeel_alarm_active{key="load_ratio/web/127.0.0.1:1",kind="load_ratio",pool="web",backend="127.0.0.1:1",listener="",certificate=""} 1"#,
+    );
+    has(
+        &text,
+        r#"evenkeel_alarm_active{key="guard/4",kind="guard",pool="",backend="",listener="",certificate=""} 1"#,
+    );
+    has(
+        &text,
+        r#"evenkeel_alarm_active{key="certificate_expiry/https/0123456789AB",kind="certificate_expiry",pool="",backend="",listener="https",certificate="/etc/evenkeel/site.pem"} 1"#,
     );
     has(&text, "evenkeel_guard_watching 1");
 }
