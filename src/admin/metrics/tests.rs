@@ -60,7 +60,8 @@ fn runtime() -> Arc<Runtime> {
         text: "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
                [[route]]\npool = \"web\"\n\
                [pool.web]\nbackends = [{ address = \"127.0.0.1:1\" }, \
-               { address = \"127.0.0.1:2\" }]\n"
+               { address = \"127.0.0.1:2\" }]\n\
+               [guard]\nmax_load_ratio = 3.5\nmax_skew = 0.5\n"
             .into(),
     });
     Runtime::new(checked.config.expect("valid"))
@@ -179,6 +180,10 @@ fn the_exposition_reports_the_backend_counters_under_prometheus_names() {
         r#"evenkeel_config_applies_total{origin="api",outcome="refused"} 2"#,
     );
     has(&text, "evenkeel_guard_rollbacks_total 1");
+    // The guard's lines, from the config in force (max_error_rate by default).
+    has(&text, "evenkeel_guard_max_load_ratio 3.5");
+    has(&text, "evenkeel_guard_max_skew 0.5");
+    has(&text, "evenkeel_guard_max_error_rate 0.02");
     has(&text, "evenkeel_alerts_failed_total 7");
     assert_eq!(text.lines().last(), Some("# EOF"));
 }
