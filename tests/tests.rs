@@ -14,6 +14,7 @@ mod loadtest;
 mod metrics;
 mod operations;
 mod preflight;
+mod prometheus;
 mod proxy;
 mod report;
 mod sim;

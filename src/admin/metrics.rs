@@ -492,12 +492,9 @@ impl Scrape {
         gauges(
             e,
             "evenkeel_alarm_active",
-            "1 for each alarm in force, by its key (kind/pool[/backend]).",
+            "1 for each alarm in force: its key (kind/pool[/backend]) and what it names (kind, pool, backend, listener, certificate; empty where none).",
             None,
-            state
-                .alarms
-                .iter()
-                .map(|a| ([("key", a.key.as_str())], 1u64)),
+            state.alarms.iter().map(|a| (a.subject.labels(), 1u64)),
         )
     }
 
@@ -564,6 +561,29 @@ impl Scrape {
             "1 while the guard watches a change just applied, else 0.",
             flag(self.monitor.watching.is_some()),
         )?;
+        // The lines the alarms hold the windows to, so a dashboard draws them from the
+        // config in force rather than from a copy that drifts.
+        let guard = &self.snapshot.config.guard;
+        let thresholds = [
+            (
+                "evenkeel_guard_max_load_ratio",
+                "guard.max_load_ratio in force: the load ratio above which a backend raises the load_ratio alarm.",
+                guard.max_load_ratio,
+            ),
+            (
+                "evenkeel_guard_max_error_rate",
+                "guard.max_error_rate in force: the pool error ratio above which a pool raises the error_rate alarm.",
+                guard.max_error_rate,
+            ),
+            (
+                "evenkeel_guard_max_skew",
+                "guard.max_skew in force: the pool skew above which a weight-driven pool raises the skew alarm.",
+                guard.max_skew,
+            ),
+        ];
+        for (name, help, value) in thresholds {
+            gauge(e, name, help, value)?;
+        }
         let [delivered, dropped, failed] = self.alerts;
         counter(
             e,

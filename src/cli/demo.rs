@@ -362,7 +362,7 @@ fn spawn_summary(
             }
             let state = monitor.state();
             for alarm in &state.alarms {
-                println!("ALARM {}: {}", alarm.key, alarm.message);
+                println!("ALARM {}: {}", alarm.subject.key, alarm.message);
             }
             for pool in state.pools.iter().filter(|p| p.requests > 0) {
                 let shares: Vec<String> = pool

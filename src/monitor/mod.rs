@@ -239,7 +239,7 @@ impl Loop {
             let (version, previous) = (w.version, w.previous);
             self.watch = None;
             self.alarms.raise_once(
-                format!("guard/{version}"),
+                alarms::Subject::guard(version),
                 format!("config version {version} breached the guard and is rolled back to version {previous}: {reason}"),
                 now,
                 &self.runtime.events,

@@ -2,7 +2,7 @@
 //! whose counters the tests set.
 
 use super::*;
-use crate::monitor::alarms::Alarms;
+use crate::monitor::alarms::{Alarms, Kind, Subject};
 use crate::monitor::latency::LatencyHistogram;
 use proptest::prelude::*;
 
@@ -60,7 +60,8 @@ fn runtime() -> Arc<Runtime> {
         text: "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
                [[route]]\npool = \"web\"\n\
                [pool.web]\nbackends = [{ address = \"127.0.0.1:1\" }, \
-               { address = \"127.0.0.1:2\" }]\n"
+               { address = \"127.0.0.1:2\" }]\n\
+               [guard]\nmax_load_ratio = 3.5\nmax_skew = 0.5\n"
             .into(),
     });
     Runtime::new(checked.config.expect("valid"))
@@ -179,6 +180,10 @@ fn the_exposition_reports_the_backend_counters_under_prometheus_names() {
         r#"evenkeel_config_applies_total{origin="api",outcome="refused"} 2"#,
     );
     has(&text, "evenkeel_guard_rollbacks_total 1");
+    // The guard's lines, from the config in force (max_error_rate by default).
+    has(&text, "evenkeel_guard_max_load_ratio 3.5");
+    has(&text, "evenkeel_guard_max_skew 0.5");
+    has(&text, "evenkeel_guard_max_error_rate 0.02");
     has(&text, "evenkeel_alerts_failed_total 7");
     assert_eq!(text.lines().last(), Some("# EOF"));
 }
@@ -203,12 +208,13 @@ fn the_monitor_window_and_alarms_become_gauges() {
     });
     let pools = crate::monitor::window::view(&older, &newer, &snapshot, now);
     let mut alarms = Alarms::default();
-    alarms.raise_once(
-        "load_ratio/web/127.0.0.1:1".into(),
-        "x".into(),
-        now,
-        &runtime.events,
-    );
+    for subject in [
+        Subject::backend(Kind::LoadRatio, "web", "127.0.0.1:1"),
+        Subject::guard(4),
+        Subject::certificate("https", "0123456789ABCDEF", "/etc/evenkeel/site.pem"),
+    ] {
+        alarms.raise_once(subject, "x".into(), now, &runtime.events);
+    }
     let text = scrape(
         &runtime,
         MonitorState {
@@ -235,10 +241,19 @@ fn the_monitor_window_and_alarms_become_gauges() {
     has(&text, r#"evenkeel_pool_skew{pool="web"} 0.0"#);
     has(&text, r#"evenkeel_pool_error_ratio{pool="web"} 0.0"#);
     has(&text, "evenkeel_monitor_window_seconds 10.0");
-    has(&text, "evenkeel_alarms_active 1");
+    has(&text, "evenkeel_alarms_active 3");
+    // The key, and what it names as labels of their own (empty where none applies).
     has(
         &text,
-        r#"evenkeel_alarm_active{key="load_ratio/web/127.0.0.1:1"} 1"#,
+        r#"evenkeel_alarm_active{key="load_ratio/web/127.0.0.1:1",kind="load_ratio",pool="web",backend="127.0.0.1:1",listener="",certificate=""} 1"#,
+    );
+    has(
+        &text,
+        r#"evenkeel_alarm_active{key="guard/4",kind="guard",pool="",backend="",listener="",certificate=""} 1"#,
+    );
+    has(
+        &text,
+        r#"evenkeel_alarm_active{key="certificate_expiry/https/0123456789AB",kind="certificate_expiry",pool="",backend="",listener="https",certificate="/etc/evenkeel/site.pem"} 1"#,
     );
     has(&text, "evenkeel_guard_watching 1");
 }
