@@ -276,17 +276,14 @@ fn logrotate_moves_the_access_log_and_sigusr1_reopens_it() {
     )
     .expect("contrib/logrotate/evenkeel");
     assert!(shipped.contains("/var/log/evenkeel/access.log {"));
-    let postrotate = shipped
-        .lines()
-        .skip_while(|l| l.trim() != "postrotate")
-        .nth(1)
-        .expect("a postrotate command")
-        .to_string();
+    // The shipped command finds the PID through systemd; here it is this test's.
+    let finds_pid = "pid=$(systemctl show --property MainPID --value evenkeel.service 2>/dev/null)";
+    assert!(shipped.contains(finds_pid), "{shipped}");
     let rotate_config = logs.write(
         "logrotate.conf",
         &shipped
             .replace("/var/log/evenkeel/access.log", &access_arg)
-            .replace(&postrotate, &format!("        kill -USR1 {}", proxy.pid())),
+            .replace(finds_pid, &format!("pid={}", proxy.pid())),
     );
     // Debian puts it in /usr/sbin, which a user's PATH may lack.
     let logrotate = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
@@ -415,4 +412,51 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// A client that leaves in the middle of a large download: its line says `aborted`
+/// and counts what was written to it, not what was read from the backend.
+#[test]
+fn a_download_the_client_abandons_is_logged_aborted_with_what_it_got() {
+    use std::io::{Read, Write};
+    let backend = crate::util::Backend::start("a");
+    let config = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n[pool.web.health]\n",
+        backend.address()
+    );
+    let logs = Dir::new();
+    let access = logs.path().join("access.log");
+    let access_arg = access.to_str().expect("utf-8 path").to_string();
+    let proxy = crate::util::Proxy::start_with_args(
+        &config,
+        1,
+        &["--access-log", &access_arg, "--access-log-format", "json"],
+    );
+    let total = 200 * 1024 * 1024;
+    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    stream
+        .write_all(format!("GET /download/{total} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut got = vec![0u8; 256 * 1024];
+    let mut read = 0;
+    while read < got.len() {
+        match stream.read(&mut got[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    drop(stream);
+    assert!(
+        crate::util::eventually(Duration::from_secs(10), || !json_lines(&access).is_empty()),
+        "no line"
+    );
+    let line = &json_lines(&access)[0]["fields"];
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["aborted"], true, "{line}");
+    let out = line["bytes_out"].as_u64().expect("bytes_out");
+    assert!(
+        out > 0 && out < total / 2,
+        "what the client got, not {total}: {line}"
+    );
 }

@@ -137,10 +137,12 @@ pub fn run(args: &Args) -> CommandResult {
     // Before anything is bound or announced: see `Signals`.
     let signals = super::Signals::install().map_err(|e| Failure::new(Exit::Runtime, e))?;
     let workers = args.workers.map_or_else(default_workers, usize::from);
-    // The access log is written by the proxy itself, not through `tracing`, but RUST_LOG
-    // still decides: `RUST_LOG=info,evenkeel::access=off` silences it too.
-    let access_log =
-        !args.no_access_log && tracing::enabled!(target: "evenkeel::access", tracing::Level::INFO);
+    // The access log is written by the proxy itself, not through `tracing`, but on
+    // stderr RUST_LOG still decides: `RUST_LOG=info,evenkeel::access=off` silences it too.
+    // An access log asked for by --access-log is written whatever RUST_LOG says.
+    let access_log = !args.no_access_log
+        && (args.access_log.is_some()
+            || tracing::enabled!(target: "evenkeel::access", tracing::Level::INFO));
     if access_log {
         start_access_log(args)?;
     }

@@ -67,8 +67,6 @@ struct Batch {
 
 struct Writer {
     batches: SyncSender<Batch>,
-    /// Lines dropped because the writer fell behind.
-    dropped: AtomicU64,
     /// Batches handed over and not written yet.
     pending: std::sync::Arc<AtomicU64>,
     format: Format,
@@ -77,6 +75,8 @@ struct Writer {
 static WRITER: OnceLock<Writer> = OnceLock::new();
 /// Set by [`reopen`]; the writer reopens its file before its next write.
 static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Lines dropped: the writer fell behind, or writing failed.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Request ids evenkeel made so far (see [`Entry::id`]).
 static IDS: AtomicU64 = AtomicU64::new(0);
 
@@ -106,15 +106,44 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        let _ = match self {
-            Sink::Stderr => std::io::stderr().lock().write_all(bytes),
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(bytes).and_then(|()| out.flush())
+    /// Writes all of `bytes`; on failure, how many were written and why.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), (usize, std::io::Error)> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let wrote = match self {
+                Sink::Stderr => std::io::stderr().lock().write(&bytes[done..]),
+                Sink::Stdout => std::io::stdout().lock().write(&bytes[done..]),
+                Sink::File { file, .. } => file.write(&bytes[done..]),
+            };
+            match wrote {
+                Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((done, e)),
             }
-            Sink::File { file, .. } => file.write_all(bytes),
+        }
+        if let Sink::Stdout = self {
+            let _ = std::io::stdout().lock().flush();
+        }
+        Ok(())
+    }
+
+    /// Writes a batch. Lines that could not be written (a full disk, a closed pipe)
+    /// are counted as dropped and reported at most once a minute; a line cut short
+    /// is ended, so the next batch does not run on from it.
+    fn write_batch(&mut self, batch: &Batch, last_error: &mut Option<std::time::Instant>) {
+        let Err((done, error)) = self.write_all(&batch.bytes) else {
+            return;
         };
+        let lost = batch.bytes[done..].iter().filter(|&&b| b == b'\n').count() as u64;
+        DROPPED.fetch_add(lost, Ordering::Relaxed);
+        if done > 0 && batch.bytes[done - 1] != b'\n' {
+            let _ = self.write_all(b"\n");
+        }
+        if last_error.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *last_error = Some(std::time::Instant::now());
+            tracing::error!(%error, lost, "cannot write the access log; lines are dropped (evenkeel_access_log_dropped_total)");
+        }
     }
 
     /// Opens the file's path again (logrotate moved the old one away). Should that
@@ -148,23 +177,25 @@ pub fn start(destination: &Destination, format: Format) -> std::io::Result<()> {
         let written = std::sync::Arc::clone(&pending);
         let _ = std::thread::Builder::new()
             .name("evenkeel-access".into())
-            .spawn(move || loop {
-                let next = receiver.recv_timeout(REOPEN_CHECK);
-                if REOPEN.swap(false, Ordering::Relaxed) {
-                    sink.reopen();
-                }
-                match next {
-                    Ok(batch) => {
-                        sink.write(&batch.bytes);
-                        written.fetch_sub(1, Ordering::Relaxed);
+            .spawn(move || {
+                let mut last_error = None;
+                loop {
+                    let next = receiver.recv_timeout(REOPEN_CHECK);
+                    if REOPEN.swap(false, Ordering::Relaxed) {
+                        sink.reopen();
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    match next {
+                        Ok(batch) => {
+                            sink.write_batch(&batch, &mut last_error);
+                            written.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
                 }
             });
         Writer {
             batches,
-            dropped: AtomicU64::new(0),
             pending,
             format,
         }
@@ -177,11 +208,9 @@ pub fn reopen() {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
-/// Lines dropped because the writer fell behind.
+/// Lines dropped because the writer fell behind or could not write.
 pub fn dropped() -> u64 {
-    WRITER
-        .get()
-        .map_or(0, |w| w.dropped.load(Ordering::Relaxed))
+    DROPPED.load(Ordering::Relaxed)
 }
 
 /// One request as its access-log line shows it. Absent values are written `-` in
@@ -278,6 +307,32 @@ pub fn is_plain_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// A value as a text line writes it: printable ASCII but `"` and `\\` as it is, every
+/// other byte percent-encoded (as NGINX's `escape=default`), so no value can end the
+/// line or forge a field — not even with a Unicode line break (U+2028, U+0085) that
+/// some readers split lines at. Empty: `-`.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        let mut plain = 0;
+        let bytes = self.0.as_bytes();
+        for (at, &b) in bytes.iter().enumerate() {
+            if (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+                continue;
+            }
+            // Only printable ASCII lies between escaped bytes: valid UTF-8 on its own.
+            f.write_str(std::str::from_utf8(&bytes[plain..at]).unwrap_or_default())?;
+            write!(f, "%{b:02X}")?;
+            plain = at + 1;
+        }
+        f.write_str(std::str::from_utf8(&bytes[plain..]).unwrap_or_default())
+    }
+}
+
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
@@ -290,7 +345,7 @@ fn write_text(out: &mut Vec<u8>, e: &Entry<'_>, id: &RequestId<'_>) {
         humantime::format_rfc3339_micros(SystemTime::now()),
         e.client,
         e.method,
-        e.path,
+        Escaped(e.path),
         e.status,
         e.route.unwrap_or("-"),
         e.pool.unwrap_or("-"),
@@ -372,7 +427,7 @@ fn hand_over(buffer: &mut Batch) {
     writer.pending.fetch_add(1, Ordering::Relaxed);
     if writer.batches.try_send(batch).is_err() {
         writer.pending.fetch_sub(1, Ordering::Relaxed);
-        writer.dropped.fetch_add(lines, Ordering::Relaxed);
+        DROPPED.fetch_add(lines, Ordering::Relaxed);
     }
 }
 
@@ -474,6 +529,49 @@ mod tests {
         for absent in ["pool", "upstream_ms", "tls", "aborted"] {
             assert!(line["fields"].get(absent).is_none(), "{absent}: {line}");
         }
+    }
+
+    /// A path cannot end a text line or forge a field: spaces, quotes, controls and
+    /// every non-ASCII byte (Unicode line breaks included) are percent-encoded.
+    #[test]
+    fn a_text_line_escapes_what_could_forge_a_field_or_a_line() {
+        let escaped = |path: &str| Escaped(path).to_string();
+        assert_eq!(escaped("/a/b?x=1"), "/a/b?x=1");
+        assert_eq!(escaped(""), "-");
+        assert_eq!(escaped("/a b\"x\\"), "/a%20b%22x%5C");
+        assert_eq!(
+            escaped("/a\u{2028}status=200\u{85}"),
+            "/a%E2%80%A8status=200%C2%85"
+        );
+        assert_eq!(escaped("/\u{e9}t\u{e9}"), "/%C3%A9t%C3%A9");
+        let mut out = Vec::new();
+        let forged = Entry {
+            path: "/x\u{2028}status=500",
+            ..entry()
+        };
+        write_text(&mut out, &forged, &RequestId::Client("a"));
+        let line = String::from_utf8(out).expect("utf-8");
+        assert!(
+            line.contains(" path=/x%E2%80%A8status=500 status=200 "),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
+    }
+
+    /// Lines that cannot be written (here: /dev/full, a full disk) are counted as
+    /// dropped, not lost silently.
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_as_dropped() {
+        let mut sink = Sink::open(&Destination::File("/dev/full".into())).expect("open /dev/full");
+        let before = dropped();
+        let batch = Batch {
+            bytes: b"one\ntwo\nthree\n".to_vec(),
+            lines: 3,
+        };
+        let mut last_error = None;
+        sink.write_batch(&batch, &mut last_error);
+        assert!(dropped() >= before + 3);
+        assert!(last_error.is_some(), "reported");
     }
 
     /// A client's request id is logged only when it cannot forge a field or a line.

@@ -655,8 +655,16 @@ async fn write_response<S: ClientStream>(
         return Ok(keep_alive);
     }
     let mut stall = Stall::new(SEND_STALL);
+    // Bytes written, head included: what the access log reports is what the client got.
+    let head_len = out.len() as u64;
+    let mut written = 0u64;
     let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
-        outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
+        let wrote =
+            outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices);
+        if let Poll::Ready(Ok(n)) = &wrote {
+            written += *n as u64;
+        }
+        wrote
     };
     // Read ahead of a slow client as far as the pool allows, so the backend's
     // connection is free once its response is read.
@@ -675,6 +683,9 @@ async fn write_response<S: ClientStream>(
         &mut stall,
     )
     .await;
+    if let Either::Left(streamed) = &mut body {
+        streamed.record_sent(written.saturating_sub(head_len), pumped.is_ok());
+    }
     match pumped {
         Ok(()) => Ok(keep_alive),
         Err(PumpError::Body(error)) => {

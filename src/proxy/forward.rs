@@ -117,6 +117,19 @@ struct AccessRecord {
     aborted: bool,
 }
 
+impl AccessRecord {
+    /// Records a response evenkeel made itself (a refusal, a redirect): its status, and
+    /// its body's size unless the request was a `HEAD`, which gets no body.
+    fn answered<B: Body>(&mut self, response: &Response<B>) {
+        self.status = response.status().as_u16();
+        self.bytes_out = if self.method == Method::HEAD {
+            0
+        } else {
+            response.body().size_hint().exact().unwrap_or(0)
+        };
+    }
+}
+
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         super::access::line(&super::access::Entry {
@@ -189,8 +202,8 @@ impl Worker {
         if on.is_some_and(|l| l.redirect_https) {
             return match self.redirect_https(&parts, &snapshot) {
                 Some(response) => {
-                    if let Some(mut log) = record(None, None, None, response.status().as_u16()) {
-                        log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+                    if let Some(mut log) = record(None, None, None, 0) {
+                        log.answered(&response);
                     }
                     Ok(response)
                 }
@@ -334,10 +347,11 @@ impl Worker {
                 pool.pick(key, tried.as_slice(), health::now()).ok()
             };
             let (refusal, next) = match sent {
-                Ok((response, connection, first)) => {
+                Ok((response, connection, first, head_at)) => {
                     let status = response.status.as_u16();
+                    let latency = head_at.saturating_duration_since(try_start);
                     backend.runtime.stats.record_status(status);
-                    backend.runtime.stats.latency.record(try_start.elapsed());
+                    backend.runtime.stats.latency.record(latency);
                     pool.record(
                         &backend.runtime,
                         status < 500,
@@ -350,7 +364,7 @@ impl Worker {
                         None => {
                             if let Some(log) = log.as_mut() {
                                 log.status = status;
-                                log.upstream = Some(try_start.elapsed());
+                                log.upstream = Some(latency);
                             }
                             pool.stats.record(status);
                             return Ok(self.stream(
@@ -461,9 +475,11 @@ impl Worker {
                 Ok(headers) => (None, headers),
                 Err(error) => {
                     tracing::debug!(pool = %pool.name, %error, "response fields unfit for HTTP/2");
-                    return Refusal::BadGateway
-                        .response(Some(&pool.name))
-                        .map(Either::Right);
+                    let response = Refusal::BadGateway.response(Some(&pool.name));
+                    if let Some(mut log) = log {
+                        log.answered(&response);
+                    }
+                    return response.map(Either::Right);
                 }
             }
         };
@@ -500,7 +516,8 @@ impl Worker {
     /// keep-alive race, where the backend closed the idle connection as the request
     /// went out). `body` is taken once a try starts sending it. Returns the response
     /// head with the first piece of its body, when it follows at once (see
-    /// [`first_piece`]).
+    /// [`first_piece`]), and when the head came (the backend's latency ends there,
+    /// not after the wait for the first piece).
     async fn send<B: RequestBody>(
         &self,
         pool: &PoolRuntime,
@@ -509,7 +526,7 @@ impl Worker {
         body: &mut Option<B>,
         replayable: bool,
         limits: h1::Limits,
-    ) -> Result<(h1::ResponseHead, h1::Connection, Option<Bytes>), TryFailure> {
+    ) -> Result<(h1::ResponseHead, h1::Connection, Option<Bytes>, Instant), TryFailure> {
         let addr = backend.socket_addr;
         let (mut head, mut connection) = 'connection: {
             let key = upstream::Key::new(addr, backend.tls.as_ref());
@@ -540,10 +557,11 @@ impl Worker {
                 .map_err(TryFailure::exchange)?;
             (head, connection)
         };
+        let head_at = Instant::now();
         let first = first_piece(&mut connection, &mut head.framing)
             .await
             .map_err(|error| TryFailure::new(true, error))?;
-        Ok((head, connection, first))
+        Ok((head, connection, first, head_at))
     }
 }
 
@@ -660,8 +678,7 @@ fn refuse_logged(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let response = refusal.response(Some(pool));
     if let Some(mut log) = log {
-        log.status = response.status().as_u16();
-        log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+        log.answered(&response);
     }
     Ok(response.map(Either::Right))
 }
@@ -870,6 +887,16 @@ impl Streamed {
     /// budget.
     pub fn spill(&self) -> Spill {
         Spill::new(self.spill_limit, Some(Rc::clone(&self.spill_budget)))
+    }
+
+    /// What an HTTP/1 client's side wrote of this body (`bytes`, as framed on the wire)
+    /// and whether it wrote all of it, for the access log: a client that left early
+    /// makes the line say `aborted=true`, with what it really got.
+    pub fn record_sent(&mut self, bytes: u64, complete: bool) {
+        if let Some(log) = self.log.as_mut() {
+            log.bytes_out = bytes;
+            log.aborted |= !complete;
+        }
     }
 
     /// The body has been read to its end: the connection goes back to the pool (if it

@@ -293,8 +293,14 @@ fn run_worker(
         worker.upstream.clear();
         // Connections finish the request they serve, then close; cut the rest late.
         let _ = tokio::time::timeout(drain_timeout, connections.all_closed()).await;
-        super::access::flush();
     });
+    // The connections still open after the drain are cut here; their requests' access
+    // lines are written as they go, so flush after.
+    {
+        let _entered = rt.enter();
+        drop(local);
+    }
+    super::access::flush();
 }
 
 /// Counts a worker's open client connections, so shutdown can wait for them.
