@@ -243,6 +243,38 @@ pub fn check_config(text: &str) -> (bool, Vec<(String, String)>) {
 mod tests {
     use super::*;
 
+    /// Found by fuzz/request_head: a target in none of the four request-target forms
+    /// (`?q`) was accepted, and went to the backend as `GET ?q HTTP/1.1`; an
+    /// absolute-form target with a query and no path must keep its `/`.
+    #[test]
+    fn a_target_in_no_request_target_form_is_refused() {
+        for bad in ["?q=1", "index.html", "*", "a:443"] {
+            let head = format!("GET {bad} HTTP/1.1\r\nhost: a\r\n\r\n");
+            assert!(
+                matches!(read_request(head.as_bytes()), Read::Refused(400)),
+                "{bad}"
+            );
+        }
+        for good in [
+            "OPTIONS * HTTP/1.1",
+            "CONNECT a:443 HTTP/1.1",
+            "GET http://a?q=1 HTTP/1.1",
+        ] {
+            let head = format!("{good}\r\nhost: a\r\n\r\n");
+            assert!(
+                matches!(read_request(head.as_bytes()), Read::Parsed(..)),
+                "{good}"
+            );
+        }
+        let Read::Parsed(request, _) =
+            read_request(b"GET http://a?q=1 HTTP/1.1\r\nhost: a\r\n\r\n")
+        else {
+            panic!("parsed")
+        };
+        let head = forwarded_head(&request).expect("forwarded");
+        assert!(head.starts_with(b"GET /?q=1 HTTP/1.1\r\n"), "{head:?}");
+    }
+
     /// The entry points see what the proxy sees: a smuggling shape is refused, a plain
     /// request's forwarded head reads back, chunks round-trip.
     #[test]

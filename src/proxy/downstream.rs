@@ -492,6 +492,17 @@ pub(crate) fn parse_head(
     }
     let uri = Uri::from_maybe_shared(raw.slice(path.0..path.0 + path.1))
         .map_err(|_| ReadError::Malformed)?;
+    // One of the four forms of RFC 9112 §3.2: origin (`/path`), absolute
+    // (`http://host/path`), authority (`host:port`, CONNECT only) or asterisk (`*`,
+    // OPTIONS only). `?q` or `path` would reach a backend as something else again.
+    let target = &raw[path.0..path.0 + path.1];
+    let form_ok = target.first() == Some(&b'/')
+        || (uri.scheme().is_some() && uri.authority().is_some())
+        || (target == b"*" && method == Method::OPTIONS)
+        || (method == Method::CONNECT && uri.authority().is_some() && uri.scheme().is_none());
+    if !form_ok {
+        return Err(ReadError::Malformed);
+    }
     // `user:password@` in an absolute-form target (deprecated, RFC 9110 §4.2.4): a
     // backend could take the host for something else.
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {

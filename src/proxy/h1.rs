@@ -150,7 +150,7 @@ impl BodyFraming {
 /// without hop-by-hop ones (nor those `Connection` names) and without `Expect` (the
 /// client got its 100 Continue from evenkeel); `Host` is the host the request was
 /// routed by (`host`: the client's `Host`, or the authority of an absolute-form or
-/// HTTP/2 target); `X-Forwarded-For` with the client appended, `X-Forwarded-Proto:
+/// HTTP/2 target; empty without either, as from an HTTP/1.0 client); `X-Forwarded-For` with the client appended, `X-Forwarded-Proto:
 /// https` when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set
 /// to that host; `Content-Length` or chunked framing from
 /// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3).
@@ -166,13 +166,12 @@ pub fn encode(
     let mut out = Vec::with_capacity(256 + headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .as_bytes(),
-    );
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // An absolute-form target with no path (`http://a?q`) keeps its query behind "/".
+    if target.starts_with('?') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let named = connection_lists(headers);
     let mut cookie_written = false;
@@ -197,8 +196,11 @@ pub fn encode(
         }
         put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let Some(host) = host {
-        put_field(&mut out, b"host", host.as_bytes());
+    match host {
+        Some(host) => put_field(&mut out, b"host", host.as_bytes()),
+        // An HTTP/1.0 client may send none; an HTTP/1.1 request must have one, empty
+        // when the target has no authority (RFC 9112 §3.2), or a backend answers 400.
+        None => out.extend_from_slice(b"host: \r\n"),
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -1033,6 +1035,19 @@ pub(crate) mod tests {
             "POST /v1 HTTP/1.1\r\ncontent-type: text/plain\r\nhost: api.example:8080\r\n\
              x-forwarded-for: ::1\r\nx-forwarded-proto: https\r\n\
              x-forwarded-host: api.example:8080\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    /// Found by fuzz/request_head: an HTTP/1.0 request without `Host` went to backends
+    /// as an HTTP/1.1 request without one, which a strict backend answers with 400.
+    #[test]
+    fn a_request_without_host_goes_out_with_an_empty_host() {
+        let request = parts(http::Request::get("/").version(http::Version::HTTP_10));
+        let client = HeaderValue::from_static("10.0.0.1");
+        let out = encode(&request, BodyFraming::None, &client, false, None);
+        assert_eq!(
+            text(&out),
+            "GET / HTTP/1.1\r\nhost: \r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
     }
 
