@@ -32,6 +32,7 @@ cp -n "seeds/$target/"* "corpus/$target/" 2>/dev/null || true
 log=$(mktemp "${TMPDIR:-/tmp}/evenkeel-fuzz-$target.XXXXXX")
 trap 'rm -f "$log"' EXIT
 status=0
+started=$SECONDS
 # -rss_limit_mb: a leak or a huge allocation is a finding too. -max_len: heads are
 # at most 64 KiB; configs are small.
 cargo fuzz run -s none "$target" "corpus/$target" -- \
@@ -41,7 +42,7 @@ execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
 per_second=$(grep -E '^stat::average_exec_per_sec' "$log" | awk '{print $2}')
 units=$(find "corpus/$target" -type f | wc -l)
 found=$(find "artifacts/$target" -type f 2>/dev/null | wc -l)
-echo "fuzz $target: ${seconds}s, ${execs:-?} runs, ${per_second:-?} exec/s, corpus $units inputs, $found findings (exit $status)"
+echo "fuzz $target: $((SECONDS - started))s of ${seconds}s, ${execs:-?} runs, ${per_second:-?} exec/s, corpus $units inputs, $found findings (exit $status)"
 if ((status != 0)); then
   tail -40 "$log" >&2
 fi
