@@ -15,6 +15,11 @@ use crate::proxy::downstream::{self, ReadError};
 use crate::proxy::h1::{self, BodyFraming};
 pub use crate::proxy::h1::{Chunk, Framing};
 
+/// Most fields a client's request head may have (more: 431).
+pub const REQUEST_FIELDS_MAX: usize = downstream::MAX_FIELDS;
+/// Most bytes a message head may have (more: 431 for a request, 502 for a response).
+pub const HEAD_BYTES_MAX: usize = h1::MAX_HEAD_BYTES;
+
 /// What reading a message head gave.
 #[derive(Debug)]
 pub enum Read<T> {
@@ -242,6 +247,22 @@ pub fn check_config(text: &str) -> (bool, Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/chunked_body: a trailer line with a bare CR in it was taken as one
+    /// field, where a peer that ends lines at a bare CR sees the message end early;
+    /// split between reads, a CRLF is still a line end.
+    #[test]
+    fn a_bare_cr_in_a_trailer_line_is_refused() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        let bare = b"1\r\na\r\n0\r\n\rX-A: b\r\n\r\n";
+        assert!(decode_body(chunked, &[bare]).body.is_err());
+        let good = b"1\r\na\r\n0\r\nX-A: b\r\n\r\n";
+        let bytewise: Vec<&[u8]> = good.chunks(1).collect();
+        assert_eq!(
+            decode_body(chunked, &bytewise).body.as_deref(),
+            Ok(&b"a"[..])
+        );
+    }
 
     /// Found by fuzz/request_head: a target in none of the four request-target forms
     /// (`?q`) was accepted, and went to the backend as `GET ?q HTTP/1.1`; an

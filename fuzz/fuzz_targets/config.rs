@@ -25,5 +25,8 @@ fuzz_target!(|data: &[u8]| {
     let mut first = first;
     first.1.sort();
     again.1.sort();
-    assert_eq!(first, again, "judged differently once rewritten:\n{text}\n---\n{rewritten}");
+    assert_eq!(
+        first, again,
+        "judged differently once rewritten:\n{text}\n---\n{rewritten}"
+    );
 });

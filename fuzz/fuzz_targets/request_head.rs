@@ -9,7 +9,9 @@
 //!   what the backend reads is what evenkeel routed and framed (no desync).
 #![no_main]
 
-use evenkeel::fuzzing::{forwarded_head, read_request, Framing, Read};
+use evenkeel::fuzzing::{
+    forwarded_head, read_request, Framing, Read, HEAD_BYTES_MAX, REQUEST_FIELDS_MAX,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,8 +31,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let again = match read_request(&head) {
         Read::Parsed(again, len) => {
-            assert_eq!(len, head.len(), "the whole forwarded head, no more: {head:?}");
+            assert_eq!(
+                len,
+                head.len(),
+                "the whole forwarded head, no more: {head:?}"
+            );
             again
+        }
+        // evenkeel adds up to three fields (X-Forwarded-*) and a client address: a head
+        // at evenkeel's own limits may leave over them (a backend's limits decide).
+        Read::Refused(431)
+            if reference.headers.len() + 3 > REQUEST_FIELDS_MAX || head.len() > HEAD_BYTES_MAX =>
+        {
+            return
         }
         other => panic!("evenkeel cannot read the head it sends: {other:?}\n{head:?}"),
     };
@@ -55,9 +68,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(class(again.framing), class(request.framing), "{head:?}");
     let headers = &again.parts.headers;
     let framing_fields = headers.get_all(http::header::CONTENT_LENGTH).iter().count()
-        + headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+        + headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .count();
     assert!(framing_fields <= 1, "{head:?}");
-    for hop in ["connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"] {
+    for hop in [
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+    ] {
         assert!(!headers.contains_key(hop), "{hop} forwarded: {head:?}");
     }
     assert!(headers.get_all(http::header::HOST).iter().count() <= 1);

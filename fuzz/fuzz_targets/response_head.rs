@@ -8,7 +8,8 @@
 //!   (`Transfer-Encoding` never; `Content-Length` only with a length-framed or bodiless
 //!   response);
 //! - the body decodes the same whether it arrives in one read or byte by byte, and
-//!   ends at the same place (the connection's next response is not misread).
+//!   ends at the same place (the connection's next response is not misread); a body
+//!   refused one way is refused the other way too.
 #![no_main]
 
 use evenkeel::fuzzing::{decode_body, read_response, Framing, Read};
@@ -46,7 +47,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             !matches!(
                 name.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
+                "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "upgrade"
+                    | "te"
+                    | "trailer"
                     | "proxy-connection"
             ),
             "{name} passed on"
@@ -63,5 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode_body(response.framing, &[body]);
     let bytewise: Vec<&[u8]> = body.chunks(1).collect();
     let split = decode_body(response.framing, &bytewise);
-    assert_eq!(whole, split, "the body depends on how it was read");
+    // Both errors (of whatever kind: the connection is dropped either way), or the same
+    // body ending at the same place.
+    if whole.body.is_ok() || split.body.is_ok() {
+        assert_eq!(whole, split, "the body depends on how it was read");
+    }
 });

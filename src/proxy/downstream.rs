@@ -65,7 +65,7 @@ use super::spill::Spill;
 use super::stall::Stall;
 
 /// Most fields in a request head; more get 431.
-const MAX_FIELDS: usize = 100;
+pub(crate) const MAX_FIELDS: usize = 100;
 /// Room asked for by the first read of a request.
 const FIRST_READ: usize = 4096;
 /// Response bytes gathered before a write; larger body pieces are written as they are.

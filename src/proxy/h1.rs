@@ -767,11 +767,18 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                 }
                 Chunk::Trailers(lines) => {
                     let end = read.windows(2).position(|w| w == b"\r\n");
-                    // A bare LF (which a lenient peer may take for a line end) or a line
-                    // that is no field would let two parsers disagree on where the
-                    // message ends: refuse. At most 64 trailer fields.
+                    // A bare LF or CR (which a lenient peer may take for a line end) or
+                    // a line that is no field would let two parsers disagree on where
+                    // the message ends: refuse. At most 64 trailer fields.
                     let line = &read[..end.unwrap_or(read.len())];
+                    // Without its line end yet, the last byte may be the CR of a CRLF
+                    // split between reads.
+                    let inner = match (end, line.split_last()) {
+                        (None, Some((b'\r', inner))) => inner,
+                        _ => line,
+                    };
                     if line.contains(&b'\n')
+                        || inner.contains(&b'\r')
                         || (end.is_some_and(|e| e > 0) && !line.contains(&b':'))
                         || lines >= MAX_TRAILERS
                     {
