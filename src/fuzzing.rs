@@ -264,6 +264,29 @@ mod tests {
         );
     }
 
+    /// Found by fuzz/chunked_body: httparse takes a bare LF inside a chunk extension
+    /// (`a;x\nb\r\n`), where a peer ending lines at LF reads the data from there.
+    #[test]
+    fn a_bare_lf_or_cr_in_a_chunk_size_line_is_refused() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        for bad in [
+            &b"1;x\ny\r\na\r\n0\r\n\r\n"[..],
+            b"1;x\ry\r\na\r\n0\r\n\r\n",
+            b"1\na\r\n0\r\n\r\n",
+        ] {
+            assert!(decode_body(chunked, &[bad]).body.is_err(), "{bad:?}");
+            let bytewise: Vec<&[u8]> = bad.chunks(1).collect();
+            assert!(decode_body(chunked, &bytewise).body.is_err(), "{bad:?}");
+        }
+        let good = b"1;name=value\r\na\r\n0\r\n\r\n";
+        let bytewise: Vec<&[u8]> = good.chunks(1).collect();
+        assert_eq!(
+            decode_body(chunked, &bytewise).body.as_deref(),
+            Ok(&b"a"[..])
+        );
+        assert_eq!(decode_body(chunked, &[good]).body.as_deref(), Ok(&b"a"[..]));
+    }
+
     /// Found by fuzz/request_head: a target in none of the four request-target forms
     /// (`?q`) was accepted, and went to the backend as `GET ?q HTTP/1.1`; an
     /// absolute-form target with a query and no path must keep its `/`.

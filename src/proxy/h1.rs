@@ -730,18 +730,33 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                 Chunk::Size if read.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
                     return Poll::Ready(Some(Err(Error::BadChunk)));
                 }
-                Chunk::Size => match httparse::parse_chunk_size(read) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        read.advance(used);
-                        *chunk = if size == 0 {
-                            Chunk::Trailers(0)
-                        } else {
-                            Chunk::Data(size)
-                        };
+                Chunk::Size => {
+                    // The line must end in CRLF with no bare CR or LF before: httparse
+                    // takes a bare LF inside a chunk extension, where a peer that ends
+                    // lines at LF would read the chunk's data from there.
+                    let Some(lf) = read.iter().position(|&b| b == b'\n') else {
+                        let (_, inner) = read.split_last().unwrap_or((&0, &[]));
+                        if inner.contains(&b'\r') {
+                            return Poll::Ready(Some(Err(Error::BadChunk)));
+                        }
+                        ready!(fill_line(stream, read, cx))?;
+                        continue;
+                    };
+                    if lf == 0 || read[lf - 1] != b'\r' || read[..lf - 1].contains(&b'\r') {
+                        return Poll::Ready(Some(Err(Error::BadChunk)));
                     }
-                    Ok(httparse::Status::Partial) => ready!(fill_line(stream, read, cx))?,
-                    Err(_) => return Poll::Ready(Some(Err(Error::BadChunk))),
-                },
+                    match httparse::parse_chunk_size(&read[..=lf]) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            read.advance(used);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers(0)
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        _ => return Poll::Ready(Some(Err(Error::BadChunk))),
+                    }
+                }
                 Chunk::Data(left) => {
                     if read.is_empty() && ready!(poll_fill(stream, read, cx))? == 0 {
                         return Poll::Ready(Some(Err(Error::Truncated)));
