@@ -7,6 +7,7 @@ mod admin;
 mod backend_tls;
 mod check;
 mod demo;
+mod differential;
 mod hardening;
 mod history;
 mod lint;

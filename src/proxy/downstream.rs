@@ -528,13 +528,15 @@ pub(crate) fn parse_head(
                     .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
             );
         } else if name == header::CONTENT_LENGTH {
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                let length = h1::parse_length(token).ok_or(ReadError::Malformed)?;
-                if content_length.is_some_and(|l| l != length) {
-                    return Err(ReadError::Malformed);
-                }
-                content_length = Some(length);
+            // One field, one number. RFC 9110 §8.6 lets a recipient take `5, 5` or two
+            // equal fields as one; hyper's server (the reference of
+            // tests/differential.rs) and NGINX refuse them, and so does evenkeel: a
+            // backend must never be the stricter reader of a length evenkeel took.
+            if content_length.is_some() {
+                return Err(ReadError::Malformed);
             }
+            let length = h1::parse_length(value.trim_ascii()).ok_or(ReadError::Malformed)?;
+            content_length = Some(length);
         } else if name == header::CONNECTION {
             connection.read(value);
         } else if name == header::EXPECT {
@@ -557,10 +559,12 @@ pub(crate) fn parse_head(
     if version == Version::HTTP_11 && !has_host {
         return Err(ReadError::Malformed);
     }
+    // `close` wins over `keep-alive` when a client sends both (found by
+    // tests/differential.rs: hyper closes, evenkeel read on).
     let mut keep_alive = if version == Version::HTTP_11 {
         !connection.close
     } else {
-        connection.keep_alive
+        connection.keep_alive && !connection.close
     };
     let framing = match chunked_last {
         Some(true) if version == Version::HTTP_11 => {

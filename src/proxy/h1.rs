@@ -919,7 +919,7 @@ fn build_head(
         && !confused
         && !bodiless_with_length
         && if http10 {
-            connection.keep_alive
+            connection.keep_alive && !connection.close
         } else {
             !connection.close
         };
