@@ -16,12 +16,13 @@ set -euo pipefail
 [[ $# -ge 2 ]] || { echo "usage: $0 TARGET|all MINUTES [LIBFUZZER-FLAG...]" >&2; exit 2; }
 target=$1 minutes=$2
 shift 2
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1
 targets=(request_head response_head chunked_body config)
 if [[ $target == all ]]; then
-  for t in "${targets[@]}"; do "$0" "$t" "$minutes" "$@"; done
+  for t in "${targets[@]}"; do "$self" "$t" "$minutes" "$@"; done
   exit 0
 fi
 [[ " ${targets[*]} " == *" $target "* ]] || { echo "unknown target $target (one of: ${targets[*]})" >&2; exit 2; }
