@@ -99,9 +99,10 @@ impl AlarmSpan {
         self.key.split('/').next().unwrap_or("")
     }
 
-    /// The pool it is about (`None` for the guard's).
+    /// The pool it is about (`None` for the guard's, and for a certificate's, whose
+    /// key names a listener).
     pub(crate) fn pool(&self) -> Option<&str> {
-        (self.kind() != "guard")
+        (!matches!(self.kind(), "guard" | "certificate_expiry"))
             .then(|| self.key.split('/').nth(1))
             .flatten()
     }
@@ -652,5 +653,28 @@ fn impact(
 fn note_pool(pool: &str, pools: &mut Vec<String>) {
     if !pool.is_empty() && !pools.iter().any(|p| p == pool) {
         pools.push(pool.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate alarm's key names a listener, not a pool: the report must not
+    /// list the listener among the pools in trouble.
+    #[test]
+    fn only_pool_alarms_name_a_pool() {
+        let span = |key: &str| AlarmSpan {
+            key: key.to_string(),
+            first_message: String::new(),
+            last_message: String::new(),
+            raised: SystemTime::UNIX_EPOCH,
+            cleared: None,
+            times: 1,
+        };
+        assert_eq!(span("load_ratio/web/10.0.0.1:80").pool(), Some("web"));
+        assert_eq!(span("error_rate/api").pool(), Some("api"));
+        assert_eq!(span("guard/7").pool(), None);
+        assert_eq!(span("certificate_expiry/https/1a2b3c4d").pool(), None);
     }
 }
