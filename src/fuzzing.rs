@@ -11,14 +11,16 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::proxy::downstream::{self, ReadError};
-use crate::proxy::h1::{self, BodyFraming};
-pub use crate::proxy::h1::{Chunk, Framing};
+use crate::proxy::h1::body::poll_body;
+pub use crate::proxy::h1::body::{Chunk, Framing};
+use crate::proxy::h1::client::{encode, parse_response, BodyFraming};
+use crate::proxy::h1::server::{self, ReadError};
+use crate::proxy::h1::MAX_HEAD_BYTES;
 
 /// Most fields a client's request head may have (more: 431).
-pub const REQUEST_FIELDS_MAX: usize = downstream::MAX_FIELDS;
+pub const REQUEST_FIELDS_MAX: usize = server::MAX_FIELDS;
 /// Most bytes a message head may have (more: 431 for a request, 502 for a response).
-pub const HEAD_BYTES_MAX: usize = h1::MAX_HEAD_BYTES;
+pub const HEAD_BYTES_MAX: usize = MAX_HEAD_BYTES;
 
 /// What reading a message head gave.
 #[derive(Debug)]
@@ -47,7 +49,7 @@ pub struct ClientRequest {
 pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
     let mut read = BytesMut::from(bytes);
     let mut spans = Vec::new();
-    match downstream::parse_head(&mut read, &mut spans) {
+    match server::parse_head(&mut read, &mut spans) {
         Ok(None) => Read::Incomplete,
         Ok(Some(head)) => {
             let (parts, ()) = head.request.into_parts();
@@ -93,7 +95,7 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
     };
     let host = crate::proxy::forward::request_host(&request.parts);
     let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
-    Some(h1::encode(&request.parts, framing, &client, false, host.as_ref()).head)
+    Some(encode(&request.parts, framing, &client, false, host.as_ref()).head)
 }
 
 /// A response head as evenkeel read it from a backend.
@@ -114,7 +116,7 @@ pub struct BackendResponse {
 pub fn read_response(bytes: &[u8], is_head: bool) -> Read<BackendResponse> {
     let mut read = BytesMut::from(bytes);
     let mut spans = Vec::new();
-    match h1::parse_response(&mut read, &mut spans, is_head) {
+    match parse_response(&mut read, &mut spans, is_head) {
         Ok(None) => Read::Incomplete,
         Ok(Some(head)) => Read::Parsed(
             BackendResponse {
@@ -154,7 +156,7 @@ pub fn decode_body(framing: Framing, pieces: &[&[u8]]) -> Decoded {
     let mut body = Vec::new();
     let mut cx = Context::from_waker(Waker::noop());
     loop {
-        match h1::poll_body(&mut stream, &mut read, &mut framing, &mut cx) {
+        match poll_body(&mut stream, &mut read, &mut framing, &mut cx) {
             Poll::Ready(Some(Ok(data))) => body.extend_from_slice(&data),
             Poll::Ready(Some(Err(error))) => {
                 return Decoded {

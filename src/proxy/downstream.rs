@@ -1,56 +1,42 @@
-//! HTTP/1.x toward clients: the loop that serves one client connection.
+//! HTTP/1.x toward clients: the loop that serves one client connection. Reading a
+//! request head and writing a response head are [`h1::server`]'s; this loop owns the
+//! connection around them.
 //!
-//! hyper's server kept two 8 KiB buffers per connection for the connection's whole
-//! life, so 10,000 idle keep-alive clients cost 21.8 KB each; here a connection that
-//! waits for its next request holds no buffer at all (it waits for readability first,
-//! and drops its read buffer once a request has been read to its end). The request
-//! head is parsed by httparse straight into the map the proxy forwards, values sharing
-//! the bytes read, and the response head and a body that is already at hand go out in
-//! one write.
+//! An idle connection holds no buffer: a connection that waits for its next request
+//! waits for readability first, and drops its read buffer once a request has been read
+//! to its end (hyper's server, which evenkeel used before, kept two 8 KiB buffers per
+//! connection for its whole life: 10,000 idle keep-alive clients cost 21.8 KB each).
+//! The response head and a body that is already at hand go out in one write.
 //!
-//! The rules (RFC 9112):
-//! - A request head is at most 64 KiB and 100 fields (else 431); anything httparse
-//!   refuses (bad request line, obs-fold, bad field syntax) is a 400, and so is a line
-//!   ending in a bare LF, an HTTP/1.1 request without `Host`, an absolute-form target
-//!   with `user@`, and `Content_Length` / `Transfer_Encoding` spelt with underscores
-//!   (see docs/reliability.md for why each is strict). An `Expect` other than
-//!   `100-continue` gets 417. `header_timeout`
-//!   bounds the wait for a head and its reading, the idle time of a kept-alive
-//!   connection included. The connection closes after either.
-//! - Body framing: a `Transfer-Encoding` whose last coding is `chunked` frames the body
-//!   by chunks (a `Content-Length` beside it is dropped, and the connection closes
-//!   after the response, so nothing can be smuggled behind it); any other
-//!   `Transfer-Encoding`, or one in an HTTP/1.0 request, is a 400. `Content-Length`
-//!   must be digits, and several must agree (else 400). Neither: no body.
-//! - `Expect: 100-continue` is answered when the body is first read (once the
-//!   request is routed: [`super::read_ahead`]), so a request refused before that never
-//!   makes the client send its body.
-//! - Keep-alive: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
-//!   `Connection: keep-alive`. A request body left unread closes the connection after
-//!   the response (`Connection: close` says so). A connection evenkeel closes while
-//!   the client may still be sending is closed lingering: what arrives in the next
-//!   half second is read and dropped, so the answer is not lost to a reset.
-//! - Two `Host` fields are a 400; an absolute-form target's authority wins over `Host`
-//!   (for routing and for the `Host` the backend gets).
-//! - Response framing: the response's `Content-Length`, or its body's exact size,
-//!   else chunked (HTTP/1.1) or until the close (HTTP/1.0). Responses to `HEAD`, 1xx,
-//!   204 and 304 carry no body. `Date` is added when missing.
+//! What the loop decides (RFC 9112):
+//! - `header_timeout` bounds the wait for a head and its reading, the idle time of a
+//!   kept-alive connection included; a head [`h1::server`] refuses gets its 400, 417 or
+//!   431. The connection closes after either.
+//! - `Expect: 100-continue` is answered when the body is first read (once the request
+//!   is routed: [`super::read_ahead`]), so a request refused before that never makes
+//!   the client send its body.
+//! - Keep-alive as the request head allows, but a request body left unread closes the
+//!   connection after the response (`Connection: close` says so). A connection
+//!   evenkeel closes while the client may still be sending is closed lingering: what
+//!   arrives in the next half second is read and dropped, so the answer is not lost to
+//!   a reset.
+//! - A client that closes its connection while its request is served cancels the
+//!   request; a response body that breaks off after its head has gone out cuts the
+//!   connection (with a reset when the client could not tell the truncation).
 //!
 //! Requests are served one at a time; pipelined ones wait in the read buffer.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Response, Version};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -58,14 +44,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::forward::{Client, ProxyBody, Worker};
-use super::h1::{self, put_field, Chunk, Framing, Span, MAX_HEAD_BYTES};
-use super::headers::{tokens, ConnectionOptions};
+use super::h1::server::{self, parse_head, Head, ReadError, ResponseFraming};
+use super::h1::{self, FieldSpan, Framing};
 use super::outbox::{self, pump, Outbox, PumpError};
 use super::spill::Spill;
 use super::stall::Stall;
 
-/// Most fields in a request head; more get 431.
-pub(crate) const MAX_FIELDS: usize = 100;
 /// Room asked for by the first read of a request.
 const FIRST_READ: usize = 4096;
 /// Response bytes gathered before a write; larger body pieces are written as they are.
@@ -209,27 +193,6 @@ impl<S: ClientStream> Body for RequestBody<S> {
             _ => SizeHint::default(),
         }
     }
-}
-
-/// Why no request could be read.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ReadError {
-    /// Not HTTP/1.x, or framing that cannot be trusted: 400.
-    Malformed,
-    /// The head is over [`MAX_HEAD_BYTES`] or [`MAX_FIELDS`]: 431.
-    TooLarge,
-    /// `Expect` asks for something other than `100-continue`: 417.
-    Expectation,
-    /// The connection failed, or closed inside a head.
-    Io,
-}
-
-/// A request head, and what it says about its body and the connection.
-pub(crate) struct Head {
-    pub(crate) request: Request<()>,
-    pub(crate) framing: Framing,
-    pub(crate) keep_alive: bool,
-    pub(crate) expects_continue: bool,
 }
 
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
@@ -408,7 +371,7 @@ async fn client_gone<S: ClientStream>(inbound: &Shared<S>) {
 /// Reads the next request head; `None` when the client closed between requests.
 async fn read_head<S: ClientStream>(
     inbound: &Shared<S>,
-    spans: &mut Vec<Span>,
+    spans: &mut Vec<FieldSpan>,
 ) -> Result<Option<Head>, ReadError> {
     loop {
         {
@@ -438,161 +401,6 @@ async fn read_head<S: ClientStream>(
     }
 }
 
-/// Parses a complete request head off the front of `read`; `None` while it is
-/// incomplete.
-pub(crate) fn parse_head(
-    read: &mut BytesMut,
-    spans: &mut Vec<Span>,
-) -> Result<Option<Head>, ReadError> {
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut parsed,
-        read,
-        &mut fields,
-    ) {
-        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
-        Ok(httparse::Status::Complete(_)) => return Err(ReadError::TooLarge),
-        Ok(httparse::Status::Partial) if read.len() >= MAX_HEAD_BYTES => {
-            return Err(ReadError::TooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
-        Err(_) => return Err(ReadError::Malformed),
-    };
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| ReadError::Malformed)?;
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let base = read.as_ptr() as usize;
-    let path = parsed.path.unwrap_or_default();
-    let path = (path.as_ptr() as usize - base, path.len());
-    spans.clear();
-    spans.extend(parsed.headers.iter().map(|field| {
-        (
-            field.name.as_ptr() as usize - base,
-            field.name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        )
-    }));
-    let raw = read.split_to(len).freeze();
-    // Every line ends in CRLF: a bare LF, which a lenient peer may take for a line end
-    // where evenkeel does not, is refused. Each line end comes before a field name or
-    // the blank line, so those places are all there is to look at.
-    if !raw.ends_with(b"\r\n\r\n")
-        || spans
-            .iter()
-            .any(|&(n, _, _, _)| n < 2 || &raw[n - 2..n] != b"\r\n")
-    {
-        return Err(ReadError::Malformed);
-    }
-    let uri = Uri::from_maybe_shared(raw.slice(path.0..path.0 + path.1))
-        .map_err(|_| ReadError::Malformed)?;
-    // One of the four forms of RFC 9112 §3.2: origin (`/path`), absolute
-    // (`http://host/path`), authority (`host:port`, CONNECT only) or asterisk (`*`,
-    // OPTIONS only). `?q` or `path` would reach a backend as something else again.
-    let target = &raw[path.0..path.0 + path.1];
-    let form_ok = target.first() == Some(&b'/')
-        || (uri.scheme().is_some() && uri.authority().is_some())
-        || (target == b"*" && method == Method::OPTIONS)
-        || (method == Method::CONNECT && uri.authority().is_some() && uri.scheme().is_none());
-    if !form_ok {
-        return Err(ReadError::Malformed);
-    }
-    // `user:password@` in an absolute-form target (deprecated, RFC 9110 §4.2.4): a
-    // backend could take the host for something else.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(ReadError::Malformed);
-    }
-
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    let mut chunked_last: Option<bool> = None;
-    let mut content_length: Option<u64> = None;
-    let mut connection = ConnectionOptions::default();
-    let mut expects_continue = false;
-    let mut has_host = false;
-    for &(n, nl, v, vl) in spans.iter() {
-        if h1::is_disguised_framing(&raw[n..n + nl]) {
-            return Err(ReadError::Malformed);
-        }
-        let name = HeaderName::from_bytes(&raw[n..n + nl]).map_err(|_| ReadError::Malformed)?;
-        let value = &raw[v..v + vl];
-        if name == header::TRANSFER_ENCODING {
-            chunked_last = Some(
-                tokens(value)
-                    .last()
-                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
-            );
-        } else if name == header::CONTENT_LENGTH {
-            // One field, one number. RFC 9110 §8.6 lets a recipient take `5, 5` or two
-            // equal fields as one; hyper's server (the reference of
-            // tests/differential.rs) and NGINX refuse them, and so does evenkeel: a
-            // backend must never be the stricter reader of a length evenkeel took.
-            if content_length.is_some() {
-                return Err(ReadError::Malformed);
-            }
-            let length = h1::parse_length(value.trim_ascii()).ok_or(ReadError::Malformed)?;
-            content_length = Some(length);
-        } else if name == header::CONNECTION {
-            connection.read(value);
-        } else if name == header::EXPECT {
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(ReadError::Expectation);
-            }
-            expects_continue = true;
-        } else if name == header::HOST {
-            if has_host {
-                // Two hosts: routing and the backend could each pick a different one.
-                return Err(ReadError::Malformed);
-            }
-            has_host = true;
-        }
-        let value = HeaderValue::from_maybe_shared(raw.slice(v..v + vl))
-            .map_err(|_| ReadError::Malformed)?;
-        headers.append(name, value);
-    }
-    // HTTP/1.1 requires Host (RFC 9112 §3.2): without it, routing by host is a guess.
-    if version == Version::HTTP_11 && !has_host {
-        return Err(ReadError::Malformed);
-    }
-    // `close` wins over `keep-alive` when a client sends both (found by
-    // tests/differential.rs: hyper closes, evenkeel read on).
-    let mut keep_alive = if version == Version::HTTP_11 {
-        !connection.close
-    } else {
-        connection.keep_alive && !connection.close
-    };
-    let framing = match chunked_last {
-        Some(true) if version == Version::HTTP_11 => {
-            if content_length.is_some() {
-                headers.remove(header::CONTENT_LENGTH);
-                keep_alive = false;
-            }
-            Framing::Chunked(Chunk::Size)
-        }
-        Some(_) => return Err(ReadError::Malformed),
-        None => match content_length {
-            None | Some(0) => Framing::Done,
-            Some(length) => Framing::Length(length),
-        },
-    };
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-    Ok(Some(Head {
-        request,
-        framing,
-        keep_alive,
-        expects_continue,
-    }))
-}
-
 /// Writes `response`; whether the connection stays open after it.
 async fn write_response<S: ClientStream>(
     inbound: &Shared<S>,
@@ -602,68 +410,26 @@ async fn write_response<S: ClientStream>(
     keep_alive: bool,
 ) -> Result<bool, Ended> {
     let (parts, mut body) = response.into_parts();
-    let status = parts.status;
     let fields = match &mut body {
         Either::Left(streamed) => streamed.take_fields(),
         Either::Right(_) => None,
     };
     let mut outbox = Outbox::pooled();
     let out = outbox.head_mut();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let no_body = is_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let (mut has_length, mut has_date) = (false, false);
-    // The backend's fields as it sent them (hop-by-hop ones already left out), else
-    // the header map of a response evenkeel made.
-    let mut field = |name: &[u8], value: &[u8]| {
-        if name.eq_ignore_ascii_case(b"connection")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-        {
-            return;
-        }
-        has_length |= name.eq_ignore_ascii_case(b"content-length");
-        has_date |= name.eq_ignore_ascii_case(b"date");
-        put_field(out, name, value);
-    };
-    match &fields {
-        Some(fields) => fields.iter().for_each(|(name, value)| field(name, value)),
-        None => {
-            for (name, value) in &parts.headers {
-                field(name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-    }
-    if !has_date {
-        put_date(out);
-    }
-    let mut keep_alive = keep_alive;
-    let mut chunked = false;
-    if !no_body && !has_length {
-        match body.size_hint().exact() {
-            Some(length) => {
-                let _ = write!(out, "content-length: {length}\r\n");
-                has_length = true;
-            }
-            None if version == Version::HTTP_11 => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                chunked = true;
-            }
-            // HTTP/1.0 without a length: the body ends with the connection.
-            None => keep_alive = false,
-        }
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let ResponseFraming {
+        no_body,
+        chunked,
+        has_length,
+        keep_alive,
+    } = server::write_response_head(
+        out,
+        &parts,
+        fields.as_ref(),
+        &body,
+        is_head,
+        version,
+        keep_alive,
+    );
     if no_body {
         drop(body);
         write_all(inbound, out).await.map_err(Ended::Client)?;
@@ -736,13 +502,7 @@ fn pump_error<E: std::fmt::Display>(error: PumpError<E>) -> io::Error {
 /// Answers a request that cannot be served with `status` (code and reason), and says
 /// the connection closes.
 async fn refuse<S: ClientStream>(inbound: &Shared<S>, status: &[u8]) {
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status);
-    out.extend_from_slice(b"\r\n");
-    put_date(&mut out);
-    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
-    let _ = write_all(inbound, &out).await;
+    let _ = write_all(inbound, &server::refusal(status)).await;
 }
 
 /// Writes `bytes` to the client; fails if the client takes nothing for [`SEND_STALL`].
@@ -751,20 +511,4 @@ async fn write_all<S: ClientStream>(inbound: &Shared<S>, bytes: &[u8]) -> io::Re
         outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
     };
     outbox::write_all(&mut writer, bytes, &mut Stall::new(SEND_STALL)).await
-}
-
-/// Writes a `Date` field; the text is made once a second per worker thread.
-fn put_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|date| {
-        let mut date = date.borrow_mut();
-        if date.0 != second {
-            *date = (second, httpdate::fmt_http_date(now));
-        }
-        put_field(out, b"date", date.1.as_bytes());
-    });
 }

@@ -6,9 +6,11 @@
 //! [`Streamed`] wrapper around the backend's that returns the connection to the pool
 //! once the body has been read to its end (a body dropped half-read closes it).
 //!
-//! A pooled connection the backend has just closed is the classic keep-alive race;
-//! hyper's `try_send_request` hands the request back when nothing of it was written,
-//! and the request then goes out once more on a new connection.
+//! A pooled connection the backend has just closed is the classic keep-alive race: a
+//! try on one that fails with nothing of the request written
+//! ([`h1::Progress::Unwritten`]), or — for an idempotent request without a body — with
+//! no byte answered ([`h1::Progress::Unanswered`]), goes out once more on a new
+//! connection.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future as _};

@@ -2,9 +2,9 @@
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it names,
 //! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
-//! describe one connection and are removed in both directions (by [`super::h1`], which
-//! writes requests to and reads responses from backends); each side is framed on its
-//! own. Toward the backend, `X-Forwarded-For` gets the client address appended (an
+//! describe one connection and are removed in both directions (by [`super::h1::client`],
+//! which writes requests to and reads responses from backends); each side is framed on
+//! its own. Toward the backend, `X-Forwarded-For` gets the client address appended (an
 //! existing value is kept), and `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
 
 use std::net::IpAddr;
@@ -108,9 +108,9 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request's `Transfer-Encoding` is anything but `chunked` alone (say
-/// `gzip, chunked`). hyper decodes the chunking only; since `Transfer-Encoding` is
-/// hop-by-hop, forwarding such a body would hand the backend coded bytes with nothing
-/// saying so.
+/// `gzip, chunked`). Only the chunking is decoded ([`super::h1::body`]); since
+/// `Transfer-Encoding` is hop-by-hop, forwarding such a body would hand the backend
+/// coded bytes with nothing saying so.
 pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
