@@ -22,6 +22,16 @@ pub const REQUEST_FIELDS_MAX: usize = server::MAX_FIELDS;
 /// Most bytes a message head may have (more: 431 for a request, 502 for a response).
 pub const HEAD_BYTES_MAX: usize = MAX_HEAD_BYTES;
 
+/// The backend [`forwarded_head`] addresses: the `Host` of a request that had none.
+pub const FORWARDED_TO: &str = "backend.example:8080";
+
+/// The host a request is routed by (its `Host`, or its target's authority): the
+/// `Host` evenkeel sends on.
+pub fn routing_host(request: &ClientRequest) -> Option<String> {
+    crate::proxy::forward::request_host(&request.parts)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+}
+
 /// What reading a message head gave.
 #[derive(Debug)]
 pub enum Read<T> {
@@ -68,8 +78,9 @@ pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
     }
 }
 
-/// The head evenkeel sends a backend for `request` from client 192.0.2.1 over plain
-/// HTTP (its body, if any, sent with evenkeel's own framing); `None` when evenkeel
+/// The head evenkeel sends backend `backend.example:8080` for `request` from client
+/// 192.0.2.1 over plain HTTP (its body, if any, sent with evenkeel's own framing);
+/// `None` when evenkeel
 /// answers the request itself instead (upgrades, CONNECT, transfer codings it does
 /// not decode).
 pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
@@ -95,7 +106,17 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
     };
     let host = crate::proxy::forward::request_host(&request.parts);
     let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
-    Some(encode(&request.parts, framing, &client, false, host.as_ref()).head)
+    Some(
+        encode(
+            &request.parts,
+            framing,
+            &client,
+            false,
+            host.as_ref(),
+            FORWARDED_TO,
+        )
+        .head,
+    )
 }
 
 /// A response head as evenkeel read it from a backend.
@@ -287,6 +308,60 @@ mod tests {
             Ok(&b"a"[..])
         );
         assert_eq!(decode_body(chunked, &[good]).body.as_deref(), Ok(&b"a"[..]));
+    }
+
+    /// Review: a chunk-size or trailer line over the line limit was refused only when
+    /// it came in pieces; and the 64th trailer field's blank line was refused.
+    #[test]
+    fn line_limits_hold_however_the_bytes_arrive() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        let long_size = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(5000));
+        let long_trailer = format!("1\r\na\r\n0\r\nX: {}\r\n\r\n", "x".repeat(5000));
+        for bad in [long_size, long_trailer] {
+            let bytes = bad.as_bytes();
+            assert!(decode_body(chunked, &[bytes]).body.is_err());
+            let pieces: Vec<&[u8]> = bytes.chunks(7).collect();
+            assert!(decode_body(chunked, &pieces).body.is_err());
+        }
+        let trailers = |n: usize| format!("1\r\na\r\n0\r\n{}\r\n", "X: y\r\n".repeat(n));
+        for (fields, accepted) in [(64, true), (65, false)] {
+            let text = trailers(fields);
+            let bytewise: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+            for pieces in [vec![text.as_bytes()], bytewise] {
+                let decoded = decode_body(chunked, &pieces);
+                assert_eq!(decoded.body.is_ok(), accepted, "{fields} trailer fields");
+            }
+        }
+    }
+
+    /// Found by tests/differential.rs: `close` beside `keep-alive` kept an HTTP/1.0
+    /// connection; close wins, for requests and responses alike. And one
+    /// `Content-Length` field, one number: two equal fields or a list are refused.
+    #[test]
+    fn close_wins_and_one_length_field_only() {
+        let Read::Parsed(request, _) =
+            read_request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n")
+        else {
+            panic!("parsed")
+        };
+        assert!(!request.keep_alive);
+        let Read::Parsed(response, _) = read_response(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        ) else {
+            panic!("parsed")
+        };
+        assert!(!response.keep_alive);
+        for lengths in [
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5, 5\r\n",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{lengths}\r\nhello");
+            assert!(
+                matches!(read_request(head.as_bytes()), Read::Refused(400)),
+                "{lengths}"
+            );
+        }
     }
 
     /// Found by fuzz/request_head: a target in none of the four request-target forms

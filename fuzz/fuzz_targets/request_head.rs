@@ -5,12 +5,14 @@
 //!   where httparse (the reference tokenizer) says the head ends;
 //! - a parsed request that evenkeel forwards becomes a head that evenkeel's own parser
 //!   reads back whole, with the same method, target and body framing, exactly one
-//!   framing field of evenkeel's making, and none of the client's hop-by-hop fields:
-//!   what the backend reads is what evenkeel routed and framed (no desync).
+//!   framing field of evenkeel's making, none of the client's hop-by-hop fields, and
+//!   exactly one non-empty `Host` — the one evenkeel routed by: what the backend reads
+//!   is what evenkeel routed and framed (no desync).
 #![no_main]
 
 use evenkeel::fuzzing::{
-    forwarded_head, read_request, Framing, Read, HEAD_BYTES_MAX, REQUEST_FIELDS_MAX,
+    forwarded_head, read_request, routing_host, Framing, Read, FORWARDED_TO, HEAD_BYTES_MAX,
+    REQUEST_FIELDS_MAX,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -83,5 +85,14 @@ fuzz_target!(|data: &[u8]| {
     ] {
         assert!(!headers.contains_key(hop), "{hop} forwarded: {head:?}");
     }
-    assert!(headers.get_all(http::header::HOST).iter().count() <= 1);
+    // Exactly one Host: the one the request was routed by, else the backend's address
+    // (an HTTP/1.1 request must have one, and an empty one is refused by NGINX).
+    let hosts: Vec<_> = headers.get_all(http::header::HOST).iter().collect();
+    assert_eq!(hosts.len(), 1, "{head:?}");
+    let expected = routing_host(&request).unwrap_or_else(|| FORWARDED_TO.to_string());
+    assert_eq!(hosts[0].as_bytes(), expected.as_bytes(), "{head:?}");
+    assert_eq!(
+        headers.contains_key("x-forwarded-host"),
+        routing_host(&request).is_some()
+    );
 });

@@ -295,13 +295,17 @@ impl Worker {
         let replayable = is_idempotent(&parts.method) && !has_body;
         let retries = pool.config.retries;
         let framing = h1::BodyFraming::of(&parts.headers, &body);
-        let outgoing = h1::encode(
-            &parts,
-            framing,
-            &client.forwarded_for,
-            client.tls.is_some(),
-            host.as_ref(),
-        );
+        let encode = |backend: &BackendRuntime| {
+            h1::encode(
+                &parts,
+                framing,
+                &client.forwarded_for,
+                client.tls.is_some(),
+                host.as_ref(),
+                &backend.address,
+            )
+        };
+        let mut outgoing = encode(&backend.runtime);
         // The client's body, until a try starts sending it.
         let mut body = has_body.then_some(body);
         let mut tried = Tried::default();
@@ -406,6 +410,10 @@ impl Worker {
             drop(slot);
             attempt += 1;
             backend = Picked::of(next);
+            if host.is_none() {
+                // Its Host is the backend's own address.
+                outgoing = encode(&backend.runtime);
+            }
             if let Some(log) = log.as_mut() {
                 log.backend = Some(Arc::clone(&backend.runtime));
             }

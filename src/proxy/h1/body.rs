@@ -124,7 +124,13 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                         ready!(fill_line(stream, read, cx))?;
                         continue;
                     };
-                    if lf == 0 || read[lf - 1] != b'\r' || read[..lf - 1].contains(&b'\r') {
+                    // Longer than MAX_LINE is refused whether the line came in one
+                    // read or in many (fill_line bounds a line still arriving).
+                    if lf == 0
+                        || lf >= MAX_LINE
+                        || read[lf - 1] != b'\r'
+                        || read[..lf - 1].contains(&b'\r')
+                    {
                         return Poll::Ready(Some(Err(Error::BadChunk)));
                     }
                     match httparse::parse_chunk_size(&read[..=lf]) {
@@ -176,8 +182,11 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                     };
                     if line.contains(&b'\n')
                         || inner.contains(&b'\r')
+                        || end.is_some_and(|e| e >= MAX_LINE)
                         || (end.is_some_and(|e| e > 0) && !line.contains(&b':'))
-                        || lines >= MAX_TRAILERS
+                        // The blank line may follow the last field allowed (and
+                        // may still be on its way).
+                        || (lines >= MAX_TRAILERS && !inner.is_empty())
                     {
                         return Poll::Ready(Some(Err(Error::BadChunk)));
                     }

@@ -97,11 +97,14 @@ impl BodyFraming {
 
 /// Encodes a request for a backend: origin-form target, HTTP/1.1, the client's headers
 /// without hop-by-hop ones (nor those `Connection` names) and without `Expect` (the
-/// client got its 100 Continue from evenkeel); `Host` is the host the request was
+/// client got its 100 Continue from evenkeel). `Host` is the host the request was
 /// routed by (`host`: the client's `Host`, or the authority of an absolute-form or
-/// HTTP/2 target; empty without either, as from an HTTP/1.0 client); `X-Forwarded-For` with the client appended, `X-Forwarded-Proto:
-/// https` when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set
-/// to that host; `Content-Length` or chunked framing from
+/// HTTP/2 target), or — when the client gave none, as an HTTP/1.0 client may —
+/// `backend`, the backend's address as the config writes it (what NGINX's `proxy_pass`
+/// sends): an HTTP/1.1 request must have a `Host`, and NGINX and Django refuse an
+/// empty one. `X-Forwarded-For` with the client appended, `X-Forwarded-Proto: https`
+/// when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set to the
+/// client's host (none when it gave none); `Content-Length` or chunked framing from
 /// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3).
 pub fn encode(
     parts: &request::Parts,
@@ -109,6 +112,7 @@ pub fn encode(
     client: &HeaderValue,
     https: bool,
     host: Option<&HeaderValue>,
+    backend: &str,
 ) -> Outgoing {
     let headers = &parts.headers;
     let chunked = framing == BodyFraming::Chunked;
@@ -147,9 +151,7 @@ pub fn encode(
     }
     match host {
         Some(host) => put_field(&mut out, b"host", host.as_bytes()),
-        // An HTTP/1.0 client may send none; an HTTP/1.1 request must have one, empty
-        // when the target has no authority (RFC 9112 §3.2), or a backend answers 400.
-        None => out.extend_from_slice(b"host: \r\n"),
+        None => put_field(&mut out, b"host", backend.as_bytes()),
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for value in headers.get_all(&X_FORWARDED_FOR) {
