@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::proxy::h1::body::poll_body;
 pub use crate::proxy::h1::body::{Chunk, Framing};
-use crate::proxy::h1::client::{encode, parse_response, BodyFraming};
+use crate::proxy::h1::client::{encode, BodyFraming};
+use crate::proxy::h1::response::parse_response;
 use crate::proxy::h1::server::{self, ReadError};
 use crate::proxy::h1::MAX_HEAD_BYTES;
 

@@ -1,6 +1,6 @@
 //! HTTP/1.1 toward backends: request encoding, a keep-alive [`Connection`] driven by the
-//! task of the request that uses it (no task of its own, no channel), and the
-//! response-head parser.
+//! task of the request that uses it (no task of its own, no channel), and the exchange
+//! of a request for a response.
 //!
 //! A request's head is written once, in one pass over the client's fields, by
 //! [`encode`]: origin-form target, hop-by-hop fields and those `Connection` names left
@@ -12,46 +12,34 @@
 //! exchange got ([`Progress`]) is what tells the caller whether the request may go
 //! again on another connection.
 //!
-//! A response head is parsed by httparse ([`parse_response`]) into [`Fields`] that keep
-//! the head's bytes: only the end-to-end fields are kept, hop-by-hop ones and those its
-//! `Connection` names left out. Its framing (RFC 9112 §6): a response to `HEAD`, a 204
-//! and a 304 have no body; else `Transfer-Encoding: chunked` frames it by chunks (any
-//! other coding is refused as malformed: evenkeel does not decode it, and the field is
-//! not passed on, so the client would get coded bytes undeclared); else
-//! `Content-Length` (several differing values: refused as malformed); else the close.
-//! `Content_Length` or `Transfer_Encoding` spelt with underscores is refused, and a head
-//! over [`MAX_HEAD_BYTES`] too (502 to the client). Interim 1xx responses are skipped; a
-//! 101 (no upgrade is ever asked for) is malformed. A connection is reused only when the
-//! response allowed it (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
-//! `keep-alive`), was framed without confusion, its body was read to the end, and
-//! nothing followed it.
+//! The answer's head is read by [`parse_response`] ([`super::response`]), which
+//! decides its framing and whether the connection may be reused; a connection goes
+//! back to the pool only when the response allowed it, its body was read to the end,
+//! and nothing followed it.
 
 use std::future::poll_fn;
 use std::io;
 use std::io::Write as _;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Method, StatusCode};
+use http::{request, Method};
 use hyper::body::Body;
 
-use super::body::{is_disguised_framing, parse_length, poll_body, poll_fill, Chunk, Framing};
-use super::{put_field, Error, FieldSpan, Fields, RequestBody, MAX_HEAD_BYTES};
+use super::body::{poll_body, poll_fill, Framing};
+use super::response::{parse_response, ResponseHead, MAX_HEADERS};
+use super::{put_field, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
-    connection_lists, is_hop_by_hop, is_hop_by_hop_name, tokens, ConnectionOptions,
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    connection_lists, is_hop_by_hop, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::proxy::outbox::{poll_write_slices, pump, write_all, Outbox, PumpError};
 use crate::proxy::stall::Stall;
 use crate::proxy::transport::Transport;
 use crate::proxy::upstream::Counted;
 
-/// Most header fields accepted in a response head.
-const MAX_HEADERS: usize = 128;
 /// Request body bytes gathered into one write to a backend at most.
 const BODY_GATHER: usize = 64 * 1024;
 
@@ -292,18 +280,6 @@ where
     }
 }
 
-/// A backend's response head, hop-by-hop headers removed, and its body's framing.
-pub struct ResponseHead {
-    /// The status.
-    pub status: StatusCode,
-    /// The end-to-end fields.
-    pub fields: Fields,
-    /// How the body is framed.
-    pub framing: Framing,
-    /// Whether the connection may carry another request once the body is read.
-    pub keep_alive: bool,
-}
-
 /// One keep-alive connection to a backend.
 pub struct Connection {
     stream: Transport,
@@ -538,162 +514,4 @@ impl Connection {
     ) -> Poll<Option<Result<Bytes, Error>>> {
         poll_body(&mut self.stream, &mut self.read, framing, cx)
     }
-}
-
-/// Parses a complete response head off the front of `read` (skipping 1xx ones, which
-/// it consumes), recording field positions in `spans`; `None` while it is incomplete.
-/// `is_head`: the request was a `HEAD`, so the response has no body.
-pub fn parse_response(
-    read: &mut BytesMut,
-    spans: &mut Vec<FieldSpan>,
-    is_head: bool,
-) -> Result<Option<ResponseHead>, Error> {
-    loop {
-        // Uninitialised: zeroing 128 fields cost 4,000 instructions per response.
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            read,
-            &mut fields,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
-            Ok(httparse::Status::Complete(_)) => return Err(Error::HeadTooLarge),
-            Ok(httparse::Status::Partial) if read.len() >= MAX_HEAD_BYTES => {
-                return Err(Error::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Error::Malformed("more than 128 header fields"))
-            }
-            Err(_) => return Err(Error::Malformed("not an HTTP/1.x response")),
-        };
-        let code = response.code.unwrap_or(0);
-        if code == 101 {
-            return Err(Error::Malformed(
-                "101 Switching Protocols, no upgrade was asked",
-            ));
-        }
-        if (100..200).contains(&code) {
-            read.advance(len);
-            continue;
-        }
-        let status =
-            StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code out of range"))?;
-        let http10 = response.version == Some(0);
-        // Field positions, so the values can share the head's bytes once split off.
-        let base = read.as_ptr() as usize;
-        spans.clear();
-        spans.extend(
-            response
-                .headers
-                .iter()
-                .map(|field| FieldSpan::locate(field, base)),
-        );
-        let raw = read.split_to(len).freeze();
-        return build_head(&raw, spans, status, http10, is_head).map(Some);
-    }
-}
-
-/// Builds the response head from `raw` and the field positions in it.
-fn build_head(
-    raw: &Bytes,
-    spans: &[FieldSpan],
-    status: StatusCode,
-    http10: bool,
-    is_head: bool,
-) -> Result<ResponseHead, Error> {
-    // Framing and connection options first: they decide what is kept.
-    let mut transfer_encoding: Option<&[u8]> = None;
-    let mut content_length: Option<u64> = None;
-    let mut connection = ConnectionOptions::default();
-    for span in spans {
-        let name = span.name(raw);
-        let value = span.value(raw);
-        if is_disguised_framing(name) {
-            return Err(Error::Malformed("a framing field spelt with '_'"));
-        }
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Transfer-Encoding is hop-by-hop and not passed on: a coding evenkeel does
-            // not decode (gzip, chunked) would reach the client undeclared.
-            let mut codings = tokens(value);
-            if !(codings
-                .next()
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
-                && codings.next().is_none())
-                || transfer_encoding.is_some()
-            {
-                return Err(Error::Malformed("a transfer coding other than chunked"));
-            }
-            transfer_encoding = Some(value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_length(value.trim_ascii())
-                .ok_or(Error::Malformed("invalid Content-Length"))?;
-            if content_length.is_some_and(|l| l != length) {
-                return Err(Error::Malformed("differing Content-Length values"));
-            }
-            content_length = Some(length);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connection.read(value);
-        }
-    }
-    let mut kept = Vec::with_capacity(spans.len());
-    kept.extend(spans.iter().copied().filter(|span| {
-        let name = span.name(raw);
-        !(is_hop_by_hop_name(name)
-            || (transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
-            || (connection.names_fields && is_listed(raw, spans, name)))
-    }));
-    let framing = if is_head
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Done
-    } else if let Some(codings) = transfer_encoding {
-        match tokens(codings).last() {
-            Some(last) if last.eq_ignore_ascii_case(b"chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::Close,
-        }
-    } else {
-        match content_length {
-            Some(0) => Framing::Done,
-            Some(length) => Framing::Length(length),
-            None => Framing::Close,
-        }
-    };
-    // A response framed by Transfer-Encoding next to a Content-Length, or in HTTP/1.0,
-    // was framed by someone confused: read it, but do not reuse the connection (RFC
-    // 9112 §6.1, §6.3).
-    let confused = transfer_encoding.is_some() && (content_length.is_some() || http10);
-    // A response that has no body but announces one (a `HEAD` response, as it may; a
-    // 204, as it must not) is where a misbehaving backend sends a body anyway — perhaps
-    // later than any check for stray bytes can see: do not reuse the connection.
-    let announces_body = transfer_encoding.is_some() || content_length.is_some_and(|l| l > 0);
-    let bodiless_with_length = (is_head || status == StatusCode::NO_CONTENT) && announces_body;
-    let keep_alive = framing != Framing::Close
-        && !confused
-        && !bodiless_with_length
-        && if http10 {
-            connection.keep_alive && !connection.close
-        } else {
-            !connection.close
-        };
-    Ok(ResponseHead {
-        status,
-        fields: Fields {
-            raw: raw.clone(),
-            spans: kept,
-        },
-        framing,
-        keep_alive,
-    })
-}
-
-/// Whether a `Connection` field of the head names `name`.
-fn is_listed(raw: &Bytes, spans: &[FieldSpan], name: &[u8]) -> bool {
-    spans.iter().any(|span| {
-        span.name(raw).eq_ignore_ascii_case(b"connection")
-            && tokens(span.value(raw)).any(|t| t.eq_ignore_ascii_case(name))
-    })
 }

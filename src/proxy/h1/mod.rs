@@ -19,7 +19,9 @@
 //! - [`body`]: body framing, the same both ways — [`Framing`], and [`poll_body`], the
 //!   decoder that reads backends' response bodies and clients' request bodies alike.
 //! - [`client`]: toward backends — request encoding ([`encode`]), the keep-alive
-//!   [`Connection`] and its exchange, the response-head parser ([`parse_response`]).
+//!   [`Connection`] and its exchange.
+//! - [`response`]: the backend's response head ([`parse_response`]): its framing,
+//!   whether the connection may be reused, the fields passed on.
 //! - [`server`]: toward clients — the request-head reader (`parse_head`) and the
 //!   response-head writer, driven by the connection loop in [`super::downstream`].
 //! - this file: what they share — [`Error`], [`MAX_HEAD_BYTES`], [`FieldSpan`] and
@@ -52,16 +54,15 @@ use hyper::body::Body;
 
 pub mod body;
 pub mod client;
+pub mod response;
 pub mod server;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub(in crate::proxy) use body::poll_fill;
 pub use body::{poll_body, Chunk, Framing};
-pub use client::{
-    encode, parse_response, BodyFraming, Connection, Failure, Limits, Outgoing, Progress,
-    ResponseHead,
-};
+pub use client::{encode, BodyFraming, Connection, Failure, Limits, Outgoing, Progress};
+pub use response::{parse_response, ResponseHead};
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
 /// own (HTTP/1, [`super::downstream`]).
