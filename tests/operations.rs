@@ -220,13 +220,11 @@ fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The access log goes to a file; the real logrotate, configured by the shipped
-/// contrib/logrotate/evenkeel (its path and signal command pointed at this test's
-/// instance), moves it away and SIGUSR1 makes evenkeel write to a new file: no line is
-/// lost, none lands in the wrong file, and the process lives on.
-#[test]
-fn logrotate_moves_the_access_log_and_sigusr1_reopens_it() {
-    let backend = crate::util::Backend::start("a");
+/// `serve` on one pool over `backend`, writing a JSON access log to `access.log` in a
+/// folder of its own: the proxy, the folder, the log's path.
+fn serve_with_json_access_log(
+    backend: &crate::util::Backend,
+) -> (crate::util::Proxy, Dir, std::path::PathBuf) {
     let config = format!(
         "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
          [pool.web]\nbackends = [{{ address = \"{}\" }}]\n[pool.web.health]\n",
@@ -240,6 +238,18 @@ fn logrotate_moves_the_access_log_and_sigusr1_reopens_it() {
         1,
         &["--access-log", &access_arg, "--access-log-format", "json"],
     );
+    (proxy, logs, access)
+}
+
+/// The access log goes to a file; the real logrotate, configured by the shipped
+/// contrib/logrotate/evenkeel (its path and signal command pointed at this test's
+/// instance), moves it away and SIGUSR1 makes evenkeel write to a new file: no line is
+/// lost, none lands in the wrong file, and the process lives on.
+#[test]
+fn logrotate_moves_the_access_log_and_sigusr1_reopens_it() {
+    let backend = crate::util::Backend::start("a");
+    let (proxy, logs, access) = serve_with_json_access_log(&backend);
+    let access_arg = access.to_str().expect("utf-8 path").to_string();
     let get = |path: &str, extra: &str| {
         let reply = crate::util::raw_exchange(
             proxy.addr(),
@@ -420,19 +430,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 fn a_download_the_client_abandons_is_logged_aborted_with_what_it_got() {
     use std::io::{Read, Write};
     let backend = crate::util::Backend::start("a");
-    let config = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[route]]\npool = \"web\"\n\
-         [pool.web]\nbackends = [{{ address = \"{}\" }}]\n[pool.web.health]\n",
-        backend.address()
-    );
-    let logs = Dir::new();
-    let access = logs.path().join("access.log");
-    let access_arg = access.to_str().expect("utf-8 path").to_string();
-    let proxy = crate::util::Proxy::start_with_args(
-        &config,
-        1,
-        &["--access-log", &access_arg, "--access-log-format", "json"],
-    );
+    let (proxy, _logs, access) = serve_with_json_access_log(&backend);
     let total = 200 * 1024 * 1024;
     let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
     stream
