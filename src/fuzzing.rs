@@ -28,9 +28,8 @@ pub const FORWARDED_TO: &str = "backend.example:8080";
 
 /// The host a request is routed by (its `Host`, or its target's authority): the
 /// `Host` evenkeel sends on.
-pub fn routing_host(request: &ClientRequest) -> Option<String> {
-    crate::proxy::forward::request_host(&request.parts)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+pub fn routing_host(request: &ClientRequest) -> Option<Vec<u8>> {
+    crate::proxy::forward::request_host(&request.parts).map(|h| h.as_bytes().to_vec())
 }
 
 /// What reading a message head gave.
