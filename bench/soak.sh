@@ -163,9 +163,9 @@ def spread(v):
         return 0.0
     return (max(v[half:]) - max(v[:half])) / max(v[:half])
 flat = spread(rss) <= 0.10 and spread(fds) <= 0.10
-print(f"{ok} {failed} {min(rss)} {max(rss)} {min(fds)} {max(fds)} {spread(rss):.3f} {spread(fds):.3f} {'flat' if flat else 'GROWING'} {json.dumps(errors)}")
+print(f"{ok} {failed} {min(rss)} {max(rss)} {min(fds)} {max(fds)} {spread(rss):+.3f} {spread(fds):+.3f} {'flat' if flat else 'GROWING'} {json.dumps(errors)}")
 PY
 )
 read -r ok failed rss_min rss_max fds_min fds_max rss_growth fds_growth verdict errors <<<"$summary"
-echo "soak ${minutes} min at ${rate}/s: $ok ok, $failed failed $errors; $reloads reloads, $kills backend kills, $drains drains; after warm-up RSS ${rss_min}-${rss_max} KiB (+$rss_growth), descriptors ${fds_min}-${fds_max} (+$fds_growth): $verdict"
+echo "soak ${minutes} min at ${rate}/s: $ok ok, $failed failed $errors; $reloads reloads, $kills backend kills, $drains drains; after warm-up RSS ${rss_min}-${rss_max} KiB (peak growth $rss_growth), descriptors ${fds_min}-${fds_max} (peak growth $fds_growth): $verdict"
 [[ $failed -eq 0 && $verdict == flat ]]
