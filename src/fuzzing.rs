@@ -364,6 +364,31 @@ mod tests {
         }
     }
 
+    /// Review: an empty `Host` (`Host:`, `Host: :80`) went to the backend as it was,
+    /// with an empty `X-Forwarded-Host`; it names nothing, so the backend's address goes
+    /// instead. An `http://` target with an empty host is invalid (RFC 9110 §4.2.1).
+    #[test]
+    fn an_empty_host_is_no_host() {
+        for empty in ["Host:", "Host: ", "Host: :80"] {
+            let head = format!("GET / HTTP/1.1\r\n{empty}\r\n\r\n");
+            let Read::Parsed(request, _) = read_request(head.as_bytes()) else {
+                panic!("{empty:?} parsed")
+            };
+            assert_eq!(routing_host(&request), None, "{empty:?}");
+            let forwarded = forwarded_head(&request).expect("forwarded");
+            let text = String::from_utf8_lossy(&forwarded);
+            assert!(
+                text.contains(&format!("\r\nhost: {FORWARDED_TO}\r\n")),
+                "{text}"
+            );
+            assert!(!text.contains("x-forwarded-host"), "{text}");
+        }
+        assert!(matches!(
+            read_request(b"GET http://:80/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Read::Refused(400)
+        ));
+    }
+
     /// Found by fuzz/request_head: a target in none of the four request-target forms
     /// (`?q`) was accepted, and went to the backend as `GET ?q HTTP/1.1`; an
     /// absolute-form target with a query and no path must keep its `/`.

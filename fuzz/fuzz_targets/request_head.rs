@@ -89,6 +89,7 @@ fuzz_target!(|data: &[u8]| {
     // (an HTTP/1.1 request must have one, and an empty one is refused by NGINX).
     let hosts: Vec<_> = headers.get_all(http::header::HOST).iter().collect();
     assert_eq!(hosts.len(), 1, "{head:?}");
+    assert!(!hosts[0].is_empty(), "an empty Host: {head:?}");
     let expected = routing_host(&request).unwrap_or_else(|| FORWARDED_TO.as_bytes().to_vec());
     assert_eq!(hosts[0].as_bytes(), &expected[..], "{head:?}");
     assert_eq!(

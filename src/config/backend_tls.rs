@@ -184,6 +184,17 @@ pub struct TlsTarget {
     pub server_name: ServerName<'static>,
 }
 
+impl TlsTarget {
+    /// The `Host` a virtual-hosting backend expects when the request names none: the
+    /// name the handshake sends (an IP address is sent as no name, so then `address`).
+    pub fn host<'a>(&'a self, address: &'a str) -> &'a str {
+        match &self.server_name {
+            ServerName::DnsName(name) => name.as_ref(),
+            _ => address,
+        }
+    }
+}
+
 /// The rustls client config for a pool's `tls`: the aws-lc-rs provider (as on listeners),
 /// TLS 1.2 and 1.3, ALPN `http/1.1` only, the default session cache (resumption on),
 /// verification against `ca` or the system's roots — or none, with `verify = false`.
@@ -302,6 +313,27 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    /// Review: a request without `Host` to a TLS backend named by its `sni` went out
+    /// with the IP address as Host, while the handshake named the host.
+    fn the_default_host_is_the_handshakes_name_else_the_address() {
+        let tls = BackendTls {
+            sni: None,
+            ca: None,
+            verify: false,
+            verify_span: None,
+            span: Span::default(),
+        };
+        let target = |sni: Option<&str>, address: &str| TlsTarget {
+            client: client_config(&tls),
+            server_name: server_name(sni, address).expect("name"),
+        };
+        let named = target(Some("api.internal"), "10.0.0.5:443");
+        assert_eq!(named.host("10.0.0.5:443"), "api.internal");
+        let by_address = target(None, "10.0.0.5:443");
+        assert_eq!(by_address.host("10.0.0.5:443"), "10.0.0.5:443");
+    }
 
     #[test]
     fn the_server_name_is_sni_else_the_host_as_written() {

@@ -48,11 +48,7 @@ async fn run(
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     // The Host a virtual-hosting backend expects is the name the handshake sent.
-    let host = match &tls.server_name {
-        pki_types::ServerName::DnsName(name) => name.as_ref(),
-        _ => address,
-    };
-    exchange(check, host, stream).await
+    exchange(check, tls.host(address), stream).await
 }
 
 /// The probe's request on an open connection (nothing more for a `tcp` probe), with

@@ -302,7 +302,11 @@ impl Worker {
                 &client.forwarded_for,
                 client.tls.is_some(),
                 host.as_ref(),
-                &backend.address,
+                // As the health probe: the TLS name when there is one.
+                backend
+                    .tls
+                    .as_ref()
+                    .map_or(backend.address.as_str(), |t| t.host(&backend.address)),
             )
         };
         let mut outgoing = encode(&backend.runtime);
@@ -806,11 +810,15 @@ fn redirect_host(authority: &str) -> Option<String> {
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
 /// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
 pub(crate) fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
-    request
+    let host = request
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| request.headers.get(header::HOST).cloned())
+        .or_else(|| request.headers.get(header::HOST).cloned())?;
+    // An empty host (`Host:`, `Host: :80`, `http://:80/`) names nothing: the request is
+    // treated as one without a host (NGINX and Django refuse an empty `Host`).
+    let names_something = host.to_str().map_or(true, |h| !strip_port(h).is_empty());
+    names_something.then_some(host)
 }
 
 fn strip_port(host: &str) -> &str {

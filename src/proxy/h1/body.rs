@@ -32,7 +32,7 @@ use super::Error;
 
 /// How much room a read asks for.
 const READ_CHUNK: usize = 16 * 1024;
-/// Longest chunk-size or trailer line accepted.
+/// Longest chunk-size or trailer line accepted, CRLF included (however it arrives).
 const MAX_LINE: usize = 4096;
 /// Most trailer fields accepted after a chunked body (they are not forwarded).
 const MAX_TRAILERS: u32 = 64;
@@ -127,7 +127,7 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                     // Longer than MAX_LINE is refused whether the line came in one
                     // read or in many (fill_line bounds a line still arriving).
                     if lf == 0
-                        || lf >= MAX_LINE
+                        || lf + 1 > MAX_LINE
                         || read[lf - 1] != b'\r'
                         || read[..lf - 1].contains(&b'\r')
                     {
@@ -182,7 +182,7 @@ pub fn poll_body<S: AsyncRead + Unpin>(
                     };
                     if line.contains(&b'\n')
                         || inner.contains(&b'\r')
-                        || end.is_some_and(|e| e >= MAX_LINE)
+                        || end.is_some_and(|e| e + 2 > MAX_LINE)
                         || (end.is_some_and(|e| e > 0) && !line.contains(&b':'))
                         // The blank line may follow the last field allowed (and
                         // may still be on its way).

@@ -122,7 +122,7 @@ pub(crate) fn parse_head(
     // OPTIONS only). `?q` or `path` would reach a backend as something else again.
     let target = &raw[path.0..path.0 + path.1];
     let form_ok = target.first() == Some(&b'/')
-        || (uri.scheme().is_some() && uri.authority().is_some())
+        || (uri.scheme().is_some() && uri.authority().is_some_and(|a| !a.host().is_empty()))
         || (target == b"*" && method == Method::OPTIONS)
         || (method == Method::CONNECT && uri.authority().is_some() && uri.scheme().is_none());
     if !form_ok {
