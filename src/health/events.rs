@@ -21,6 +21,9 @@ pub enum Event {
         backend: String,
         /// `healthy` or `unhealthy`.
         verdict: &'static str,
+        /// The backend's first verdict (it was not yet probed): a first `healthy` is no
+        /// recovery, and `report` does not take it for one.
+        first: bool,
         /// The last probe's result (`status 200`, `connection refused`, ...).
         cause: String,
     },
@@ -114,7 +117,13 @@ pub enum Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Health { pool, backend, verdict, cause } => {
+            Event::Health {
+                pool,
+                backend,
+                verdict,
+                cause,
+                ..
+            } => {
                 write!(f, "pool {pool:?} backend {backend} is {verdict} ({cause})")
             }
             Event::Ejected { pool, backend, count, seconds } => write!(

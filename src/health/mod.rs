@@ -121,11 +121,13 @@ async fn probe_loop(
         .await;
         let ok = result.is_ok();
         if let Some(verdict) = counter.observe(ok, check.healthy_after, check.unhealthy_after) {
+            let first = backend.health.verdict() == Verdict::Unknown;
             backend.health.set_verdict(verdict, now());
             runtime.events.emit(Event::Health {
                 pool: pool.name.clone(),
                 backend: backend.address.clone(),
                 verdict: verdict.name(),
+                first,
                 cause: result.unwrap_or_else(|e| e),
             });
             pool.changed.notify_one();

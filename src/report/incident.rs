@@ -44,6 +44,8 @@ pub(crate) fn effect(entry: &JournalEntry) -> Effect {
         }
         "health" => match field(entry, "verdict") {
             "unhealthy" => Effect::Starts(format!("unhealthy {}", subject())),
+            // A backend's first verdict after start is no recovery.
+            "healthy" if flag(entry, "first") => Effect::Nothing,
             "healthy" => Effect::Ends(format!("unhealthy {}", subject())),
             _ => Effect::Nothing,
         },

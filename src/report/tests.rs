@@ -376,6 +376,7 @@ fn a_backend_failure_without_a_change_is_the_cause_and_its_recovery_the_resoluti
         pool: "web".into(),
         backend: "127.0.0.1:9002".into(),
         verdict,
+        first: false,
         cause: cause.into(),
     };
     let errors = "pool \"web\" fails 31.0% of requests (5xx and connection errors; threshold 2.0%)";
@@ -436,6 +437,7 @@ fn a_change_to_the_failing_backends_pool_is_the_probable_cause_of_its_failure() 
                 pool: "web".into(),
                 backend: "127.0.0.1:9004".into(),
                 verdict: "unhealthy",
+                first: false,
                 cause: "connection refused".into(),
             },
         ),
@@ -604,4 +606,28 @@ fn an_operator_rollback_resolves_it_and_a_change_the_guard_never_judged_is_said_
         "{md}"
     );
     assert!(!md.contains("marked its text rejected"), "{md}");
+}
+
+/// Seen in a CI run: `report` right after a start said "the trouble began before this
+/// window", taking each backend's first `healthy` verdict for a recovery.
+#[test]
+fn a_backends_first_healthy_verdict_is_no_recovery() {
+    let history = vec![version(1, 0, Origin::Start, EVEN, None)];
+    let first = |backend: &str| Event::Health {
+        pool: "web".into(),
+        backend: backend.into(),
+        verdict: "healthy",
+        first: true,
+        cause: "status 200".into(),
+    };
+    let journal = vec![
+        entry(1, 101, 1, first("127.0.0.1:9001")),
+        entry(2, 101, 1, first("127.0.0.1:9002")),
+    ];
+    let since_start = Scope::Window {
+        since: Some(at(100)),
+        until: None,
+    };
+    let none = draft_of(&journal, &history, since_start, at(200)).err();
+    assert_eq!(none, Some(NoIncident::Quiet { events: 2 }));
 }
