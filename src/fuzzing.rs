@@ -84,11 +84,7 @@ pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
 /// answers the request itself instead (upgrades, CONNECT, transfer codings it does
 /// not decode).
 pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
-    let headers = &request.parts.headers;
-    if crate::proxy::headers::is_upgrade(headers)
-        || request.parts.method == http::Method::CONNECT
-        || crate::proxy::headers::has_unsupported_transfer_coding(headers)
-    {
+    if crate::proxy::forward::answered_here(&request.parts).is_some() {
         return None;
     }
     let framing = match request.framing {

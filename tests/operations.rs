@@ -191,11 +191,7 @@ fn json_logs_are_one_object_per_line_access_log_included() {
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(100));
     let log = std::fs::read_to_string(&stderr_path).expect("stderr");
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&stderr_path);
     assert!(
         lines.iter().any(|l| l["target"] == "evenkeel::access"
             && l["fields"]["status"] == 404

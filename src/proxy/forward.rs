@@ -212,11 +212,8 @@ impl Worker {
                 None => refuse(Refusal::NoHostToRedirect, None, None),
             };
         }
-        if headers::is_upgrade(&parts.headers) || parts.method == Method::CONNECT {
-            return refuse(Refusal::Upgrade, None, None);
-        }
-        if headers::has_unsupported_transfer_coding(&parts.headers) {
-            return refuse(Refusal::TransferCoding, None, None);
+        if let Some(refusal) = answered_here(&parts) {
+            return refuse(refusal, None, None);
         }
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
@@ -807,8 +804,21 @@ fn redirect_host(authority: &str) -> Option<String> {
     plain.then(|| host.to_ascii_lowercase())
 }
 
+/// What evenkeel answers itself rather than forward, whatever the route: upgrades and
+/// CONNECT (501 until tunnels exist), and transfer codings it does not decode (501).
+pub(crate) fn answered_here(request: &http::request::Parts) -> Option<Refusal> {
+    if headers::is_upgrade(&request.headers) || request.method == Method::CONNECT {
+        Some(Refusal::Upgrade)
+    } else if headers::has_unsupported_transfer_coding(&request.headers) {
+        Some(Refusal::TransferCoding)
+    } else {
+        None
+    }
+}
+
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
-/// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header.
+/// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header; `None`
+/// when it names no host.
 pub(crate) fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
     let host = request
         .uri
