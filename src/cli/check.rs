@@ -11,7 +11,7 @@ use crate::config::{self, diagnostic};
 /// --deny-warnings), 2 when the file cannot be read.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage"
+    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage\n  evenkeel check -c evenkeel.toml --traffic status.json   # the split saved from `evenkeel status --format json`"
 )]
 pub struct Args {
     /// The config file.
@@ -27,6 +27,8 @@ pub struct Args {
     /// for each kind of failure, and how soon (text output only).
     #[arg(long)]
     coverage: bool,
+    #[command(flatten)]
+    traffic: super::traffic::TrafficArgs,
 }
 
 /// How findings are printed.
@@ -39,7 +41,9 @@ pub enum Format {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let checked = config::check_file(&args.config).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let traffic = args.traffic.observed(false, &args.config)?;
+    let checked = config::check_file_with(&args.config, traffic.as_ref())
+        .map_err(|e| Failure::new(Exit::Usage, e))?;
     print_findings(&checked, args.format);
     if let (true, Format::Text, Some(config)) = (args.coverage, args.format, &checked.config) {
         println!("\nfailure-detection coverage:");

@@ -60,6 +60,22 @@ impl Admin {
         Ok(Admin { addr, token })
     }
 
+    /// The admin API at `addr`, with the token in `token_file`, or else in the
+    /// `[admin] token_file` of `config`.
+    pub fn at(
+        addr: SocketAddr,
+        token_file: Option<&Path>,
+        config: &Path,
+    ) -> Result<Admin, Failure> {
+        let usage = |message: String| Failure::new(Exit::Usage, anyhow::anyhow!(message));
+        let token_file = match token_file {
+            Some(file) => file.to_path_buf(),
+            None => admin_section(config).map_err(usage)?.1,
+        };
+        let token = admin::read_token(&token_file).map_err(|e| Failure::new(Exit::Usage, e))?;
+        Ok(Admin { addr, token })
+    }
+
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

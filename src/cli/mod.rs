@@ -11,6 +11,7 @@ mod completions;
 mod demo;
 mod descriptors;
 mod explain;
+mod failures;
 mod history;
 mod loadtest;
 mod plan;
@@ -22,6 +23,7 @@ mod simulate;
 mod status;
 mod systemd;
 mod table;
+mod traffic;
 
 use std::process::ExitCode;
 

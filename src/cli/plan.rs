@@ -22,6 +22,7 @@ use super::{CommandResult, Exit, Failure};
 use crate::balance::Algorithm;
 use crate::config::{self, diagnostic, diff};
 use crate::sim;
+use crate::sim::failures::Analysis;
 use crate::sim::plan::{compare, ExpectedShare, Flag, PoolComparison};
 
 /// Show what changes between two configs, and each backend's expected share before and after.
@@ -39,7 +40,8 @@ use crate::sim::plan::{compare, ExpectedShare, Flag, PoolComparison};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   evenkeel plan evenkeel.toml evenkeel.new.toml
-  evenkeel plan live.toml proposed.toml --deny-flags   # a CI gate: exit 1 on any flag")]
+  evenkeel plan live.toml proposed.toml --deny-flags   # a CI gate: exit 1 on any flag
+  evenkeel plan live.toml proposed.toml --traffic status.json   # servers shared by pools, at the real split")]
 pub struct Args {
     /// The config in force (the baseline).
     #[arg(value_name = "OLD")]
@@ -50,6 +52,8 @@ pub struct Args {
     /// Exit 1 when any backend is flagged.
     #[arg(long)]
     deny_flags: bool,
+    #[command(flatten)]
+    traffic: super::traffic::TrafficArgs,
 }
 
 pub fn run(args: &Args) -> CommandResult {
@@ -106,7 +110,15 @@ pub fn run(args: &Args) -> CommandResult {
         );
     }
 
-    let flags: usize = pools.iter().map(PoolComparison::flags).sum();
+    let observed = args.traffic.observed(true, &args.new)?;
+    let old_analysis = old_config
+        .as_ref()
+        .map(|c| Analysis::new_owned(c, observed.as_ref()));
+    let new_analysis = Analysis::new_owned(&new_config, observed.as_ref());
+    let (servers, server_flags) =
+        super::failures::servers_plan(old_analysis.as_ref(), &new_analysis);
+    out.push_str(&servers);
+    let flags: usize = pools.iter().map(PoolComparison::flags).sum::<usize>() + server_flags;
     print!("{out}");
     if !new.findings.is_empty() {
         println!("\nFindings in NEW:\n");

@@ -13,9 +13,11 @@ use serde_json::json;
 
 use super::check::{print_findings, Format};
 use super::table::{percent, ratio, render};
-use super::{CommandResult, Exit, Failure};
+use super::{failures, CommandResult, Exit, Failure};
 use crate::balance::Algorithm;
 use crate::config;
+use crate::sim::failures::{Analysis, MAX_PAIR_SERVERS};
+use crate::sim::traffic::Traffic;
 use crate::sim::{
     self, Down, KeyDistribution, PoolPrediction, Prediction, SimOptions, DEFAULT_CONCURRENCY,
     DEFAULT_REQUESTS, DEFAULT_SEED,
@@ -36,6 +38,8 @@ use crate::sim::{
   evenkeel simulate -c evenkeel.toml
   evenkeel simulate -c evenkeel.toml --down 127.0.0.1:9002 --down web/127.0.0.1:9003
   evenkeel simulate -c evenkeel.toml --keys zipf:1.1:10000 --key-missing 5 --format json
+  evenkeel simulate -c evenkeel.toml --failures --traffic status.json
+  evenkeel simulate -c evenkeel.toml --failures 2 --traffic 127.0.0.1:9901
 
 Consistent-hash keys are the strings key-0 .. key-{K-1}: send those exact values through
 the proxy to compare it with the prediction. docs/simulate.md describes the model.")]
@@ -68,6 +72,14 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Also take every server down in turn (or, with 2, every pair of servers) and
+    /// print what each failure does: routes left with nowhere to go, load ratios,
+    /// how each pool reacts (docs/failures.md).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1",
+          value_parser = clap::value_parser!(u8).range(1..=2))]
+    failures: Option<u8>,
+    #[command(flatten)]
+    traffic: super::traffic::TrafficArgs,
 }
 
 /// Parses a percentage from 0 to 100.
@@ -93,10 +105,45 @@ pub fn run(args: &Args) -> CommandResult {
         concurrency: args.concurrency,
     };
     let prediction = sim::simulate(config, &options).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let observed = args.traffic.observed(true, &args.config)?;
+    let analysis = Analysis::new(config, Traffic::of(config, observed.as_ref()));
+    // The servers' figures with the --down servers down everywhere (POOL/ADDR ones,
+    // down in one pool only, are not server failures).
+    let down: Vec<usize> = options
+        .down
+        .iter()
+        .filter(|d| d.pool.is_none())
+        .filter_map(|d| analysis.servers.find(config, &d.address))
+        .collect();
+    let servers = analysis.state(&down);
+    let table = match args.failures {
+        Some(2) => Some((2, analysis.pairs().ok_or_else(|| {
+            Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!(
+                    "--failures 2: the config has {} servers; the two-failure table is computed for at most {MAX_PAIR_SERVERS}",
+                    analysis.servers.list.len()
+                ),
+            )
+        })?)),
+        Some(_) => Some((1, analysis.single())),
+        None => None,
+    };
     match args.format {
-        Format::Json => println!("{:#}", to_json(&prediction)),
+        Format::Json => {
+            let mut value = to_json(&prediction);
+            value["servers"] = failures::servers_json(&analysis, &servers);
+            if let Some((together, rows)) = &table {
+                value["failures"] = failures::failures_json(&analysis, rows, *together);
+            }
+            println!("{value:#}");
+        }
         Format::Text => {
             print!("{}", text(&prediction, &checked));
+            print!("{}", failures::servers_text(&analysis, &servers));
+            if let Some((together, rows)) = &table {
+                print!("{}", failures::failures_text(&analysis, rows, *together));
+            }
         }
     }
     Ok(Exit::Success)

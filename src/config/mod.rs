@@ -120,6 +120,17 @@ pub fn check_file(path: &Path) -> Result<Checked, files::FileError> {
     Ok(check_source(Source::read(path)?))
 }
 
+/// [`check_file`], with the rules that rest on the split between pools judging
+/// `traffic` (observed) instead of equal traffic per route.
+pub fn check_file_with(
+    path: &Path,
+    traffic: Option<&crate::sim::traffic::Observed>,
+) -> Result<Checked, files::FileError> {
+    let source = Source::read(path)?;
+    let base_dir = folder_of(&source.path);
+    Ok(check_pipeline(source, &base_dir, traffic))
+}
+
 /// Runs the whole pipeline on `source`. Relative paths in the config (state_dir,
 /// token_file) resolve against the folder of `source.path`.
 pub fn check_source(source: Source) -> Checked {
@@ -138,6 +149,14 @@ pub fn folder_of(path: &Path) -> std::path::PathBuf {
 /// Runs the whole pipeline on `source`, resolving relative paths against `base_dir`
 /// (for a config that did not come from a file, such as `POST /config`).
 pub fn check_source_in(source: Source, base_dir: &Path) -> Checked {
+    check_pipeline(source, base_dir, None)
+}
+
+fn check_pipeline(
+    source: Source,
+    base_dir: &Path,
+    traffic: Option<&crate::sim::traffic::Observed>,
+) -> Checked {
     let source = Arc::new(source);
     let raw = match toml::from_str::<raw::RawConfig>(&source.text) {
         Ok(raw) => raw,
@@ -151,7 +170,7 @@ pub fn check_source_in(source: Source, base_dir: &Path) -> Checked {
     };
     let (config, mut findings) = validate::validate(raw, Arc::clone(&source), base_dir);
     if let Some(config) = &config {
-        findings.extend(lint::run(config));
+        findings.extend(lint::run_with(&lint::Input { config, traffic }));
     }
     findings.sort_by_key(|f| {
         (

@@ -58,6 +58,7 @@ pub fn validate(
     let admin_addr = admin.as_ref().map(|a| (a.listen, a.span.clone()));
     v.no_shared_addresses(&listeners, admin_addr);
     let pools = v.pools(&raw.pool, base_dir);
+    v.one_capacity_per_server(&pools, &source);
     // Names as written, valid or not: a route to a pool that has its own errors is not
     // also "to an unknown pool".
     let defined = Defined {
@@ -833,6 +834,43 @@ impl Validator {
             }
         }
         t
+    }
+
+    /// A server (an address after resolution) has one capacity, whichever pools list
+    /// it: the failure analysis adds up what every pool sends it, against that one
+    /// figure (`sim::servers`).
+    fn one_capacity_per_server(&mut self, pools: &[Pool], source: &Source) {
+        let mut first: HashMap<SocketAddr, (&Pool, &Backend)> = HashMap::new();
+        for pool in pools {
+            for backend in &pool.backends {
+                let Some(&(other_pool, other)) = first.get(&backend.socket_addr) else {
+                    first.insert(backend.socket_addr, (pool, backend));
+                    continue;
+                };
+                if other.capacity == backend.capacity {
+                    continue;
+                }
+                let same = if other.address == backend.address {
+                    String::new()
+                } else {
+                    format!(", as {:?}", other.address)
+                };
+                self.error(
+                    "capacity-conflict",
+                    backend.span.clone(),
+                    format!(
+                        "server {} ({}) has capacity {} here but {} in pool {:?} (line {}{same}): a server's capacity is one fact about it",
+                        backend.address,
+                        backend.socket_addr,
+                        backend.capacity,
+                        other.capacity,
+                        other_pool.name,
+                        source.locate(other.span.start).line,
+                    ),
+                    "give the server the same capacity everywhere it is listed",
+                );
+            }
+        }
     }
 
     fn backends(

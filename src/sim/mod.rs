@@ -71,9 +71,12 @@
 //! (`benches/sim.rs`, numbers in docs/benchmarks.md).
 
 mod engine;
+pub mod failures;
 pub mod keys;
 pub mod plan;
+pub mod servers;
 pub mod skew;
+pub mod traffic;
 
 use std::fmt;
 use std::str::FromStr;

@@ -10,13 +10,17 @@
 //! Families: `pools` (redundancy, health checks, unused pools and listeners), `shares`
 //! (the split of traffic against capacity, hash keys), `failover` (retries, ejection,
 //! backup chains), `timeouts`, `routes`, `exposure` (the admin API), `certificates`
-//! (HTTPS listeners' certificates and TLS versions, and unverified TLS to backends). docs/lints.md shows
+//! (HTTPS listeners' certificates and TLS versions, and unverified TLS to backends),
+//! `failures` (the whole config against the failure of any one server:
+//! [`crate::sim::failures`]). docs/lints.md shows
 //! every rule with an example; its examples are tested.
 
 mod certificates;
 pub mod coverage;
 mod exposure;
 mod failover;
+mod failures;
+pub use failures::route_labels;
 mod pools;
 mod routes;
 mod shares;
@@ -36,8 +40,28 @@ pub struct Rule {
     pub summary: &'static str,
     /// What it catches, why it matters and how to fix it.
     pub explain: &'static str,
-    /// Appends the rule's findings for `config`.
-    pub check: fn(&Config, &mut Vec<Finding>),
+    /// Appends the rule's findings for the config of `input`.
+    pub check: fn(&Input, &mut Vec<Finding>),
+}
+
+/// What the rules judge: a config, and for the rules that rest on it, how the traffic
+/// divides between its pools. Dereferences to the config, so a rule that needs only
+/// the config reads it as one.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The config.
+    pub config: &'a Config,
+    /// The observed split between pools (`check --traffic`), or `None` to assume equal
+    /// traffic per route.
+    pub traffic: Option<&'a crate::sim::traffic::Observed>,
+}
+
+impl std::ops::Deref for Input<'_> {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        self.config
+    }
 }
 
 /// Every rule, in `explain` order.
@@ -56,6 +80,10 @@ pub static RULES: &[Rule] = &[
     failover::RETRIES_NEVER_ALLOWED,
     failover::EJECT_ALL_ALLOWED,
     failover::BACKUP_CYCLE,
+    failures::SERVER_LOAD_RATIO,
+    failures::SINGLE_FAILURE_OUTAGE,
+    failures::SINGLE_FAILURE_OVERLOAD,
+    failures::SHARED_FAILURE_DOMAIN,
     timeouts::TIMEOUT_ORDER,
     routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
@@ -83,12 +111,22 @@ pub fn rule(name: &str) -> Option<&'static Rule> {
     RULES.iter().find(|r| r.name == name)
 }
 
-/// Runs every rule on `config`, applying its severity and `[lint.allow]`.
+/// Runs every rule on `config`, applying its severity and `[lint.allow]`; traffic
+/// between pools assumed equal per route.
 pub fn run(config: &Config) -> Vec<Finding> {
+    run_with(&Input {
+        config,
+        traffic: None,
+    })
+}
+
+/// Runs every rule on `input`, applying its severity and `[lint.allow]`.
+pub fn run_with(input: &Input) -> Vec<Finding> {
+    let config = input.config;
     let mut all = Vec::new();
     for rule in RULES {
         let mut found = Vec::new();
-        (rule.check)(config, &mut found);
+        (rule.check)(input, &mut found);
         // An error cannot be allowed: it is what would make the config fail live.
         let allowed = config
             .lint_allow
@@ -97,7 +135,10 @@ pub fn run(config: &Config) -> Vec<Finding> {
             .filter(|_| rule.severity != Severity::Error);
         for mut finding in found {
             finding.rule = rule.name;
-            finding.severity = rule.severity;
+            // A rule's note (something it could not judge) stays a note.
+            if finding.severity != Severity::Note {
+                finding.severity = rule.severity;
+            }
             finding.allowed = allowed.map(|a| a.reason.clone());
             all.push(finding);
         }

@@ -39,7 +39,15 @@ fn web(lines: &str, backends: &str) -> String {
 }
 
 fn cases() -> Vec<Case> {
-    let spare = format!("[pool.spare]\n{TWO}\n[pool.spare.health]\n");
+    // Backup pools on servers of their own, so only the rule under test fires.
+    let other = |n: u16| {
+        format!(
+            "backends = [{{ address = \"127.0.0.1:{}\" }}, {{ address = \"127.0.0.1:{}\" }}]",
+            9001 + 2 * n,
+            9002 + 2 * n
+        )
+    };
+    let spare = format!("[pool.spare]\n{}\n[pool.spare.health]\n", other(1));
     let wrr = "algorithm = \"weighted_round_robin\"\n";
     let three = |weights: [&str; 3]| {
         format!(
@@ -112,7 +120,7 @@ fn cases() -> Vec<Case> {
             "load-ratio",
             web("", &three(["", "", ", capacity = 5"])),
             "|{ address = \"127.0.0.1:9001\"",
-            web("", &three(["", "", ", capacity = 4"])),
+            web("", &three(["", "", ", capacity = 3"])),
         ),
         case(
             "near-zero-weight",
@@ -152,7 +160,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "backup-cycle",
-            format!("{}{}", web("backup = \"spare\"\n", TWO), spare.replace(TWO, &format!("backup = \"web\"\n{TWO}"))),
+            format!("{}{}", web("backup = \"spare\"\n", TWO), spare.replace("backends", "backup = \"web\"\nbackends")),
             "backup = |\"spare\"",
             format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
         ),
@@ -160,14 +168,52 @@ fn cases() -> Vec<Case> {
             "backup-cycle",
             // a → b → c → a, reported once, at the first pool of the loop in the file.
             format!(
-                "{}[pool.b]\nbackup = \"c\"\n{TWO}\n[pool.b.health]\n[pool.c]\nbackup = \"web\"\n{TWO}\n[pool.c.health]\n",
-                web("backup = \"b\"\n", TWO)
+                "{}[pool.b]\nbackup = \"c\"\n{}\n[pool.b.health]\n[pool.c]\nbackup = \"web\"\n{}\n[pool.c.health]\n",
+                web("backup = \"b\"\n", TWO),
+                other(1),
+                other(2)
             ),
             "backup = |\"b\"",
             format!(
-                "{}[pool.b]\nbackup = \"c\"\n{TWO}\n[pool.b.health]\n[pool.c]\n{TWO}\n[pool.c.health]\n",
-                web("backup = \"b\"\n", TWO)
+                "{}[pool.b]\nbackup = \"c\"\n{}\n[pool.b.health]\n[pool.c]\n{}\n[pool.c.health]\n",
+                web("backup = \"b\"\n", TWO),
+                other(1),
+                other(2)
             ),
+        ),
+        case(
+            "server-load-ratio",
+            // Each pool alone gives 9002 three quarters at half the capacity (1.5);
+            // across both it gets three quarters of all traffic for a third (2.25).
+            format!(
+                "{}[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n[pool.api]\n{wrr}backends = [{{ weight = 3, address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.api.health]\n",
+                web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 3 }]")
+            ),
+            "|{ address = \"127.0.0.1:9002\", weight = 3 }",
+            format!(
+                "{}[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n[pool.api]\n{wrr}backends = [{{ weight = 2, address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.api.health]\n",
+                web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 2 }]")
+            ),
+        ),
+        case(
+            "single-failure-outage",
+            web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 0 }]"),
+            "|{ address = \"127.0.0.1:9001\" }",
+            web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 1 }]"),
+        ),
+        case(
+            "single-failure-overload",
+            // 9002 and 9003 carry a third each for a sixth of the capacity (2.0, not
+            // above); when one fails the other carries half for a fifth (2.5).
+            web("", &three([", capacity = 4", "", ""])),
+            "|{ address = \"127.0.0.1:9002\" }",
+            web("", &three([", capacity = 3", "", ""])),
+        ),
+        case(
+            "shared-failure-domain",
+            format!("{}[pool.spare]\nbackends = [{{ address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.spare.health]\n", web("backup = \"spare\"\n", TWO)),
+            "backup = |\"spare\"",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
         ),
         case(
             "timeout-order",
