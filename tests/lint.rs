@@ -33,7 +33,10 @@ fn web(lines: &str, backends: &str) -> String {
 }
 
 fn cases() -> Vec<Case> {
-    let spare = format!("[pool.spare]\n{TWO}\n[pool.spare.health]\n");
+    // The backup pool on servers of its own: sharing them is `shared-failure-domain`.
+    let spare_backends =
+        r#"backends = [{ address = "127.0.0.1:9003" }, { address = "127.0.0.1:9004" }]"#;
+    let spare = format!("[pool.spare]\n{spare_backends}\n[pool.spare.health]\n");
     let wrr = "algorithm = \"weighted_round_robin\"\n";
     let three = |a: &str, b: &str, c: &str| {
         format!("backends = [\n  {{ address = \"127.0.0.1:9001\"{a} }},\n  {{ address = \"127.0.0.1:9002\"{b} }},\n  {{ address = \"127.0.0.1:9003\"{c} }},\n]")
@@ -148,7 +151,40 @@ fn cases() -> Vec<Case> {
             format!(
                 "{}{}",
                 web("backup = \"spare\"\n", TWO),
-                spare.replace(TWO, &format!("backup = \"web\"\n{TWO}"))
+                spare.replace("backends", "backup = \"web\"\nbackends")
+            ),
+            "backup = |\"spare\"",
+            format!("{}{spare}", web("backup = \"spare\"\n", TWO)),
+        ),
+        case(
+            "server-load-ratio",
+            format!(
+                "{}[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n[pool.api]\n{wrr}backends = [{{ weight = 3, address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.api.health]\n",
+                web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 3 }]")
+            ),
+            "|{ address = \"127.0.0.1:9002\", weight = 3 }",
+            format!(
+                "{}[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n[pool.api]\n{wrr}backends = [{{ weight = 2, address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.api.health]\n",
+                web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 2 }]")
+            ),
+        ),
+        case(
+            "single-failure-outage",
+            web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 0 }]"),
+            "|{ address = \"127.0.0.1:9001\" }",
+            web(wrr, "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9002\", weight = 1 }]"),
+        ),
+        case(
+            "single-failure-overload",
+            web("", &three(", capacity = 4", "", "")),
+            "|{ address = \"127.0.0.1:9002\" }",
+            web("", &three(", capacity = 3", "", "")),
+        ),
+        case(
+            "shared-failure-domain",
+            format!(
+                "{}[pool.spare]\nbackends = [{{ address = \"127.0.0.1:9002\" }}, {{ address = \"127.0.0.1:9003\" }}]\n[pool.spare.health]\n",
+                web("backup = \"spare\"\n", TWO)
             ),
             "backup = |\"spare\"",
             format!("{}{spare}", web("backup = \"spare\"\n", TWO)),

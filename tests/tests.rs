@@ -8,6 +8,7 @@ mod backend_tls;
 mod check;
 mod demo;
 mod differential;
+mod failures;
 mod hardening;
 mod history;
 mod lint;

@@ -492,9 +492,17 @@ fn measures(out: &mut String, found: &Found<'_>, analysis: &Analysis) {
                 "Find out why backend {backend} failed: its own logs and metrics around {}.",
                 clock(found.onset.at)
             ));
-            steps.push(format!(
-                "Check that pool {pool:?} survives losing it: `evenkeel simulate -c FILE --down {backend}` shows where its traffic goes and whether the other backends are overloaded."
-            ));
+            match analysis
+                .lints
+                .as_ref()
+                .and_then(|l| Some((l.version, l.checked.config.as_ref()?)))
+                .and_then(|(version, config)| failure_prediction(config, backend, version))
+            {
+                Some(prediction) => steps.push(prediction),
+                None => steps.push(format!(
+                    "Check that pool {pool:?} survives losing it: `evenkeel simulate -c FILE --down {backend} --failures` shows where its traffic goes and whether the other backends are overloaded."
+                )),
+            }
             if analysis
                 .failures
                 .iter()
@@ -515,4 +523,57 @@ fn measures(out: &mut String, found: &Found<'_>, analysis: &Analysis) {
     for (i, step) in steps.iter().enumerate() {
         let _ = writeln!(out, "{}. {step}", i + 1);
     }
+}
+
+/// What the failure analysis of the config in force (`version`) says about losing
+/// `backend` everywhere it is listed (`evenkeel simulate --failures`), as a suggestion.
+fn failure_prediction(
+    config: &crate::config::Config,
+    backend: &str,
+    version: u64,
+) -> Option<String> {
+    use crate::sim::failures::Analysis;
+    use crate::sim::traffic::Traffic;
+    let a = Analysis::new(config, Traffic::assumed(config));
+    let s = a.servers.find(config, backend)?;
+    let row = a.row(&[s]);
+    let reactions: Vec<String> = row
+        .pools
+        .iter()
+        .filter_map(|(p, _)| {
+            a.reaction(&row, *p)
+                .map(|r| format!("pool {:?}: {r}", config.pools[*p].name))
+        })
+        .collect();
+    let mut text = format!(
+        "The failure analysis of version {version} (`evenkeel simulate -c FILE --failures`, traffic assumed equal per route) says what losing {backend} does: {}.",
+        reactions.join("; ")
+    );
+    if row.down.is_empty() {
+        text.push_str(" Every route keeps a usable backend");
+    } else {
+        let down: Vec<String> = row
+            .down
+            .iter()
+            .map(|&p| {
+                format!(
+                    "{} (pool {:?})",
+                    crate::config::lint::route_labels(config, p),
+                    config.pools[p].name
+                )
+            })
+            .collect();
+        text.push_str(&format!(" Routes left with nowhere to go: {}: give them a second server or a backup pool on other servers", down.join(", ")));
+    }
+    match row.overloaded.iter().max_by(|x, y| x.2.total_cmp(&y.2)) {
+        Some(&(worst, _, after)) => text.push_str(&format!(
+            "; {} is pushed to a load ratio of {after:.2}, above guard.max_load_ratio {}: make weights follow capacity or add servers.",
+            a.servers.list[worst].name, config.guard.max_load_ratio
+        )),
+        None => text.push_str(&format!(
+            "; no server is pushed above guard.max_load_ratio {}.",
+            config.guard.max_load_ratio
+        )),
+    }
+    Some(text)
 }

@@ -407,8 +407,9 @@ fn a_backend_failure_without_a_change_is_the_cause_and_its_recovery_the_resoluti
     assert!(md.contains(&format!("failed requests (answered with a 5xx): alarm `error_rate/web`: {errors} (raised 10:16:41, cleared 10:17:10); last reading: pool \"web\" fails 4.0%")), "{md}");
     assert!(md.contains("- 10:17:40 — backend 127.0.0.1:9002 of pool \"web\" is healthy again (status 200); no trouble holds any more"), "{md}");
     assert!(md.contains("- **Resolution:** at 10:17:40, backend 127.0.0.1:9002 of pool \"web\" is healthy again (status 200); no trouble holds any more."), "{md}");
+    // The suggestion is the failure analysis of the config in force.
     assert!(
-        md.contains("`evenkeel simulate -c FILE --down 127.0.0.1:9002`"),
+        md.contains("The failure analysis of version 1 (`evenkeel simulate -c FILE --failures`, traffic assumed equal per route) says what losing 127.0.0.1:9002 does: pool \"web\": taken out by the active check within about 6s. Every route keeps a usable backend; no server is pushed above guard.max_load_ratio 2."),
         "{md}"
     );
     assert!(

@@ -738,12 +738,14 @@ impl<'a> Analysis<'a> {
                     .map_or(&self.baseline.pools[q], |(_, o)| o)
             };
             let serving = self.backup[p].and_then(|b| self.walk(b, outcome));
+            let in_use = self.routed[p] || !self.served_by[p].is_empty();
             return Some(match serving {
                 Some(q) => format!(
                     "no usable backend: fails over to {}",
                     self.config.pools[q].name
                 ),
-                None => "no usable backend: answers 503".to_string(),
+                None if in_use => "no usable backend: answers 503".to_string(),
+                None => "no usable backend (a backup, not in use now)".to_string(),
             });
         }
         if out.panic {
