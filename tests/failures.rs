@@ -89,14 +89,31 @@ fn check_deny_warnings_refuses_each_failure_risk_with_its_rule_and_line() {
             .expect("an example");
         let path = dir.write(&format!("{rule}.toml"), example);
         let path = path.to_str().expect("a UTF-8 path");
-        let refused = run(&["check", "-c", path, "--deny-warnings"]);
+        // A load finding that rests on the split between pools is a note under the
+        // equal-per-route assumption, a warning once the split is observed.
+        let status = dir.write(
+            "status.json",
+            r#"{"pools":[{"name":"web","requests":500},{"name":"api","requests":500}]}"#,
+        );
+        let traffic = ["--traffic", status.to_str().expect("utf-8")];
+        let traffic: &[&str] = if rule == "server-load-ratio" {
+            &traffic
+        } else {
+            &[]
+        };
+        let with = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(traffic);
+            run(&all)
+        };
+        let refused = with(&["check", "-c", path, "--deny-warnings"]);
         assert_eq!(refused.code, Some(1), "{rule}: {}", refused.stdout);
         assert!(
             refused.stdout.contains(&format!("warning[{rule}]")),
             "{rule}: {}",
             refused.stdout
         );
-        let findings = json(&run(&["check", "-c", path, "--format", "json"]).stdout);
+        let findings = json(&with(&["check", "-c", path, "--format", "json"]).stdout);
         let finding = findings
             .as_array()
             .expect("an array")
@@ -114,7 +131,7 @@ fn check_deny_warnings_refuses_each_failure_risk_with_its_rule_and_line() {
             &format!("{rule}-allowed.toml"),
             &format!("{example}\n[lint.allow]\n{rule} = \"reviewed: see the runbook\"\n"),
         );
-        let passed = run(&[
+        let passed = with(&[
             "check",
             "-c",
             allowed.to_str().expect("utf-8"),

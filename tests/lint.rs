@@ -291,6 +291,21 @@ fn every_rule_warns_at_its_value_in_text_and_json_and_not_on_a_close_config() {
         dir.write("admin.token", GOOD_TOKEN);
         dir.write("short.token", "too-short\n");
         write_lint_certificates(dir.path());
+        // A load finding resting on the split between pools warns only once the split
+        // is observed (under the equal-per-route assumption it is a note).
+        let status = dir.write(
+            "status.json",
+            r#"{"pools":[{"name":"web","requests":500},{"name":"api","requests":500}]}"#,
+        );
+        let status = status.to_str().unwrap().to_string();
+        let needs_traffic = case.rule == "server-load-ratio";
+        let run = |args: &[&str]| {
+            let mut all = args.to_vec();
+            if needs_traffic {
+                all.extend(["--traffic", status.as_str()]);
+            }
+            run(&all)
+        };
         let path = dir.write("lb.toml", &case.triggers);
         let file = path.to_str().unwrap();
         let (line, column) = position(&case.triggers, case.at);

@@ -44,6 +44,9 @@ pub fn run(args: &Args) -> CommandResult {
     let traffic = args.traffic.observed(false, &args.config)?;
     let checked = config::check_file_with(&args.config, traffic.as_ref())
         .map_err(|e| Failure::new(Exit::Usage, e))?;
+    if let Some(config) = &checked.config {
+        super::traffic::matching(traffic.as_ref(), config)?;
+    }
     print_findings(&checked, args.format);
     if let (true, Format::Text, Some(config)) = (args.coverage, args.format, &checked.config) {
         println!("\nfailure-detection coverage:");

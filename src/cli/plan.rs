@@ -111,6 +111,7 @@ pub fn run(args: &Args) -> CommandResult {
     }
 
     let observed = args.traffic.observed(true, &args.new)?;
+    super::traffic::matching(observed.as_ref(), &new_config)?;
     let old_analysis = old_config
         .as_ref()
         .map(|c| Analysis::new_owned(c, observed.as_ref()));

@@ -106,6 +106,7 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let prediction = sim::simulate(config, &options).map_err(|e| Failure::new(Exit::Usage, e))?;
     let observed = args.traffic.observed(true, &args.config)?;
+    super::traffic::matching(observed.as_ref(), config)?;
     let analysis = Analysis::new(config, Traffic::of(config, observed.as_ref()));
     // The servers' figures with the --down servers down everywhere (POOL/ADDR ones,
     // down in one pool only, are not server failures).

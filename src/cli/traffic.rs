@@ -65,3 +65,14 @@ impl TrafficArgs {
             .map_err(|e| Failure::new(Exit::Usage, anyhow::anyhow!(e)))
     }
 }
+
+/// Refuses an observed split that is about another config's pools (exit 2).
+pub fn matching(
+    observed: Option<&Observed>,
+    config: &crate::config::Config,
+) -> Result<(), Failure> {
+    match observed.map(|o| o.matches(config)) {
+        Some(Err(e)) => Err(Failure::new(Exit::Usage, anyhow::anyhow!(e))),
+        _ => Ok(()),
+    }
+}

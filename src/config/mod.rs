@@ -170,7 +170,7 @@ fn check_pipeline(
     };
     let (config, mut findings) = validate::validate(raw, Arc::clone(&source), base_dir);
     if let Some(config) = &config {
-        findings.extend(lint::run_with(&lint::Input { config, traffic }));
+        findings.extend(lint::run_with(&lint::Input::new(config, traffic)));
     }
     findings.sort_by_key(|f| {
         (

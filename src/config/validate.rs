@@ -914,7 +914,7 @@ impl Validator {
                 &field("capacity"),
                 b.capacity.as_ref(),
                 |c| c > 0.0 && c <= 1e6,
-                "a positive number (relative to the pool's other backends)",
+                "a positive number (relative to the other backends; one figure per server)",
                 DEFAULT_CAPACITY,
             );
             let Some(socket_addr) = self.address(&field("address"), address, false) else {

@@ -81,6 +81,9 @@ pub enum Removal {
         /// Entries `max_ejected_percent` lets be ejected at once.
         ejectable: usize,
     },
+    /// Passive ejection is on, but `max_ejected_percent` lets it eject no backend of
+    /// the pool.
+    Capped,
     /// Nothing does.
     Nothing,
 }
@@ -98,7 +101,7 @@ impl Removal {
         // The most k for which runtime.rs's test (k * 100 <= percent * n) holds.
         let ejectable = usize::from(outlier.max_ejected_percent) * pool.backends.len() / 100;
         if ejectable == 0 {
-            Removal::Nothing
+            Removal::Capped
         } else {
             Removal::Passive { ejectable }
         }
@@ -313,7 +316,7 @@ impl<'a> Analysis<'a> {
         (0..self.config.pools.len())
             .map(|q| {
                 let touched: u64 = self.servers.of_entry[q].iter().map(|&u| walk(u)).sum();
-                len(q) * (len(q) + touched)
+                len(q) * (len(q) + touched + self.members[q].len() as u64)
             })
             .sum()
     }
@@ -435,9 +438,11 @@ impl<'a> Analysis<'a> {
             return None;
         }
         let serving: Vec<usize> = {
+            // A pool where it has weight 0 sends it nothing: not one of its routes.
             let mut pools: Vec<usize> = server
                 .entries
                 .iter()
+                .filter(|e| self.config.pools[e.pool].backends[e.backend].weight > 0)
                 .map(|e| e.pool)
                 .filter(|&q| !served_by(q).is_empty())
                 .collect();
@@ -506,15 +511,22 @@ impl<'a> Analysis<'a> {
         let mut routes = Vec::with_capacity(affected.len());
         let mut delta: std::collections::HashMap<usize, (f64, f64)> = Default::default();
         let mut touched_pools: Vec<usize> = changed.clone();
+        // Routes (with traffic) now served by another pool than before.
+        let mut moved: Vec<(usize, Option<usize>)> = Vec::new();
         for &p in &affected {
             let serving = self.walk(p, outcome);
             let errors = serving.map_or(1.0, |q| outcome(q).errors);
             routes.push((p, serving, errors));
             let t = self.traffic.pools[p];
             let old = self.baseline.serving[p];
-            touched_pools.extend(old.iter().chain(serving.iter()));
-            if t <= 0.0 {
+            // Served by the same pool, whose outcome did not change: nothing moves.
+            let same = old == serving && serving.is_none_or(|q| changed.binary_search(&q).is_err());
+            if same || t <= 0.0 {
                 continue;
+            }
+            touched_pools.extend(old.iter().chain(serving.iter()));
+            if old != serving {
+                moved.push((p, serving));
             }
             for (q, sign, out) in [
                 (old, -1.0, old.map(|q| &self.baseline.pools[q])),
@@ -532,31 +544,28 @@ impl<'a> Analysis<'a> {
         }
         touched_pools.sort_unstable();
         touched_pools.dedup();
-        // Who each touched pool serves now.
-        let served_now: Vec<(usize, Vec<usize>)> = touched_pools
+        // Who each touched pool serves now: its routes before, but those that moved,
+        // and those that moved to it.
+        let mut served_now: std::collections::HashMap<usize, Vec<usize>> = touched_pools
             .iter()
             .map(|&q| {
-                let mut by: Vec<usize> = self.served_by[q]
+                let by = self.served_by[q]
                     .iter()
                     .copied()
-                    .filter(|p| affected.binary_search(p).is_err())
+                    .filter(|p| moved.iter().all(|(m, _)| m != p))
                     .collect();
-                by.extend(
-                    routes
-                        .iter()
-                        .filter(|(p, serving, _)| {
-                            *serving == Some(q) && self.traffic.pools[*p] > 0.0
-                        })
-                        .map(|(p, _, _)| *p),
-                );
                 (q, by)
             })
             .collect();
+        for &(p, serving) in &moved {
+            if let Some(by) = serving.and_then(|q| served_now.get_mut(&q)) {
+                by.push(p);
+            }
+        }
         let served_by = |q: usize| -> &[usize] {
             served_now
-                .iter()
-                .find(|(p, _)| *p == q)
-                .map_or(self.served_by[q].as_slice(), |(_, by)| by.as_slice())
+                .get(&q)
+                .map_or(self.served_by[q].as_slice(), Vec::as_slice)
         };
         let capacity_of_pool = |q: usize| {
             if changed.binary_search(&q).is_ok() {
@@ -625,6 +634,29 @@ impl<'a> Analysis<'a> {
 
     fn capacity_of_baseline(&self, q: usize) -> f64 {
         self.capacity_of(q, |_| false)
+    }
+
+    /// Calls `each` with every server and the row of its failing alone, one row at a
+    /// time (nothing is kept).
+    pub fn for_each_single(&self, mut each: impl FnMut(usize, &FailureRow)) {
+        for s in 0..self.servers.list.len() {
+            each(s, &self.row(&[s]));
+        }
+    }
+
+    /// The routed pools whose traffic server `s` may carry: those whose backup chain
+    /// holds a pool that lists it with a weight above 0. A figure of a server reached
+    /// by several rests on the split between pools.
+    pub fn routes_reaching(&self, s: usize) -> usize {
+        let mut primaries: Vec<usize> = self.servers.list[s]
+            .entries
+            .iter()
+            .filter(|e| self.config.pools[e.pool].backends[e.backend].weight > 0)
+            .flat_map(|e| self.members[e.pool].iter().copied())
+            .collect();
+        primaries.sort_unstable();
+        primaries.dedup();
+        primaries.len()
     }
 
     /// One row per server: each failing alone.
@@ -761,6 +793,11 @@ impl<'a> Analysis<'a> {
                 Removal::Passive { ejectable } => {
                     format!("max_ejected_percent lets passive ejection eject {ejectable}")
                 }
+                Removal::Capped => format!(
+                    "max_ejected_percent {} lets passive ejection eject none of {}",
+                    pool.outlier.max_ejected_percent,
+                    pool.backends.len()
+                ),
                 _ => "no health check and passive ejection off".to_string(),
             };
             return Some(format!(
@@ -790,25 +827,33 @@ fn outcome(pool: &Pool, removal: Removal, failed: &[bool]) -> PoolOutcome {
     match removal {
         Removal::Active => removed.clone_from_slice(failed),
         Removal::Passive { ejectable } => {
+            // A backend of weight 0 gets no requests, so it is never ejected.
             for (r, _) in removed
                 .iter_mut()
-                .zip(failed)
-                .filter(|(_, &f)| f)
+                .zip(failed.iter().zip(&pool.backends))
+                .filter(|(_, (&f, b))| f && b.weight > 0)
                 .take(ejectable)
             {
                 *r = true;
             }
         }
-        Removal::Nothing => {}
+        Removal::Capped | Removal::Nothing => {}
     }
     let states = super::backend_states(pool, &removed);
     let selection = balance::select_candidates(&states, pool.panic_threshold);
-    let first = first_tries(pool, &states, &selection);
     let usable = states.iter().filter(|s| s.weight > 0 && s.usable).count();
     let weighted = states.iter().filter(|s| s.weight > 0).count();
-    let in_traffic = |i: usize| failed[i] && first[i] > 0.0;
-    let failed_in_traffic = (0..failed.len()).filter(|&i| in_traffic(i)).count();
-    let (retried, errors) = retries(pool, &first, failed);
+    let (first, retried, errors) = if pool.algorithm.is_weight_driven() {
+        let first =
+            balance::intended_shares(pool.algorithm, states.as_slice(), pool.panic_threshold);
+        let (retried, errors) = retries_by_share(pool, &first, failed);
+        (first, retried, errors)
+    } else {
+        load_aware(pool, &selection, failed)
+    };
+    let failed_in_traffic = (0..failed.len())
+        .filter(|&i| failed[i] && first[i] > 0.0)
+        .count();
     PoolOutcome {
         first,
         retried,
@@ -821,35 +866,60 @@ fn outcome(pool: &Pool, removal: Removal, failed: &[bool]) -> PoolOutcome {
     }
 }
 
-/// Each entry's share of first tries: the intended shares for weight-driven
-/// algorithms, weight × capacity over the candidates for load-aware ones.
-fn first_tries(
+/// Least connections and least request: the candidates' shares of first tries are
+/// weight × capacity (module doc) — unless a failed server is still a candidate. A
+/// refused try gives up its slot at once, so a failed server always has the fewest
+/// requests in flight and gets every first try (by weight among the failed ones); each
+/// retry goes to another failed candidate while one is left untried, then to the
+/// healthy ones by weight × capacity. With `k` failed candidates a request needs `k`
+/// retries to be served, as long as `retries.attempts` and the budget allow.
+fn load_aware(
     pool: &Pool,
-    states: &[balance::BackendState],
     selection: &balance::Selection,
-) -> Vec<f64> {
-    if pool.algorithm.is_weight_driven() {
-        return balance::intended_shares(pool.algorithm, states, pool.panic_threshold);
-    }
+    failed: &[bool],
+) -> (Vec<f64>, Vec<f64>, f64) {
+    let n = failed.len();
     let part = |index: usize, weight: u32| f64::from(weight) * pool.backends[index].capacity;
-    let total: f64 = selection
+    let split = |keep: &dyn Fn(usize) -> bool, by: &dyn Fn(usize, u32) -> f64| {
+        let mut shares = vec![0.0; n];
+        let total: f64 = selection
+            .candidates
+            .iter()
+            .filter(|c| keep(c.index))
+            .map(|c| by(c.index, c.weight))
+            .sum();
+        if total > 0.0 {
+            for c in selection.candidates.iter().filter(|c| keep(c.index)) {
+                shares[c.index] = by(c.index, c.weight) / total;
+            }
+        }
+        shares
+    };
+    let failing = selection
         .candidates
         .iter()
-        .map(|c| part(c.index, c.weight))
-        .sum();
-    let mut shares = vec![0.0; states.len()];
-    if total > 0.0 {
-        for c in &selection.candidates {
-            shares[c.index] = part(c.index, c.weight) / total;
-        }
+        .filter(|c| failed[c.index])
+        .count();
+    if failing == 0 {
+        return (split(&|_| true, &part), vec![0.0; n], 0.0);
     }
-    shares
+    let first = split(&|i| failed[i], &|_, w| f64::from(w));
+    let healthy = split(&|i| !failed[i], &part);
+    let attempts = pool.retries.attempts as usize;
+    let budget = f64::from(pool.retries.budget_percent) / 100.0;
+    let rescued = if attempts >= failing && healthy.iter().any(|&h| h > 0.0) {
+        (budget / failing as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let retried = healthy.iter().map(|h| rescued * h).collect();
+    (first, retried, 1.0 - rescued)
 }
 
 /// The retries the failed entries in traffic cause (module doc, step 3): per entry,
 /// the share of the pool's requests retried onto it and served; and the share that
 /// fails.
-fn retries(pool: &Pool, first: &[f64], failed: &[bool]) -> (Vec<f64>, f64) {
+fn retries_by_share(pool: &Pool, first: &[f64], failed: &[bool]) -> (Vec<f64>, f64) {
     let mut retried = vec![0.0; first.len()];
     let failing: f64 = (0..first.len())
         .filter(|&i| failed[i])

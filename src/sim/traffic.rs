@@ -12,8 +12,10 @@
 //! From a status document a pool's part is its `client_requests` over the monitor's
 //! window (the client requests routed to it), or, when that window saw none, its
 //! `requests` since the instance started (tries, retries included). A pool the
-//! document does not mention gets no traffic. Traffic is counted at the pool a route
-//! names: requests a failed-over pool sent to its backup are the failed-over pool's.
+//! document does not mention gets no traffic (the findings name it), and a document
+//! that mentions none of the pools the config's routes use is refused. The instance
+//! counts a request at the pool that served it: a document taken while a pool was
+//! failed over credits its backup, so take it when the pools are healthy.
 
 use std::collections::BTreeMap;
 
@@ -36,8 +38,13 @@ pub struct Traffic {
 pub enum TrafficSource {
     /// Every route assumed to get equal traffic.
     Assumed,
-    /// Read from a status document; the string says where from.
-    Observed(String),
+    /// Read from a status document.
+    Observed {
+        /// Where from.
+        from: String,
+        /// Pools routes name that the document does not mention (counted idle).
+        missing: Vec<String>,
+    },
 }
 
 impl Traffic {
@@ -67,7 +74,10 @@ impl Traffic {
             .collect();
         Traffic {
             pools: normalised(parts),
-            source: TrafficSource::Observed(observed.from.clone()),
+            source: TrafficSource::Observed {
+                from: observed.from.clone(),
+                missing: observed.missing(config),
+            },
         }
     }
 
@@ -82,7 +92,14 @@ impl Traffic {
             TrafficSource::Assumed => {
                 "traffic assumed equal per route; pass --traffic with `evenkeel status --format json` output for the real split".to_string()
             }
-            TrafficSource::Observed(from) => format!("traffic as observed in {from}"),
+            TrafficSource::Observed { from, missing } if missing.is_empty() => {
+                format!("traffic as observed in {from}")
+            }
+            TrafficSource::Observed { from, missing } => format!(
+                "traffic as observed in {from}, where pool{} {} had none",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", ")
+            ),
         }
     }
 }
@@ -117,6 +134,14 @@ pub enum TrafficError {
         from: String,
         /// What the parser said.
         reason: String,
+    },
+    /// The document is about other pools than the config's.
+    #[error("{from}: names none of the pools the config's routes use ({pools}): is it the status of another instance?")]
+    OtherPools {
+        /// Where it came from.
+        from: String,
+        /// The config's routed pools.
+        pools: String,
     },
     /// No pool saw a request.
     #[error("{from}: no pool has served a request yet, so it says nothing about the split; send traffic first, or leave --traffic out to assume equal traffic per route")]
@@ -154,6 +179,39 @@ struct WindowCount {
 }
 
 impl Observed {
+    /// The pools routes of `config` name that the document does not mention.
+    pub fn missing(&self, config: &Config) -> Vec<String> {
+        let mut missing: Vec<String> = config
+            .routes
+            .iter()
+            .map(|r| r.pool.clone())
+            .filter(|p| !self.requests.contains_key(p))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+
+    /// Whether the document is about `config`'s pools: it must mention at least one
+    /// pool a route names (a document from another instance would make every pool
+    /// idle, and every finding silent).
+    pub fn matches(&self, config: &Config) -> Result<(), TrafficError> {
+        let routed = config
+            .routes
+            .iter()
+            .any(|r| self.requests.contains_key(&r.pool));
+        if routed || config.routes.is_empty() {
+            return Ok(());
+        }
+        let mut pools: Vec<&str> = config.routes.iter().map(|r| r.pool.as_str()).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        Err(TrafficError::OtherPools {
+            from: self.from.clone(),
+            pools: pools.join(", "),
+        })
+    }
+
     /// Reads a status document (`GET /status`, `evenkeel status --format json`).
     pub fn parse(text: &str, from: &str) -> Result<Observed, TrafficError> {
         let document: Document =

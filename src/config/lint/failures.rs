@@ -2,13 +2,23 @@
 //! against the failure of any one server, and the load every server carries across
 //! pools — risks that no rule about one setting names.
 
-use super::{Finding, Input, Rule, Severity};
+use super::{Finding, Rule, Severity};
 use crate::config::model::{Config, Span};
 use crate::sim::failures::Analysis;
-use crate::sim::traffic::Traffic;
 
-fn analysis<'a>(input: &Input<'a>) -> Analysis<'a> {
-    Analysis::new(input.config, Traffic::of(input.config, input.traffic))
+/// A finding about load whose figure rests on the split between pools: a warning when
+/// the split was observed (`--traffic`), a note under the equal-per-route assumption,
+/// which a small side route (an `/admin` pinned to one server) would otherwise turn
+/// into a false alarm.
+fn on_split(a: &Analysis, reached_by: usize, finding: Finding) -> Finding {
+    if reached_by > 1 && a.traffic.assumed_equal() {
+        Finding {
+            severity: Severity::Note,
+            ..finding
+        }
+    } else {
+        finding
+    }
 }
 
 /// The routes that name pool `p`, as `HOST/PREFIX` (`*` for any host).
@@ -52,7 +62,7 @@ the busy pools more servers, move one pool to servers of its own, or state the s
 real capacity (`capacity`, the same in every pool that lists it). docs/failures.md defines \
 the figure.",
     check: |input, out| {
-        let a = analysis(input);
+        let a = input.analysis();
         let limit = input.guard.max_load_ratio;
         for (s, server) in a.servers.list.iter().enumerate() {
             let pools = a.servers.pools_of(input.config, s);
@@ -62,10 +72,12 @@ the figure.",
             if pools.len() < 2 || !crate::sim::above(ratio, limit) {
                 continue;
             }
-            out.push(
+            out.push(on_split(
+                a,
+                a.routes_reaching(s),
                 Finding::warning(
                     "",
-                    Some(entry_span(&a, s, None)),
+                    Some(entry_span(a, s, None)),
                     format!(
                         "server {} is listed by pools {} and gets {:.1}% of all traffic: its load ratio across them is {ratio:.2}, above guard.max_load_ratio {limit} ({})",
                         server.name,
@@ -75,7 +87,7 @@ the figure.",
                     ),
                 )
                 .with_help("spread the busy pool over more servers, give a pool servers of its own, or state the server's real capacity"),
-            );
+            ));
         }
     },
 };
@@ -95,8 +107,8 @@ backup sharing the failed server to `shared-failure-domain`.) Give the pool a se
 server, or a backup pool on other servers. `evenkeel simulate --failures` prints the whole \
 table.",
     check: |input, out| {
-        let a = analysis(input);
-        let Some(rows) = single(&a) else {
+        let a = input.analysis();
+        if a.work() > crate::sim::failures::MAX_WORK {
             out.push(Finding {
                 severity: Severity::Note,
                 ..Finding::warning(
@@ -110,8 +122,8 @@ table.",
                 )
             });
             return;
-        };
-        for (s, row) in rows.iter().enumerate() {
+        }
+        a.for_each_single(|s, row| {
             for &p in &row.down {
                 let pool = &input.pools[p];
                 if pool.backends.len() == 1 && pool.backup.is_none() {
@@ -134,7 +146,7 @@ table.",
                 out.push(
                     Finding::warning(
                         "",
-                        Some(entry_span(&a, s, Some(p))),
+                        Some(entry_span(a, s, Some(p))),
                         format!(
                             "when server {} fails, route {} (pool {:?}) has no usable backend left: {}",
                             a.servers.list[s].name,
@@ -146,7 +158,7 @@ table.",
                     .with_help("give the pool a second server of weight above 0, or a backup pool on other servers"),
                 );
             }
-        }
+        });
     },
 };
 
@@ -164,23 +176,31 @@ after which another server's cross-pool load ratio is above guard.max_load_ratio
 not before). Make weights follow capacity, give backups the capacity of what they protect, \
 or state real capacities. `evenkeel simulate --failures` prints every failure's figures.",
     check: |input, out| {
-        let a = analysis(input);
+        let a = input.analysis();
+        if a.work() > crate::sim::failures::MAX_WORK {
+            return; // single-failure-outage says so
+        }
         let limit = input.guard.max_load_ratio;
-        for (s, row) in single(&a).unwrap_or_default().iter().enumerate() {
+        a.for_each_single(|s, row| {
             let Some(&(worst, before, after)) =
                 row.overloaded.iter().max_by(|x, y| x.2.total_cmp(&y.2))
             else {
-                continue;
+                return;
             };
             let before = before.map_or("nothing".to_string(), |b| format!("{b:.2}"));
             let more = match row.overloaded.len() - 1 {
                 0 => String::new(),
                 n => format!(" ({n} more server{} too)", if n == 1 { "" } else { "s" }),
             };
-            out.push(
+            // After the failure the survivor may carry routes it did not before (a
+            // failover): what rests on the split is what reaches it, before or after.
+            let reached_by = a.routes_reaching(worst).max(a.routes_reaching(s));
+            out.push(on_split(
+                a,
+                reached_by,
                 Finding::warning(
                     "",
-                    Some(entry_span(&a, s, None)),
+                    Some(entry_span(a, s, None)),
                     format!(
                         "when server {} fails, server {}'s load ratio goes from {before} to {after:.2}, above guard.max_load_ratio {limit}{more} ({})",
                         a.servers.list[s].name,
@@ -189,8 +209,8 @@ or state real capacities. `evenkeel simulate --failures` prints every failure's 
                     ),
                 )
                 .with_help("make weights follow capacity, or give the pools (and backups) that take over more servers"),
-            );
-        }
+            ));
+        });
     },
 };
 
@@ -205,7 +225,20 @@ starts short of them, at the moment it gets all the traffic; if every backup ser
 of the pool's, the backup protects against nothing. Give the backup servers of its own \
 (another rack, zone or host).",
     check: |input, out| {
-        let a = analysis(input);
+        let a = input.analysis();
+        // A pool's servers of weight above 0, and their capacity.
+        let serving = |p: usize| -> Vec<usize> {
+            input.pools[p]
+                .backends
+                .iter()
+                .zip(&a.servers.of_entry[p])
+                .filter(|(b, _)| b.weight > 0)
+                .map(|(_, &s)| s)
+                .collect()
+        };
+        let capacity = |servers: &[usize]| -> f64 {
+            servers.iter().map(|&s| a.servers.list[s].capacity).sum()
+        };
         for (p, pool) in input.pools.iter().enumerate() {
             let Some(span) = pool
                 .spans
@@ -215,25 +248,30 @@ of the pool's, the backup protects against nothing. Give the backup servers of i
             else {
                 continue;
             };
-            let own = &a.servers.of_entry[p];
+            let own = serving(p);
             for q in chain(input.config, p).into_iter().skip(1) {
-                let theirs = &a.servers.of_entry[q];
-                let shared: Vec<&str> = theirs
-                    .iter()
-                    .filter(|s| own.contains(s))
-                    .map(|&s| a.servers.list[s].name.as_str())
-                    .collect();
-                if shared.is_empty() {
+                let theirs = serving(q);
+                let (shared, left): (Vec<usize>, Vec<usize>) =
+                    theirs.iter().partition(|s| own.contains(s));
+                // A larger pool that includes the local one (zone failover to the
+                // region) still has the capacity of what it protects once that fails.
+                if shared.is_empty() || capacity(&left) >= capacity(&own) {
                     continue;
                 }
-                let consequence = if shared.len() == theirs.len() {
+                let names: Vec<&str> = shared
+                    .iter()
+                    .map(|&s| a.servers.list[s].name.as_str())
+                    .collect();
+                let consequence = if left.is_empty() {
                     "every one of its servers fails with the pool: it protects against nothing"
                         .to_string()
                 } else {
                     format!(
-                        "they fail with the pool, and it takes over with {} of its {} servers",
-                        theirs.len() - shared.len(),
-                        theirs.len()
+                        "they fail with the pool, and it takes over with {} of its {} servers, capacity {} for the pool's {}",
+                        left.len(),
+                        theirs.len(),
+                        capacity(&left),
+                        capacity(&own)
                     )
                 };
                 out.push(
@@ -244,21 +282,16 @@ of the pool's, the backup protects against nothing. Give the backup servers of i
                             "pool {:?}, which takes over from pool {:?}, shares server{} {} with it: {consequence}",
                             input.pools[q].name,
                             pool.name,
-                            if shared.len() == 1 { "" } else { "s" },
-                            shared.join(", ")
+                            if names.len() == 1 { "" } else { "s" },
+                            names.join(", ")
                         ),
                     )
-                    .with_help("give the backup pool servers of its own"),
+                    .with_help("give the backup pool servers of its own, with the capacity of the pool it protects"),
                 );
             }
         }
     },
 };
-
-/// The single-failure rows, unless the config is too large to analyse quickly.
-fn single(a: &Analysis) -> Option<Vec<crate::sim::failures::FailureRow>> {
-    (a.work() <= crate::sim::failures::MAX_WORK).then(|| a.single())
-}
 
 /// Pool `p` and its backup chain, without repeats.
 fn chain(config: &Config, p: usize) -> Vec<usize> {

@@ -54,6 +54,28 @@ pub struct Input<'a> {
     /// The observed split between pools (`check --traffic`), or `None` to assume equal
     /// traffic per route.
     pub traffic: Option<&'a crate::sim::traffic::Observed>,
+    /// The failure analysis, made once for the rules that use it.
+    analysis: std::cell::OnceCell<crate::sim::failures::Analysis<'a>>,
+}
+
+impl<'a> Input<'a> {
+    /// What the rules judge: `config`, with the `traffic` split (or equal per route).
+    pub fn new(
+        config: &'a Config,
+        traffic: Option<&'a crate::sim::traffic::Observed>,
+    ) -> Input<'a> {
+        Input {
+            config,
+            traffic,
+            analysis: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The failure analysis of the config under the split.
+    pub fn analysis(&self) -> &crate::sim::failures::Analysis<'a> {
+        self.analysis
+            .get_or_init(|| crate::sim::failures::Analysis::new_owned(self.config, self.traffic))
+    }
 }
 
 impl std::ops::Deref for Input<'_> {
@@ -114,10 +136,7 @@ pub fn rule(name: &str) -> Option<&'static Rule> {
 /// Runs every rule on `config`, applying its severity and `[lint.allow]`; traffic
 /// between pools assumed equal per route.
 pub fn run(config: &Config) -> Vec<Finding> {
-    run_with(&Input {
-        config,
-        traffic: None,
-    })
+    run_with(&Input::new(config, None))
 }
 
 /// Runs every rule on `input`, applying its severity and `[lint.allow]`.
