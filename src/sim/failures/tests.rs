@@ -5,11 +5,16 @@ use crate::config::{check_source, Source};
 use crate::sim::traffic::Observed;
 use crate::sim::{simulate, Down, KeyDistribution, SimOptions};
 
-fn config(text: &str) -> Config {
-    let checked = check_source(Source {
+/// `text` after a listener, through the whole pipeline.
+fn checked(text: &str) -> crate::config::Checked {
+    check_source(Source {
         path: "t.toml".into(),
         text: format!("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n{text}"),
-    });
+    })
+}
+
+fn config(text: &str) -> Config {
+    let checked = checked(text);
     match checked.config {
         Some(c) => c,
         None => panic!("invalid: {:?}\n{text}", checked.findings),
@@ -229,7 +234,10 @@ fn least_connections_keeps_sending_first_tries_to_a_failed_server_in_traffic() {
     assert!(pool.panic);
     assert!(close(pool.first[2], 1.0), "{pool:?}");
     assert!(close(pool.errors, 0.8), "{pool:?}");
-    assert!(close(pool.retried[0], 0.1) && close(pool.retried[1], 0.1), "{pool:?}");
+    assert!(
+        close(pool.retried[0], 0.1) && close(pool.retried[1], 0.1),
+        "{pool:?}"
+    );
 }
 
 #[test]
@@ -260,10 +268,7 @@ fn passive_ejection_spends_its_allowance_on_backends_that_get_traffic() {
 
 /// The rules of the failure analysis that fire on `text`, with their severity.
 fn findings(text: &str) -> Vec<(&'static str, crate::config::Severity)> {
-    let checked = check_source(Source {
-        path: "t.toml".into(),
-        text: format!("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n{text}"),
-    });
+    let checked = checked(text);
     checked
         .findings
         .iter()
@@ -295,7 +300,10 @@ fn sensible_configs_a_review_found_flagged_are_quiet() {
     assert_eq!(findings(&zone), []);
     // The region without room for the zone's traffic once the zone's servers fail.
     let small = zone.replace(", { address = \"127.0.0.1:9004\" }]", "]");
-    assert_eq!(findings(&small), [("shared-failure-domain", Severity::Warning)]);
+    assert_eq!(
+        findings(&small),
+        [("shared-failure-domain", Severity::Warning)]
+    );
     // A server being drained out of one pool (weight 0) carries only the other's share.
     let drained = format!(
         "[[route]]\npool = \"web\"\n[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n\
@@ -542,11 +550,7 @@ mod wide {
     }
 
     fn lenient(text: &str) -> Option<Config> {
-        let checked = check_source(Source {
-            path: "t.toml".into(),
-            text: format!("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n{text}"),
-        });
-        checked.config
+        super::checked(text).config
     }
 
     fn same(x: Option<f64>, y: Option<f64>) -> bool {
