@@ -19,7 +19,7 @@ pub struct TrafficArgs {
     /// instance). Without it every route is assumed to get equal traffic.
     #[arg(long, value_name = "FILE|ADDR")]
     traffic: Option<String>,
-    /// The admin token for --traffic ADDR (default: the config's [admin] token_file).
+    /// The admin token for --traffic ADDR (default: the `[admin] token_file` of the config).
     #[arg(long = "traffic-token-file", value_name = "FILE", requires = "traffic")]
     token_file: Option<PathBuf>,
 }
