@@ -267,6 +267,34 @@ mod tests {
     }
 
     #[test]
+    fn a_document_about_other_pools_is_refused_and_missing_pools_are_named() {
+        let checked = crate::config::check_source(crate::config::Source {
+            path: "t.toml".into(),
+            text: "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+                   [[route]]\npool = \"web\"\n[[route]]\npath_prefix = \"/api\"\npool = \"api\"\n\
+                   [pool.web]\nbackends = [{ address = \"127.0.0.1:9001\" }]\n\
+                   [pool.api]\nbackends = [{ address = \"127.0.0.1:9002\" }]\n"
+                .into(),
+        });
+        let config = checked.config.expect("valid");
+        let other = Observed::parse(r#"{"pools":[{"name":"shop","requests":10}]}"#, "s.json")
+            .expect("parses");
+        assert!(matches!(
+            other.matches(&config),
+            Err(TrafficError::OtherPools { pools, .. }) if pools == "api, web"
+        ));
+        let half = Observed::parse(r#"{"pools":[{"name":"web","requests":10}]}"#, "s.json")
+            .expect("parses");
+        assert!(half.matches(&config).is_ok());
+        let traffic = Traffic::of(&config, Some(&half));
+        assert_eq!(traffic.pools, [1.0, 0.0]);
+        assert_eq!(
+            traffic.basis(),
+            "traffic as observed in s.json, where pool api had none"
+        );
+    }
+
+    #[test]
     fn a_document_without_requests_says_nothing() {
         let none = r#"{"pools":[{"name":"web","requests":0}]}"#;
         assert!(matches!(
