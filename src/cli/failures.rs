@@ -71,14 +71,11 @@ fn failed_names(a: &Analysis, row: &FailureRow) -> Vec<String> {
         .collect()
 }
 
-/// The pools that list a failed server, each with how it reacts.
+/// The pools that list a failed server, by name, each with how it reacts.
 fn reactions(a: &Analysis, row: &FailureRow) -> Vec<(String, String)> {
-    row.pools
-        .iter()
-        .filter_map(|(p, _)| {
-            a.reaction(row, *p)
-                .map(|r| (a.config.pools[*p].name.clone(), r))
-        })
+    a.reactions(row)
+        .into_iter()
+        .map(|(p, r)| (a.config.pools[p].name.clone(), r))
         .collect()
 }
 

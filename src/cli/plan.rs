@@ -114,8 +114,8 @@ pub fn run(args: &Args) -> CommandResult {
     super::traffic::matching(observed.as_ref(), &new_config)?;
     let old_analysis = old_config
         .as_ref()
-        .map(|c| Analysis::new_owned(c, observed.as_ref()));
-    let new_analysis = Analysis::new_owned(&new_config, observed.as_ref());
+        .map(|c| Analysis::with_observed(c, observed.as_ref()));
+    let new_analysis = Analysis::with_observed(&new_config, observed.as_ref());
     let (servers, server_flags) =
         super::failures::servers_plan(old_analysis.as_ref(), &new_analysis);
     out.push_str(&servers);

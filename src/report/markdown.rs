@@ -537,13 +537,10 @@ fn failure_prediction(
     let a = Analysis::new(config, Traffic::assumed(config));
     let s = a.servers.find(config, backend)?;
     let row = a.row(&[s]);
-    let reactions: Vec<String> = row
-        .pools
-        .iter()
-        .filter_map(|(p, _)| {
-            a.reaction(&row, *p)
-                .map(|r| format!("pool {:?}: {r}", config.pools[*p].name))
-        })
+    let reactions: Vec<String> = a
+        .reactions(&row)
+        .into_iter()
+        .map(|(p, r)| format!("pool {:?}: {r}", config.pools[p].name))
         .collect();
     let mut text = format!(
         "The failure analysis of version {version} (`evenkeel simulate -c FILE --failures`, traffic assumed equal per route) says what losing {backend} does: {}.",

@@ -290,7 +290,7 @@ impl<'a> Analysis<'a> {
     }
 
     /// Analyses `config` with the `observed` split, or equal traffic per route.
-    pub fn new_owned(
+    pub fn with_observed(
         config: &'a Config,
         observed: Option<&super::traffic::Observed>,
     ) -> Analysis<'a> {
@@ -571,7 +571,7 @@ impl<'a> Analysis<'a> {
             if changed.binary_search(&q).is_ok() {
                 self.capacity_of(q, is_failed)
             } else {
-                self.capacity_of_baseline(q)
+                self.capacity_of(q, |_| false)
             }
         };
         let mut touched: Vec<usize> = touched_pools
@@ -630,10 +630,6 @@ impl<'a> Analysis<'a> {
             overloaded,
             highest,
         }
-    }
-
-    fn capacity_of_baseline(&self, q: usize) -> f64 {
-        self.capacity_of(q, |_| false)
     }
 
     /// Calls `each` with every server and the row of its failing alone, one row at a
@@ -751,6 +747,15 @@ impl<'a> Analysis<'a> {
             .map(|c| (c.server, c.load / self.baseline.load(c.server)))
             .filter(|(_, rise)| *rise > 1.0 + 1e-9)
             .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Every pool that lists a failed server of `row`, with how it meets the failure
+    /// ([`Analysis::reaction`]), in config order.
+    pub fn reactions(&self, row: &FailureRow) -> Vec<(usize, String)> {
+        row.pools
+            .iter()
+            .filter_map(|(p, _)| self.reaction(row, *p).map(|r| (*p, r)))
+            .collect()
     }
 
     /// How pool `p` meets the failure of `row`, in words (for tables and findings);

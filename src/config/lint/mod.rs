@@ -73,8 +73,9 @@ impl<'a> Input<'a> {
 
     /// The failure analysis of the config under the split.
     pub fn analysis(&self) -> &crate::sim::failures::Analysis<'a> {
-        self.analysis
-            .get_or_init(|| crate::sim::failures::Analysis::new_owned(self.config, self.traffic))
+        self.analysis.get_or_init(|| {
+            crate::sim::failures::Analysis::with_observed(self.config, self.traffic)
+        })
     }
 }
 
