@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::proxy::h1::body::poll_body;
 pub use crate::proxy::h1::body::{Chunk, Framing};
 use crate::proxy::h1::client::{encode, BodyFraming};
-use crate::proxy::h1::response::parse_response;
+use crate::proxy::h1::response::{parse_response, Asked};
 use crate::proxy::h1::server::{self, ReadError};
 use crate::proxy::h1::MAX_HEAD_BYTES;
 
@@ -102,6 +102,7 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
     };
     let host = crate::proxy::forward::request_host(&request.parts);
     let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
+    let upgrade = crate::proxy::forward::upgrade_of(&request.parts);
     Some(
         encode(
             &request.parts,
@@ -110,6 +111,7 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
             false,
             host.as_ref(),
             FORWARDED_TO,
+            upgrade.as_ref(),
         )
         .head,
     )
@@ -128,12 +130,13 @@ pub struct BackendResponse {
     pub keep_alive: bool,
 }
 
-/// Reads a response head (after skipping 1xx heads) off the front of `bytes`, as the
-/// answer to a `HEAD` request when `is_head`.
-pub fn read_response(bytes: &[u8], is_head: bool) -> Read<BackendResponse> {
+/// Reads a response head (after skipping 1xx heads but a 101 to an upgrade) off the
+/// front of `bytes`, as the answer to a `HEAD` request when `is_head`, to a request
+/// that offered to switch to `upgrade` when it is `Some`.
+pub fn read_response(bytes: &[u8], is_head: bool, upgrade: Option<&[u8]>) -> Read<BackendResponse> {
     let mut read = BytesMut::from(bytes);
     let mut spans = Vec::new();
-    match parse_response(&mut read, &mut spans, is_head) {
+    match parse_response(&mut read, &mut spans, Asked { is_head, upgrade }) {
         Ok(None) => Read::Incomplete,
         Ok(Some(head)) => Read::Parsed(
             BackendResponse {
@@ -344,6 +347,7 @@ mod tests {
         let Read::Parsed(response, _) = read_response(
             b"HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 2\r\n\r\nok",
             false,
+            None,
         ) else {
             panic!("parsed")
         };
@@ -446,7 +450,11 @@ mod tests {
         assert_eq!(decoded.body.as_deref(), Ok(&b"hello world"[..]));
         assert_eq!(decoded.rest, 4);
         assert!(matches!(
-            read_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            read_response(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                false,
+                None
+            ),
             Read::Refused(502)
         ));
     }

@@ -49,6 +49,9 @@ pub struct Runtime {
     pub upstream_connections: Arc<AtomicU64>,
     /// TLS handshakes with clients, every worker's together.
     pub tls: TlsCounters,
+    /// Upgraded connections (tunnels) open now on each listener (config order;
+    /// listeners never change while running), every worker's together.
+    pub tunnels: Box<[AtomicU64]>,
 }
 
 /// TLS handshakes with clients since the process started (for `/metrics`).
@@ -96,8 +99,10 @@ impl Runtime {
     /// A runtime serving `config`.
     pub fn new(config: Config) -> Arc<Runtime> {
         let events = Events::default();
+        let tunnels = config.listeners.iter().map(|_| AtomicU64::new(0)).collect();
         let snapshot = Snapshot::build(config, None, &events, health::now());
         Arc::new(Runtime {
+            tunnels,
             current: ArcSwap::from_pointee(snapshot),
             generation: watch::channel(0).0,
             events,

@@ -956,19 +956,19 @@ fn serve_refuses_a_config_with_errors_with_exit_1_and_the_findings() {
 // 10. Upgrades
 
 #[test]
-fn upgrade_and_connect_requests_get_501_and_never_reach_a_backend() {
+fn connect_and_upgrades_with_a_body_get_501_and_never_reach_a_backend() {
     let backend = Backend::start("a");
     let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
     let cases: [(&str, &[u8]); 3] = [
         (
-            "websocket",
-            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "websocket with a body",
+            b"POST /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Content-Length: 5\r\n\r\nhello",
         ),
         (
-            "h2c",
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
-              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            "chunked upgrade",
+            b"POST /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
         (
             "CONNECT",

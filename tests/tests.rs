@@ -23,3 +23,4 @@ mod sim;
 mod survive;
 mod tls;
 mod watch;
+mod websocket;

@@ -7,7 +7,9 @@
 //!   reads back whole, with the same method, target and body framing, exactly one
 //!   framing field of evenkeel's making, none of the client's hop-by-hop fields, and
 //!   exactly one non-empty `Host` — the one evenkeel routed by: what the backend reads
-//!   is what evenkeel routed and framed (no desync).
+//!   is what evenkeel routed and framed (no desync);
+//! - an upgrade goes out with no body, `Connection: upgrade` and one `Upgrade` of
+//!   evenkeel's making, naming only protocols the client offered and never `h2c`.
 #![no_main]
 
 use evenkeel::fuzzing::{
@@ -75,6 +77,27 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .count();
     assert!(framing_fields <= 1, "{head:?}");
+    let upgrade = headers.get(http::header::UPGRADE);
+    if let Some(upgrade) = upgrade {
+        assert_eq!(class(request.framing), "none", "an upgrade with a body: {head:?}");
+        let connections: Vec<_> = headers.get_all(http::header::CONNECTION).iter().collect();
+        assert_eq!(connections, ["upgrade"], "{head:?}");
+        assert_eq!(headers.get_all(http::header::UPGRADE).iter().count(), 1);
+        let offered: Vec<Vec<u8>> = request
+            .parts
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|t| t.trim_ascii().to_ascii_lowercase())
+            .collect();
+        for protocol in upgrade.as_bytes().split(|&b| b == b',') {
+            let protocol = protocol.trim_ascii().to_ascii_lowercase();
+            assert!(!protocol.is_empty(), "{head:?}");
+            assert!(!protocol.starts_with(b"h2c"), "h2c forwarded: {head:?}");
+            assert!(offered.contains(&protocol), "not offered: {head:?}");
+        }
+    }
     for hop in [
         "connection",
         "keep-alive",
@@ -83,6 +106,9 @@ fuzz_target!(|data: &[u8]| {
         "trailer",
         "proxy-connection",
     ] {
+        if upgrade.is_some() && (hop == "connection" || hop == "upgrade") {
+            continue;
+        }
         assert!(!headers.contains_key(hop), "{hop} forwarded: {head:?}");
     }
     // Exactly one Host: the one the request was routed by, else the backend's address

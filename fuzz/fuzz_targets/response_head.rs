@@ -1,9 +1,13 @@
 //! The backend side's response-head parser, and the body after it.
 //!
 //! Properties, for any bytes a backend may send (the first input byte says whether the
-//! request was a `HEAD`):
-//! - a parsed head ends where httparse says the last (non-1xx) head ends;
-//! - the fields passed on to the client carry no hop-by-hop field and no framing
+//! request was a `HEAD`, and whether it offered an upgrade to `websocket`):
+//! - a parsed head ends where httparse says the last (non-1xx) head ends (a 101 ends
+//!   it only for a request that offered an upgrade);
+//! - a 101 is only ever taken for a request that offered an upgrade, with one
+//!   `Upgrade` field that names only `websocket`, no body, and no reuse;
+//! - the fields passed on to the client carry no hop-by-hop field (but a 101's
+//!   `Upgrade`) and no framing
 //!   field that disagrees with how evenkeel frames the body for the client
 //!   (`Transfer-Encoding` never; `Content-Length` only with a length-framed or bodiless
 //!   response);
@@ -20,9 +24,31 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let is_head = flags & 1 == 1;
-    let Read::Parsed(response, used) = read_response(bytes, is_head) else {
+    let offered: Option<&[u8]> = (flags & 2 == 2).then_some(&b"websocket"[..]);
+    let Read::Parsed(response, used) = read_response(bytes, is_head, offered) else {
         return;
     };
+    let switched = response.status == 101;
+    if switched {
+        assert!(offered.is_some(), "a 101 taken with no upgrade asked");
+        assert_eq!(response.framing, Framing::Done);
+        assert!(!response.keep_alive);
+        let upgrades: Vec<&Vec<u8>> = response
+            .fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"upgrade"))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(upgrades.len(), 1, "one Upgrade passed on with a 101");
+        for protocol in upgrades[0].split(|&b| b == b',') {
+            let protocol = protocol.trim_ascii();
+            assert!(
+                protocol.is_empty() || protocol.eq_ignore_ascii_case(b"websocket"),
+                "a 101 to {:?}",
+                String::from_utf8_lossy(protocol)
+            );
+        }
+    }
     assert!(used <= bytes.len());
     // httparse, skipping 1xx heads as evenkeel does.
     let mut at = 0;
@@ -33,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(httparse::Status::Complete(len)) => {
                 let code = reference.code.unwrap_or(0);
                 at += len;
-                if !(100..200).contains(&code) {
+                if !(100..200).contains(&code) || (code == 101 && offered.is_some()) {
                     assert_eq!(code, response.status);
                     break;
                 }
@@ -44,6 +70,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(at, used, "the head ends where httparse says");
     for (name, _) in &response.fields {
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if switched && name == "upgrade" {
+            continue;
+        }
         assert!(
             !matches!(
                 name.as_str(),

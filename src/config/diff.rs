@@ -456,11 +456,12 @@ fn listeners(old: &Config, new: &Config, changes: &mut Vec<Change>) {
             });
             continue;
         };
-        let fields: [(&str, ListenerField); 6] = [
+        let fields: [(&str, ListenerField); 7] = [
             ("listen", |l| l.listen.to_string()),
             ("header_timeout", |l| format_duration(l.header_timeout)),
             ("max_connections", |l| l.max_connections.to_string()),
             ("redirect_https", |l| l.redirect_https.to_string()),
+            ("max_tunnels", |l| l.max_tunnels.to_string()),
             ("tls.min_version", |l| {
                 l.tls
                     .as_ref()
@@ -581,6 +582,7 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
         compare("timeouts.idle", d(t.idle), d(u.idle)),
         compare("timeouts.per_try", d(t.per_try), d(u.per_try)),
         compare("timeouts.body_idle", d(t.body_idle), d(u.body_idle)),
+        compare("timeouts.tunnel_idle", d(t.tunnel_idle), d(u.tunnel_idle)),
         compare(
             "retries.attempts",
             old.retries.attempts.to_string(),

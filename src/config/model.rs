@@ -167,6 +167,9 @@ pub struct Listener {
     pub tls: Option<Arc<ListenerTls>>,
     /// Answer every request with a 308 to the same URL over `https://`. Default: false.
     pub redirect_https: bool,
+    /// Upgraded connections (WebSocket tunnels) open at once over all workers; an
+    /// upgrade beyond it gets 503. Default: 10,000. Can change by reload.
+    pub max_tunnels: u32,
     /// Where the listener is written.
     pub span: Span,
 }
@@ -175,6 +178,8 @@ pub struct Listener {
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`Listener::max_connections`].
 pub const DEFAULT_LISTENER_MAX_CONNECTIONS: u32 = 10_000;
+/// Default for [`Listener::max_tunnels`].
+pub const DEFAULT_MAX_TUNNELS: u32 = 10_000;
 
 /// `[[route]]`: requests on `listener` whose host and path match go to `pool`.
 #[derive(Clone, Debug, PartialEq)]
@@ -291,6 +296,9 @@ pub struct Timeouts {
     /// The longest a request or response body may make no progress (no byte moved)
     /// while it flows, in either direction. Default: 30 s.
     pub body_idle: Duration,
+    /// An upgraded connection (a WebSocket tunnel) in which no byte moves either way
+    /// for this long is closed. Default: 1 h.
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -301,6 +309,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             per_try: Duration::from_secs(30),
             body_idle: Duration::from_secs(30),
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }

@@ -58,6 +58,7 @@ pub struct RawListener {
     pub max_connections: Option<Int>,
     pub tls: Option<Spanned<RawListenerTls>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub max_tunnels: Option<Int>,
 }
 
 /// `tls = { ... }` on a listener.
@@ -122,6 +123,7 @@ pub struct RawTimeouts {
     pub idle: Option<Str>,
     pub per_try: Option<Str>,
     pub body_idle: Option<Str>,
+    pub tunnel_idle: Option<Str>,
 }
 
 /// `retries = { ... }`

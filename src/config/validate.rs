@@ -362,6 +362,12 @@ impl Validator {
                 1..=10_000_000,
                 DEFAULT_LISTENER_MAX_CONNECTIONS,
             );
+            let max_tunnels = self.int(
+                "listener.max_tunnels",
+                l.max_tunnels.as_ref(),
+                0..=10_000_000,
+                DEFAULT_MAX_TUNNELS,
+            );
             let tls = l.tls.as_ref().map(|tls| self.listener_tls(tls, base_dir));
             let redirect_https = l.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
             if let (Some(Some(_)), Some(redirect)) = (&tls, &l.redirect_https) {
@@ -399,6 +405,7 @@ impl Validator {
                 max_connections,
                 tls: tls.flatten().map(Arc::new),
                 redirect_https,
+                max_tunnels,
                 span: at,
             });
         }
@@ -808,6 +815,11 @@ impl Validator {
                 &format!("{field}.body_idle"),
                 raw.body_idle.as_ref(),
                 d.body_idle,
+            ),
+            tunnel_idle: self.positive_duration(
+                &format!("{field}.tunnel_idle"),
+                raw.tunnel_idle.as_ref(),
+                d.tunnel_idle,
             ),
         };
         // Omitted fields are placed at the table, so the caret still points somewhere useful.

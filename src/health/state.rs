@@ -136,6 +136,9 @@ pub struct BackendHealth {
     /// was usable from the start.
     usable_since: AtomicU64,
     ejections: Mutex<EjectionHistory>,
+    /// Woken when draining starts, for what runs long on the backend (tunnels), which
+    /// a drain ends after `drain_timeout`.
+    drain_started: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +157,7 @@ impl Default for BackendHealth {
             ejected_until: AtomicU64::new(0),
             usable_since: AtomicU64::new(NEVER),
             ejections: Mutex::new(EjectionHistory::default()),
+            drain_started: tokio::sync::Notify::new(),
         }
     }
 }
@@ -197,6 +201,24 @@ impl BackendHealth {
         let before = self.draining.swap(draining, Ordering::Relaxed);
         if before && !draining {
             self.usable_since.store(nanos(now), Ordering::Relaxed);
+        }
+        if !before && draining {
+            self.drain_started.notify_waiters();
+        }
+    }
+
+    /// Resolves once the backend is draining (at once if it already is).
+    pub async fn draining(&self) {
+        loop {
+            let started = self.drain_started.notified();
+            tokio::pin!(started);
+            // Registered before the flag is read, so a drain that starts in between
+            // still wakes it.
+            started.as_mut().enable();
+            if self.is_draining() {
+                return;
+            }
+            started.await;
         }
     }
 

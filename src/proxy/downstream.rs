@@ -227,6 +227,8 @@ pub async fn serve<S: ClientStream>(
     let head_timer = tokio::time::sleep_until(first_head_by);
     tokio::pin!(head_timer);
     let mut first = true;
+    // The tunnel a 101 opened: the connection is its client side from there.
+    let mut switched = None;
     loop {
         if !first {
             head_timer
@@ -264,6 +266,9 @@ pub async fn serve<S: ClientStream>(
         };
         let version = head.request.version();
         let is_head = head.request.method() == Method::HEAD;
+        // A client that asked to switch protocols and was not switched may have sent
+        // bytes of the other protocol already: its connection closes after the answer.
+        let asked_upgrade = head.request.headers().contains_key(http::header::UPGRADE);
         {
             let mut inbound = inbound.borrow_mut();
             inbound.body = head.framing;
@@ -281,7 +286,7 @@ pub async fn serve<S: ClientStream>(
         tokio::pin!(handled);
         // A client that closes its connection while its request is served cancels it:
         // the upstream exchange is dropped, and its backend connection with it.
-        let response = tokio::select! {
+        let mut response = tokio::select! {
             biased;
             Ok(response) = &mut handled => response,
             () = client_gone(&inbound) => {
@@ -293,8 +298,16 @@ pub async fn serve<S: ClientStream>(
         // A body left unread (a refusal, a client that never got its 100 Continue)
         // cannot be skipped safely: close after this response.
         let body_read = inbound.borrow().body == Framing::Done;
-        let keep_alive = head.keep_alive && body_read && !*shutdown.borrow();
+        let keep_alive = head.keep_alive && body_read && !asked_upgrade && !*shutdown.borrow();
+        let tunnel = match response.body_mut() {
+            Either::Left(streamed) => streamed.take_tunnel(),
+            Either::Right(_) => None,
+        };
         match write_response(&inbound, response, is_head, version, keep_alive).await {
+            Ok(_) if tunnel.is_some() => {
+                switched = tunnel;
+                break;
+            }
             Ok(true) => {}
             Ok(false) => break,
             Err(Ended::Client(e)) => {
@@ -318,7 +331,15 @@ pub async fn serve<S: ClientStream>(
     let Ok(inbound) = Rc::try_unwrap(inbound) else {
         return; // a request body outlived its request: just close
     };
-    let mut stream = inbound.into_inner().stream;
+    let Inbound {
+        mut stream, read, ..
+    } = inbound.into_inner();
+    if let Some(tunnel) = switched {
+        // What the client sent behind its request is the tunnel's first bytes; each
+        // side's end is passed on to the other, so there is nothing left to close.
+        tunnel.run(&mut stream, read).await;
+        return;
+    }
     if reset {
         let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
         return;

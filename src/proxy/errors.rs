@@ -10,8 +10,13 @@ use http_body_util::Full;
 pub enum Refusal {
     /// No route matches the host and path: 404.
     NoRoute,
-    /// `Upgrade` or `CONNECT`, which evenkeel does not tunnel yet: 501.
-    Upgrade,
+    /// `CONNECT`: evenkeel is not a forward proxy: 501.
+    Connect,
+    /// An upgrade (WebSocket) whose request has a body, which evenkeel does not
+    /// tunnel: 501.
+    UpgradeWithBody,
+    /// The listener already carries `max_tunnels` upgraded connections: 503.
+    TooManyTunnels,
     /// A transfer coding other than `chunked` alone, which evenkeel does not decode: 501.
     TransferCoding,
     /// The pool has no usable backend: 503.
@@ -38,8 +43,12 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::Upgrade | Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
-            Refusal::NoBackend | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Connect | Refusal::UpgradeWithBody | Refusal::TransferCoding => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            Refusal::NoBackend | Refusal::Overloaded | Refusal::TooManyTunnels => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::BadRequestBody => StatusCode::BAD_REQUEST,
@@ -54,7 +63,11 @@ impl Refusal {
         let pool = pool.map_or(String::new(), |p| format!("pool {p:?}: "));
         let what = match self {
             Refusal::NoRoute => "no route matches this host and path",
-            Refusal::Upgrade => "protocol upgrades (WebSocket) and CONNECT are not supported yet",
+            Refusal::Connect => "CONNECT is not supported: evenkeel is not a forward proxy",
+            Refusal::UpgradeWithBody => "an upgrade request with a body is not supported",
+            Refusal::TooManyTunnels => {
+                "this listener carries max_tunnels upgraded connections already"
+            }
             Refusal::TransferCoding => "transfer codings other than chunked are not supported",
             Refusal::NoBackend => "no usable backend",
             Refusal::Overloaded => "every backend is at its connection limit",

@@ -38,6 +38,7 @@ use super::read_ahead::{read_ahead, ReadAhead, ReadingAhead};
 use super::spill::Spill;
 use super::stall::Stall;
 use super::tls::ClientTls;
+use super::tunnel::{Tunnel, TunnelPermit, TunnelTerms};
 use super::upstream::{self, UpstreamPool};
 use crate::balance::{key_hash, InFlight};
 use crate::config::HashKey;
@@ -100,7 +101,7 @@ const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-requ
 /// A request as the access log records it: cheap clones only (the URI, names and
 /// client are reference-counted), formatted into the worker's log buffer when it ends.
 /// Boxed where it is carried, so requests pay one pointer for it while the log is off.
-struct AccessRecord {
+pub(super) struct AccessRecord {
     method: Method,
     uri: Uri,
     /// The client's `X-Request-Id`, when it is plain enough to log.
@@ -120,6 +121,11 @@ struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// Counts `bytes` more sent to the client (a tunnel's, after its 101).
+    pub(super) fn add_bytes_out(&mut self, bytes: u64) {
+        self.bytes_out += bytes;
+    }
+
     /// Records a response evenkeel made itself (a refusal, a redirect): its status, and
     /// its body's size unless the request was a `HEAD`, which gets no body.
     fn answered<B: Body>(&mut self, response: &Response<B>) {
@@ -215,6 +221,7 @@ impl Worker {
         if let Some(refusal) = answered_here(&parts) {
             return refuse(refusal, None, None);
         }
+        let upgrade = upgrade_of(&parts);
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
         if let Some(tls) = &client.tls {
@@ -232,6 +239,16 @@ impl Worker {
             snapshot.route_with_label(listener, host_name, parts.uri.path())
         else {
             return refuse(Refusal::NoRoute, None, None);
+        };
+        // An upgrade counts against its listener's tunnels from here, should it switch.
+        let permit = match (&upgrade, on) {
+            (Some(_), Some(on)) => {
+                match TunnelPermit::take(&self.runtime, listener, on.max_tunnels) {
+                    Some(permit) => Some(permit),
+                    None => return refuse(Refusal::TooManyTunnels, Some(route), Some(routed)),
+                }
+            }
+            _ => None,
         };
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
@@ -304,6 +321,7 @@ impl Worker {
                     .tls
                     .as_ref()
                     .map_or(backend.address.as_str(), |t| t.host(&backend.address)),
+                upgrade.as_ref(),
             )
         };
         let mut outgoing = encode(&backend.runtime);
@@ -311,6 +329,7 @@ impl Worker {
         let mut body = has_body.then_some(body);
         let mut tried = Tried::default();
         let mut attempt = 0;
+        let mut permit = permit;
         let failure = loop {
             tried.push(backend.index);
             if let Some(log) = log.as_mut() {
@@ -374,6 +393,16 @@ impl Worker {
                                 log.upstream = Some(latency);
                             }
                             pool.stats.record(status);
+                            // A 101 answers only an upgrade, to a protocol it offered.
+                            let tunnel = match permit.take() {
+                                Some(permit) if status == 101 => Some(Box::new(TunnelTerms {
+                                    permit,
+                                    idle: pool.timeouts.tunnel_idle,
+                                    drain_timeout: snapshot.config.drain_timeout,
+                                    backend: Arc::clone(&backend.runtime),
+                                })),
+                                _ => None,
+                            };
                             return Ok(self.stream(
                                 response,
                                 connection,
@@ -384,6 +413,7 @@ impl Worker {
                                     slot,
                                     log,
                                     fields_as_sent,
+                                    tunnel,
                                 },
                             ));
                         }
@@ -478,6 +508,7 @@ impl Worker {
             slot,
             log,
             fields_as_sent,
+            tunnel,
         } = streaming;
         let (fields, headers) = if fields_as_sent {
             (Some(head.fields), http::HeaderMap::new())
@@ -510,8 +541,9 @@ impl Worker {
             }),
             slot: Some(slot),
             log,
+            tunnel,
         };
-        if body.framing == Framing::Done {
+        if body.framing == Framing::Done && body.tunnel.is_none() {
             // Read whole with its head: the connection is free before the client has a byte.
             body.finish();
         }
@@ -804,16 +836,40 @@ fn redirect_host(authority: &str) -> Option<String> {
     plain.then(|| host.to_ascii_lowercase())
 }
 
-/// What evenkeel answers itself rather than forward, whatever the route: upgrades and
-/// CONNECT (501 until tunnels exist), and transfer codings it does not decode (501).
+/// What evenkeel answers itself rather than forward, whatever the route: CONNECT
+/// (501: evenkeel is not a forward proxy), transfer codings it does not decode (501),
+/// and an upgrade whose request has a body (501).
 pub(crate) fn answered_here(request: &http::request::Parts) -> Option<Refusal> {
-    if headers::is_upgrade(&request.headers) || request.method == Method::CONNECT {
-        Some(Refusal::Upgrade)
+    if request.method == Method::CONNECT {
+        Some(Refusal::Connect)
     } else if headers::has_unsupported_transfer_coding(&request.headers) {
         Some(Refusal::TransferCoding)
+    } else if upgrade_of(request).is_some() && has_body_fields(&request.headers) {
+        Some(Refusal::UpgradeWithBody)
     } else {
         None
     }
+}
+
+/// The protocols an upgrade request offers ([`headers::upgrade_offer`]); only
+/// HTTP/1.1 requests upgrade (an HTTP/1.0 server must ignore `Upgrade`, RFC 9110 §7.8;
+/// HTTP/2 has none).
+pub(crate) fn upgrade_of(request: &http::request::Parts) -> Option<Bytes> {
+    if request.version == http::Version::HTTP_11 {
+        headers::upgrade_offer(&request.headers)
+    } else {
+        None
+    }
+}
+
+/// Whether the fields announce a body: any `Transfer-Encoding`, or a `Content-Length`
+/// other than 0.
+fn has_body_fields(fields: &http::HeaderMap) -> bool {
+    fields.contains_key(header::TRANSFER_ENCODING)
+        || fields
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
@@ -896,9 +952,25 @@ pub struct Streamed {
     release: Option<Release>,
     slot: Option<Slot>,
     log: Option<Box<AccessRecord>>,
+    /// A 101 to an upgrade: what its tunnel needs ([`Streamed::take_tunnel`]).
+    tunnel: Option<Box<TunnelTerms>>,
 }
 
 impl Streamed {
+    /// The tunnel a 101 opened, for the client's side to run
+    /// ([`super::downstream`]); `None` for any other response.
+    pub fn take_tunnel(&mut self) -> Option<Tunnel> {
+        let terms = self.tunnel.take()?;
+        let connection = self.connection.take()?;
+        let slot = self.slot.take()?;
+        Some(Tunnel {
+            connection,
+            slot,
+            log: self.log.take(),
+            terms,
+        })
+    }
+
     /// The backend's response fields as it sent them, for an HTTP/1 client (the
     /// response's header map is then empty); `None` for HTTP/2 clients.
     pub fn take_fields(&mut self) -> Option<h1::Fields> {
@@ -946,6 +1018,8 @@ struct Streaming<'a> {
     log: Option<Box<AccessRecord>>,
     /// The client takes the fields as the backend sent them (HTTP/1).
     fields_as_sent: bool,
+    /// The terms of the tunnel a 101 opens.
+    tunnel: Option<Box<TunnelTerms>>,
 }
 
 impl Body for Streamed {

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`.
@@ -102,9 +103,55 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }
 
-/// Whether the request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+/// The protocols an HTTP/1.1 request offers to switch to, as its `Upgrade` fields list
+/// them (joined by `, `), for a request that is a real upgrade: `Connection` lists
+/// `upgrade` (RFC 9110 §7.8: a sender of `Upgrade` must), and something other than
+/// `h2c` is offered. `h2c` is always left out: it would turn the connection into
+/// HTTP/2 with the backend, whose streams evenkeel would no longer route; a request
+/// that offers only `h2c` is served as the HTTP/1.1 request it also is (a server may
+/// ignore an upgrade). `None`: no upgrade; the request is an ordinary one, and its
+/// `Upgrade` is hop-by-hop like any other.
+pub fn upgrade_offer(headers: &HeaderMap) -> Option<Bytes> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+    if !asked {
+        return None;
+    }
+    let mut offer = Vec::with_capacity(upgrade.len());
+    for value in headers.get_all(header::UPGRADE) {
+        for protocol in tokens(value.as_bytes()) {
+            if is_h2c(protocol) {
+                continue;
+            }
+            if !offer.is_empty() {
+                offer.extend_from_slice(b", ");
+            }
+            offer.extend_from_slice(protocol);
+        }
+    }
+    (!offer.is_empty()).then(|| Bytes::from(offer))
+}
+
+/// `h2c`, or `h2c/VERSION`.
+fn is_h2c(protocol: &[u8]) -> bool {
+    let name = protocol.split(|&b| b == b'/').next().unwrap_or(protocol);
+    name.eq_ignore_ascii_case(b"h2c")
+}
+
+/// Whether a 101's `Upgrade` value `answered` switches only to protocols the request
+/// offered (`offered`, as [`upgrade_offer`] made it): a server must not switch to a
+/// protocol the client did not ask for (RFC 9110 §7.8). Compared without regard to
+/// case; an empty answer names nothing and does not match.
+pub fn switches_to_offered(offered: &[u8], answered: &[u8]) -> bool {
+    let mut any = false;
+    let all_offered = tokens(answered).all(|protocol| {
+        any = true;
+        tokens(offered).any(|o| o.eq_ignore_ascii_case(protocol))
+    });
+    any && all_offered
 }
 
 /// Whether the request's `Transfer-Encoding` is anything but `chunked` alone (say
@@ -143,5 +190,56 @@ mod tests {
         assert!(coded(&["gzip, chunked"]));
         assert!(coded(&["gzip", "chunked"]));
         assert!(coded(&["chunked, chunked"]));
+    }
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    /// An upgrade is offered only with `Connection: upgrade`, and never to `h2c`.
+    #[test]
+    fn an_upgrade_offer_needs_connection_upgrade_and_leaves_h2c_out() {
+        let offer = |fields| upgrade_offer(&headers(fields));
+        assert_eq!(
+            offer(&[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket")
+            ])
+            .as_deref(),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(offer(&[("upgrade", "websocket")]), None);
+        assert_eq!(offer(&[("connection", "upgrade")]), None);
+        assert_eq!(
+            offer(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c")
+            ]),
+            None
+        );
+        assert_eq!(
+            offer(&[
+                ("connection", "upgrade"),
+                ("upgrade", "H2C/1, websocket"),
+                ("upgrade", "foo/2")
+            ])
+            .as_deref(),
+            Some(&b"websocket, foo/2"[..])
+        );
+    }
+
+    /// A 101 may name only what was offered.
+    #[test]
+    fn a_switch_must_be_to_an_offered_protocol() {
+        assert!(switches_to_offered(b"websocket", b"WebSocket"));
+        assert!(switches_to_offered(b"websocket, foo/2", b"foo/2"));
+        assert!(!switches_to_offered(b"websocket", b"h2c"));
+        assert!(!switches_to_offered(b"websocket", b"websocket, h2c"));
+        assert!(!switches_to_offered(b"websocket", b""));
+        assert!(!switches_to_offered(b"websocket", b" , "));
     }
 }

@@ -48,6 +48,7 @@ pub mod spill;
 pub mod stall;
 pub mod tls;
 pub mod transport;
+pub mod tunnel;
 pub mod upstream;
 
 pub use server::{start, Options, Running, StartError};

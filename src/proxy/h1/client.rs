@@ -30,7 +30,7 @@ use http::{request, Method};
 use hyper::body::Body;
 
 use super::body::{poll_body, poll_fill, Framing};
-use super::response::{parse_response, ResponseHead, MAX_HEADERS};
+use super::response::{parse_response, Asked, ResponseHead, MAX_HEADERS};
 use super::{put_field, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
     connection_lists, is_hop_by_hop, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
@@ -52,6 +52,9 @@ pub struct Outgoing {
     pub(super) chunked: bool,
     /// A `HEAD` request: the response has no body whatever its headers say.
     is_head: bool,
+    /// The protocols the request offers to switch to (an upgrade: `Connection:
+    /// upgrade` and this `Upgrade` are sent); `None`: an ordinary request.
+    pub upgrade: Option<Bytes>,
 }
 
 /// How a request's body goes to the backend. The framing is always evenkeel's own,
@@ -93,7 +96,11 @@ impl BodyFraming {
 /// empty one. `X-Forwarded-For` with the client appended, `X-Forwarded-Proto: https`
 /// when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set to the
 /// client's host (none when it gave none); `Content-Length` or chunked framing from
-/// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3).
+/// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3). An upgrade
+/// (`upgrade`: the protocols offered, see [`upgrade_offer`]) is asked for with
+/// `Connection: upgrade` and `Upgrade` of its own: the client's were hop-by-hop.
+///
+/// [`upgrade_offer`]: crate::proxy::headers::upgrade_offer
 pub fn encode(
     parts: &request::Parts,
     framing: BodyFraming,
@@ -101,6 +108,7 @@ pub fn encode(
     https: bool,
     host: Option<&HeaderValue>,
     backend: &str,
+    upgrade: Option<&Bytes>,
 ) -> Outgoing {
     let headers = &parts.headers;
     let chunked = framing == BodyFraming::Chunked;
@@ -162,11 +170,16 @@ pub fn encode(
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    if let Some(protocols) = upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        put_field(&mut out, b"upgrade", protocols);
+    }
     out.extend_from_slice(b"\r\n");
     Outgoing {
         head: Bytes::from(out),
         chunked,
         is_head: parts.method == Method::HEAD,
+        upgrade: upgrade.cloned(),
     }
 }
 
@@ -290,7 +303,7 @@ pub struct Connection {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// False once an exchange ended with part of its request unsent.
     reusable: bool,
-    _open: Counted,
+    open: Counted,
 }
 
 impl Connection {
@@ -302,7 +315,7 @@ impl Connection {
             spans: Vec::new(),
             timer: None,
             reusable: true,
-            _open: open,
+            open,
         }
     }
 
@@ -342,7 +355,7 @@ impl Connection {
         };
         let result = tokio::select! {
             biased;
-            result = self.read_head(request.is_head) => result,
+            result = self.read_head(request) => result,
             () = &mut timer => Err(Failure {
                 error: Error::TimedOut,
                 progress: Progress::Answered,
@@ -350,7 +363,9 @@ impl Connection {
         };
         self.timer = Some(timer);
         result.map(|mut head| {
-            head.keep_alive &= self.reusable;
+            // A backend asked to upgrade that answers otherwise may still expect the
+            // other protocol next: its connection is not reused.
+            head.keep_alive &= self.reusable && request.upgrade.is_none();
             head
         })
     }
@@ -452,7 +467,7 @@ impl Connection {
         }
     }
 
-    async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, Failure> {
+    async fn read_head(&mut self, request: &Outgoing) -> Result<ResponseHead, Failure> {
         // Bytes may have come while the body was being sent.
         let mut answered = !self.read.is_empty();
         let failure = |error, answered| Failure {
@@ -464,7 +479,7 @@ impl Connection {
             },
         };
         loop {
-            match self.parse_head(is_head) {
+            match self.parse_head(request) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(error) => return Err(failure(error, true)),
@@ -482,10 +497,21 @@ impl Connection {
         }
     }
 
-    /// Parses a complete response head from the read buffer (skipping 1xx ones);
-    /// `None` while it is incomplete.
-    fn parse_head(&mut self, is_head: bool) -> Result<Option<ResponseHead>, Error> {
-        parse_response(&mut self.read, &mut self.spans, is_head)
+    /// Parses a complete response head to `request` from the read buffer (skipping
+    /// 1xx ones but a 101 to an upgrade); `None` while it is incomplete.
+    fn parse_head(&mut self, request: &Outgoing) -> Result<Option<ResponseHead>, Error> {
+        let asked = Asked {
+            is_head: request.is_head,
+            upgrade: request.upgrade.as_deref(),
+        };
+        parse_response(&mut self.read, &mut self.spans, asked)
+    }
+
+    /// The connection as a tunnel's backend side, once its response was a 101: the
+    /// stream, the bytes the backend sent after the 101's head (the new protocol's
+    /// first), and the count of open connections it stays in while the tunnel lives.
+    pub fn into_tunnel(self) -> (Transport, BytesMut, Counted) {
+        (self.stream, self.read, self.open)
     }
 
     /// Reads more of the response into the buffer; 0 at the end of the stream.

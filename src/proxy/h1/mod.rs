@@ -62,7 +62,7 @@ pub(crate) mod tests;
 pub(in crate::proxy) use body::poll_fill;
 pub use body::{poll_body, Chunk, Framing};
 pub use client::{encode, BodyFraming, Connection, Failure, Limits, Outgoing, Progress};
-pub use response::{parse_response, ResponseHead};
+pub use response::{parse_response, Asked, ResponseHead};
 
 /// A client's request body as the proxy forwards it: hyper's (HTTP/2) or evenkeel's
 /// own (HTTP/1, [`super::downstream`]).

@@ -9,8 +9,12 @@
 //! client would get coded bytes undeclared); else `Content-Length` (differing values:
 //! refused); else the close. `Content_Length` or `Transfer_Encoding` spelt with
 //! underscores is refused, and a head over [`MAX_HEAD_BYTES`] too (502 to the client).
-//! Interim 1xx responses are skipped; a 101 (no upgrade is ever asked for) is
-//! malformed. The connection may be reused only when the response allows it (HTTP/1.1
+//! Interim 1xx responses are skipped. A 101 answers an upgrade (WebSocket) only: to a
+//! request that asked none it is malformed, and its `Upgrade` must name only
+//! protocols the request offered (else malformed too, so a backend cannot turn a
+//! connection into a tunnel the client did not ask for). A 101 has no body, its
+//! connection is never reused, and its `Upgrade` field is kept for the client. The
+//! connection may be reused only when the response allows it (HTTP/1.1
 //! without `Connection: close`, or HTTP/1.0 with `keep-alive` and no `close`), and it
 //! was framed without confusion (no length beside chunked, no body announced on a
 //! `HEAD` answer or a 204).
@@ -22,7 +26,7 @@ use http::StatusCode;
 
 use super::body::{is_disguised_framing, parse_length, Chunk, Framing};
 use super::{Error, FieldSpan, Fields, MAX_HEAD_BYTES};
-use crate::proxy::headers::{is_hop_by_hop_name, tokens, ConnectionOptions};
+use crate::proxy::headers::{is_hop_by_hop_name, switches_to_offered, tokens, ConnectionOptions};
 
 /// Most header fields accepted in a response head.
 pub(super) const MAX_HEADERS: usize = 128;
@@ -39,13 +43,22 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// Parses a complete response head off the front of `read` (skipping 1xx ones, which
-/// it consumes), recording field positions in `spans`; `None` while it is incomplete.
-/// `is_head`: the request was a `HEAD`, so the response has no body.
+/// What the request asked that decides how its response is read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Asked<'a> {
+    /// The request was a `HEAD`: the response has no body.
+    pub is_head: bool,
+    /// The protocols the request offered to switch to; `None`: no upgrade was asked.
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// Parses a complete response head off the front of `read` (skipping 1xx ones other
+/// than a 101 to an upgrade, which it consumes), recording field positions in `spans`;
+/// `None` while it is incomplete.
 pub fn parse_response(
     read: &mut BytesMut,
     spans: &mut Vec<FieldSpan>,
-    is_head: bool,
+    asked: Asked<'_>,
 ) -> Result<Option<ResponseHead>, Error> {
     loop {
         // Uninitialised: zeroing 128 fields cost 4,000 instructions per response.
@@ -69,12 +82,12 @@ pub fn parse_response(
             Err(_) => return Err(Error::Malformed("not an HTTP/1.x response")),
         };
         let code = response.code.unwrap_or(0);
-        if code == 101 {
+        if code == 101 && asked.upgrade.is_none() {
             return Err(Error::Malformed(
                 "101 Switching Protocols, no upgrade was asked",
             ));
         }
-        if (100..200).contains(&code) {
+        if (100..200).contains(&code) && code != 101 {
             read.advance(len);
             continue;
         }
@@ -91,7 +104,10 @@ pub fn parse_response(
                 .map(|field| FieldSpan::locate(field, base)),
         );
         let raw = read.split_to(len).freeze();
-        return build_head(&raw, spans, status, http10, is_head).map(Some);
+        if let Some(offered) = asked.upgrade.filter(|_| code == 101) {
+            return switched(&raw, spans, offered, http10).map(Some);
+        }
+        return build_head(&raw, spans, status, http10, asked.is_head).map(Some);
     }
 }
 
@@ -186,6 +202,58 @@ fn build_head(
         },
         framing,
         keep_alive,
+    })
+}
+
+/// A 101 to a request that offered `offered`: it must be HTTP/1.1 and switch to
+/// offered protocols only. Its end-to-end fields and its `Upgrade` go on to the client;
+/// it has no body, and the connection is the tunnel's from here.
+fn switched(
+    raw: &Bytes,
+    spans: &[FieldSpan],
+    offered: &[u8],
+    http10: bool,
+) -> Result<ResponseHead, Error> {
+    if http10 {
+        return Err(Error::Malformed("101 Switching Protocols in HTTP/1.0"));
+    }
+    let mut upgrade: Option<&[u8]> = None;
+    let mut connection = ConnectionOptions::default();
+    for span in spans {
+        let name = span.name(raw);
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            if upgrade.is_some() {
+                return Err(Error::Malformed("101 with more than one Upgrade field"));
+            }
+            upgrade = Some(span.value(raw));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection.read(span.value(raw));
+        }
+    }
+    if !upgrade.is_some_and(|answered| switches_to_offered(offered, answered)) {
+        return Err(Error::Malformed(
+            "101 Switching Protocols to a protocol the request did not offer",
+        ));
+    }
+    let kept = spans
+        .iter()
+        .copied()
+        .filter(|span| {
+            let name = span.name(raw);
+            name.eq_ignore_ascii_case(b"upgrade")
+                || !(is_hop_by_hop_name(name)
+                    || name.eq_ignore_ascii_case(b"content-length")
+                    || (connection.names_fields && is_listed(raw, spans, name)))
+        })
+        .collect();
+    Ok(ResponseHead {
+        status: StatusCode::SWITCHING_PROTOCOLS,
+        fields: Fields {
+            raw: raw.clone(),
+            spans: kept,
+        },
+        framing: Framing::Done,
+        keep_alive: false,
     })
 }
 

@@ -294,7 +294,11 @@ pub(crate) fn write_response_head<B: Body>(
             None => keep_alive = false,
         }
     }
-    if !keep_alive {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection is a tunnel from here; the backend's `Upgrade` is in `fields`.
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        keep_alive = false;
+    } else if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if version == Version::HTTP_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");

@@ -52,6 +52,7 @@ fn the_head_drops_hop_by_hop_fields_and_adds_forwarded_ones() {
         false,
         Some(&host),
         "10.0.0.9:80",
+        None,
     );
     assert_eq!(
         text(&out),
@@ -77,6 +78,7 @@ fn an_http2_request_gets_its_host_from_the_authority_and_a_body_without_length_i
         true,
         Some(&host),
         "b:80",
+        None,
     );
     assert!(out.chunked);
     assert_eq!(
@@ -101,6 +103,7 @@ fn a_request_without_host_goes_out_with_the_backends_address_as_host() {
         false,
         None,
         "app1.internal:8080",
+        None,
     );
     assert_eq!(
         text(&out),
@@ -162,6 +165,7 @@ pub(crate) fn get() -> Outgoing {
         false,
         Some(&HeaderValue::from_static("b")),
         "b:80",
+        None,
     )
 }
 
@@ -347,6 +351,7 @@ fn responses_to_head_and_204_have_no_body_whatever_their_length_says() {
             false,
             None,
             "b:80",
+            None,
         );
         let head = connection
             .exchange(&head_request, &mut no_body(), later())
@@ -407,4 +412,76 @@ fn stray_bytes_that_came_without_an_event_loop_turn_are_seen_at_checkout() {
         assert!(!connection.is_idle_and_open());
     });
     let _ = backend.join();
+}
+
+fn parse_101(head: &[u8], offered: Option<&[u8]>) -> Result<Option<super::ResponseHead>, Error> {
+    let mut read = bytes::BytesMut::from(head);
+    let asked = super::Asked {
+        is_head: false,
+        upgrade: offered,
+    };
+    super::parse_response(&mut read, &mut Vec::new(), asked)
+}
+
+/// A 101 opens a tunnel only where the request asked for one, to a protocol it
+/// offered; what it passes on keeps its `Upgrade` and drops the other hop-by-hop
+/// fields, and the connection is never reused.
+#[test]
+fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
+    let good = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade, x-hop\r\n\
+                 x-hop: 1\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\ncontent-length: 3\r\n\r\nabc";
+    let head = parse_101(good, Some(b"websocket"))
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(head.status, 101);
+    assert_eq!(head.framing, Framing::Done);
+    assert!(!head.keep_alive);
+    let names: Vec<String> = head
+        .fields
+        .iter()
+        .map(|(n, _)| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .collect();
+    assert_eq!(names, ["upgrade", "sec-websocket-accept"]);
+    for (what, response, offered) in [
+        ("no upgrade asked", &good[..], None),
+        (
+            "another protocol",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+            Some(&b"websocket"[..]),
+        ),
+        (
+            "no Upgrade",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
+            Some(b"websocket"),
+        ),
+        (
+            "two Upgrade fields",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: websocket\r\n\r\n",
+            Some(b"websocket"),
+        ),
+        (
+            "HTTP/1.0",
+            b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            Some(b"websocket"),
+        ),
+    ] {
+        assert!(
+            matches!(parse_101(response, offered), Err(Error::Malformed(_))),
+            "{what}"
+        );
+    }
+    // A 100 before the 101 is skipped, as any interim response.
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+    let head = parse_101(continued, Some(b"websocket")).expect("valid");
+    assert_eq!(
+        head.map(|h| h.status),
+        Some(http::StatusCode::SWITCHING_PROTOCOLS)
+    );
+    // A request that offered an upgrade may get an ordinary answer.
+    let ordinary = b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n";
+    let head = parse_101(ordinary, Some(b"websocket")).expect("valid");
+    assert_eq!(
+        head.map(|h| h.status),
+        Some(http::StatusCode::UPGRADE_REQUIRED)
+    );
 }
