@@ -17,6 +17,7 @@ use crate::proxy::h1::client::{encode, BodyFraming};
 use crate::proxy::h1::response::{parse_response, Asked};
 use crate::proxy::h1::server::{self, ReadError};
 use crate::proxy::h1::MAX_HEAD_BYTES;
+pub use crate::proxy::headers::UpgradeOffer;
 
 /// Most fields a client's request head may have (more: 431).
 pub const REQUEST_FIELDS_MAX: usize = server::MAX_FIELDS;
@@ -117,6 +118,18 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
     )
 }
 
+/// The key of RFC 6455 §1.3's example handshake, which [`websocket_offer`] sends.
+pub const WEBSOCKET_KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
+
+/// An offer to switch to `websocket`, with [`WEBSOCKET_KEY`] (its answer is
+/// `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`) when `with_key`.
+pub fn websocket_offer(with_key: bool) -> UpgradeOffer {
+    UpgradeOffer {
+        protocols: Bytes::from_static(b"websocket"),
+        accept: with_key.then(|| crate::proxy::headers::websocket_accept(WEBSOCKET_KEY)),
+    }
+}
+
 /// A response head as evenkeel read it from a backend.
 #[derive(Debug)]
 pub struct BackendResponse {
@@ -132,8 +145,12 @@ pub struct BackendResponse {
 
 /// Reads a response head (after skipping 1xx heads but a 101 to an upgrade) off the
 /// front of `bytes`, as the answer to a `HEAD` request when `is_head`, to a request
-/// that offered to switch to `upgrade` when it is `Some`.
-pub fn read_response(bytes: &[u8], is_head: bool, upgrade: Option<&[u8]>) -> Read<BackendResponse> {
+/// that offered `upgrade` when it is `Some` (see [`websocket_offer`]).
+pub fn read_response(
+    bytes: &[u8],
+    is_head: bool,
+    upgrade: Option<&UpgradeOffer>,
+) -> Read<BackendResponse> {
     let mut read = BytesMut::from(bytes);
     let mut spans = Vec::new();
     match parse_response(&mut read, &mut spans, Asked { is_head, upgrade }) {

@@ -196,6 +196,12 @@ fn cases() -> Vec<Case> {
             format!("drain_timeout = \"30s\"\n\n{}", web("", TWO)),
         ),
         case(
+            "tunnel-idle-long",
+            web("timeouts = { tunnel_idle = \"90m\" }\n", TWO),
+            "tunnel_idle = |\"90m\"",
+            web("timeouts = { tunnel_idle = \"60m\" }\n", TWO),
+        ),
+        case(
             "shadowed-route",
             routes(""),
             "|[[route]]\npath_prefix = \"/api\"\npool = \"web\"",

@@ -458,6 +458,17 @@ fn an_open_session_counts_in_flight_for_least_connections() {
         proxy.backend_status("chat", &busy.address())["in_flight"],
         1
     );
+    let metrics = raw_exchange(
+        proxy.admin.expect("admin"),
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics
+            .text
+            .contains("\nevenkeel_tunnels{listener=\"public\"} 1\n"),
+        "{}",
+        metrics.text
+    );
     let names = client(&["who", &url(&proxy, "/"), "4"], &[]);
     let names: Vec<&str> = names
         .as_array()

@@ -94,7 +94,15 @@ fuzz_target!(|data: &[u8]| {
         for protocol in upgrade.as_bytes().split(|&b| b == b',') {
             let protocol = protocol.trim_ascii().to_ascii_lowercase();
             assert!(!protocol.is_empty(), "{head:?}");
-            assert!(!protocol.starts_with(b"h2c"), "h2c forwarded: {head:?}");
+            assert!(
+                protocol.iter().all(|b| b.is_ascii_graphic() && !b",;:=\"()<>@[]{}?\\".contains(b)),
+                "not a protocol token: {head:?}"
+            );
+            let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+            assert!(
+                !matches!(name, b"h2c" | b"h2" | b"http" | b"tls"),
+                "a protocol that carries HTTP forwarded: {head:?}"
+            );
             assert!(offered.contains(&protocol), "not offered: {head:?}");
         }
     }

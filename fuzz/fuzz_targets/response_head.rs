@@ -1,11 +1,13 @@
 //! The backend side's response-head parser, and the body after it.
 //!
 //! Properties, for any bytes a backend may send (the first input byte says whether the
-//! request was a `HEAD`, and whether it offered an upgrade to `websocket`):
+//! request was a `HEAD`, and whether it offered an upgrade to `websocket`, with a key
+//! or without):
 //! - a parsed head ends where httparse says the last (non-1xx) head ends (a 101 ends
 //!   it only for a request that offered an upgrade);
 //! - a 101 is only ever taken for a request that offered an upgrade, with one
-//!   `Upgrade` field that names only `websocket`, no body, and no reuse;
+//!   `Upgrade` field that names only `websocket`, no body, and no reuse; with a key,
+//!   only with one `Sec-WebSocket-Accept`, the one that answers it;
 //! - the fields passed on to the client carry no hop-by-hop field (but a 101's
 //!   `Upgrade`) and no framing
 //!   field that disagrees with how evenkeel frames the body for the client
@@ -16,7 +18,7 @@
 //!   refused one way is refused the other way too.
 #![no_main]
 
-use evenkeel::fuzzing::{decode_body, read_response, Framing, Read};
+use evenkeel::fuzzing::{decode_body, read_response, websocket_offer, Framing, Read};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let is_head = flags & 1 == 1;
-    let offered: Option<&[u8]> = (flags & 2 == 2).then_some(&b"websocket"[..]);
+    let offer = (flags & 2 == 2).then(|| websocket_offer(flags & 4 == 4));
+    let offered = offer.as_ref();
     let Read::Parsed(response, used) = read_response(bytes, is_head, offered) else {
         return;
     };
@@ -40,6 +43,15 @@ fuzz_target!(|data: &[u8]| {
             .map(|(_, v)| v)
             .collect();
         assert_eq!(upgrades.len(), 1, "one Upgrade passed on with a 101");
+        if flags & 4 == 4 {
+            let accepts: Vec<&[u8]> = response
+                .fields
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-accept"))
+                .map(|(_, v)| v.trim_ascii())
+                .collect();
+            assert_eq!(accepts, [&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..]]);
+        }
         for protocol in upgrades[0].split(|&b| b == b',') {
             let protocol = protocol.trim_ascii();
             assert!(

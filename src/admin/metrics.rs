@@ -90,6 +90,8 @@ pub struct Scrape {
     pub guard_rollbacks: u64,
     /// Connections to backends open now.
     pub upstream_connections: u64,
+    /// Upgraded connections (tunnels) open now, per listener in config order.
+    pub tunnels: Vec<u64>,
     /// Webhook alerts delivered, dropped (queue full) and failed (every try failed).
     pub alerts: [u64; 3],
     /// Access-log batches dropped because the log writer fell behind.
@@ -126,6 +128,11 @@ impl Scrape {
             applies,
             guard_rollbacks: counts.guard_rollbacks(),
             upstream_connections: runtime.upstream_connections.load(Ordering::Relaxed),
+            tunnels: runtime
+                .tunnels
+                .iter()
+                .map(|open| open.load(Ordering::Relaxed))
+                .collect(),
             alerts: [
                 webhook.delivered.load(Ordering::Relaxed),
                 webhook.dropped.load(Ordering::Relaxed),
@@ -294,6 +301,18 @@ impl Scrape {
             "evenkeel_upstream_connections",
             "Connections to backends open now, idle or busy, all workers together.",
             self.upstream_connections,
+        )?;
+        gauges(
+            e,
+            "evenkeel_tunnels",
+            "Upgraded connections (WebSocket tunnels) open now, per listener; listener max_tunnels caps them.",
+            None,
+            self.snapshot
+                .config
+                .listeners
+                .iter()
+                .zip(&self.tunnels)
+                .map(|(listener, open)| ([("listener", listener.name.as_str())], *open)),
         )?;
         let pools = || self.snapshot.pools.iter();
         counters(

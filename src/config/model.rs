@@ -241,6 +241,8 @@ pub struct PoolSpans {
     pub backup: Option<Span>,
     /// `timeouts.request`.
     pub request_timeout: Option<Span>,
+    /// `timeouts.tunnel_idle`.
+    pub tunnel_idle: Option<Span>,
     /// `retries.budget_percent`.
     pub budget_percent: Option<Span>,
     /// `outlier.max_ejected_percent`.

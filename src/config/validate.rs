@@ -725,6 +725,11 @@ impl Validator {
                     .as_ref()
                     .and_then(|t| t.get_ref().request.as_ref())
                     .map(|r| r.span()),
+                tunnel_idle: raw
+                    .timeouts
+                    .as_ref()
+                    .and_then(|t| t.get_ref().tunnel_idle.as_ref())
+                    .map(|t| t.span()),
                 budget_percent: raw
                     .retries
                     .as_ref()

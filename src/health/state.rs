@@ -139,6 +139,9 @@ pub struct BackendHealth {
     /// Woken when draining starts, for what runs long on the backend (tunnels), which
     /// a drain ends after `drain_timeout`.
     drain_started: tokio::sync::Notify,
+    /// How many times draining has started, so a drain ended and begun again is told
+    /// from one that went on.
+    drains: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +161,7 @@ impl Default for BackendHealth {
             usable_since: AtomicU64::new(NEVER),
             ejections: Mutex::new(EjectionHistory::default()),
             drain_started: tokio::sync::Notify::new(),
+            drains: AtomicU64::new(0),
         }
     }
 }
@@ -203,12 +207,14 @@ impl BackendHealth {
             self.usable_since.store(nanos(now), Ordering::Relaxed);
         }
         if !before && draining {
+            self.drains.fetch_add(1, Ordering::AcqRel);
             self.drain_started.notify_waiters();
         }
     }
 
-    /// Resolves once the backend is draining (at once if it already is).
-    pub async fn draining(&self) {
+    /// Resolves once the backend is draining (at once if it already is), with the
+    /// drain's number ([`BackendHealth::drain_number`]).
+    pub async fn draining(&self) -> u64 {
         loop {
             let started = self.drain_started.notified();
             tokio::pin!(started);
@@ -216,10 +222,16 @@ impl BackendHealth {
             // still wakes it.
             started.as_mut().enable();
             if self.is_draining() {
-                return;
+                return self.drain_number();
             }
             started.await;
         }
+    }
+
+    /// How many times draining has started: the drain in force is still the one
+    /// numbered `n` while it is draining and this is `n`.
+    pub fn drain_number(&self) -> u64 {
+        self.drains.load(Ordering::Acquire)
     }
 
     /// Whether a passive ejection is in force at `now`.
@@ -442,6 +454,24 @@ mod tests {
         assert_eq!(health.ramp(10 * S, 30 * S), 1.0);
         let added = BackendHealth::added(100 * S);
         assert!((added.ramp(10 * S, 102 * S) - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_drain_begun_anew_is_told_from_one_that_went_on() {
+        let health = BackendHealth::default();
+        let now = Duration::from_secs(1);
+        health.set_draining(true, now);
+        let first = health.drain_number();
+        health.set_draining(true, now);
+        assert_eq!(health.drain_number(), first, "still the same drain");
+        health.set_draining(false, now);
+        health.set_draining(true, now);
+        assert_eq!(health.drain_number(), first + 1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        assert_eq!(rt.block_on(health.draining()), first + 1);
     }
 
     #[test]

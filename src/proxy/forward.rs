@@ -126,6 +126,11 @@ impl AccessRecord {
         self.bytes_out += bytes;
     }
 
+    /// Marks the exchange as broken off (a tunnel that failed).
+    pub(super) fn mark_aborted(&mut self) {
+        self.aborted = true;
+    }
+
     /// Records a response evenkeel made itself (a refusal, a redirect): its status, and
     /// its body's size unless the request was a `HEAD`, which gets no body.
     fn answered<B: Body>(&mut self, response: &Response<B>) {
@@ -245,7 +250,12 @@ impl Worker {
             (Some(_), Some(on)) => {
                 match TunnelPermit::take(&self.runtime, listener, on.max_tunnels) {
                     Some(permit) => Some(permit),
-                    None => return refuse(Refusal::TooManyTunnels, Some(route), Some(routed)),
+                    None => {
+                        routed
+                            .stats
+                            .record(Refusal::TooManyTunnels.status().as_u16());
+                        return refuse(Refusal::TooManyTunnels, Some(route), Some(routed));
+                    }
                 }
             }
             _ => None,
@@ -851,10 +861,10 @@ pub(crate) fn answered_here(request: &http::request::Parts) -> Option<Refusal> {
     }
 }
 
-/// The protocols an upgrade request offers ([`headers::upgrade_offer`]); only
-/// HTTP/1.1 requests upgrade (an HTTP/1.0 server must ignore `Upgrade`, RFC 9110 §7.8;
-/// HTTP/2 has none).
-pub(crate) fn upgrade_of(request: &http::request::Parts) -> Option<Bytes> {
+/// What an upgrade request offers ([`headers::upgrade_offer`]); only HTTP/1.1
+/// requests upgrade (an HTTP/1.0 server must ignore `Upgrade`, RFC 9110 §7.8; HTTP/2
+/// has none).
+pub(crate) fn upgrade_of(request: &http::request::Parts) -> Option<headers::UpgradeOffer> {
     if request.version == http::Version::HTTP_11 {
         headers::upgrade_offer(&request.headers)
     } else {

@@ -103,15 +103,40 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }
 
-/// The protocols an HTTP/1.1 request offers to switch to, as its `Upgrade` fields list
-/// them (joined by `, `), for a request that is a real upgrade: `Connection` lists
-/// `upgrade` (RFC 9110 §7.8: a sender of `Upgrade` must), and something other than
-/// `h2c` is offered. `h2c` is always left out: it would turn the connection into
-/// HTTP/2 with the backend, whose streams evenkeel would no longer route; a request
-/// that offers only `h2c` is served as the HTTP/1.1 request it also is (a server may
-/// ignore an upgrade). `None`: no upgrade; the request is an ordinary one, and its
-/// `Upgrade` is hop-by-hop like any other.
-pub fn upgrade_offer(headers: &HeaderMap) -> Option<Bytes> {
+/// What an upgrade request offers the backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeOffer {
+    /// The protocols, joined by `, `, as `Upgrade` sends them on.
+    pub protocols: Bytes,
+    /// For a WebSocket offer with a `Sec-WebSocket-Key`: the `Sec-WebSocket-Accept` a
+    /// backend that really switches must answer with (RFC 6455 §4.2.2).
+    pub accept: Option<Bytes>,
+}
+
+/// The WebSocket GUID of RFC 6455 §1.3.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The `Sec-WebSocket-Accept` that answers `key`: base64 of the SHA-1 of the key and
+/// the WebSocket GUID.
+pub fn websocket_accept(key: &[u8]) -> Bytes {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(key.trim_ascii());
+    sha1.update(WEBSOCKET_GUID);
+    let digest = sha1.finalize();
+    Bytes::from(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
+/// What an HTTP/1.1 request offers to switch to, for a request that is a real
+/// upgrade: `Connection` lists `upgrade` (RFC 9110 §7.8: a sender of `Upgrade` must),
+/// and something is offered other than a protocol that carries HTTP itself (`h2c`,
+/// `h2`, `HTTP/...`, `TLS/...`), which is always left out: through it the client would
+/// speak HTTP to the backend directly, in requests evenkeel would no longer route. A
+/// request that offers only those is served as the HTTP/1.1 request it also is (a
+/// server may ignore an upgrade). `None`: no upgrade; the request is an ordinary one,
+/// and its `Upgrade` is hop-by-hop like any other.
+pub fn upgrade_offer(headers: &HeaderMap) -> Option<UpgradeOffer> {
     let upgrade = headers.get(header::UPGRADE)?;
     let asked = headers
         .get_all(header::CONNECTION)
@@ -123,7 +148,7 @@ pub fn upgrade_offer(headers: &HeaderMap) -> Option<Bytes> {
     let mut offer = Vec::with_capacity(upgrade.len());
     for value in headers.get_all(header::UPGRADE) {
         for protocol in tokens(value.as_bytes()) {
-            if is_h2c(protocol) {
+            if !is_protocol(protocol) || carries_http(protocol) {
                 continue;
             }
             if !offer.is_empty() {
@@ -132,13 +157,40 @@ pub fn upgrade_offer(headers: &HeaderMap) -> Option<Bytes> {
             offer.extend_from_slice(protocol);
         }
     }
-    (!offer.is_empty()).then(|| Bytes::from(offer))
+    if offer.is_empty() {
+        return None;
+    }
+    let websocket = tokens(&offer).any(|p| p.eq_ignore_ascii_case(b"websocket"));
+    let key = headers.get("sec-websocket-key");
+    Some(UpgradeOffer {
+        protocols: Bytes::from(offer),
+        accept: key
+            .filter(|_| websocket)
+            .map(|key| websocket_accept(key.as_bytes())),
+    })
 }
 
-/// `h2c`, or `h2c/VERSION`.
-fn is_h2c(protocol: &[u8]) -> bool {
+/// Whether `protocol` is one as `Upgrade` names it (RFC 9110 §7.8): a token, or two
+/// joined by one `/` (name and version). Anything else is left out of an offer.
+fn is_protocol(protocol: &[u8]) -> bool {
+    let is_token = |t: &[u8]| {
+        !t.is_empty()
+            && t.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match protocol.iter().position(|&b| b == b'/') {
+        Some(slash) => is_token(&protocol[..slash]) && is_token(&protocol[slash + 1..]),
+        None => is_token(protocol),
+    }
+}
+
+/// A protocol through which the client would speak HTTP to the backend itself:
+/// `h2c`, `h2`, `HTTP/...` (RFC 9110's example), `TLS/...` (RFC 2817), any version.
+fn carries_http(protocol: &[u8]) -> bool {
     let name = protocol.split(|&b| b == b'/').next().unwrap_or(protocol);
-    name.eq_ignore_ascii_case(b"h2c")
+    [&b"h2c"[..], b"h2", b"http", b"tls"]
+        .iter()
+        .any(|http| name.trim_ascii().eq_ignore_ascii_case(http))
 }
 
 /// Whether a 101's `Upgrade` value `answered` switches only to protocols the request
@@ -200,10 +252,11 @@ mod tests {
         h
     }
 
-    /// An upgrade is offered only with `Connection: upgrade`, and never to `h2c`.
+    /// An upgrade is offered only with `Connection: upgrade`, and never to a protocol
+    /// that carries HTTP itself.
     #[test]
-    fn an_upgrade_offer_needs_connection_upgrade_and_leaves_h2c_out() {
-        let offer = |fields| upgrade_offer(&headers(fields));
+    fn an_upgrade_offer_needs_connection_upgrade_and_leaves_http_protocols_out() {
+        let offer = |fields| upgrade_offer(&headers(fields)).map(|o| o.protocols);
         assert_eq!(
             offer(&[
                 ("connection", "keep-alive, Upgrade"),
@@ -230,6 +283,52 @@ mod tests {
             .as_deref(),
             Some(&b"websocket, foo/2"[..])
         );
+        assert_eq!(
+            offer(&[
+                ("connection", "upgrade"),
+                ("upgrade", "TLS/1.2, HTTP/2.0, h2, http/1.1")
+            ]),
+            None
+        );
+        // Found by fuzzing: what is not a protocol token is no offer either.
+        assert_eq!(
+            offer(&[
+                ("connection", "upgrade"),
+                (
+                    "upgrade",
+                    "h2cbSocket-Key: dGhub25jZQ==, a/b/c, /1, websocket/"
+                )
+            ]),
+            None
+        );
+    }
+
+    /// RFC 6455 §1.3's example key and answer; only a WebSocket offer with a key
+    /// expects one.
+    #[test]
+    fn a_websocket_offer_knows_the_accept_that_answers_its_key() {
+        assert_eq!(
+            &websocket_accept(b" dGhlIHNhbXBsZSBub25jZQ== ")[..],
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        let ws = upgrade_offer(&headers(&[
+            ("connection", "upgrade"),
+            ("upgrade", "WebSocket"),
+            key,
+        ]))
+        .expect("an offer");
+        assert_eq!(
+            ws.accept.as_deref(),
+            Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
+        );
+        let other = upgrade_offer(&headers(&[
+            ("connection", "upgrade"),
+            ("upgrade", "foo"),
+            key,
+        ]))
+        .expect("an offer");
+        assert_eq!(other.accept, None);
     }
 
     /// A 101 may name only what was offered.

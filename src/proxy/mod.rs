@@ -22,6 +22,7 @@
 //! - [`spill`]: a response's overflow in a temporary file, for slow readers.
 //! - [`budget`]: the bytes a worker may hold for read-ahead and spills.
 //! - [`tls`]: the TLS handshake on HTTPS listeners, and the certificate choice (SNI).
+//! - [`tunnel`]: upgraded connections (WebSocket), carried both ways after a 101.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)

@@ -22,14 +22,17 @@
 //! - what either side read before the switch (the backend's first frames behind its
 //!   101, the client's behind its request) goes out first;
 //! - an end of stream from one side is passed on as a half-close to the other, and the
-//!   tunnel ends once both directions have ended, or either fails;
+//!   tunnel ends once both directions have ended, or either fails; once one direction
+//!   has ended, 30 s of silence (or `tunnel_idle`, when shorter) close it;
 //! - no byte either way for the pool's `timeouts.tunnel_idle` (default 1 h) closes it;
 //! - once its backend is drained (admin API), it may go on for `drain_timeout`, then
-//!   is closed. A reload never cuts a tunnel: it keeps the backend it was opened to,
+//!   is closed (unless the backend was enabled meanwhile; a drain begun anew counts
+//!   from its own start). A reload never cuts a tunnel: it keeps the backend it was opened to,
 //!   whatever the new config says. Health checks failing on the backend do not cut
 //!   it either (its bytes still flow, or its own end will tell);
-//! - the access log line comes when it ends: status 101, the whole tunnel's duration,
-//!   and the bytes sent to the client.
+//! - the access log line comes when it ends, even when shutdown cuts it: status 101,
+//!   the whole tunnel's duration, the bytes the backend sent through it, and
+//!   `aborted=true` when reading or writing a side failed.
 
 use std::cell::Cell;
 use std::io;
@@ -41,6 +44,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::forward::{AccessRecord, Slot};
@@ -49,6 +53,10 @@ use crate::runtime::{BackendRuntime, Runtime};
 
 /// Bytes each direction of a tunnel reads at once (NGINX's `proxy_buffer_size`).
 const TUNNEL_BUFFER: usize = 16 * 1024;
+/// How long a tunnel one side has ended may stay silent before it is closed (or the
+/// pool's `tunnel_idle`, when shorter): a WebSocket peer answers the other's close at
+/// once, and a half-open tunnel otherwise holds its backend until `tunnel_idle`.
+const HALF_CLOSED_IDLE: Duration = Duration::from_secs(30);
 
 /// One upgraded connection counted against its listener's `max_tunnels` for as long as
 /// it lives (from the upgrade request on).
@@ -125,27 +133,36 @@ impl Tunnel {
         let Tunnel {
             connection,
             slot,
-            mut log,
+            log,
             terms,
         } = self;
         let (mut backend, from_backend, _open) = connection.into_tunnel();
-        let last_moved = Cell::new(Instant::now());
-        let to_client = Cell::new(0u64);
+        // Declared first, so it is dropped last: a tunnel cut at shutdown (its task
+        // dropped) still logs what it carried.
+        let accounted = Accounted {
+            log,
+            to_client: Cell::new(0),
+        };
+        let activity = Activity {
+            last_moved: Cell::new(Instant::now()),
+            half_closed: Cell::new(false),
+            ended_one_way: Notify::new(),
+        };
         let carried = async {
             backend.write_all(&from_client).await?;
             backend.flush().await?;
             client.write_all(&from_backend).await?;
             client.flush().await?;
-            to_client.set(from_backend.len() as u64);
+            accounted.to_client.set(from_backend.len() as u64);
             let mut client = Watched {
                 inner: &mut *client,
-                last_moved: &last_moved,
+                activity: &activity,
                 read: None,
             };
             let mut backend = Watched {
                 inner: &mut backend,
-                last_moved: &last_moved,
-                read: Some(&to_client),
+                activity: &activity,
+                read: Some(&accounted.to_client),
             };
             tokio::io::copy_bidirectional_with_sizes(
                 &mut client,
@@ -157,18 +174,29 @@ impl Tunnel {
         };
         let idle = async {
             loop {
-                let until = last_moved.get() + terms.idle;
+                let half_closed = activity.half_closed.get();
+                let limit = if half_closed {
+                    terms.idle.min(HALF_CLOSED_IDLE)
+                } else {
+                    terms.idle
+                };
+                let until = activity.last_moved.get() + limit;
                 if Instant::now() >= until {
                     return;
                 }
-                tokio::time::sleep_until(until).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    () = activity.ended_one_way.notified(), if !half_closed => {}
+                }
             }
         };
         let drained = async {
             loop {
-                terms.backend.health.draining().await;
+                let drain = terms.backend.health.draining().await;
                 tokio::time::sleep(terms.drain_timeout).await;
-                if terms.backend.health.is_draining() {
+                // Still the same drain: not enabled (and drained anew) meanwhile.
+                let health = &terms.backend.health;
+                if health.is_draining() && health.drain_number() == drain {
                     return;
                 }
             }
@@ -181,20 +209,46 @@ impl Tunnel {
             () = idle => TunnelEnd::Idle,
             () = drained => TunnelEnd::Drained,
         };
-        if let Some(log) = log.as_mut() {
-            log.add_bytes_out(to_client.get());
-        }
         tracing::debug!(backend = %terms.backend.address, ?end, "tunnel ended");
         drop(slot);
+        let mut accounted = accounted;
+        if let (TunnelEnd::Failed(_), Some(log)) = (&end, accounted.log.as_mut()) {
+            log.mark_aborted();
+        }
         end
     }
 }
 
-/// One side of a tunnel: every byte read from it marks the tunnel active; `read`
-/// counts them.
+/// A tunnel's access-log record, and the bytes it carried to the client, added to the
+/// record when the tunnel ends, however it ends.
+struct Accounted {
+    log: Option<Box<AccessRecord>>,
+    to_client: Cell<u64>,
+}
+
+impl Drop for Accounted {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.add_bytes_out(self.to_client.get());
+        }
+    }
+}
+
+/// What the idle watch of a tunnel reads.
+struct Activity {
+    /// When a byte last came from either side.
+    last_moved: Cell<Instant>,
+    /// One side has sent its end of stream (passed on as a half-close).
+    half_closed: Cell<bool>,
+    /// Woken when `half_closed` turns true.
+    ended_one_way: Notify,
+}
+
+/// One side of a tunnel: every byte read from it marks the tunnel active, and its end
+/// of stream marks it half-closed; `read` counts the bytes.
 struct Watched<'a, T> {
     inner: &'a mut T,
-    last_moved: &'a Cell<Instant>,
+    activity: &'a Activity,
     read: Option<&'a Cell<u64>>,
 }
 
@@ -206,13 +260,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
-            this.last_moved.set(Instant::now());
+            this.activity.last_moved.set(Instant::now());
             if let Some(count) = this.read {
                 count.set(count.get() + read as u64);
             }
+        } else if room && matches!(polled, Poll::Ready(Ok(()))) {
+            this.activity.half_closed.set(true);
+            this.activity.ended_one_way.notify_one();
         }
         polled
     }

@@ -75,6 +75,7 @@ fn scrape(runtime: &Runtime, monitor: MonitorState) -> String {
         applies: vec![("start", "applied", 1), ("api", "refused", 2)],
         guard_rollbacks: 1,
         upstream_connections: 4,
+        tunnels: vec![2],
         alerts: [5, 6, 7],
         access_log_dropped: 9,
         tls_handshakes: 8,
@@ -164,6 +165,7 @@ fn the_exposition_reports_the_backend_counters_under_prometheus_names() {
     has(&text, r#"evenkeel_retries_total{pool="web"} 9"#);
     has(&text, r#"evenkeel_pool_panic{pool="web"} 0"#);
     has(&text, "evenkeel_upstream_connections 4");
+    has(&text, "evenkeel_tunnels{listener=\"l\"} 2");
     has(&text, "evenkeel_tls_handshakes_total 8");
     has(&text, "evenkeel_access_log_dropped_total 9");
     has(

@@ -108,6 +108,7 @@ pub static RULES: &[Rule] = &[
     failures::SINGLE_FAILURE_OVERLOAD,
     failures::SHARED_FAILURE_DOMAIN,
     timeouts::TIMEOUT_ORDER,
+    timeouts::TUNNEL_IDLE_LONG,
     routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
     exposure::ADMIN_TOKEN_MISSING,

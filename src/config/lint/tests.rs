@@ -228,6 +228,12 @@ fn cases() -> Vec<Case> {
             format!("drain_timeout = \"60s\"\n{}", web("timeouts = { request = \"60s\" }\n", TWO)),
         ),
         case(
+            "tunnel-idle-long",
+            web("timeouts = { tunnel_idle = \"2h\" }\n", TWO),
+            "tunnel_idle = |\"2h\"",
+            web("timeouts = { tunnel_idle = \"1h\" }\n", TWO),
+        ),
+        case(
             "shadowed-route",
             format!("{}{spare}", web("", TWO)).replace(
                 "[[route]]\npool = \"web\"\n",

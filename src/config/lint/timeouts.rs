@@ -1,4 +1,4 @@
-//! Lints about timeouts that work against each other.
+//! Lints about timeouts that work against each other, or hold resources too long.
 
 use super::{Finding, Rule, Severity};
 use crate::config::values::format_duration;
@@ -43,6 +43,50 @@ timeout of any pool, or shorten that pool's timeouts.request.",
                     format_duration(request),
                     pool.name,
                     format_duration(config.drain_timeout)
+                )),
+            );
+        }
+    },
+};
+
+/// The longest `timeouts.tunnel_idle` that passes without a warning.
+const TUNNEL_IDLE_LINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+pub const TUNNEL_IDLE_LONG: Rule = Rule {
+    name: "tunnel-idle-long",
+    severity: Severity::Warning,
+    summary: "a pool's tunnel_idle above an hour",
+    explain: "An upgraded connection (a WebSocket session) stays open until one side \
+closes it or nothing moves through it for the pool's timeouts.tunnel_idle (default 1h). A \
+client that vanishes without closing (a phone that lost its network, a laptop that went to \
+sleep, a NAT that forgot the mapping) leaves a tunnel no one will ever close, and while it \
+lasts it counts: it holds a connection to its backend, a slot of the listener's \
+max_tunnels, and one in flight on the backend, which least_connections reads as load. Over \
+a day such tunnels pile up on whichever backends served the most sessions, and \
+least_connections then steers new sessions away from backends that are in fact idle, while \
+max_tunnels fills with the dead. Keep tunnel_idle at an hour or less, and have the \
+application send pings (WebSocket ping frames every 30 to 60 seconds are usual) so a live \
+session is never silent that long.",
+    check: |config, out| {
+        for pool in &config.pools {
+            let idle = pool.timeouts.tunnel_idle;
+            if idle <= TUNNEL_IDLE_LINE {
+                continue;
+            }
+            let span = pool.spans.tunnel_idle.clone().unwrap_or(pool.span.clone());
+            out.push(
+                Finding::warning(
+                    "",
+                    Some(span),
+                    format!(
+                        "pool {:?} keeps a silent tunnel open for {}: tunnels whose client vanished hold a backend connection, a max_tunnels slot and in-flight load that long",
+                        pool.name,
+                        format_duration(idle)
+                    ),
+                )
+                .with_help(format!(
+                    "set pool.{}.timeouts.tunnel_idle to \"1h\" or less, and have clients send WebSocket pings more often than that",
+                    pool.name
                 )),
             );
         }

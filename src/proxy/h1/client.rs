@@ -33,7 +33,8 @@ use super::body::{poll_body, poll_fill, Framing};
 use super::response::{parse_response, Asked, ResponseHead, MAX_HEADERS};
 use super::{put_field, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
-    connection_lists, is_hop_by_hop, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    connection_lists, is_hop_by_hop, tokens, UpgradeOffer, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use crate::proxy::outbox::{poll_write_slices, pump, write_all, Outbox, PumpError};
 use crate::proxy::stall::Stall;
@@ -52,9 +53,9 @@ pub struct Outgoing {
     pub(super) chunked: bool,
     /// A `HEAD` request: the response has no body whatever its headers say.
     is_head: bool,
-    /// The protocols the request offers to switch to (an upgrade: `Connection:
-    /// upgrade` and this `Upgrade` are sent); `None`: an ordinary request.
-    pub upgrade: Option<Bytes>,
+    /// What the request offers to switch to (an upgrade: `Connection: upgrade` and
+    /// its `Upgrade` are sent); `None`: an ordinary request.
+    pub upgrade: Option<Box<UpgradeOffer>>,
 }
 
 /// How a request's body goes to the backend. The framing is always evenkeel's own,
@@ -97,7 +98,7 @@ impl BodyFraming {
 /// when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set to the
 /// client's host (none when it gave none); `Content-Length` or chunked framing from
 /// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3). An upgrade
-/// (`upgrade`: the protocols offered, see [`upgrade_offer`]) is asked for with
+/// (`upgrade`: what is offered, see [`upgrade_offer`]) is asked for with
 /// `Connection: upgrade` and `Upgrade` of its own: the client's were hop-by-hop.
 ///
 /// [`upgrade_offer`]: crate::proxy::headers::upgrade_offer
@@ -108,7 +109,7 @@ pub fn encode(
     https: bool,
     host: Option<&HeaderValue>,
     backend: &str,
-    upgrade: Option<&Bytes>,
+    upgrade: Option<&UpgradeOffer>,
 ) -> Outgoing {
     let headers = &parts.headers;
     let chunked = framing == BodyFraming::Chunked;
@@ -170,16 +171,16 @@ pub fn encode(
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    if let Some(protocols) = upgrade {
+    if let Some(offer) = upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
-        put_field(&mut out, b"upgrade", protocols);
+        put_field(&mut out, b"upgrade", &offer.protocols);
     }
     out.extend_from_slice(b"\r\n");
     Outgoing {
         head: Bytes::from(out),
         chunked,
         is_head: parts.method == Method::HEAD,
-        upgrade: upgrade.cloned(),
+        upgrade: upgrade.map(|offer| Box::new(offer.clone())),
     }
 }
 

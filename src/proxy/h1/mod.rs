@@ -39,7 +39,8 @@
 //!   else `Content-Length`, one field of digits only; else no body.
 //! - A response body (§6.3): none for `HEAD`, 204 and 304; else `chunked` (other codings
 //!   refused: evenkeel does not decode them); else `Content-Length` (differing values
-//!   refused); else until the close. 1xx heads are skipped; a 101 is refused.
+//!   refused); else until the close. 1xx heads are skipped; a 101 is refused unless
+//!   it answers an upgrade with a protocol the request offered ([`response`]).
 //! - Chunks (§7.1): chunk-size and trailer lines end in CRLF with no bare CR or LF in
 //!   them; at most 64 trailer fields, never forwarded ([`body`]).
 //! - Bodies evenkeel sends are framed by evenkeel, never by fields copied from the other

@@ -26,7 +26,9 @@ use http::StatusCode;
 
 use super::body::{is_disguised_framing, parse_length, Chunk, Framing};
 use super::{Error, FieldSpan, Fields, MAX_HEAD_BYTES};
-use crate::proxy::headers::{is_hop_by_hop_name, switches_to_offered, tokens, ConnectionOptions};
+use crate::proxy::headers::{
+    is_hop_by_hop_name, switches_to_offered, tokens, ConnectionOptions, UpgradeOffer,
+};
 
 /// Most header fields accepted in a response head.
 pub(super) const MAX_HEADERS: usize = 128;
@@ -48,8 +50,8 @@ pub struct ResponseHead {
 pub struct Asked<'a> {
     /// The request was a `HEAD`: the response has no body.
     pub is_head: bool,
-    /// The protocols the request offered to switch to; `None`: no upgrade was asked.
-    pub upgrade: Option<&'a [u8]>,
+    /// What the request offered to switch to; `None`: no upgrade was asked.
+    pub upgrade: Option<&'a UpgradeOffer>,
 }
 
 /// Parses a complete response head off the front of `read` (skipping 1xx ones other
@@ -104,8 +106,8 @@ pub fn parse_response(
                 .map(|field| FieldSpan::locate(field, base)),
         );
         let raw = read.split_to(len).freeze();
-        if let Some(offered) = asked.upgrade.filter(|_| code == 101) {
-            return switched(&raw, spans, offered, http10).map(Some);
+        if let Some(offer) = asked.upgrade.filter(|_| code == 101) {
+            return switched(&raw, spans, offer, http10).map(Some);
         }
         return build_head(&raw, spans, status, http10, asked.is_head).map(Some);
     }
@@ -205,23 +207,28 @@ fn build_head(
     })
 }
 
-/// A 101 to a request that offered `offered`: it must be HTTP/1.1 and switch to
-/// offered protocols only. Its end-to-end fields and its `Upgrade` go on to the client;
-/// it has no body, and the connection is the tunnel's from here.
+/// A 101 to a request that offered `offer`: it must be HTTP/1.1 and switch to offered
+/// protocols only; a switch to WebSocket answers the request's key with the right
+/// `Sec-WebSocket-Accept` (so a backend endpoint that merely echoes a status and
+/// fields cannot pass for one that switched). Its end-to-end fields and its `Upgrade`
+/// go on to the client; it has no body, and the connection is the tunnel's from here.
 fn switched(
     raw: &Bytes,
     spans: &[FieldSpan],
-    offered: &[u8],
+    offer: &UpgradeOffer,
     http10: bool,
 ) -> Result<ResponseHead, Error> {
     if http10 {
         return Err(Error::Malformed("101 Switching Protocols in HTTP/1.0"));
     }
     let mut upgrade: Option<&[u8]> = None;
+    let mut accepts = Vec::new();
     let mut connection = ConnectionOptions::default();
     for span in spans {
         let name = span.name(raw);
-        if name.eq_ignore_ascii_case(b"upgrade") {
+        if name.eq_ignore_ascii_case(b"sec-websocket-accept") {
+            accepts.push(span.value(raw).trim_ascii());
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
             if upgrade.is_some() {
                 return Err(Error::Malformed("101 with more than one Upgrade field"));
             }
@@ -230,10 +237,18 @@ fn switched(
             connection.read(span.value(raw));
         }
     }
-    if !upgrade.is_some_and(|answered| switches_to_offered(offered, answered)) {
+    let Some(answered) = upgrade.filter(|a| switches_to_offered(&offer.protocols, a)) else {
         return Err(Error::Malformed(
             "101 Switching Protocols to a protocol the request did not offer",
         ));
+    };
+    let to_websocket = tokens(answered).any(|p| p.eq_ignore_ascii_case(b"websocket"));
+    if let Some(accept) = offer.accept.as_deref().filter(|_| to_websocket) {
+        if accepts != [accept] {
+            return Err(Error::Malformed(
+                "101 to WebSocket without the Sec-WebSocket-Accept that answers the key",
+            ));
+        }
     }
     let kept = spans
         .iter()

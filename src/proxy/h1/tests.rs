@@ -414,11 +414,23 @@ fn stray_bytes_that_came_without_an_event_loop_turn_are_seen_at_checkout() {
     let _ = backend.join();
 }
 
-fn parse_101(head: &[u8], offered: Option<&[u8]>) -> Result<Option<super::ResponseHead>, Error> {
+/// An offer of `protocols`, expecting the accept of RFC 6455's example key when
+/// `keyed`.
+fn offer(protocols: &'static [u8], keyed: bool) -> crate::proxy::headers::UpgradeOffer {
+    crate::proxy::headers::UpgradeOffer {
+        protocols: Bytes::from_static(protocols),
+        accept: keyed.then(|| Bytes::from_static(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")),
+    }
+}
+
+fn parse_101(
+    head: &[u8],
+    offered: Option<crate::proxy::headers::UpgradeOffer>,
+) -> Result<Option<super::ResponseHead>, Error> {
     let mut read = bytes::BytesMut::from(head);
     let asked = super::Asked {
         is_head: false,
-        upgrade: offered,
+        upgrade: offered.as_ref(),
     };
     super::parse_response(&mut read, &mut Vec::new(), asked)
 }
@@ -430,7 +442,7 @@ fn parse_101(head: &[u8], offered: Option<&[u8]>) -> Result<Option<super::Respon
 fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
     let good = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade, x-hop\r\n\
                  x-hop: 1\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\ncontent-length: 3\r\n\r\nabc";
-    let head = parse_101(good, Some(b"websocket"))
+    let head = parse_101(good, Some(offer(b"websocket", true)))
         .expect("valid")
         .expect("complete");
     assert_eq!(head.status, 101);
@@ -447,22 +459,37 @@ fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
         (
             "another protocol",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
-            Some(&b"websocket"[..]),
+            Some(offer(b"websocket", false)),
+        ),
+        (
+            "a wrong accept",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            Some(offer(b"websocket", true)),
+        ),
+        (
+            "no accept",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            Some(offer(b"websocket", true)),
+        ),
+        (
+            "two accepts",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            Some(offer(b"websocket", true)),
         ),
         (
             "no Upgrade",
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
-            Some(b"websocket"),
+            Some(offer(b"websocket", false)),
         ),
         (
             "two Upgrade fields",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: websocket\r\n\r\n",
-            Some(b"websocket"),
+            Some(offer(b"websocket", false)),
         ),
         (
             "HTTP/1.0",
             b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-            Some(b"websocket"),
+            Some(offer(b"websocket", false)),
         ),
     ] {
         assert!(
@@ -472,14 +499,14 @@ fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
     }
     // A 100 before the 101 is skipped, as any interim response.
     let continued = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
-    let head = parse_101(continued, Some(b"websocket")).expect("valid");
+    let head = parse_101(continued, Some(offer(b"websocket", false))).expect("valid");
     assert_eq!(
         head.map(|h| h.status),
         Some(http::StatusCode::SWITCHING_PROTOCOLS)
     );
     // A request that offered an upgrade may get an ordinary answer.
     let ordinary = b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n";
-    let head = parse_101(ordinary, Some(b"websocket")).expect("valid");
+    let head = parse_101(ordinary, Some(offer(b"websocket", true))).expect("valid");
     assert_eq!(
         head.map(|h| h.status),
         Some(http::StatusCode::UPGRADE_REQUIRED)
