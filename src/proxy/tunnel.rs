@@ -39,7 +39,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -126,10 +126,7 @@ impl Tunnel {
     /// Carries bytes between `client` and the backend until the tunnel ends:
     /// `from_client` (what the client sent after its request's head) goes to the
     /// backend first, and what the backend sent after its 101 to the client.
-    pub async fn run<C>(self, client: &mut C, from_client: BytesMut) -> TunnelEnd
-    where
-        C: AsyncRead + AsyncWrite + Unpin,
-    {
+    pub async fn run<C: TunnelSide>(self, client: &mut C, from_client: BytesMut) -> TunnelEnd {
         let Tunnel {
             connection,
             slot,
@@ -154,22 +151,17 @@ impl Tunnel {
             client.write_all(&from_backend).await?;
             client.flush().await?;
             accounted.to_client.set(from_backend.len() as u64);
-            let mut client = Watched {
-                inner: &mut *client,
-                activity: &activity,
-                read: None,
-            };
-            let mut backend = Watched {
-                inner: &mut backend,
-                activity: &activity,
-                read: Some(&accounted.to_client),
-            };
-            tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut backend,
-                TUNNEL_BUFFER,
-                TUNNEL_BUFFER,
-            )
+            let mut up = Direction::new(None);
+            let mut down = Direction::new(Some(&accounted.to_client));
+            std::future::poll_fn(|cx| {
+                let up = up.poll_carry(cx, &mut *client, &mut backend, &activity)?;
+                let down = down.poll_carry(cx, &mut backend, &mut *client, &activity)?;
+                if up.is_ready() && down.is_ready() {
+                    Poll::Ready(Ok::<(), io::Error>(()))
+                } else {
+                    Poll::Pending
+                }
+            })
             .await
         };
         let idle = async {
@@ -244,52 +236,107 @@ struct Activity {
     ended_one_way: Notify,
 }
 
-/// One side of a tunnel: every byte read from it marks the tunnel active, and its end
-/// of stream marks it half-closed; `read` counts the bytes.
-struct Watched<'a, T> {
-    inner: &'a mut T,
-    activity: &'a Activity,
-    read: Option<&'a Cell<u64>>,
+/// A stream a tunnel carries bytes to and from.
+pub trait TunnelSide: AsyncRead + AsyncWrite + Unpin {
+    /// A read just returned fewer bytes than it had room for: on a plain TCP socket the
+    /// kernel has nothing more, so its readiness is cleared without another `read`
+    /// (which would only say `EAGAIN`: one wasted system call per message each way;
+    /// NGINX does the same with a short `recv`). A close, or bytes that arrive later,
+    /// are still seen: the readiness of a close is never cleared (tokio keeps it), and
+    /// new bytes raise a new edge. Nothing for a TLS stream, whose short read says
+    /// nothing about the socket.
+    fn read_drained(&self) {}
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let room = buf.remaining() > 0;
-        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            this.activity.last_moved.set(Instant::now());
-            if let Some(count) = this.read {
-                count.set(count.get() + read as u64);
-            }
-        } else if room && matches!(polled, Poll::Ready(Ok(()))) {
-            this.activity.half_closed.set(true);
-            this.activity.ended_one_way.notify_one();
+impl TunnelSide for tokio::net::TcpStream {
+    fn read_drained(&self) {
+        let _ = self.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+}
+
+impl TunnelSide for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
+impl TunnelSide for super::transport::Transport {
+    fn read_drained(&self) {
+        if let super::transport::Transport::Plain(tcp) = self {
+            tcp.read_drained();
         }
-        polled
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
+/// One direction of a tunnel: what one side sends, written to the other as it comes.
+/// Every byte read marks the tunnel active; the reader's end of stream is passed on
+/// as a shutdown of the writer, and marks the tunnel half-closed.
+struct Direction<'a> {
+    buffer: Box<[u8]>,
+    /// The bytes read and not yet written: `buffer[start..end]`.
+    start: usize,
+    end: usize,
+    /// The reader has sent its end of stream.
+    ended: bool,
+    /// Bytes were written since the last flush (a TLS session may hold them).
+    unflushed: bool,
+    /// Counts the bytes read, when given.
+    count: Option<&'a Cell<u64>>,
+}
+
+impl<'a> Direction<'a> {
+    fn new(count: Option<&'a Cell<u64>>) -> Direction<'a> {
+        Direction {
+            buffer: vec![0; TUNNEL_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            ended: false,
+            unflushed: false,
+            count,
+        }
+    }
+
+    /// Carries bytes from `from` to `to` until `from` ends (then `to` is shut down)
+    /// or either fails; `Pending` while it waits for either.
+    fn poll_carry<R: TunnelSide, W: TunnelSide>(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+        from: &mut R,
+        to: &mut W,
+        activity: &Activity,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            while self.start < self.end {
+                let written =
+                    ready!(Pin::new(&mut *to).poll_write(cx, &self.buffer[self.start..self.end]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += written;
+                self.unflushed = true;
+            }
+            if self.unflushed {
+                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                self.unflushed = false;
+            }
+            if self.ended {
+                return Pin::new(&mut *to).poll_shutdown(cx);
+            }
+            let mut read = ReadBuf::new(&mut self.buffer);
+            ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
+            let got = read.filled().len();
+            (self.start, self.end) = (0, got);
+            if got == 0 {
+                self.ended = true;
+                activity.half_closed.set(true);
+                activity.ended_one_way.notify_one();
+                continue;
+            }
+            activity.last_moved.set(Instant::now());
+            if let Some(count) = self.count {
+                count.set(count.get() + got as u64);
+            }
+            if got < self.buffer.len() {
+                from.read_drained();
+            }
+        }
     }
 }
