@@ -21,14 +21,14 @@ Usage: bench/websocket.py [SECONDS] [SESSIONS] [ROUNDS] [WORKERS] [TARGETS]
   TARGETS   comma list of evenkeel,nginx,haproxy (default all three)
 Needs `cargo build --release`, nginx, haproxy, and `pip install websockets`.
 """
-import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from procs import cpu_seconds, family, free_port, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -37,7 +37,6 @@ sessions = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 workers = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 targets = (sys.argv[5] if len(sys.argv) > 5 else "evenkeel,nginx,haproxy").split(",")
-TICK = os.sysconf("SC_CLK_TCK")
 
 ECHO = """
 import asyncio
@@ -71,45 +70,6 @@ async def main():
     print(sum(counts), flush=True)
 asyncio.run(main())
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, limit=10.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def family(pid):
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            pids += [int(c) for c in children.read().split()]
-    except FileNotFoundError:
-        pass
-    return pids
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
-            pass
-    return total / TICK
 
 
 def start_evenkeel(folder, backend):

@@ -137,6 +137,7 @@ impl Runtime {
                         l.listen,
                         l.header_timeout,
                         l.max_connections,
+                        l.mode,
                     )
                 })
                 .collect::<Vec<_>>()
@@ -748,6 +749,8 @@ pub struct BackendStats {
     pub latency: crate::monitor::latency::LatencyHistogram,
     /// Times passive checks ejected it.
     pub ejections: AtomicU64,
+    /// Bytes carried both ways by a TCP pool's connections to it, once they ended.
+    pub bytes: AtomicU64,
 }
 
 impl BackendStats {

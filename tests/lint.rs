@@ -32,6 +32,14 @@ fn web(lines: &str, backends: &str) -> String {
     format!("{FRONT}\n[pool.web]\n{lines}{backends}\n[pool.web.health]\npath = \"/healthz\"\n")
 }
 
+/// A TCP listener and its pool, with `lines` in the pool and `health` its check.
+fn tcp(lines: &str, health: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"db\"\nlisten = \"127.0.0.1:6400\"\nmode = \"tcp\"\npool = \"cache\"\n\n\
+         [pool.cache]\n{lines}{TWO}\n[pool.cache.health]\n{health}"
+    )
+}
+
 fn cases() -> Vec<Case> {
     // The backup pool on servers of its own: sharing them is `shared-failure-domain`.
     let spare_backends =
@@ -200,6 +208,18 @@ fn cases() -> Vec<Case> {
             web("timeouts = { tunnel_idle = \"90m\" }\n", TWO),
             "tunnel_idle = |\"90m\"",
             web("timeouts = { tunnel_idle = \"60m\" }\n", TWO),
+        ),
+        case(
+            "tcp-pool-http-health",
+            tcp("", "path = \"/ping\"\n"),
+            "|[pool.cache.health]",
+            tcp("", "type = \"tcp\"\n"),
+        ),
+        case(
+            "tcp-pool-hash-key",
+            tcp("algorithm = \"consistent_hash\"\nhash_key = \"path\"\n", "type = \"tcp\"\n"),
+            "hash_key = |\"path\"",
+            tcp("algorithm = \"consistent_hash\"\nhash_key = \"client_ip\"\n", "type = \"tcp\"\n"),
         ),
         case(
             "shadowed-route",

@@ -21,6 +21,7 @@ mod proxy;
 mod report;
 mod sim;
 mod survive;
+mod tcp;
 mod tls;
 mod watch;
 mod websocket;

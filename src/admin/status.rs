@@ -110,8 +110,11 @@ pub struct PoolStatus {
     pub panic: bool,
     /// Whether its traffic goes to its backup pool.
     pub failed_over: bool,
-    /// Requests sent to its backends.
+    /// Requests sent to its backends (connections, for a TCP pool).
     pub requests: u64,
+    /// A TCP listener's pool: its counts are connections, and its backends show bytes.
+    #[serde(default)]
+    pub tcp: bool,
     /// Its backends, in config order.
     pub backends: Vec<BackendStatus>,
 }
@@ -148,6 +151,9 @@ pub struct BackendStatus {
     pub draining: bool,
     /// Usable: may be picked.
     pub usable: bool,
+    /// A TCP pool's backend: bytes its ended connections carried, both ways.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl Status {
@@ -201,6 +207,7 @@ impl Status {
                         ejected: b.health.is_ejected(now),
                         draining: b.health.is_draining(),
                         usable: b.health.is_usable(now),
+                        bytes: b.stats.bytes.load(Ordering::Relaxed),
                     })
                     .collect();
                 PoolStatus {
@@ -209,6 +216,7 @@ impl Status {
                     panic: pool.in_panic(),
                     failed_over: pool.is_failed_over(),
                     requests: total,
+                    tcp: pool.config.tcp,
                     backends,
                 }
             })

@@ -84,10 +84,20 @@ pub(super) fn summary(checked: &config::Checked) -> String {
     match &checked.config {
         Some(c) if errors == 0 => {
             let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+            // A TCP listener's pool is its route in the model, not one the file writes.
+            let tcp = c
+                .listeners
+                .iter()
+                .filter(|l| l.mode == crate::config::ListenerMode::Tcp)
+                .count();
+            let listeners = match tcp {
+                0 => plural(c.listeners.len(), "listener"),
+                n => format!("{} ({n} TCP)", plural(c.listeners.len(), "listener")),
+            };
             format!(
                 "{file}: ok: {}, {}, {}, {}; {}",
-                plural(c.listeners.len(), "listener"),
-                plural(c.routes.len(), "route"),
+                listeners,
+                plural(c.routes.len() - tcp, "route"),
                 plural(c.pools.len(), "pool"),
                 plural(backends, "backend"),
                 plural(warnings, "warning"),

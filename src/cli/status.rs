@@ -237,6 +237,9 @@ fn pool_text(
     max_load_ratio: f64,
 ) -> String {
     let mut heading = format!("pool {:?} ({})", pool.name, pool.algorithm);
+    if pool.tcp {
+        heading.push_str(" TCP: counts are connections");
+    }
     if pool.panic {
         heading.push_str(" PANIC MODE");
     }
@@ -288,6 +291,9 @@ fn pool_text(
     ]
     .map(String::from)
     .to_vec()];
+    if pool.tcp {
+        rows[0].push("bytes".into());
+    }
     for backend in &pool.backends {
         let seen = window.and_then(|w| w.backends.iter().find(|b| b.address == backend.address));
         let load = match seen {
@@ -315,11 +321,16 @@ fn pool_text(
             ms(seen.and_then(|b| b.p99_ms)),
             backend.in_flight.to_string(),
         ]);
+        if pool.tcp {
+            if let Some(row) = rows.last_mut() {
+                row.push(backend.bytes.to_string());
+            }
+        }
     }
-    out.push_str(&render(
-        &rows,
-        &[false, false, true, true, true, true, true, true, true, true],
-    ));
+    let right = [
+        false, false, true, true, true, true, true, true, true, true, true,
+    ];
+    out.push_str(&render(&rows, &right[..rows[0].len()]));
     if rows.iter().skip(1).any(|r| r[6].ends_with('!')) {
         out.push_str(&format!(
             "  ! load ratio above guard.max_load_ratio {max_load_ratio}\n"

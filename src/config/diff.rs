@@ -456,12 +456,16 @@ fn listeners(old: &Config, new: &Config, changes: &mut Vec<Change>) {
             });
             continue;
         };
-        let fields: [(&str, ListenerField); 7] = [
+        let fields: [(&str, ListenerField); 9] = [
             ("listen", |l| l.listen.to_string()),
             ("header_timeout", |l| format_duration(l.header_timeout)),
             ("max_connections", |l| l.max_connections.to_string()),
             ("redirect_https", |l| l.redirect_https.to_string()),
             ("max_tunnels", |l| l.max_tunnels.to_string()),
+            ("mode", |l| l.mode.as_str().to_string()),
+            ("accept_proxy_protocol", |l| {
+                l.accept_proxy_protocol.to_string()
+            }),
             ("tls.min_version", |l| {
                 l.tls
                     .as_ref()
@@ -574,6 +578,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             new.panic_threshold.to_string(),
         ),
         compare("slow_start", d(old.slow_start), d(new.slow_start)),
+        compare(
+            "proxy_protocol",
+            proxy(old.proxy_protocol).into(),
+            proxy(new.proxy_protocol).into(),
+        ),
     ];
     let (t, u) = (&old.timeouts, &new.timeouts);
     settings.extend([
@@ -798,3 +807,12 @@ fn backends(pool: &str, old: &[Backend], new: &[Backend], changes: &mut Vec<Chan
 
 #[cfg(test)]
 mod tests;
+
+/// A pool's `proxy_protocol` as the config writes it.
+fn proxy(v2: bool) -> &'static str {
+    if v2 {
+        "v2"
+    } else {
+        "-"
+    }
+}

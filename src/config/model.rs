@@ -170,8 +170,36 @@ pub struct Listener {
     /// Upgraded connections (WebSocket tunnels) open at once over all workers; an
     /// upgrade beyond it gets 503. Default: 10,000. Can change by reload.
     pub max_tunnels: u32,
+    /// HTTP (the default), or TCP: each connection balanced to `pool` (L4).
+    pub mode: ListenerMode,
+    /// A TCP listener's pool (its one route, in [`Config::routes`], says the same).
+    pub pool: Option<String>,
+    /// A TCP listener reads a PROXY protocol header (v1 or v2) first, from an L4
+    /// balancer in front, and takes the client's address from it; a connection
+    /// without a valid one is closed. Default: false.
+    pub accept_proxy_protocol: bool,
     /// Where the listener is written.
     pub span: Span,
+}
+
+/// What a listener carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ListenerMode {
+    /// HTTP requests, routed by `[[route]]`.
+    #[default]
+    Http,
+    /// TCP connections, each balanced to the listener's pool and carried unread.
+    Tcp,
+}
+
+impl ListenerMode {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+        }
+    }
 }
 
 /// Default for [`Listener::header_timeout`].
@@ -227,6 +255,12 @@ pub struct Pool {
     pub outlier: Outlier,
     /// TLS to the backends; `None`: plain TCP.
     pub tls: Option<Arc<BackendTls>>,
+    /// A TCP pool: the pool of a `mode = "tcp"` listener, whose unit is the
+    /// connection. Such a pool serves no HTTP route.
+    pub tcp: bool,
+    /// A TCP pool sends its backends a PROXY protocol v2 header first, with the
+    /// client's address. Default: false.
+    pub proxy_protocol: bool,
     /// Where some optional values are written, for lint findings.
     pub spans: PoolSpans,
 }

@@ -59,6 +59,9 @@ pub struct RawListener {
     pub tls: Option<Spanned<RawListenerTls>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub max_tunnels: Option<Int>,
+    pub mode: Option<Str>,
+    pub pool: Option<Str>,
+    pub accept_proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// `tls = { ... }` on a listener.
@@ -103,6 +106,7 @@ pub struct RawPool {
     pub health: Option<Spanned<RawHealth>>,
     pub outlier: Option<Spanned<RawOutlier>>,
     pub tls: Option<Spanned<RawBackendTls>>,
+    pub proxy_protocol: Option<Str>,
 }
 
 /// `tls = { ... }` on a pool: TLS to its backends.

@@ -238,6 +238,18 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[alerts]\nwebhook = \"ftp://x\"\n", "invalid-value", 2),
         ("[[route]]\npool = \"web\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "missing-field", 1),
         ("[[listener]]\nname = \"a b\"\nlisten = \"127.0.0.1:1\"\n", "invalid-name", 2),
+        // TCP listeners and pools.
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"udp\"\n", "invalid-value", 4),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\n", "missing-field", 4),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\npool = \"db\"\n", "invalid-value", 4),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\naccept_proxy_protocol = true\n", "invalid-value", 4),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"nope\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-pool", 5),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[[route]]\npool = \"db\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[[listener]]\nname = \"h\"\nlisten = \"127.0.0.1:3\"\n[[route]]\nlistener = \"h\"\npool = \"db\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "mixed-pool", 5),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nbackup = \"web\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web]\nbackends = [{ address = \"127.0.0.1:4\" }]\n", "mixed-pool", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\ntls = {}\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nproxy_protocol = \"v2\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nproxy_protocol = \"v1\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
         // Errors from the TOML and serde layers.
         ("[pool.web]\nalgoritm = \"random\"\n", "unknown-field", 2),
         ("[pools.web]\n", "unknown-field", 1),

@@ -26,6 +26,8 @@ use super::suggest;
 use super::tls::{self, ListenerTls, TlsVersion, DEFAULT_MIN_VERSION};
 use super::values::{parse_address, parse_duration, parse_status_range};
 
+mod tcp;
+
 /// Validates `raw` (read from `source`); relative paths resolve against `base_dir`.
 pub fn validate(
     raw: RawConfig,
@@ -70,7 +72,9 @@ pub fn validate(
             .collect(),
         pools: raw.pool.keys().map(|k| k.get_ref().clone()).collect(),
     };
-    let routes = v.routes(&raw.route, &defined);
+    let mut routes = v.routes(&raw.route, &defined);
+    let mut pools = pools;
+    v.tcp(&listeners, &mut pools, &mut routes, &defined);
     let guard = raw
         .guard
         .as_ref()
@@ -115,6 +119,8 @@ struct Defined {
 #[derive(Default)]
 struct Validator {
     findings: Vec<Finding>,
+    /// Each TCP listener's name and its `pool` as written, for [`Validator::tcp`].
+    tcp_pools: Vec<(String, Str)>,
 }
 
 impl Validator {
@@ -370,6 +376,7 @@ impl Validator {
             );
             let tls = l.tls.as_ref().map(|tls| self.listener_tls(tls, base_dir));
             let redirect_https = l.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+            let (mode, accept_proxy_protocol) = self.listener_mode(l);
             if let (Some(Some(_)), Some(redirect)) = (&tls, &l.redirect_https) {
                 if *redirect.get_ref() {
                     self.error(
@@ -406,8 +413,18 @@ impl Validator {
                 tls: tls.flatten().map(Arc::new),
                 redirect_https,
                 max_tunnels,
+                mode,
+                pool: l
+                    .pool
+                    .as_ref()
+                    .filter(|_| mode == ListenerMode::Tcp)
+                    .map(|p| p.get_ref().clone()),
+                accept_proxy_protocol,
                 span: at,
             });
+            if let (ListenerMode::Tcp, Some(pool)) = (mode, &l.pool) {
+                self.tcp_pools.push((name.get_ref().clone(), pool.clone()));
+            }
         }
         listeners
     }
@@ -717,6 +734,8 @@ impl Validator {
             health: health.flatten(),
             outlier,
             tls: tls.map(Arc::new),
+            tcp: false,
+            proxy_protocol: self.proxy_protocol(raw.proxy_protocol.as_ref()),
             spans: PoolSpans {
                 hash_key: raw.hash_key.as_ref().map(|k| k.span()),
                 backup: raw.backup.as_ref().map(|b| b.span()),

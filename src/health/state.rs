@@ -142,6 +142,8 @@ pub struct BackendHealth {
     /// How many times draining has started, so a drain ended and begun again is told
     /// from one that went on.
     drains: AtomicU64,
+    /// When the drain in force started, in nanoseconds of `now`.
+    drain_since: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +164,7 @@ impl Default for BackendHealth {
             ejections: Mutex::new(EjectionHistory::default()),
             drain_started: tokio::sync::Notify::new(),
             drains: AtomicU64::new(0),
+            drain_since: AtomicU64::new(0),
         }
     }
 }
@@ -207,6 +210,7 @@ impl BackendHealth {
             self.usable_since.store(nanos(now), Ordering::Relaxed);
         }
         if !before && draining {
+            self.drain_since.store(nanos(now), Ordering::Release);
             self.drains.fetch_add(1, Ordering::AcqRel);
             self.drain_started.notify_waiters();
         }
@@ -226,6 +230,12 @@ impl BackendHealth {
             }
             started.await;
         }
+    }
+
+    /// When the drain in force started (`None`: not draining).
+    pub fn draining_since(&self) -> Option<Duration> {
+        self.is_draining()
+            .then(|| Duration::from_nanos(self.drain_since.load(Ordering::Acquire)))
     }
 
     /// How many times draining has started: the drain in force is still the one

@@ -39,7 +39,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, Response, Version};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -65,7 +65,7 @@ const SEND_STALL: Duration = Duration::from_secs(60);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client connection's bytes: plain TCP, or TLS over TCP.
-pub trait ClientStream: super::tunnel::TunnelSide + 'static {
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The TCP socket underneath (to peek for a close, and to set a reset on close).
     fn tcp(&self) -> &TcpStream;
 

@@ -131,6 +131,43 @@ impl AccessRecord {
         self.aborted = true;
     }
 
+    /// The record of a TCP listener's connection from `client` (`method=TCP`,
+    /// `path=/`): its status and backend are filled in as it goes.
+    pub(super) fn connection(
+        client: Rc<Client>,
+        route: &Arc<str>,
+        pool: &Arc<PoolRuntime>,
+        start: Instant,
+    ) -> AccessRecord {
+        AccessRecord {
+            method: Method::from_bytes(b"TCP").unwrap_or(Method::GET),
+            uri: Uri::from_static("/"),
+            id: None,
+            client,
+            status: 499,
+            route: Some(Arc::clone(route)),
+            pool: Some(Arc::clone(pool)),
+            backend: None,
+            tries: 0,
+            bytes_out: 0,
+            start,
+            upstream: None,
+            aborted: false,
+        }
+    }
+
+    /// A try went to `backend`.
+    pub(super) fn tried(&mut self, backend: &Arc<BackendRuntime>) {
+        self.tries += 1;
+        self.backend = Some(Arc::clone(backend));
+    }
+
+    /// The answer: `status`, and the time to it from the last try's start.
+    pub(super) fn answered_with(&mut self, status: u16, upstream: Option<Duration>) {
+        self.status = status;
+        self.upstream = upstream;
+    }
+
     /// Records a response evenkeel made itself (a refusal, a redirect): its status, and
     /// its body's size unless the request was a `HEAD`, which gets no body.
     fn answered<B: Body>(&mut self, response: &Response<B>) {
@@ -406,7 +443,7 @@ impl Worker {
                             // A 101 answers only an upgrade, to a protocol it offered.
                             let tunnel = match permit.take() {
                                 Some(permit) if status == 101 => Some(Box::new(TunnelTerms {
-                                    permit,
+                                    permit: Some(permit),
                                     idle: pool.timeouts.tunnel_idle,
                                     drain_timeout: snapshot.config.drain_timeout,
                                     backend: Arc::clone(&backend.runtime),
@@ -467,7 +504,7 @@ impl Worker {
     /// while every usable backend is at `limits.max_connections` — one that frees a
     /// slot before `deadline`, if fewer than `limits.max_pending` requests per backend
     /// already wait; else a fast 503.
-    async fn first_backend(
+    pub(super) async fn first_backend(
         &self,
         pool: &Arc<PoolRuntime>,
         key: Option<u64>,
@@ -649,13 +686,13 @@ async fn first_piece(
 }
 
 /// The backend chosen for a try, with its position in the pool.
-struct Picked {
-    index: usize,
-    runtime: Arc<BackendRuntime>,
+pub(super) struct Picked {
+    pub(super) index: usize,
+    pub(super) runtime: Arc<BackendRuntime>,
 }
 
 impl Picked {
-    fn of(backend: &Arc<BackendRuntime>) -> Picked {
+    pub(super) fn of(backend: &Arc<BackendRuntime>) -> Picked {
         Picked {
             index: backend.index,
             runtime: Arc::clone(backend),
@@ -665,20 +702,20 @@ impl Picked {
 
 /// Backends already tried for a request (at most 1 + the 10 retries config allows).
 #[derive(Default)]
-struct Tried {
+pub(super) struct Tried {
     indexes: [usize; 11],
     len: usize,
 }
 
 impl Tried {
-    fn push(&mut self, index: usize) {
+    pub(super) fn push(&mut self, index: usize) {
         if self.len < self.indexes.len() {
             self.indexes[self.len] = index;
             self.len += 1;
         }
     }
 
-    fn as_slice(&self) -> &[usize] {
+    pub(super) fn as_slice(&self) -> &[usize] {
         &self.indexes[..self.len]
     }
 }
@@ -691,7 +728,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn take(pool: &Arc<PoolRuntime>, backend: &BackendRuntime) -> Slot {
+    pub(super) fn take(pool: &Arc<PoolRuntime>, backend: &BackendRuntime) -> Slot {
         Slot {
             _in_flight: backend.load.begin(),
             pool: Arc::clone(pool),

@@ -23,6 +23,9 @@
 //! - [`budget`]: the bytes a worker may hold for read-ahead and spills.
 //! - [`tls`]: the TLS handshake on HTTPS listeners, and the certificate choice (SNI).
 //! - [`tunnel`]: upgraded connections (WebSocket), carried both ways after a 101.
+//! - [`layer4`]: TCP listeners: each connection balanced to the listener's pool.
+//! - [`proxy_protocol`]: the PROXY header read from a balancer in front, and written
+//!   to a TCP pool's backends.
 //!
 //! Malformed requests (bad request line, oversized head, invalid or conflicting
 //! `Content-Length`, a `Transfer-Encoding` whose last coding is not `chunked`, obs-fold)
@@ -41,7 +44,9 @@ pub mod errors;
 pub mod forward;
 pub mod h1;
 pub mod headers;
+pub mod layer4;
 pub mod outbox;
+pub mod proxy_protocol;
 pub mod read_ahead;
 pub mod retry;
 pub mod server;

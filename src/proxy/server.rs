@@ -264,6 +264,7 @@ fn run_worker(
             let serving = Rc::new(Serving {
                 worker_id: id,
                 listener: index,
+                tcp: listeners[index].mode == crate::config::ListenerMode::Tcp,
                 header_timeout: listeners[index].header_timeout,
                 spread: Arc::clone(&spreads[index]),
                 worker: Rc::clone(&worker),
@@ -375,6 +376,8 @@ struct Handoff {
 struct Serving {
     worker_id: usize,
     listener: usize,
+    /// A `mode = "tcp"` listener ([`super::layer4`]); its mode never changes by reload.
+    tcp: bool,
     header_timeout: Duration,
     spread: Arc<Spread>,
     worker: Rc<Worker>,
@@ -500,6 +503,12 @@ fn serve_connection(
     tokio::task::spawn_local(async move {
         let mut shutdown = serving.shutdown.clone();
         let header_timeout = serving.header_timeout;
+        if serving.tcp {
+            let worker = Rc::clone(&serving.worker);
+            super::layer4::serve(stream, worker, serving.listener, client, header_timeout).await;
+            drop((permit, guard, placed));
+            return;
+        }
         match serving.acceptor() {
             None => {
                 let protocol = tokio::select! {

@@ -49,6 +49,7 @@ use tokio::time::Instant;
 
 use super::forward::{AccessRecord, Slot};
 use super::h1;
+use crate::health;
 use crate::runtime::{BackendRuntime, Runtime};
 
 /// Bytes each direction of a tunnel reads at once (NGINX's `proxy_buffer_size`).
@@ -89,10 +90,12 @@ impl Drop for TunnelPermit {
     }
 }
 
-/// What an upgrade request carries to its tunnel, should its backend switch.
+/// What an upgrade request carries to its tunnel, should its backend switch (and a
+/// TCP listener's connection to its own).
 pub struct TunnelTerms {
-    /// The listener's count of tunnels.
-    pub permit: TunnelPermit,
+    /// The listener's count of tunnels (none for a TCP listener's connections, which
+    /// its `max_connections` bounds).
+    pub permit: Option<TunnelPermit>,
     /// The pool's `timeouts.tunnel_idle`.
     pub idle: Duration,
     /// The config's `drain_timeout`: how long a tunnel outlives its backend's drain.
@@ -107,6 +110,17 @@ pub struct Tunnel {
     pub(super) slot: Slot,
     pub(super) log: Option<Box<AccessRecord>>,
     pub(super) terms: Box<TunnelTerms>,
+}
+
+/// How a tunnel went.
+#[derive(Debug)]
+pub struct Carried {
+    /// Why it ended.
+    pub end: TunnelEnd,
+    /// Bytes the backend sent through it.
+    pub from_backend: u64,
+    /// Bytes the client sent through it.
+    pub to_backend: u64,
 }
 
 /// Why a tunnel ended.
@@ -126,7 +140,7 @@ impl Tunnel {
     /// Carries bytes between `client` and the backend until the tunnel ends:
     /// `from_client` (what the client sent after its request's head) goes to the
     /// backend first, and what the backend sent after its 101 to the client.
-    pub async fn run<C: TunnelSide>(self, client: &mut C, from_client: BytesMut) -> TunnelEnd {
+    pub async fn run<C: TunnelSide>(self, client: &mut C, from_client: BytesMut) -> Carried {
         let Tunnel {
             connection,
             slot,
@@ -140,6 +154,7 @@ impl Tunnel {
             log,
             to_client: Cell::new(0),
         };
+        let to_backend = Cell::new(from_client.len() as u64);
         let activity = Activity {
             last_moved: Cell::new(Instant::now()),
             half_closed: Cell::new(false),
@@ -151,11 +166,26 @@ impl Tunnel {
             client.write_all(&from_backend).await?;
             client.flush().await?;
             accounted.to_client.set(from_backend.len() as u64);
-            let mut up = Direction::new(None);
+            let mut up = Direction::new(Some(&to_backend));
             let mut down = Direction::new(Some(&accounted.to_client));
+            // Each wake-up starts with the other direction, so one that never runs dry
+            // cannot spend the task's whole budget before the other gets a turn.
+            let mut up_first = false;
             std::future::poll_fn(|cx| {
-                let up = up.poll_carry(cx, &mut *client, &mut backend, &activity)?;
-                let down = down.poll_carry(cx, &mut backend, &mut *client, &activity)?;
+                up_first = !up_first;
+                let (up, down) = if up_first {
+                    let up = up.poll_carry(cx, &mut *client, &mut backend, &activity)?;
+                    (
+                        up,
+                        down.poll_carry(cx, &mut backend, &mut *client, &activity)?,
+                    )
+                } else {
+                    let down = down.poll_carry(cx, &mut backend, &mut *client, &activity)?;
+                    (
+                        up.poll_carry(cx, &mut *client, &mut backend, &activity)?,
+                        down,
+                    )
+                };
                 if up.is_ready() && down.is_ready() {
                     Poll::Ready(Ok::<(), io::Error>(()))
                 } else {
@@ -185,7 +215,10 @@ impl Tunnel {
         let drained = async {
             loop {
                 let drain = terms.backend.health.draining().await;
-                tokio::time::sleep(terms.drain_timeout).await;
+                // From the drain's start, however late this tunnel noticed it.
+                let since = terms.backend.health.draining_since().unwrap_or_default();
+                let left = (since + terms.drain_timeout).saturating_sub(health::now());
+                tokio::time::sleep(left).await;
                 // Still the same drain: not enabled (and drained anew) meanwhile.
                 let health = &terms.backend.health;
                 if health.is_draining() && health.drain_number() == drain {
@@ -207,7 +240,11 @@ impl Tunnel {
         if let (TunnelEnd::Failed(_), Some(log)) = (&end, accounted.log.as_mut()) {
             log.mark_aborted();
         }
-        end
+        Carried {
+            end,
+            from_backend: accounted.to_client.get(),
+            to_backend: to_backend.get(),
+        }
     }
 }
 
@@ -237,34 +274,9 @@ struct Activity {
 }
 
 /// A stream a tunnel carries bytes to and from.
-pub trait TunnelSide: AsyncRead + AsyncWrite + Unpin {
-    /// A read just returned fewer bytes than it had room for: on a plain TCP socket the
-    /// kernel has nothing more, so its readiness is cleared without another `read`
-    /// (which would only say `EAGAIN`: one wasted system call per message each way;
-    /// NGINX does the same with a short `recv`). A close, or bytes that arrive later,
-    /// are still seen: the readiness of a close is never cleared (tokio keeps it), and
-    /// new bytes raise a new edge. Nothing for a TLS stream, whose short read says
-    /// nothing about the socket.
-    fn read_drained(&self) {}
-}
+pub trait TunnelSide: AsyncRead + AsyncWrite + Unpin {}
 
-impl TunnelSide for tokio::net::TcpStream {
-    fn read_drained(&self) {
-        let _ = self.try_io(tokio::io::Interest::READABLE, || {
-            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-        });
-    }
-}
-
-impl TunnelSide for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
-
-impl TunnelSide for super::transport::Transport {
-    fn read_drained(&self) {
-        if let super::transport::Transport::Plain(tcp) = self {
-            tcp.read_drained();
-        }
-    }
-}
+impl<T: AsyncRead + AsyncWrite + Unpin> TunnelSide for T {}
 
 /// One direction of a tunnel: what one side sends, written to the other as it comes.
 /// Every byte read marks the tunnel active; the reader's end of stream is passed on
@@ -278,6 +290,8 @@ struct Direction<'a> {
     ended: bool,
     /// Bytes were written since the last flush (a TLS session may hold them).
     unflushed: bool,
+    /// The writer has been shut down after the reader's end: nothing more to do.
+    shut: bool,
     /// Counts the bytes read, when given.
     count: Option<&'a Cell<u64>>,
 }
@@ -290,6 +304,7 @@ impl<'a> Direction<'a> {
             end: 0,
             ended: false,
             unflushed: false,
+            shut: false,
             count,
         }
     }
@@ -303,6 +318,9 @@ impl<'a> Direction<'a> {
         to: &mut W,
         activity: &Activity,
     ) -> Poll<io::Result<()>> {
+        if self.shut {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             while self.start < self.end {
                 let written =
@@ -318,7 +336,9 @@ impl<'a> Direction<'a> {
                 self.unflushed = false;
             }
             if self.ended {
-                return Pin::new(&mut *to).poll_shutdown(cx);
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.shut = true;
+                return Poll::Ready(Ok(()));
             }
             let mut read = ReadBuf::new(&mut self.buffer);
             ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
@@ -333,9 +353,6 @@ impl<'a> Direction<'a> {
             activity.last_moved.set(Instant::now());
             if let Some(count) = self.count {
                 count.set(count.get() + got as u64);
-            }
-            if got < self.buffer.len() {
-                from.read_drained();
             }
         }
     }

@@ -24,6 +24,7 @@ pub use failures::route_labels;
 mod pools;
 mod routes;
 mod shares;
+mod tcp;
 mod timeouts;
 
 use super::diagnostic::{Finding, Severity};
@@ -109,6 +110,8 @@ pub static RULES: &[Rule] = &[
     failures::SHARED_FAILURE_DOMAIN,
     timeouts::TIMEOUT_ORDER,
     timeouts::TUNNEL_IDLE_LONG,
+    tcp::TCP_POOL_HTTP_HEALTH,
+    tcp::TCP_POOL_HASH_KEY,
     routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
     exposure::ADMIN_TOKEN_MISSING,

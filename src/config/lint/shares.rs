@@ -187,7 +187,8 @@ key, or hash on client_ip or path, which every request has. `evenkeel preflight 
 PCT` shows what that share does to the pool; count the real share in your access logs, and \
 allow the rule with the reason once you know it is high.",
     check: |config, out| {
-        for pool in &config.pools {
+        // A TCP pool's key is `tcp-pool-hash-key`'s.
+        for pool in config.pools.iter().filter(|p| !p.tcp) {
             let what = match &pool.hash_key {
                 Some(HashKey::Header(name)) => format!("header {name:?}"),
                 Some(HashKey::Cookie(name)) => format!("cookie {name:?}"),

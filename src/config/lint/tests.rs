@@ -38,6 +38,14 @@ fn web(lines: &str, backends: &str) -> String {
     format!("{FRONT}\n[pool.web]\n{lines}{backends}\n{WEB_HEALTH}")
 }
 
+/// A TCP listener and its pool, with `lines` in the pool and `health` its check.
+fn tcp(lines: &str, health: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"db\"\nlisten = \"127.0.0.1:6400\"\nmode = \"tcp\"\npool = \"cache\"\n\n\
+         [pool.cache]\n{lines}{TWO}\n[pool.cache.health]\n{health}"
+    )
+}
+
 fn cases() -> Vec<Case> {
     // Backup pools on servers of their own, so only the rule under test fires.
     let other = |n: u16| {
@@ -232,6 +240,18 @@ fn cases() -> Vec<Case> {
             web("timeouts = { tunnel_idle = \"2h\" }\n", TWO),
             "tunnel_idle = |\"2h\"",
             web("timeouts = { tunnel_idle = \"1h\" }\n", TWO),
+        ),
+        case(
+            "tcp-pool-http-health",
+            tcp("", "path = \"/healthz\"\n"),
+            "|[pool.cache.health]",
+            tcp("", "type = \"tcp\"\n"),
+        ),
+        case(
+            "tcp-pool-hash-key",
+            tcp("algorithm = \"consistent_hash\"\nhash_key = \"header:x-user\"\n", "type = \"tcp\"\n"),
+            "hash_key = |\"header:x-user\"",
+            tcp("algorithm = \"consistent_hash\"\nhash_key = \"client_ip\"\n", "type = \"tcp\"\n"),
         ),
         case(
             "shadowed-route",

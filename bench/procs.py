@@ -1,0 +1,48 @@
+"""Helpers the bench/*.py scripts share: loopback ports, a process and its children,
+and the CPU time they used (utime + stime from /proc)."""
+import os
+import socket
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, limit=10.0):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def family(pid):
+    """`pid` and its children (NGINX's workers)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            pids += [int(c) for c in children.read().split()]
+    except FileNotFoundError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system) the processes `pids` used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / TICK
