@@ -322,3 +322,43 @@ fn the_proxy_protocol_is_read_from_the_front_and_written_to_the_backend() {
     let seen = seen.join().expect("the backend");
     assert_eq!(seen, [me.to_string(), "203.0.113.9:5555".to_string()]);
 }
+
+/// Found by review: clients that reset their connection before the backend said a
+/// word are their own failure (499), not the backend's: nothing is ejected and the
+/// pool's error count stays at zero.
+#[test]
+fn clients_that_reset_do_not_count_against_the_backends() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start_with_admin(
+        &config(
+            "cache",
+            "redis",
+            &[&a, &b],
+            "[pool.redis.outlier]\nconsecutive_failures = 2\n",
+            "",
+        ),
+        1,
+    );
+    for _ in 0..8 {
+        let stream = TcpStream::connect(proxy.addr()).expect("connect");
+        // Let evenkeel reach the backend first.
+        std::thread::sleep(Duration::from_millis(50));
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(stream);
+    }
+    let settled = eventually(Duration::from_secs(5), || {
+        proxy.pool_status("redis")["requests"] == 8
+            && [&a, &b]
+                .iter()
+                .all(|r| proxy.backend_status("redis", &r.address())["in_flight"] == 0)
+    });
+    assert!(settled, "{}", proxy.pool_status("redis"));
+    for r in [&a, &b] {
+        let status = proxy.backend_status("redis", &r.address());
+        assert_eq!(status["failures"], 0, "{status}");
+        assert_eq!(status["responses"][4], 0, "{status}");
+        assert_eq!(status["ejected"], false, "{status}");
+    }
+}

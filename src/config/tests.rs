@@ -246,7 +246,7 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"nope\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-pool", 5),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[[route]]\npool = \"db\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[[listener]]\nname = \"h\"\nlisten = \"127.0.0.1:3\"\n[[route]]\nlistener = \"h\"\npool = \"db\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "mixed-pool", 5),
-        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nbackup = \"web\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web]\nbackends = [{ address = \"127.0.0.1:4\" }]\n", "mixed-pool", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[[listener]]\nname = \"h\"\nlisten = \"127.0.0.1:3\"\n[[route]]\nlistener = \"h\"\npool = \"web\"\n[pool.db]\nbackup = \"web\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web]\nbackends = [{ address = \"127.0.0.1:4\" }]\n", "mixed-pool", 15),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\ntls = {}\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nproxy_protocol = \"v2\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nproxy_protocol = \"v1\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
@@ -592,4 +592,17 @@ fn pool_tls_takes_its_defaults_refuses_bad_values_and_its_ca_counts_in_the_ident
 
 fn store_sha(text: &str) -> String {
     crate::store::sha256(text)
+}
+
+/// Found by review: a TCP pool's dedicated backup (a pool on no listener) is a TCP
+/// pool itself, with TCP-only settings allowed.
+#[test]
+fn a_tcp_pools_backup_carries_tcp_too() {
+    let checked = check(
+        "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n\
+         [pool.db]\nbackup = \"dr\"\nbackends = [{ address = \"127.0.0.1:2\" }, { address = \"127.0.0.1:3\" }]\n\
+         [pool.dr]\nproxy_protocol = \"v2\"\nbackends = [{ address = \"127.0.0.1:4\" }, { address = \"127.0.0.1:5\" }]\n",
+    );
+    let config = checked.config.expect("valid");
+    assert!(config.pools.iter().all(|p| p.tcp));
 }

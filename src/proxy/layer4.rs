@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::errors::Refusal;
 use super::forward::{AccessRecord, Client, Picked, Slot, Tried, Worker};
-use super::tunnel::{Tunnel, TunnelEnd, TunnelTerms};
+use super::tunnel::{Side, Tunnel, TunnelEnd, TunnelTerms};
 use super::upstream;
 use crate::balance::key_hash;
 use crate::config::HashKey;
@@ -57,7 +57,10 @@ pub async fn serve(
     let Some(on) = snapshot.config.listeners.get(listener) else {
         return;
     };
-    let local = worker.bound.get(listener).copied().unwrap_or(on.listen);
+    // The address the client reached (the listener's may be 0.0.0.0).
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| worker.bound.get(listener).copied().unwrap_or(on.listen));
     let (client_addr, first_bytes) = if on.accept_proxy_protocol {
         match super::proxy_protocol::read(&mut stream, start + header_timeout).await {
             Ok((named, rest)) => (named.unwrap_or(peer), rest),
@@ -87,7 +90,8 @@ pub async fn serve(
         _ => None,
     };
     pool.budget.record_request(health::now());
-    let deadline = start + pool.timeouts.request;
+    // From when the connection is ready to go on: a PROXY header's wait does not count.
+    let deadline = Instant::now() + pool.timeouts.request;
     // The backup pool directly, while the health thread has not yet failed over.
     let mut hops = 0;
     let mut backend = loop {
@@ -134,13 +138,19 @@ pub async fn serve(
                     &worker.runtime.events,
                 );
                 drop(slot);
-                let next = (attempt < pool.config.retries.attempts
-                    && Instant::now() < deadline
+                let eligible = attempt < pool.config.retries.attempts && Instant::now() < deadline;
+                let allowed = eligible
                     && pool
                         .budget
-                        .try_retry(health::now(), pool.config.retries.budget_percent))
-                .then(|| pool.pick(key, tried.as_slice(), health::now()).ok())
-                .flatten();
+                        .try_retry(health::now(), pool.config.retries.budget_percent);
+                if eligible && !allowed {
+                    pool.stats
+                        .retry_budget_exhausted
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let next = allowed
+                    .then(|| pool.pick(key, tried.as_slice(), health::now()).ok())
+                    .flatten();
                 match next {
                     Some(next) => {
                         pool.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -164,34 +174,45 @@ pub async fn serve(
         drain_timeout: snapshot.config.drain_timeout,
         backend: Arc::clone(&backend.runtime),
     });
-    // The access log's status: what the connection will have been, decided at its end.
+    // Logged as a success unless it ends otherwise: a connection cut at shutdown (its
+    // task dropped inside the tunnel) still writes its line, with its bytes.
+    if let Some(log) = log.as_mut() {
+        log.answered_with(200, Some(connected_in));
+    }
     let tunnel = Tunnel {
         connection,
         slot,
-        log: None,
+        log,
         terms,
     };
     let carried = tunnel.run(&mut stream, first).await;
-    // A reset before the backend's first byte is the backend failing the connection.
-    let failed = carried.from_backend == 0 && matches!(carried.end, TunnelEnd::Failed(_));
-    let status = if failed { 502 } else { 200 };
+    // The backend failed the connection if it reset or broke it before its first byte;
+    // a client that resets or breaks it is its own doing (499), not the backend's.
+    let status = match carried.end {
+        TunnelEnd::Failed(Side::Backend, _) if carried.from_backend == 0 => 502,
+        TunnelEnd::Failed(Side::Client, _) => 499,
+        _ => 200,
+    };
     let runtime = &backend.runtime;
     runtime.stats.record_status(status);
     runtime
         .stats
         .bytes
         .fetch_add(carried.from_backend + carried.to_backend, Ordering::Relaxed);
-    if failed {
+    if status == 502 {
         runtime.stats.failures.fetch_add(1, Ordering::Relaxed);
     }
-    pool.record(runtime, !failed, health::now(), &worker.runtime.events);
+    if status != 499 {
+        pool.record(
+            runtime,
+            status == 200,
+            health::now(),
+            &worker.runtime.events,
+        );
+    }
     pool.stats.record(status);
-    if let Some(log) = log.as_mut() {
+    if let Some(mut log) = carried.log {
         log.answered_with(status, Some(connected_in));
-        log.add_bytes_out(carried.from_backend);
-        if matches!(carried.end, TunnelEnd::Failed(_)) {
-            log.mark_aborted();
-        }
     }
 }
 

@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Buf, BytesMut};
-use ppp::{v1, v2, HeaderResult, PartialResult};
+use ppp::{v1, v2, PartialResult};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -61,47 +61,63 @@ pub async fn read(
     }
 }
 
+/// The longest v1 header, CRLF included (the spec's 107 bytes).
+const V1_MAX: usize = 107;
+
 /// A complete header at the front of `bytes`: the client it names and its length;
-/// `None` while it may still be one.
+/// `None` while it may still be one. A v1 header is a line: it is judged once its CRLF
+/// has come (ppp would call some cut-short lines final and some malformed ones
+/// incomplete); `PROXY UNKNOWN` with anything after it is a header without addresses.
 pub fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, HeaderError> {
-    // What no header begins with is refused at once (the parser would wait for more).
     let is_prefix =
         |of: &[u8]| bytes[..bytes.len().min(of.len())] == of[..bytes.len().min(of.len())];
-    if !is_prefix(V2_SIGNATURE) && !is_prefix(b"PROXY ") {
+    if is_prefix(b"PROXY ") {
+        let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
+            return if bytes.len() < V1_MAX {
+                Ok(None)
+            } else {
+                Err(HeaderError::Invalid)
+            };
+        };
+        let line = &bytes[..end + 2];
+        if line.len() > V1_MAX {
+            return Err(HeaderError::Invalid);
+        }
+        if line.starts_with(b"PROXY UNKNOWN") {
+            return Ok(Some((None, line.len())));
+        }
+        let header = v1::Header::try_from(line).map_err(|_| HeaderError::Invalid)?;
+        let client = match header.addresses {
+            v1::Addresses::Tcp4(a) => {
+                Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
+            }
+            v1::Addresses::Tcp6(a) => {
+                Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
+            }
+            v1::Addresses::Unknown => None,
+        };
+        return Ok(Some((client, line.len())));
+    }
+    // What no header begins with is refused at once (the parser would wait for more).
+    if !is_prefix(V2_SIGNATURE) {
         return Err(HeaderError::Invalid);
     }
-    let parsed = HeaderResult::parse(bytes);
+    let parsed = v2::Header::try_from(bytes);
     if parsed.is_incomplete() {
         return Ok(None);
     }
-    match parsed {
-        HeaderResult::V2(Ok(header)) => {
-            let client = match (header.command, header.addresses) {
-                (v2::Command::Local, _) => None,
-                (_, v2::Addresses::IPv4(a)) => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-                }
-                (_, v2::Addresses::IPv6(a)) => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-                }
-                (_, _) => None,
-            };
-            Ok(Some((client, header.len())))
+    let header = parsed.map_err(|_| HeaderError::Invalid)?;
+    let client = match (header.command, header.addresses) {
+        (v2::Command::Local, _) => None,
+        (_, v2::Addresses::IPv4(a)) => {
+            Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
         }
-        HeaderResult::V1(Ok(header)) => {
-            let client = match header.addresses {
-                v1::Addresses::Tcp4(a) => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-                }
-                v1::Addresses::Tcp6(a) => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-                }
-                v1::Addresses::Unknown => None,
-            };
-            Ok(Some((client, header.header.len())))
+        (_, v2::Addresses::IPv6(a)) => {
+            Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
         }
-        _ => Err(HeaderError::Invalid),
-    }
+        (_, _) => None,
+    };
+    Ok(Some((client, header.len())))
 }
 
 /// The v2 header for a connection from `client` to `local` (the listener's address);
@@ -156,6 +172,18 @@ mod tests {
             Some((Some("[2001:db8::1]:5000".parse().unwrap()), v1.len() - 4))
         );
         assert_eq!(parse(b"PROXY UNKNOWN\r\n").unwrap(), Some((None, 15)));
+        // Found by review: every cut of a v1 header waits for the rest; the spec lets
+        // UNKNOWN carry anything; a complete but malformed line is refused at once.
+        let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 6379\r\n";
+        for cut in 0..v1.len() {
+            assert_eq!(parse(&v1[..cut]).unwrap(), None, "{cut} bytes");
+        }
+        assert_eq!(
+            parse(b"PROXY UNKNOWN a b c d e\r\nx").unwrap(),
+            Some((None, 25))
+        );
+        assert!(parse(b"PROXY TCP4 1.2.3.4\r\n").is_err());
+        assert!(parse(&[b"PROXY ".as_slice(), &[b'1'; 120]].concat()).is_err());
         for garbage in [
             &b"GET / HTTP/1.1\r\n"[..],
             b"*1\r\n$4\r\nPING\r\n",

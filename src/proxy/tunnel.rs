@@ -113,7 +113,6 @@ pub struct Tunnel {
 }
 
 /// How a tunnel went.
-#[derive(Debug)]
 pub struct Carried {
     /// Why it ended.
     pub end: TunnelEnd,
@@ -121,6 +120,18 @@ pub struct Carried {
     pub from_backend: u64,
     /// Bytes the client sent through it.
     pub to_backend: u64,
+    /// The access-log record it was given, its bytes counted, for the caller to finish
+    /// (dropping it writes the line).
+    pub(super) log: Option<Box<AccessRecord>>,
+}
+
+/// A side of a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client's connection.
+    Client,
+    /// The backend's connection.
+    Backend,
 }
 
 /// Why a tunnel ended.
@@ -128,8 +139,8 @@ pub struct Carried {
 pub enum TunnelEnd {
     /// Both sides closed their direction.
     Closed,
-    /// Reading or writing either side failed (a reset, a broken TLS session).
-    Failed(io::Error),
+    /// Reading or writing `side` failed (a reset, a broken TLS session).
+    Failed(Side, io::Error),
     /// No byte moved for `timeouts.tunnel_idle`.
     Idle,
     /// Its backend was drained, and `drain_timeout` has passed since.
@@ -161,10 +172,17 @@ impl Tunnel {
             ended_one_way: Notify::new(),
         };
         let carried = async {
-            backend.write_all(&from_client).await?;
-            backend.flush().await?;
-            client.write_all(&from_backend).await?;
-            client.flush().await?;
+            let on = |side| move |error| (side, error);
+            backend
+                .write_all(&from_client)
+                .await
+                .map_err(on(Side::Backend))?;
+            backend.flush().await.map_err(on(Side::Backend))?;
+            client
+                .write_all(&from_backend)
+                .await
+                .map_err(on(Side::Client))?;
+            client.flush().await.map_err(on(Side::Client))?;
             accounted.to_client.set(from_backend.len() as u64);
             let mut up = Direction::new(Some(&to_backend));
             let mut down = Direction::new(Some(&accounted.to_client));
@@ -173,21 +191,26 @@ impl Tunnel {
             let mut up_first = false;
             std::future::poll_fn(|cx| {
                 up_first = !up_first;
+                // Up reads the client and writes the backend; down the other way.
                 let (up, down) = if up_first {
-                    let up = up.poll_carry(cx, &mut *client, &mut backend, &activity)?;
-                    (
-                        up,
-                        down.poll_carry(cx, &mut backend, &mut *client, &activity)?,
-                    )
+                    let up = up
+                        .poll_carry(cx, &mut *client, &mut backend, &activity)
+                        .map_err(|e| e.on(Side::Client, Side::Backend))?;
+                    let down = down
+                        .poll_carry(cx, &mut backend, &mut *client, &activity)
+                        .map_err(|e| e.on(Side::Backend, Side::Client))?;
+                    (up, down)
                 } else {
-                    let down = down.poll_carry(cx, &mut backend, &mut *client, &activity)?;
-                    (
-                        up.poll_carry(cx, &mut *client, &mut backend, &activity)?,
-                        down,
-                    )
+                    let down = down
+                        .poll_carry(cx, &mut backend, &mut *client, &activity)
+                        .map_err(|e| e.on(Side::Backend, Side::Client))?;
+                    let up = up
+                        .poll_carry(cx, &mut *client, &mut backend, &activity)
+                        .map_err(|e| e.on(Side::Client, Side::Backend))?;
+                    (up, down)
                 };
                 if up.is_ready() && down.is_ready() {
-                    Poll::Ready(Ok::<(), io::Error>(()))
+                    Poll::Ready(Ok::<(), (Side, io::Error)>(()))
                 } else {
                     Poll::Pending
                 }
@@ -229,7 +252,7 @@ impl Tunnel {
         let end = tokio::select! {
             carried = carried => match carried {
                 Ok(_) => TunnelEnd::Closed,
-                Err(error) => TunnelEnd::Failed(error),
+                Err((side, error)) => TunnelEnd::Failed(side, error),
             },
             () = idle => TunnelEnd::Idle,
             () = drained => TunnelEnd::Drained,
@@ -237,13 +260,18 @@ impl Tunnel {
         tracing::debug!(backend = %terms.backend.address, ?end, "tunnel ended");
         drop(slot);
         let mut accounted = accounted;
-        if let (TunnelEnd::Failed(_), Some(log)) = (&end, accounted.log.as_mut()) {
-            log.mark_aborted();
+        let mut log = accounted.log.take();
+        if let Some(log) = log.as_mut() {
+            log.add_bytes_out(accounted.to_client.get());
+            if matches!(end, TunnelEnd::Failed(..)) {
+                log.mark_aborted();
+            }
         }
         Carried {
             end,
             from_backend: accounted.to_client.get(),
             to_backend: to_backend.get(),
+            log,
         }
     }
 }
@@ -271,6 +299,24 @@ struct Activity {
     half_closed: Cell<bool>,
     /// Woken when `half_closed` turns true.
     ended_one_way: Notify,
+}
+
+/// How a direction of a tunnel broke.
+enum Broke {
+    /// Reading the side it carries from failed.
+    Reading(io::Error),
+    /// Writing the side it carries to failed.
+    Writing(io::Error),
+}
+
+impl Broke {
+    /// The side that failed, for a direction from `from` to `to`, and the error.
+    fn on(self, from: Side, to: Side) -> (Side, io::Error) {
+        match self {
+            Broke::Reading(e) => (from, e),
+            Broke::Writing(e) => (to, e),
+        }
+    }
 }
 
 /// A stream a tunnel carries bytes to and from.
@@ -317,31 +363,32 @@ impl<'a> Direction<'a> {
         from: &mut R,
         to: &mut W,
         activity: &Activity,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<Result<(), Broke>> {
         if self.shut {
             return Poll::Ready(Ok(()));
         }
         loop {
             while self.start < self.end {
                 let written =
-                    ready!(Pin::new(&mut *to).poll_write(cx, &self.buffer[self.start..self.end]))?;
+                    ready!(Pin::new(&mut *to).poll_write(cx, &self.buffer[self.start..self.end]))
+                        .map_err(Broke::Writing)?;
                 if written == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(Broke::Writing(io::ErrorKind::WriteZero.into())));
                 }
                 self.start += written;
                 self.unflushed = true;
             }
             if self.unflushed {
-                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(Broke::Writing)?;
                 self.unflushed = false;
             }
             if self.ended {
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(Broke::Writing)?;
                 self.shut = true;
                 return Poll::Ready(Ok(()));
             }
             let mut read = ReadBuf::new(&mut self.buffer);
-            ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
+            ready!(Pin::new(&mut *from).poll_read(cx, &mut read)).map_err(Broke::Reading)?;
             let got = read.filled().len();
             (self.start, self.end) = (0, got);
             if got == 0 {

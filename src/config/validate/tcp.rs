@@ -169,29 +169,57 @@ impl Validator {
             });
         }
         routes.extend(tcp_routes);
-        let tcp_pools: HashSet<String> = pools
+        // A backup carries what the pool it backs carries: TCP pools' backups (and
+        // theirs) are TCP pools too; a pool that both kinds reach is refused.
+        let backup_of: HashMap<String, String> = pools
             .iter()
-            .filter(|p| p.tcp)
-            .map(|p| p.name.clone())
+            .filter_map(|p| p.backup.clone().map(|b| (p.name.clone(), b)))
             .collect();
-        for pool in pools.iter() {
-            let at = pool.span.clone();
-            if let Some(backup) = &pool.backup {
-                if tcp_pools.contains(backup) != pool.tcp {
-                    let kind = |tcp: bool| if tcp { "TCP" } else { "HTTP" };
-                    self.error(
-                        "mixed-pool",
-                        pool.spans.backup.clone().unwrap_or(at.clone()),
-                        format!(
-                            "{} pool {:?} has backup {backup:?}, which carries {}",
-                            kind(pool.tcp),
-                            pool.name,
-                            kind(!pool.tcp)
-                        ),
-                        "back a pool with one that carries the same kind of traffic",
-                    );
+        let reach = |start: Vec<String>| {
+            let mut reached: HashSet<String> = HashSet::new();
+            for mut name in start {
+                while reached.insert(name.clone()) {
+                    match backup_of.get(&name) {
+                        Some(next) => name = next.clone(),
+                        None => break,
+                    }
                 }
             }
+            reached
+        };
+        let tcp_reached = reach(
+            pools
+                .iter()
+                .filter(|p| p.tcp)
+                .map(|p| p.name.clone())
+                .collect(),
+        );
+        let http_reached = reach(
+            routes
+                .iter()
+                .filter(|r| !tcp_listeners.contains(r.listener.as_str()))
+                .map(|r| r.pool.clone())
+                .collect(),
+        );
+        for pool in pools.iter_mut() {
+            if !tcp_reached.contains(&pool.name) {
+                continue;
+            }
+            if http_reached.contains(&pool.name) {
+                self.error(
+                    "mixed-pool",
+                    pool.span.clone(),
+                    format!(
+                        "pool {:?} carries TCP connections (as a TCP pool's backup) and HTTP requests: a pool carries one kind of traffic",
+                        pool.name
+                    ),
+                    "give the TCP pool a backup of its own (the same backends may be listed in both)",
+                );
+            }
+            pool.tcp = true;
+        }
+        for pool in pools.iter() {
+            let at = pool.span.clone();
             if pool.tcp && pool.tls.is_some() {
                 self.error(
                     "invalid-value",
