@@ -30,6 +30,8 @@ import tempfile
 import threading
 import time
 
+from procs import family, free_port, wait_port
+
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
@@ -72,34 +74,6 @@ def rss_kib(pids):
         except FileNotFoundError:
             pass
     return total
-
-
-def family(pid):
-    """`pid` and its children (NGINX's workers)."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            pids += [int(c) for c in children.read().split()]
-    except FileNotFoundError:
-        pass
-    return pids
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, limit=10.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def start_evenkeel(folder, backend_port):

@@ -46,3 +46,29 @@ def cpu_seconds(pids):
         except FileNotFoundError:
             pass
     return total / TICK
+
+
+def start_all(targets, starters, folder, backend, started):
+    """Starts each proxy of `targets` with `starters[name](subfolder, backend)`, which
+    returns (process, port), adding it to `started` at once (for `stop_all`, should a
+    later one fail); waits until each listens. {name: (process, port)}."""
+    proxies = {}
+    for name in targets:
+        sub = os.path.join(folder, name)
+        os.makedirs(sub)
+        proxy, port = starters[name](sub, backend)
+        started.append(proxy)
+        proxies[name] = (proxy, port)
+        wait_port(port)
+    return proxies
+
+
+def stop_all(processes):
+    """Terminates `processes`, then kills what is still running 10 s later."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            process.kill()

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from procs import cpu_seconds, family, free_port, wait_port
+from procs import cpu_seconds, family, free_port, start_all, stop_all, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -137,14 +137,7 @@ def main():
             wait_port(port)
             backends.append(port)
         starters = {"evenkeel": start_evenkeel, "haproxy": start_haproxy, "nginx": start_nginx}
-        proxies = {}
-        for name in targets:
-            sub = os.path.join(folder, name)
-            os.makedirs(sub)
-            proxy, port = starters[name](sub, backends)
-            started.append(proxy)
-            wait_port(port)
-            proxies[name] = (proxy, port)
+        proxies = start_all(targets, starters, folder, backends, started)
         time.sleep(1)
         direct, _ = benchmark(backends[0])
         print(f"direct to one redis-server: {direct:,.0f} operations/s")
@@ -171,13 +164,7 @@ def main():
             ratio = f"{per[name] / best:.2f}" if best else "-"
             print(f"| {name} | {totals[name][0] / rounds:,.0f} | {per[name] * 1e6:.2f} | {ratio} |")
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started)
         shutil.rmtree(folder, ignore_errors=True)
 
 

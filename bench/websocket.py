@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from procs import cpu_seconds, family, free_port, wait_port
+from procs import cpu_seconds, family, free_port, start_all, stop_all, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -165,14 +165,7 @@ def main():
     try:
         backend = int(echo.stdout.readline())
         starters = {"evenkeel": start_evenkeel, "nginx": start_nginx, "haproxy": start_haproxy}
-        proxies = {}
-        for name in targets:
-            sub = os.path.join(folder, name)
-            os.makedirs(sub)
-            proxy, port = starters[name](sub, backend)
-            started.append(proxy)
-            wait_port(port)
-            proxies[name] = (proxy, port)
+        proxies = start_all(targets, starters, folder, backend, started)
         time.sleep(0.5)
         direct = run_client(backend)
         print(f"direct to the echo server: {direct / seconds:,.0f} messages/s")
@@ -199,15 +192,7 @@ def main():
             ratio = f"{per / best[0]:.2f}" if best else "-"
             print(f"| {name} | {messages / (seconds * rounds):,.0f} | {per * 1e6:.2f} | {ratio} |")
     finally:
-        for proxy in started:
-            proxy.terminate()
-        for proxy in started:
-            try:
-                proxy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-        echo.terminate()
-        echo.wait()
+        stop_all(started + [echo])
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -18,6 +18,7 @@ use crate::proxy::h1::response::{parse_response, Asked};
 use crate::proxy::h1::server::{self, ReadError};
 use crate::proxy::h1::MAX_HEAD_BYTES;
 pub use crate::proxy::headers::UpgradeOffer;
+pub use crate::proxy::proxy_protocol::{parse as parse_proxy_header, v2_header};
 
 /// Most fields a client's request head may have (more: 431).
 pub const REQUEST_FIELDS_MAX: usize = server::MAX_FIELDS;

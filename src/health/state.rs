@@ -136,13 +136,8 @@ pub struct BackendHealth {
     /// was usable from the start.
     usable_since: AtomicU64,
     ejections: Mutex<EjectionHistory>,
-    /// Woken when draining starts, for what runs long on the backend (tunnels), which
-    /// a drain ends after `drain_timeout`.
-    drain_started: tokio::sync::Notify,
-    /// How many times draining has started, so a drain ended and begun again is told
-    /// from one that went on.
-    drains: AtomicU64,
-    /// When the drain in force started, in nanoseconds of `now`.
+    /// When the drain in force started, in nanoseconds of `now` (what runs long on the
+    /// backend, tunnels, ends `drain_timeout` after it).
     drain_since: AtomicU64,
 }
 
@@ -162,8 +157,6 @@ impl Default for BackendHealth {
             ejected_until: AtomicU64::new(0),
             usable_since: AtomicU64::new(NEVER),
             ejections: Mutex::new(EjectionHistory::default()),
-            drain_started: tokio::sync::Notify::new(),
-            drains: AtomicU64::new(0),
             drain_since: AtomicU64::new(0),
         }
     }
@@ -205,43 +198,21 @@ impl BackendHealth {
 
     /// Starts or ends draining; ending it starts the slow-start ramp at `now`.
     pub fn set_draining(&self, draining: bool, now: Duration) {
-        let before = self.draining.swap(draining, Ordering::Relaxed);
+        // The start first, so a reader that sees the flag sees this drain's start.
+        if draining && !self.is_draining() {
+            self.drain_since.store(nanos(now), Ordering::Release);
+        }
+        let before = self.draining.swap(draining, Ordering::AcqRel);
         if before && !draining {
             self.usable_since.store(nanos(now), Ordering::Relaxed);
-        }
-        if !before && draining {
-            self.drain_since.store(nanos(now), Ordering::Release);
-            self.drains.fetch_add(1, Ordering::AcqRel);
-            self.drain_started.notify_waiters();
-        }
-    }
-
-    /// Resolves once the backend is draining (at once if it already is), with the
-    /// drain's number ([`BackendHealth::drain_number`]).
-    pub async fn draining(&self) -> u64 {
-        loop {
-            let started = self.drain_started.notified();
-            tokio::pin!(started);
-            // Registered before the flag is read, so a drain that starts in between
-            // still wakes it.
-            started.as_mut().enable();
-            if self.is_draining() {
-                return self.drain_number();
-            }
-            started.await;
         }
     }
 
     /// When the drain in force started (`None`: not draining).
     pub fn draining_since(&self) -> Option<Duration> {
-        self.is_draining()
+        self.draining
+            .load(Ordering::Acquire)
             .then(|| Duration::from_nanos(self.drain_since.load(Ordering::Acquire)))
-    }
-
-    /// How many times draining has started: the drain in force is still the one
-    /// numbered `n` while it is draining and this is `n`.
-    pub fn drain_number(&self) -> u64 {
-        self.drains.load(Ordering::Acquire)
     }
 
     /// Whether a passive ejection is in force at `now`.
@@ -467,21 +438,20 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_begun_anew_is_told_from_one_that_went_on() {
+    fn a_drain_begun_anew_counts_from_its_own_start() {
         let health = BackendHealth::default();
-        let now = Duration::from_secs(1);
-        health.set_draining(true, now);
-        let first = health.drain_number();
-        health.set_draining(true, now);
-        assert_eq!(health.drain_number(), first, "still the same drain");
-        health.set_draining(false, now);
-        health.set_draining(true, now);
-        assert_eq!(health.drain_number(), first + 1);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        assert_eq!(rt.block_on(health.draining()), first + 1);
+        assert_eq!(health.draining_since(), None);
+        health.set_draining(true, Duration::from_secs(1));
+        health.set_draining(true, Duration::from_secs(2));
+        assert_eq!(
+            health.draining_since(),
+            Some(Duration::from_secs(1)),
+            "still the first"
+        );
+        health.set_draining(false, Duration::from_secs(3));
+        assert_eq!(health.draining_since(), None);
+        health.set_draining(true, Duration::from_secs(4));
+        assert_eq!(health.draining_since(), Some(Duration::from_secs(4)));
     }
 
     #[test]

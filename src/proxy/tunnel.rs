@@ -24,7 +24,9 @@
 //! - an end of stream from one side is passed on as a half-close to the other, and the
 //!   tunnel ends once both directions have ended, or either fails; once one direction
 //!   has ended, 30 s of silence (or `tunnel_idle`, when shorter) close it;
-//! - no byte either way for the pool's `timeouts.tunnel_idle` (default 1 h) closes it;
+//! - no byte either way for the pool's `timeouts.tunnel_idle` (default 1 h) closes it
+//!   (the watch looks on a tick of a quarter of the shortest limit it keeps, so a
+//!   tunnel may outlive a limit by that much);
 //! - once its backend is drained (admin API), it may go on for `drain_timeout`, then
 //!   is closed (unless the backend was enabled meanwhile; a drain begun anew counts
 //!   from its own start). A reload never cuts a tunnel: it keeps the backend it was opened to,
@@ -44,7 +46,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::forward::{AccessRecord, Slot};
@@ -167,9 +168,8 @@ impl Tunnel {
         };
         let to_backend = Cell::new(from_client.len() as u64);
         let activity = Activity {
-            last_moved: Cell::new(Instant::now()),
+            moved: Cell::new(false),
             half_closed: Cell::new(false),
-            ended_one_way: Notify::new(),
         };
         let carried = async {
             let on = |side| move |error| (side, error);
@@ -217,45 +217,51 @@ impl Tunnel {
             })
             .await
         };
-        let idle = async {
+        // One watch for silence and drains, on a coarse tick (a quarter of the
+        // shortest of the limits it keeps): polled beside the bytes on every wake-up,
+        // it must cost next to nothing there, so it reads no clock and takes no lock.
+        let watched = async {
+            let health = &terms.backend.health;
+            let tick = terms
+                .idle
+                .min(terms.drain_timeout)
+                .min(HALF_CLOSED_IDLE)
+                .div_f64(4.0)
+                .max(Duration::from_millis(10));
+            let mut silent = Duration::ZERO;
+            let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let half_closed = activity.half_closed.get();
-                let limit = if half_closed {
+                interval.tick().await;
+                silent = if activity.moved.replace(false) {
+                    Duration::ZERO
+                } else {
+                    silent + tick
+                };
+                let limit = if activity.half_closed.get() {
                     terms.idle.min(HALF_CLOSED_IDLE)
                 } else {
                     terms.idle
                 };
-                let until = activity.last_moved.get() + limit;
-                if Instant::now() >= until {
-                    return;
+                if silent >= limit {
+                    return TunnelEnd::Idle;
                 }
-                tokio::select! {
-                    () = tokio::time::sleep_until(until) => {}
-                    () = activity.ended_one_way.notified(), if !half_closed => {}
-                }
-            }
-        };
-        let drained = async {
-            loop {
-                let drain = terms.backend.health.draining().await;
-                // From the drain's start, however late this tunnel noticed it.
-                let since = terms.backend.health.draining_since().unwrap_or_default();
-                let left = (since + terms.drain_timeout).saturating_sub(health::now());
-                tokio::time::sleep(left).await;
-                // Still the same drain: not enabled (and drained anew) meanwhile.
-                let health = &terms.backend.health;
-                if health.is_draining() && health.drain_number() == drain {
-                    return;
+                // Drained since at least drain_timeout (counted from the drain's start).
+                let drained_long = health
+                    .draining_since()
+                    .is_some_and(|since| since + terms.drain_timeout <= health::now());
+                if drained_long {
+                    return TunnelEnd::Drained;
                 }
             }
         };
         let end = tokio::select! {
+            biased;
             carried = carried => match carried {
                 Ok(_) => TunnelEnd::Closed,
                 Err((side, error)) => TunnelEnd::Failed(side, error),
             },
-            () = idle => TunnelEnd::Idle,
-            () = drained => TunnelEnd::Drained,
+            end = watched => end,
         };
         tracing::debug!(backend = %terms.backend.address, ?end, "tunnel ended");
         drop(slot);
@@ -293,12 +299,10 @@ impl Drop for Accounted {
 
 /// What the idle watch of a tunnel reads.
 struct Activity {
-    /// When a byte last came from either side.
-    last_moved: Cell<Instant>,
+    /// A byte came from either side since the watch last looked.
+    moved: Cell<bool>,
     /// One side has sent its end of stream (passed on as a half-close).
     half_closed: Cell<bool>,
-    /// Woken when `half_closed` turns true.
-    ended_one_way: Notify,
 }
 
 /// How a direction of a tunnel broke.
@@ -394,10 +398,9 @@ impl<'a> Direction<'a> {
             if got == 0 {
                 self.ended = true;
                 activity.half_closed.set(true);
-                activity.ended_one_way.notify_one();
                 continue;
             }
-            activity.last_moved.set(Instant::now());
+            activity.moved.set(true);
             if let Some(count) = self.count {
                 count.set(count.get() + got as u64);
             }
