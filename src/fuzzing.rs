@@ -86,7 +86,8 @@ pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
 /// answers the request itself instead (upgrades, CONNECT, transfer codings it does
 /// not decode).
 pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
-    if crate::proxy::forward::answered_here(&request.parts).is_some() {
+    let upgrade = crate::proxy::forward::upgrade_of(&request.parts);
+    if crate::proxy::forward::answered_here(&request.parts, upgrade.as_ref()).is_some() {
         return None;
     }
     let framing = match request.framing {
@@ -104,7 +105,6 @@ pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
     };
     let host = crate::proxy::forward::request_host(&request.parts);
     let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
-    let upgrade = crate::proxy::forward::upgrade_of(&request.parts);
     Some(
         encode(
             &request.parts,

@@ -268,7 +268,7 @@ pub async fn serve<S: ClientStream>(
         let is_head = head.request.method() == Method::HEAD;
         // A client that asked to switch protocols and was not switched may have sent
         // bytes of the other protocol already: its connection closes after the answer.
-        let asked_upgrade = head.request.headers().contains_key(http::header::UPGRADE);
+        let asked_upgrade = head.asks_upgrade;
         {
             let mut inbound = inbound.borrow_mut();
             inbound.body = head.framing;
@@ -282,7 +282,8 @@ pub async fn serve<S: ClientStream>(
             };
         }
         let request = head.request.map(|()| RequestBody(Rc::clone(&inbound)));
-        let handled = Rc::clone(&worker).handle(request, listener, Rc::clone(&client));
+        let handled =
+            Rc::clone(&worker).handle(request, listener, Rc::clone(&client), asked_upgrade);
         tokio::pin!(handled);
         // A client that closes its connection while its request is served cancels it:
         // the upstream exchange is dropped, and its backend connection with it.

@@ -202,12 +202,15 @@ impl Drop for AccessRecord {
 }
 
 impl Worker {
-    /// Serves one request from `client` that arrived on listener number `listener`.
+    /// Serves one request from `client` that arrived on listener number `listener`;
+    /// `asks_upgrade`: it has an `Upgrade` field (known from reading its head, so the
+    /// other requests look for none).
     pub async fn handle<B: RequestBody>(
         self: Rc<Self>,
         request: Request<B>,
         listener: usize,
         client: Rc<Client>,
+        asks_upgrade: bool,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let fields_as_sent = request.version() != http::Version::HTTP_2;
@@ -260,10 +263,10 @@ impl Worker {
                 None => refuse(Refusal::NoHostToRedirect, None, None),
             };
         }
-        if let Some(refusal) = answered_here(&parts) {
+        let upgrade = asks_upgrade.then(|| upgrade_of(&parts)).flatten();
+        if let Some(refusal) = answered_here(&parts, upgrade.as_ref()) {
             return refuse(refusal, None, None);
         }
-        let upgrade = upgrade_of(&parts);
         let host = request_host(&parts);
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
         if let Some(tls) = &client.tls {
@@ -886,12 +889,15 @@ fn redirect_host(authority: &str) -> Option<String> {
 /// What evenkeel answers itself rather than forward, whatever the route: CONNECT
 /// (501: evenkeel is not a forward proxy), transfer codings it does not decode (501),
 /// and an upgrade whose request has a body (501).
-pub(crate) fn answered_here(request: &http::request::Parts) -> Option<Refusal> {
+pub(crate) fn answered_here(
+    request: &http::request::Parts,
+    upgrade: Option<&headers::UpgradeOffer>,
+) -> Option<Refusal> {
     if request.method == Method::CONNECT {
         Some(Refusal::Connect)
     } else if headers::has_unsupported_transfer_coding(&request.headers) {
         Some(Refusal::TransferCoding)
-    } else if upgrade_of(request).is_some() && has_body_fields(&request.headers) {
+    } else if upgrade.is_some() && has_body_fields(&request.headers) {
         Some(Refusal::UpgradeWithBody)
     } else {
         None

@@ -622,7 +622,8 @@ async fn serve_http<S: ClientStream>(
             let streams = Rc::clone(&activity);
             let service = service_fn(move |request| {
                 let stream = streams.begin();
-                let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer));
+                // HTTP/2 has no `Upgrade` (RFC 9113 §8.2.2).
+                let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer), false);
                 async move {
                     let Ok(response) = handled.await;
                     Ok::<_, Infallible>(response.map(|body| Tracked {

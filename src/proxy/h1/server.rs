@@ -63,6 +63,8 @@ pub(crate) struct Head {
     pub(crate) framing: Framing,
     pub(crate) keep_alive: bool,
     pub(crate) expects_continue: bool,
+    /// It has an `Upgrade` field (whether or not it is an upgrade evenkeel carries).
+    pub(crate) asks_upgrade: bool,
 }
 
 /// Parses a complete request head off the front of `read`; `None` while it is
@@ -139,6 +141,7 @@ pub(crate) fn parse_head(
     let mut content_length: Option<u64> = None;
     let mut connection = ConnectionOptions::default();
     let mut expects_continue = false;
+    let mut asks_upgrade = false;
     let mut has_host = false;
     for span in spans.iter() {
         if is_disguised_framing(span.name(&raw)) {
@@ -175,6 +178,8 @@ pub(crate) fn parse_head(
                 return Err(ReadError::Malformed);
             }
             has_host = true;
+        } else if name == header::UPGRADE {
+            asks_upgrade = true;
         }
         let value = HeaderValue::from_maybe_shared(raw.slice(span.value_range()))
             .map_err(|_| ReadError::Malformed)?;
@@ -215,6 +220,7 @@ pub(crate) fn parse_head(
         framing,
         keep_alive,
         expects_continue,
+        asks_upgrade,
     }))
 }
 
