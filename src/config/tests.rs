@@ -241,6 +241,7 @@ fn every_validation_error_is_reported_at_its_line() {
         // TCP listeners and pools.
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"udp\"\n", "invalid-value", 4),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\n", "missing-field", 4),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\nmax_tunnels = 5\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\npool = \"db\"\n", "invalid-value", 4),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\naccept_proxy_protocol = true\n", "invalid-value", 4),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"nope\"\n[pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "unknown-pool", 5),
@@ -605,4 +606,34 @@ fn a_tcp_pools_backup_carries_tcp_too() {
     );
     let config = checked.config.expect("valid");
     assert!(config.pools.iter().all(|p| p.tcp));
+}
+
+/// Found by review: the coverage matrix of a TCP pool judges only what a connection
+/// can show (refused, silent), in a TCP pool's words, and a silent backend it cannot
+/// see raises no finding no config could quiet.
+#[test]
+fn a_tcp_pools_coverage_is_of_connections() {
+    let checked = check(
+        "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n\
+         [pool.db]\nbackends = [{ address = \"127.0.0.1:2\" }, { address = \"127.0.0.1:3\" }]\n\
+         [pool.db.health]\ntype = \"tcp\"\n",
+    );
+    assert!(
+        checked
+            .findings
+            .iter()
+            .all(|f| f.rule != "undetected-failure"),
+        "{:?}",
+        checked.findings
+    );
+    let config = checked.config.expect("valid");
+    let rows = crate::config::lint::coverage::of(&config.pools[0]);
+    let failures: Vec<_> = rows.iter().map(|r| r.failure).collect();
+    use crate::config::lint::coverage::Failure;
+    assert_eq!(failures, [Failure::Refuses, Failure::NeverAnswers]);
+    assert!(rows[0]
+        .removed_by
+        .iter()
+        .any(|r| r.contains("failed connects")));
+    assert!(rows[1].removed_by.is_empty());
 }

@@ -67,10 +67,15 @@ pub struct Coverage {
     pub alarmed_by: &'static str,
 }
 
-/// The coverage matrix of `pool`: one row per [`Failure`].
+/// The coverage matrix of `pool`: one row per [`Failure`]. A TCP pool (the pool of a
+/// `mode = "tcp"` listener) has no answers to judge: only refusing and never answering
+/// are its failures.
 pub fn of(pool: &Pool) -> Vec<Coverage> {
     Failure::ALL
         .iter()
+        .filter(|&&failure| {
+            !pool.tcp || matches!(failure, Failure::Refuses | Failure::NeverAnswers)
+        })
         .map(|&failure| {
             let mut removed_by = Vec::new();
             let mut missed_by = Vec::new();
@@ -146,6 +151,13 @@ fn passive(pool: &Pool, failure: Failure) -> Result<String, String> {
         ));
     }
     match failure {
+        Failure::Refuses if pool.tcp => Ok(format!(
+            "passive ejection, after {n} failed connects in a row"
+        )),
+        // An open TCP connection that carries nothing is no failure evenkeel can see.
+        Failure::NeverAnswers if pool.tcp => Err(
+            "a TCP pool's passive checks see failed connects and resets, not a backend that accepts and stays silent (its clients' own timeouts must)".into(),
+        ),
         Failure::Refuses => Ok(format!(
             "passive ejection, after {n} failed requests in a row"
         )),
@@ -177,9 +189,12 @@ or use an `http` health check whose path fails when the application does. \
         // A pool with one backend has nowhere else to send its traffic: removing the
         // backend changes its errors into 503s (`single-backend-pool` says so).
         for pool in config.pools.iter().filter(|p| p.backends.iter().filter(|b| b.weight > 0).count() > 1) {
+            // A silent TCP backend is beyond what a TCP pool can see: the matrix says so,
+            // but no config change would quiet the finding.
             let missed: Vec<Coverage> = of(pool)
                 .into_iter()
                 .filter(|c| c.failure.stops_service() && c.removed_by.is_empty())
+                .filter(|c| !(pool.tcp && c.failure == Failure::NeverAnswers))
                 .collect();
             for coverage in missed {
                 let at = pool.health.as_ref().map_or(&pool.span, |h| &h.span);

@@ -78,10 +78,14 @@ healthy TCP port is never noticed while traffic is low. Add an active check: \
                     Some(pool.span.clone()),
                     format!("pool {:?} has no active health check", pool.name),
                 )
-                .with_help(format!(
-                    "add [pool.{}.health] with path = \"/healthz\" (or type = \"tcp\")",
-                    pool.name
-                )),
+                .with_help(if pool.tcp {
+                    format!("add [pool.{}.health] with type = \"tcp\"", pool.name)
+                } else {
+                    format!(
+                        "add [pool.{}.health] with path = \"/healthz\" (or type = \"tcp\")",
+                        pool.name
+                    )
+                }),
             );
         }
     },

@@ -67,6 +67,14 @@ impl Validator {
                         "remove tls; the TCP pool's backends then see the client's TLS themselves",
                     );
                 }
+                if let Some(max) = &l.max_tunnels {
+                    self.error(
+                        "invalid-value",
+                        max.span(),
+                        "`max_tunnels` on a mode = \"tcp\" listener, which carries no upgrades: its connections are bounded by max_connections".into(),
+                        "remove max_tunnels, or set max_connections",
+                    );
+                }
                 if let Some(redirect) = l.redirect_https.as_ref().filter(|r| *r.get_ref()) {
                     self.error(
                         "invalid-value",
