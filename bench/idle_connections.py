@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from procs import family, free_port, wait_port
+from procs import start_evenkeel as run_evenkeel, family, free_port, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -77,20 +77,14 @@ def rss_kib(pids):
 
 
 def start_evenkeel(folder, backend_port):
-    config = os.path.join(folder, "evenkeel.toml")
-    with open(config, "w") as f:
-        f.write(
-            '[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\nheader_timeout = "120s"\n'
-            f'max_connections = {count + 100}\n[[route]]\npool = "web"\n'
-            f'[pool.web]\nbackends = [{{ address = "127.0.0.1:{backend_port}" }}]\n'
-            '[pool.web.health]\npath = "/"\n'
-        )
-    proxy = subprocess.Popen(
-        [binary, "serve", "-c", config, "--workers", str(workers), "--no-access-log"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    return run_evenkeel(
+        binary, folder,
+        '[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\nheader_timeout = "120s"\n'
+        f'max_connections = {count + 100}\n[[route]]\npool = "web"\n'
+        f'[pool.web]\nbackends = [{{ address = "127.0.0.1:{backend_port}" }}]\n'
+        '[pool.web.health]\npath = "/"\n',
+        workers,
     )
-    port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
-    return proxy, port
 
 
 def start_nginx(folder, backend_port):

@@ -2,6 +2,7 @@
 and the CPU time they used (utime + stime from /proc)."""
 import os
 import socket
+import subprocess
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -72,3 +73,16 @@ def stop_all(processes):
             process.wait(timeout=10)
         except Exception:
             process.kill()
+
+
+def start_evenkeel(binary, folder, config_text, workers):
+    """Runs `binary serve` (no access log, WORKERS workers) on `config_text`, written to
+    FOLDER/evenkeel.toml, whose first listener binds port 0; (process, its port)."""
+    config = os.path.join(folder, "evenkeel.toml")
+    with open(config, "w") as f:
+        f.write(config_text)
+    proxy = subprocess.Popen(
+        [binary, "serve", "-c", config, "--workers", str(workers), "--no-access-log"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
+    return proxy, port

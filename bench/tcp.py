@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from procs import cpu_seconds, family, free_port, start_all, stop_all, wait_port
+from procs import start_evenkeel as run_evenkeel, cpu_seconds, family, free_port, start_all, stop_all, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -39,17 +39,12 @@ STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
 def start_evenkeel(folder, backends):
-    config = os.path.join(folder, "evenkeel.toml")
     listed = ", ".join(f'{{ address = "127.0.0.1:{p}" }}' for p in backends)
-    with open(config, "w") as f:
-        f.write('[[listener]]\nname = "redis"\nlisten = "127.0.0.1:0"\nmode = "tcp"\n'
-                'pool = "redis"\n'
-                f'[pool.redis]\nbackends = [{listed}]\n[pool.redis.health]\ntype = "tcp"\n')
-    proxy = subprocess.Popen(
-        [binary, "serve", "-c", config, "--workers", str(workers), "--no-access-log"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
-    return proxy, port
+    return run_evenkeel(binary, folder,
+                        '[[listener]]\nname = "redis"\nlisten = "127.0.0.1:0"\nmode = "tcp"\n'
+                        'pool = "redis"\n'
+                        f'[pool.redis]\nbackends = [{listed}]\n[pool.redis.health]\ntype = "tcp"\n',
+                        workers)
 
 
 def start_haproxy(folder, backends):

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from procs import cpu_seconds, family, free_port, start_all, stop_all, wait_port
+from procs import start_evenkeel as run_evenkeel, cpu_seconds, family, free_port, start_all, stop_all, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -73,17 +73,12 @@ asyncio.run(main())
 
 
 def start_evenkeel(folder, backend):
-    config = os.path.join(folder, "evenkeel.toml")
-    with open(config, "w") as f:
-        f.write('[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\n'
-                '[[route]]\npool = "ws"\n'
-                f'[pool.ws]\nbackends = [{{ address = "127.0.0.1:{backend}" }}]\n'
-                '[pool.ws.health]\ntype = "tcp"\n')
-    proxy = subprocess.Popen(
-        [binary, "serve", "-c", config, "--workers", str(workers), "--no-access-log"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
-    return proxy, port
+    return run_evenkeel(binary, folder,
+                        '[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\n'
+                        '[[route]]\npool = "ws"\n'
+                        f'[pool.ws]\nbackends = [{{ address = "127.0.0.1:{backend}" }}]\n'
+                        '[pool.ws.health]\ntype = "tcp"\n',
+                        workers)
 
 
 def start_nginx(folder, backend):

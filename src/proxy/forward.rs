@@ -357,7 +357,6 @@ impl Worker {
         // A request that may go out again after it was sent: its head is kept encoded,
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
-        let retries = pool.config.retries;
         let framing = h1::BodyFraming::of(&parts.headers, &body);
         let encode = |backend: &BackendRuntime| {
             h1::encode(
@@ -408,19 +407,8 @@ impl Worker {
                 .await;
             // May this failure be retried on another backend, and on which?
             let retry = |sent: bool| {
-                let eligible = attempt < retries.attempts
-                    && (!sent || replayable)
-                    && Instant::now() < deadline;
-                if !eligible {
-                    return None;
-                }
-                if !pool.budget.try_retry(health::now(), retries.budget_percent) {
-                    pool.stats
-                        .retry_budget_exhausted
-                        .fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-                pool.pick(key, tried.as_slice(), health::now()).ok()
+                let eligible = (!sent || replayable) && Instant::now() < deadline;
+                next_try(pool, eligible, attempt, key, &tried)
             };
             let (refusal, next) = match sent {
                 Ok((response, connection, first, head_at)) => {
@@ -721,6 +709,30 @@ impl Tried {
     pub(super) fn as_slice(&self) -> &[usize] {
         &self.indexes[..self.len]
     }
+}
+
+/// The backend to try next after `attempt` retries, for a request that `eligible` may
+/// go again: if the pool's `retries.attempts` allow one more, its retry budget has room
+/// (else that is counted) and a backend not yet `tried` is usable. Shared by
+/// requests and TCP connections ([`super::layer4`]).
+pub(super) fn next_try<'a>(
+    pool: &'a PoolRuntime,
+    eligible: bool,
+    attempt: u32,
+    key: Option<u64>,
+    tried: &Tried,
+) -> Option<&'a Arc<BackendRuntime>> {
+    let retries = pool.config.retries;
+    if !eligible || attempt >= retries.attempts {
+        return None;
+    }
+    if !pool.budget.try_retry(health::now(), retries.budget_percent) {
+        pool.stats
+            .retry_budget_exhausted
+            .fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    pool.pick(key, tried.as_slice(), health::now()).ok()
 }
 
 /// A request counted in flight on its backend for as long as it lasts (response body

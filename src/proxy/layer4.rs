@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::errors::Refusal;
-use super::forward::{AccessRecord, Client, Picked, Slot, Tried, Worker};
+use super::forward::{next_try, AccessRecord, Client, Picked, Slot, Tried, Worker};
 use super::tunnel::{Side, Tunnel, TunnelEnd, TunnelTerms};
 use super::upstream;
 use crate::balance::key_hash;
@@ -138,20 +138,9 @@ pub async fn serve(
                     &worker.runtime.events,
                 );
                 drop(slot);
-                let eligible = attempt < pool.config.retries.attempts && Instant::now() < deadline;
-                let allowed = eligible
-                    && pool
-                        .budget
-                        .try_retry(health::now(), pool.config.retries.budget_percent);
-                if eligible && !allowed {
-                    pool.stats
-                        .retry_budget_exhausted
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let next = allowed
-                    .then(|| pool.pick(key, tried.as_slice(), health::now()).ok())
-                    .flatten();
-                match next {
+                // Nothing was sent: a failed connect may always go again.
+                let eligible = Instant::now() < deadline;
+                match next_try(pool, eligible, attempt, key, &tried) {
                     Some(next) => {
                         pool.stats.retries.fetch_add(1, Ordering::Relaxed);
                         attempt += 1;
