@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::balance::{self, Algorithm, BackendLoad, BackendState, Balancer, PickContext};
 use crate::config::backend_tls;
-use crate::config::{Config, HashKey, Pool, Timeouts, TlsTarget};
+use crate::config::{Config, HashKey, Pool, Protocol, Timeouts, TlsTarget};
 use crate::health::{self, BackendHealth, Event, Events};
 use crate::proxy::retry::RetryBudget;
 
@@ -382,14 +382,16 @@ impl PoolRuntime {
         // One client config per pool, kept while the pool's `tls` stays as it was (so
         // sessions resume across reloads), made anew when it changes.
         let same_tls = previous.filter(|p| match (&p.config.tls, &pool.tls) {
-            (Some(before), Some(now)) => before.same_settings(now),
+            (Some(before), Some(now)) => {
+                before.same_settings(now) && p.config.protocol == pool.protocol
+            }
             (None, None) => true,
             _ => false,
         });
         let tls_client = pool.tls.as_ref().map(|tls| {
             same_tls
                 .and_then(|p| p.tls_client.clone())
-                .unwrap_or_else(|| backend_tls::client_config(tls))
+                .unwrap_or_else(|| backend_tls::client_config(tls, pool.protocol == Protocol::H2))
         });
         let backends: Vec<Arc<BackendRuntime>> = pool
             .backends
@@ -626,7 +628,7 @@ impl PoolRuntime {
                 self.changed.notify_one();
                 continue;
             }
-            if backend.load.in_flight() >= self.config.limits.max_connections {
+            if backend.load.in_flight() >= self.config.in_flight_limit() {
                 full = true;
                 continue;
             }

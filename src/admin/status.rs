@@ -115,6 +115,9 @@ pub struct PoolStatus {
     /// A TCP listener's pool: its counts are connections, and its backends show bytes.
     #[serde(default)]
     pub tcp: bool,
+    /// What it speaks to its backends: `http1`, `h2c` or `h2` (`protocol`).
+    #[serde(default = "http1")]
+    pub protocol: String,
     /// Its backends, in config order.
     pub backends: Vec<BackendStatus>,
 }
@@ -217,6 +220,7 @@ impl Status {
                     failed_over: pool.is_failed_over(),
                     requests: total,
                     tcp: pool.config.tcp,
+                    protocol: pool.config.protocol.as_str().to_string(),
                     backends,
                 }
             })
@@ -241,4 +245,9 @@ impl Status {
             certificates,
         }
     }
+}
+
+/// The protocol of a pool in a status written before `protocol` was shown.
+fn http1() -> String {
+    "http1".to_string()
 }

@@ -42,6 +42,8 @@ pub use weighted::SmoothWeighted;
 #[derive(Debug, Default)]
 pub struct BackendLoad {
     in_flight: AtomicU32,
+    /// Connections open to the backend that requests share (HTTP/2), over all workers.
+    shared_connections: AtomicU32,
 }
 
 impl BackendLoad {
@@ -50,10 +52,32 @@ impl BackendLoad {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Connections open to this backend that requests share (HTTP/2).
+    pub fn shared_connections(&self) -> u32 {
+        self.shared_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more shared connection; the returned guard counts it closed when
+    /// dropped.
+    pub fn open_shared(self: &Arc<Self>) -> SharedConnection {
+        self.shared_connections.fetch_add(1, Ordering::Relaxed);
+        SharedConnection(Arc::clone(self))
+    }
+
     /// Count one more request in flight; the returned guard counts it done when dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+}
+
+/// One shared connection open to a backend; dropping it ends its count.
+#[derive(Debug)]
+pub struct SharedConnection(Arc<BackendLoad>);
+
+impl Drop for SharedConnection {
+    fn drop(&mut self) {
+        self.0.shared_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -196,9 +196,10 @@ impl TlsTarget {
 }
 
 /// The rustls client config for a pool's `tls`: the aws-lc-rs provider (as on listeners),
-/// TLS 1.2 and 1.3, ALPN `http/1.1` only, the default session cache (resumption on),
-/// verification against `ca` or the system's roots — or none, with `verify = false`.
-pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
+/// TLS 1.2 and 1.3, ALPN `http/1.1` only — `h2` only for a pool with `protocol = "h2"`
+/// (`h2`) — the default session cache (resumption on), verification against `ca` or
+/// the system's roots, or none, with `verify = false`.
+pub fn client_config(tls: &BackendTls, h2: bool) -> Arc<ClientConfig> {
     let roots = match &tls.ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
@@ -215,6 +216,9 @@ pub fn client_config(tls: &BackendTls) -> Arc<ClientConfig> {
         config
             .dangerous()
             .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+    }
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
     }
     Arc::new(config)
 }
@@ -326,7 +330,7 @@ mod tests {
             span: Span::default(),
         };
         let target = |sni: Option<&str>, address: &str| TlsTarget {
-            client: client_config(&tls),
+            client: client_config(&tls, false),
             server_name: server_name(sni, address).expect("name"),
         };
         let named = target(Some("api.internal"), "10.0.0.5:443");

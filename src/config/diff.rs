@@ -583,6 +583,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             proxy(old.proxy_protocol).into(),
             proxy(new.proxy_protocol).into(),
         ),
+        compare(
+            "protocol",
+            old.protocol.as_str().into(),
+            new.protocol.as_str().into(),
+        ),
     ];
     let (t, u) = (&old.timeouts, &new.timeouts);
     settings.extend([
@@ -606,6 +611,11 @@ fn pool_changes(old: &Pool, new: &Pool, changes: &mut Vec<Change>) {
             "limits.max_connections",
             old.limits.max_connections.to_string(),
             new.limits.max_connections.to_string(),
+        ),
+        compare(
+            "limits.max_streams",
+            old.limits.max_streams.to_string(),
+            new.limits.max_streams.to_string(),
         ),
         compare(
             "limits.max_pending",
@@ -678,6 +688,8 @@ fn describe_probe(probe: &Probe) -> String {
     match probe {
         Probe::Http { method, path, .. } => format!("http {method} {path}"),
         Probe::Tcp => "tcp".to_string(),
+        Probe::Grpc { service } if service.is_empty() => "grpc".to_string(),
+        Probe::Grpc { service } => format!("grpc {service}"),
     }
 }
 
@@ -718,6 +730,9 @@ fn health(old: Option<&HealthCheck>, new: Option<&HealthCheck>) -> Vec<Option<Se
             ]
         }
         (Probe::Tcp, Probe::Tcp) => Vec::new(),
+        (Probe::Grpc { service }, Probe::Grpc { service: service2 }) => {
+            vec![compare("health.service", service.clone(), service2.clone())]
+        }
         // Another kind of probe: the probe's own fields do not carry over.
         _ => vec![compare(
             "health.type",

@@ -202,6 +202,48 @@ impl ListenerMode {
     }
 }
 
+/// The HTTP version a pool speaks to its backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, over keep-alive connections (one request at a time on each).
+    #[default]
+    Http1,
+    /// HTTP/2 in clear text with prior knowledge (RFC 9113 §3.3): streams multiplexed
+    /// over a few connections per backend.
+    H2c,
+    /// HTTP/2 over the pool's `tls`, agreed by ALPN.
+    H2,
+}
+
+impl Protocol {
+    /// Every protocol, as the config writes them.
+    pub const NAMES: [&'static str; 3] = ["http1", "h2c", "h2"];
+
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// The protocol written `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "http1" => Some(Protocol::Http1),
+            "h2c" => Some(Protocol::H2c),
+            "h2" => Some(Protocol::H2),
+            _ => None,
+        }
+    }
+
+    /// HTTP/2, in clear text or over TLS.
+    pub fn is_http2(self) -> bool {
+        self != Protocol::Http1
+    }
+}
+
 /// Default for [`Listener::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`Listener::max_connections`].
@@ -261,6 +303,8 @@ pub struct Pool {
     /// A TCP pool sends its backends a PROXY protocol v2 header first, with the
     /// client's address. Default: false.
     pub proxy_protocol: bool,
+    /// The HTTP version spoken to the backends. Default: HTTP/1.1.
+    pub protocol: Protocol,
     /// Where some optional values are written, for lint findings.
     pub spans: PoolSpans,
 }
@@ -277,6 +321,8 @@ pub struct PoolSpans {
     pub request_timeout: Option<Span>,
     /// `timeouts.tunnel_idle`.
     pub tunnel_idle: Option<Span>,
+    /// `protocol`.
+    pub protocol: Option<Span>,
     /// `retries.budget_percent`.
     pub budget_percent: Option<Span>,
     /// `outlier.max_ejected_percent`.
@@ -284,6 +330,17 @@ pub struct PoolSpans {
 }
 
 impl Pool {
+    /// Requests in flight to one backend beyond which it takes no more (it is "full"):
+    /// `limits.max_streams` in an HTTP/2 pool, else `limits.max_connections` (one
+    /// request per connection).
+    pub fn in_flight_limit(&self) -> u32 {
+        if self.protocol.is_http2() {
+            self.limits.max_streams
+        } else {
+            self.limits.max_connections
+        }
+    }
+
     /// Sum of the backends' weights.
     pub fn total_weight(&self) -> u64 {
         self.backends.iter().map(|b| u64::from(b.weight)).sum()
@@ -371,8 +428,14 @@ impl Default for Retries {
 /// `limits = { ... }`, per backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections to one backend at once. Default: 1,000.
+    /// Connections to one backend at once. Default: 1,000. In an HTTP/1 pool every
+    /// request in flight holds one, so this is also the backend's request limit; in
+    /// an HTTP/2 pool it bounds the connections the streams share.
     pub max_connections: u32,
+    /// HTTP/2 pools: streams (requests) in flight to one backend at once, over all its
+    /// connections. Default: 1,000, the same concurrency an HTTP/1 pool's
+    /// `max_connections` allows.
+    pub max_streams: u32,
     /// Requests waiting for a connection to one backend. Default: 100.
     pub max_pending: u32,
     /// Bytes of a request body read before a backend is picked, and of a response
@@ -389,6 +452,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1000,
+            max_streams: 1000,
             max_pending: 100,
             body_buffer: 64 * 1024,
             body_spill: 1024 * 1024 * 1024,
@@ -458,6 +522,12 @@ pub enum Probe {
     },
     /// A TCP connect.
     Tcp,
+    /// A gRPC health check (`grpc.health.v1.Health/Check`) over HTTP/2, which passes
+    /// when the backend answers `SERVING`.
+    Grpc {
+        /// The service asked about; empty: the server as a whole. Default: empty.
+        service: String,
+    },
 }
 
 /// Defaults of the health check.

@@ -107,6 +107,7 @@ pub struct RawPool {
     pub outlier: Option<Spanned<RawOutlier>>,
     pub tls: Option<Spanned<RawBackendTls>>,
     pub proxy_protocol: Option<Str>,
+    pub protocol: Option<Str>,
 }
 
 /// `tls = { ... }` on a pool: TLS to its backends.
@@ -144,6 +145,7 @@ pub struct RawRetries {
 pub struct RawLimits {
     pub max_connections: Option<Int>,
     pub max_pending: Option<Int>,
+    pub max_streams: Option<Int>,
     pub body_buffer: Option<Int>,
     pub body_spill: Option<Int>,
 }
@@ -167,6 +169,7 @@ pub struct RawHealth {
     pub method: Option<Str>,
     pub host: Option<Str>,
     pub expect_status: Option<Str>,
+    pub service: Option<Str>,
     pub interval: Option<Str>,
     pub timeout: Option<Str>,
     pub healthy_after: Option<Int>,

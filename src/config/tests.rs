@@ -251,6 +251,15 @@ fn every_validation_error_is_reported_at_its_line() {
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\ntls = {}\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nproxy_protocol = \"v2\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 6),
         ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nproxy_protocol = \"v1\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
+        // HTTP/2 to backends: h2 needs tls, h2c has none, TCP pools speak no HTTP, a
+        // grpc check needs HTTP/2, `service` is for grpc checks.
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nprotocol = \"h3\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nprotocol = \"h2\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nprotocol = \"h2c\"\ntls = { verify = false }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\nmode = \"tcp\"\npool = \"db\"\n[pool.db]\nprotocol = \"h2c\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "invalid-value", 7),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\ntype = \"grpc\"\n", "invalid-health-check", 8),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n[pool.web.health]\nservice = \"api\"\n", "invalid-health-check", 9),
+        ("[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n[pool.web]\nprotocol = \"h2c\"\nlimits = { max_streams = 0 }\nbackends = [{ address = \"127.0.0.1:2\" }]\n", "out-of-range", 8),
         // Errors from the TOML and serde layers.
         ("[pool.web]\nalgoritm = \"random\"\n", "unknown-field", 2),
         ("[pools.web]\n", "unknown-field", 1),
@@ -636,4 +645,32 @@ fn a_tcp_pools_coverage_is_of_connections() {
         .iter()
         .any(|r| r.contains("failed connects")));
     assert!(rows[1].removed_by.is_empty());
+}
+
+/// An HTTP/2 pool: its protocol, stream limit and gRPC check are in the model, and its
+/// in-flight limit is its stream limit.
+#[test]
+fn an_http2_pool_takes_its_protocol_stream_limit_and_grpc_check() {
+    let config = valid(
+        "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"api\"\n\
+         [pool.api]\nprotocol = \"h2c\"\nlimits = { max_streams = 250, max_connections = 4 }\n\
+         backends = [{ address = \"127.0.0.1:2\" }, { address = \"127.0.0.1:3\" }]\n\
+         [pool.api.health]\ntype = \"grpc\"\nservice = \"api.v1.Users\"\n",
+    );
+    let pool = &config.pools[0];
+    assert_eq!(pool.protocol, Protocol::H2c);
+    assert_eq!(pool.limits.max_streams, 250);
+    assert_eq!(pool.in_flight_limit(), 250);
+    assert_eq!(
+        pool.health.as_ref().map(|h| &h.probe),
+        Some(&Probe::Grpc {
+            service: "api.v1.Users".into()
+        })
+    );
+    let http1 = valid(
+        "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{ address = \"127.0.0.1:2\" }]\n",
+    );
+    assert_eq!(http1.pools[0].protocol, Protocol::Http1);
+    assert_eq!(http1.pools[0].in_flight_limit(), 1000);
 }

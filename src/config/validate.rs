@@ -26,6 +26,7 @@ use super::suggest;
 use super::tls::{self, ListenerTls, TlsVersion, DEFAULT_MIN_VERSION};
 use super::values::{parse_address, parse_duration, parse_status_range};
 
+mod protocol;
 mod tcp;
 
 /// Validates `raw` (read from `source`); relative paths resolve against `base_dir`.
@@ -75,6 +76,7 @@ pub fn validate(
     let mut routes = v.routes(&raw.route, &defined);
     let mut pools = pools;
     v.tcp(&listeners, &mut pools, &mut routes, &defined);
+    v.protocols(&pools);
     let guard = raw
         .guard
         .as_ref()
@@ -681,6 +683,12 @@ impl Validator {
                     1..=1_000_000,
                     d.max_connections,
                 ),
+                max_streams: self.int(
+                    &field("limits.max_streams"),
+                    l.max_streams.as_ref(),
+                    1..=1_000_000,
+                    d.max_streams,
+                ),
                 max_pending: self.int(
                     &field("limits.max_pending"),
                     l.max_pending.as_ref(),
@@ -736,7 +744,9 @@ impl Validator {
             tls: tls.map(Arc::new),
             tcp: false,
             proxy_protocol: self.proxy_protocol(raw.proxy_protocol.as_ref()),
+            protocol: self.protocol(raw.protocol.as_ref()),
             spans: PoolSpans {
+                protocol: raw.protocol.as_ref().map(|p| p.span()),
                 hash_key: raw.hash_key.as_ref().map(|k| k.span()),
                 backup: raw.backup.as_ref().map(|b| b.span()),
                 request_timeout: raw
@@ -1111,7 +1121,7 @@ impl Validator {
                     expect_status,
                 }
             }
-            "tcp" => {
+            "tcp" | "grpc" => {
                 for (key, value) in [
                     ("path", &h.path),
                     ("method", &h.method),
@@ -1122,12 +1132,21 @@ impl Validator {
                         self.error(
                             "invalid-health-check",
                             v.span(),
-                            format!("`{field}.{key}` only applies to type = \"http\" checks, and this one is \"tcp\""),
+                            format!("`{field}.{key}` only applies to type = \"http\" checks, and this one is {kind:?}"),
                             format!("remove `{key}`, or set type = \"http\""),
                         );
                     }
                 }
-                Probe::Tcp
+                if kind == "tcp" {
+                    Probe::Tcp
+                } else {
+                    Probe::Grpc {
+                        service: h
+                            .service
+                            .as_ref()
+                            .map_or_else(String::new, |s| s.get_ref().clone()),
+                    }
+                }
             }
             other => {
                 let span = h.kind.as_ref().map_or(raw.span(), |k| k.span());
@@ -1135,11 +1154,19 @@ impl Validator {
                     "invalid-value",
                     span,
                     format!("`{field}.type` {other:?} is not a check type"),
-                    "use \"http\" or \"tcp\"",
+                    "use \"http\", \"tcp\" or \"grpc\"",
                 );
                 return None;
             }
         };
+        if let (Some(service), false) = (&h.service, matches!(probe, Probe::Grpc { .. })) {
+            self.error(
+                "invalid-health-check",
+                service.span(),
+                format!("`{field}.service` only applies to type = \"grpc\" checks, and this one is {kind:?}"),
+                "remove `service`, or set type = \"grpc\"",
+            );
+        }
         let interval = self.positive_duration(
             &format!("{field}.interval"),
             h.interval.as_ref(),

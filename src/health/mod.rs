@@ -117,6 +117,7 @@ async fn probe_loop(
             backend.socket_addr,
             &backend.address,
             backend.tls.as_ref(),
+            pool.config.protocol.is_http2(),
         )
         .await;
         let ok = result.is_ok();

@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response, Version};
-use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -300,10 +299,7 @@ pub async fn serve<S: ClientStream>(
         // cannot be skipped safely: close after this response.
         let body_read = inbound.borrow().body == Framing::Done;
         let keep_alive = head.keep_alive && body_read && !asked_upgrade && !*shutdown.borrow();
-        let tunnel = match response.body_mut() {
-            Either::Left(streamed) => streamed.take_tunnel(),
-            Either::Right(_) => None,
-        };
+        let tunnel = response.body_mut().take_tunnel();
         match write_response(&inbound, response, is_head, version, keep_alive).await {
             Ok(_) if tunnel.is_some() => {
                 switched = tunnel;
@@ -435,10 +431,7 @@ async fn write_response<S: ClientStream>(
     keep_alive: bool,
 ) -> Result<bool, Ended> {
     let (parts, mut body) = response.into_parts();
-    let fields = match &mut body {
-        Either::Left(streamed) => streamed.take_fields(),
-        Either::Right(_) => None,
-    };
+    let fields = body.take_fields();
     let mut outbox = Outbox::pooled();
     let out = outbox.head_mut();
     let ResponseFraming {
@@ -474,9 +467,9 @@ async fn write_response<S: ClientStream>(
     };
     // Read ahead of a slow client as far as the pool allows, so the backend's
     // connection is free once its response is read.
-    let (read_ahead, mut spill) = match &body {
-        Either::Left(streamed) => (streamed.read_ahead().max(GATHER), streamed.spill()),
-        Either::Right(_) => (GATHER, Spill::new(0, None)),
+    let (read_ahead, mut spill) = match body.read_ahead() {
+        Some((read_ahead, spill)) => (read_ahead.max(GATHER), spill),
+        None => (GATHER, Spill::new(0, None)),
     };
     let close_delimited = !chunked && !has_length && !keep_alive && version == Version::HTTP_10;
     let pumped = pump(
@@ -489,9 +482,7 @@ async fn write_response<S: ClientStream>(
         &mut stall,
     )
     .await;
-    if let Either::Left(streamed) = &mut body {
-        streamed.record_sent(written.saturating_sub(head_len), pumped.is_ok());
-    }
+    body.record_sent(written.saturating_sub(head_len), pumped.is_ok());
     match pumped {
         Ok(()) => Ok(keep_alive),
         Err(PumpError::Body(error)) => {

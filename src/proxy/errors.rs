@@ -15,6 +15,11 @@ pub enum Refusal {
     /// An upgrade (WebSocket) whose request has a body, which evenkeel does not
     /// tunnel: 501.
     UpgradeWithBody,
+    /// An upgrade (WebSocket) routed to a pool that speaks HTTP/2 to its backends,
+    /// where HTTP/1.1's upgrade does not exist: 501.
+    UpgradeToHttp2,
+    /// A request target that cannot be sent over HTTP/2: 400.
+    BadTarget,
     /// The listener already carries `max_tunnels` upgraded connections: 503.
     TooManyTunnels,
     /// A transfer coding other than `chunked` alone, which evenkeel does not decode: 501.
@@ -43,9 +48,11 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::Connect | Refusal::UpgradeWithBody | Refusal::TransferCoding => {
-                StatusCode::NOT_IMPLEMENTED
-            }
+            Refusal::Connect
+            | Refusal::UpgradeWithBody
+            | Refusal::UpgradeToHttp2
+            | Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Refusal::BadTarget => StatusCode::BAD_REQUEST,
             Refusal::NoBackend | Refusal::Overloaded | Refusal::TooManyTunnels => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -60,11 +67,29 @@ impl Refusal {
 
     /// The response for a request meant for `pool` (if routing got that far).
     pub fn response(self, pool: Option<&str>) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(format!(
+            "evenkeel: {}\n",
+            self.message(pool)
+        ))));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+
+    /// What went wrong, in a sentence naming `pool` (if routing got that far).
+    pub fn message(self, pool: Option<&str>) -> String {
         let pool = pool.map_or(String::new(), |p| format!("pool {p:?}: "));
         let what = match self {
             Refusal::NoRoute => "no route matches this host and path",
             Refusal::Connect => "CONNECT is not supported: evenkeel is not a forward proxy",
             Refusal::UpgradeWithBody => "an upgrade request with a body is not supported",
+            Refusal::UpgradeToHttp2 => {
+                "upgrades (WebSocket) are not carried to a pool that speaks HTTP/2 to its backends"
+            }
+            Refusal::BadTarget => "the request target cannot be sent over HTTP/2",
             Refusal::TooManyTunnels => {
                 "this listener carries max_tunnels upgraded connections already"
             }
@@ -82,13 +107,6 @@ impl Refusal {
             }
             Refusal::NoHostToRedirect => "a redirect to https:// needs a Host",
         };
-        let mut response =
-            Response::new(Full::new(Bytes::from(format!("evenkeel: {pool}{what}\n"))));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
+        format!("{pool}{what}")
     }
 }

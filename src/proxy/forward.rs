@@ -26,13 +26,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Uri;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::budget::ByteBudget;
 use super::errors::Refusal;
+use super::grpc;
 use super::h1::{self, Framing, Progress, RequestBody};
+use super::h2::connections::H2Connections;
+use super::h2::exchange::{BoxError, Relayed};
+use super::h2::forward::H2Request;
 use super::headers;
 use super::read_ahead::{read_ahead, ReadAhead, ReadingAhead};
 use super::spill::Spill;
@@ -45,15 +49,92 @@ use crate::config::HashKey;
 use crate::health;
 use crate::runtime::{BackendRuntime, NoBackend, PoolRuntime, Runtime, Snapshot};
 
-/// The body of every response evenkeel sends: a backend's, streamed, or its own.
-pub type ProxyBody = Either<Streamed, Full<Bytes>>;
+/// The body of every response evenkeel sends.
+// Not boxed: the HTTP/1 variant is nearly every response, and a box would cost it an
+// allocation (the `Either` this replaced had the same layout).
+#[allow(clippy::large_enum_variant)]
+pub enum ProxyBody {
+    /// An HTTP/1 backend's, streamed from its connection.
+    Streamed(Streamed),
+    /// An HTTP/2 backend's, relayed from its stream (trailers included).
+    Relayed(Relayed),
+    /// Evenkeel's own (a refusal, a redirect).
+    Own(Full<Bytes>),
+}
+
+impl ProxyBody {
+    /// The tunnel a 101 opened ([`Streamed::take_tunnel`]).
+    pub fn take_tunnel(&mut self) -> Option<Tunnel> {
+        match self {
+            ProxyBody::Streamed(streamed) => streamed.take_tunnel(),
+            _ => None,
+        }
+    }
+
+    /// The backend's fields as it sent them ([`Streamed::take_fields`]).
+    pub fn take_fields(&mut self) -> Option<h1::Fields> {
+        match self {
+            ProxyBody::Streamed(streamed) => streamed.take_fields(),
+            _ => None,
+        }
+    }
+
+    /// How far to read ahead of a slow client, and where the overflow may wait
+    /// ([`Streamed::read_ahead`], [`Streamed::spill`]); `None`: not at all (an
+    /// HTTP/2 stream's window bounds what the backend sends ahead).
+    pub fn read_ahead(&self) -> Option<(usize, Spill)> {
+        match self {
+            ProxyBody::Streamed(streamed) => Some((streamed.read_ahead(), streamed.spill())),
+            _ => None,
+        }
+    }
+
+    /// What an HTTP/1 client's side wrote of this body ([`Streamed::record_sent`]).
+    pub fn record_sent(&mut self, bytes: u64, complete: bool) {
+        if let ProxyBody::Streamed(streamed) = self {
+            streamed.record_sent(bytes, complete);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Relayed(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Own(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Streamed(b) => b.is_end_stream(),
+            ProxyBody::Relayed(b) => b.is_end_stream(),
+            ProxyBody::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Streamed(b) => b.size_hint(),
+            ProxyBody::Relayed(b) => b.size_hint(),
+            ProxyBody::Own(b) => b.size_hint(),
+        }
+    }
+}
 
 /// The client end of a connection, as every request on it needs it.
 pub struct Client {
     /// The client's address.
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` value, made once per connection.
-    forwarded_for: HeaderValue,
+    pub(super) forwarded_for: HeaderValue,
     /// The connection's TLS session; `None`: plain HTTP.
     pub tls: Option<ClientTls>,
 }
@@ -83,6 +164,8 @@ pub struct Worker {
     pub runtime: Arc<Runtime>,
     /// This worker's upstream connections.
     pub upstream: UpstreamPool,
+    /// This worker's HTTP/2 connections to backends.
+    pub h2: H2Connections,
     /// Whether to write an access-log line per request.
     pub access_log: bool,
     /// Bytes of request bodies this worker may hold read ahead at once, over all its
@@ -205,7 +288,7 @@ impl Worker {
     /// Serves one request from `client` that arrived on listener number `listener`;
     /// `asks_upgrade`: it has an `Upgrade` field (known from reading its head, so the
     /// other requests look for none).
-    pub async fn handle<B: RequestBody>(
+    pub async fn handle<B: RequestBody + 'static>(
         self: Rc<Self>,
         request: Request<B>,
         listener: usize,
@@ -242,13 +325,20 @@ impl Worker {
                 })
             })
         };
+        // gRPC clients get evenkeel's own errors as gRPC statuses.
+        let grpc = grpc::is_grpc(&parts.headers);
         let refuse =
             |refusal: Refusal, route: Option<&Arc<str>>, pool: Option<&Arc<PoolRuntime>>| {
-                let response = refusal.response(pool.map(|p| p.name.as_str()));
+                let pool_name = pool.map(|p| p.name.as_str());
+                let response = if grpc {
+                    grpc::refusal_response(refusal, pool_name)
+                } else {
+                    refusal.response(pool_name)
+                };
                 if let Some(mut log) = record(route, pool, None, response.status().as_u16()) {
                     log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
                 }
-                Ok(response.map(Either::Right))
+                Ok(response.map(ProxyBody::Own))
             };
 
         let on = snapshot.config.listeners.get(listener);
@@ -285,6 +375,9 @@ impl Worker {
         else {
             return refuse(Refusal::NoRoute, None, None);
         };
+        if upgrade.is_some() && routed.config.protocol.is_http2() {
+            return refuse(Refusal::UpgradeToHttp2, Some(route), Some(routed));
+        }
         // An upgrade counts against its listener's tunnels from here, should it switch.
         let permit = match (&upgrade, on) {
             (Some(_), Some(on)) => {
@@ -303,7 +396,9 @@ impl Worker {
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
         let has_body = !body.is_end_stream();
-        let body = if !has_body {
+        // A gRPC call's messages stream as they come (a client stream, a bidirectional
+        // call), never held back until the body ends.
+        let body = if !has_body || grpc {
             ReadAhead::empty(body)
         } else {
             let reading = ReadingAhead {
@@ -321,7 +416,10 @@ impl Worker {
         };
         let mut pool = snapshot.serving(routed);
         // The time the client took to send a buffered body does not count.
-        let deadline = if has_body { Instant::now() } else { start } + pool.timeouts.request;
+        let mut deadline = if has_body { Instant::now() } else { start } + pool.timeouts.request;
+        if let Some(timeout) = grpc.then(|| grpc::timeout(&parts.headers)).flatten() {
+            deadline = deadline.min(start + timeout);
+        }
         let mut hops = 0;
         let (mut backend, key) = loop {
             let key = pool
@@ -358,6 +456,27 @@ impl Worker {
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
         let framing = h1::BodyFraming::of(&parts.headers, &body);
+        if pool.config.protocol.is_http2() {
+            return Ok(self
+                .forward_h2(H2Request {
+                    parts: &parts,
+                    body: has_body.then_some(body),
+                    length: match framing {
+                        h1::BodyFraming::Length(length) => Some(length),
+                        _ => None,
+                    },
+                    pool,
+                    backend,
+                    key,
+                    deadline,
+                    log,
+                    client: &client,
+                    host: host.as_ref(),
+                    grpc,
+                    replayable,
+                })
+                .await);
+        }
         let encode = |backend: &BackendRuntime| {
             h1::encode(
                 &parts,
@@ -488,7 +607,7 @@ impl Worker {
             }
         };
         pool.stats.record(failure.status().as_u16());
-        refuse_logged(log, failure, &pool.name)
+        refuse_logged(log, failure, &pool.name, grpc)
     }
 
     /// The first backend for a request: a usable one under its connection limit, or —
@@ -559,7 +678,7 @@ impl Worker {
                     if let Some(mut log) = log {
                         log.answered(&response);
                     }
-                    return response.map(Either::Right);
+                    return response.map(ProxyBody::Own);
                 }
             }
         };
@@ -585,7 +704,7 @@ impl Worker {
             // Read whole with its head: the connection is free before the client has a byte.
             body.finish();
         }
-        let mut response = Response::new(Either::Left(body));
+        let mut response = Response::new(ProxyBody::Streamed(body));
         *response.status_mut() = head.status;
         *response.headers_mut() = headers;
         response
@@ -780,12 +899,17 @@ fn refuse_logged(
     log: Option<Box<AccessRecord>>,
     refusal: Refusal,
     pool: &str,
+    grpc: bool,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let response = refusal.response(Some(pool));
+    let response = if grpc {
+        grpc::refusal_response(refusal, Some(pool))
+    } else {
+        refusal.response(Some(pool))
+    };
     if let Some(mut log) = log {
         log.answered(&response);
     }
-    Ok(response.map(Either::Right))
+    Ok(response.map(ProxyBody::Own))
 }
 
 /// Why a try failed, and whether the request (at least partly) went out.
@@ -864,7 +988,7 @@ impl Worker {
         } else {
             format!("https://{host}:{port}{target}")
         };
-        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        let mut response = Response::new(ProxyBody::Own(Full::new(Bytes::new())));
         *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
         response
             .headers_mut()

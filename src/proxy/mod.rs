@@ -8,6 +8,9 @@
 //!   response-head writer for clients ([`h1::server`]), the client to backends with its
 //!   request encoding and response-head parser ([`h1::client`]), and the body framing
 //!   both use ([`h1::body`]).
+//! - [`h2`]: HTTP/2 to backends (pools with `protocol = "h2c"` or `"h2"`).
+//! - [`grpc`]: gRPC calls: their deadline, evenkeel's errors as gRPC statuses, and
+//!   how a `grpc-status` counts.
 //! - [`forward`]: one request, from routing to the streamed response.
 //! - [`retry`]: the retry budget, which keeps retries a small share of a pool's
 //!   requests.
@@ -42,7 +45,9 @@ pub mod budget;
 pub mod downstream;
 pub mod errors;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
+pub mod h2;
 pub mod headers;
 pub mod layer4;
 pub mod outbox;

@@ -44,6 +44,7 @@ use super::budget::{ByteBudget, READ_AHEAD_BUDGET, SPILL_BUDGET};
 use super::downstream::{self, ClientStream};
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::MAX_HEAD_BYTES;
+use super::h2::connections::H2Connections;
 use super::tls::{ClientTls, ListenerAcceptor};
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
@@ -236,6 +237,7 @@ fn run_worker(
         let worker = Rc::new(Worker {
             runtime,
             upstream: UpstreamPool::default(),
+            h2: H2Connections::default(),
             access_log: options.access_log,
             read_ahead: Rc::new(ByteBudget::new(READ_AHEAD_BUDGET)),
             spill: Rc::new(ByteBudget::new(SPILL_BUDGET)),
@@ -286,12 +288,14 @@ fn run_worker(
             loop {
                 tick.tick().await;
                 sweeper.upstream.sweep();
+                sweeper.h2.sweep();
                 super::access::flush();
             }
         });
         let mut stop = shutdown.clone();
         let _ = stop.wait_for(|stopping| *stopping).await;
         worker.upstream.clear();
+        worker.h2.clear();
         // Connections finish the request they serve, then close; cut the rest late.
         let _ = tokio::time::timeout(drain_timeout, connections.all_closed()).await;
     });

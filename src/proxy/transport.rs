@@ -92,6 +92,14 @@ impl Transport {
         }
     }
 
+    /// Whether the TLS handshake agreed on HTTP/2 (ALPN `h2`); never for plain TCP.
+    pub fn agreed_h2(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(tls) => tls.borrow().stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// Runs `f` on the TCP socket under the stream (tests).
     #[cfg(test)]
     pub(crate) fn with_tcp<T>(&self, f: impl FnOnce(&TcpStream) -> T) -> T {
@@ -521,7 +529,7 @@ mod tests {
             span: 0..0,
         };
         let target = Arc::new(TlsTarget {
-            client: backend_tls::client_config(&tls),
+            client: backend_tls::client_config(&tls, false),
             server_name: backend_tls::parse_sni("backend.test").expect("name"),
         });
         let tcp = TcpStream::connect(addr).await.expect("connect");

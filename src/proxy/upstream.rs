@@ -174,6 +174,17 @@ pub async fn connect(
     timeout: Duration,
     open: &Arc<AtomicU64>,
 ) -> Result<h1::Connection, ConnectError> {
+    let transport = open_transport(addr, tls, timeout).await?;
+    Ok(h1::Connection::new(transport, Counted::new(open)))
+}
+
+/// The stream of a new connection to `addr`, over TLS with `tls`, within `timeout`
+/// (the TCP connect and the TLS handshake together); `TCP_NODELAY` is set.
+pub async fn open_transport(
+    addr: SocketAddr,
+    tls: Option<&Arc<TlsTarget>>,
+    timeout: Duration,
+) -> Result<Transport, ConnectError> {
     let deadline = Instant::now() + timeout;
     let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
@@ -186,5 +197,5 @@ pub async fn connect(
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Tls)?,
     };
-    Ok(h1::Connection::new(transport, Counted::new(open)))
+    Ok(transport)
 }

@@ -109,6 +109,7 @@ fn active(pool: &Pool, failure: Failure) -> Result<String, String> {
     let (kind, accepts_5xx) = match &health.probe {
         Probe::Http { expect_status, .. } => ("http", expect_status.contains(&500)),
         Probe::Tcp => ("tcp", false),
+        Probe::Grpc { .. } => ("grpc", false),
     };
     let after = format!(
         "active {kind} check, within about {soon} (interval {} x unhealthy_after {})",
@@ -117,7 +118,7 @@ fn active(pool: &Pool, failure: Failure) -> Result<String, String> {
     );
     match (failure, kind) {
         (Failure::Refuses, _) => Ok(after),
-        (Failure::NeverAnswers, "http") => Ok(format!(
+        (Failure::NeverAnswers, "http" | "grpc") => Ok(format!(
             "{after}; each probe fails after timeout {}",
             format_duration(health.timeout)
         )),
@@ -126,8 +127,11 @@ fn active(pool: &Pool, failure: Failure) -> Result<String, String> {
             Ok(format!("{after}, if its path fails as the traffic does"))
         }
         (Failure::Errors, "http") => Err("the http check's expect_status accepts 5xx".into()),
+        (Failure::Errors, "grpc") => Ok(format!(
+            "{after}, if its health service reports NOT_SERVING as the traffic fails"
+        )),
         (Failure::Errors, _) => Err("a tcp check cannot see HTTP errors".into()),
-        (Failure::Slow, "http") => Ok(format!(
+        (Failure::Slow, "http" | "grpc") => Ok(format!(
             "{after}, only when slower than the probe timeout {}",
             format_duration(health.timeout)
         )),

@@ -1,0 +1,264 @@
+//! Each worker's HTTP/2 connections to the backends of pools with `protocol = "h2c"`
+//! or `"h2"`: a few per backend, each carrying many streams.
+//!
+//! A request takes the first connection of its backend with room for another stream
+//! (fewer open than the backend's `SETTINGS_MAX_CONCURRENT_STREAMS`), else opens a new
+//! one while the backend has fewer than `limits.max_connections` over all workers, else
+//! queues on the least busy (the h2 crate opens the stream once one ends there). A
+//! connection whose driver task ended (the backend closed it, sent GOAWAY, or broke
+//! it) is dropped from the list; one with no stream for the pool's `timeouts.idle` is
+//! closed by the sweep. The h2 crate drives each connection in a task of its own on the
+//! worker's `LocalSet`, so streams progress while no request polls them.
+//!
+//! Lists are per [`Key`], as HTTP/1's idle lists are, so a server two pools reach with
+//! different TLS settings never shares a connection between them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::h2::client::SendRequest;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::super::upstream::{self, ConnectError, Counted, Key};
+use crate::balance::BackendLoad;
+use crate::config::TlsTarget;
+
+/// The flow-control window evenkeel opens to a backend for each stream: how far a
+/// response may run ahead of the client reading it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// The window for a whole connection, over its streams.
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// Largest response head (fields, decoded) accepted from a backend, as for HTTP/1.
+const MAX_HEADER_LIST: u32 = super::super::h1::MAX_HEAD_BYTES as u32;
+
+/// One HTTP/2 connection to a backend.
+pub struct H2Connection {
+    sender: SendRequest<Bytes>,
+    /// Streams this worker has open on it.
+    streams: Cell<usize>,
+    /// Its driver task ended: it takes no more streams.
+    closed: Rc<Cell<bool>>,
+    /// When its last stream ended (or it was made).
+    last_used: Cell<Instant>,
+    /// How long it may stay without a stream: its pool's `timeouts.idle`.
+    idle_timeout: Duration,
+}
+
+impl H2Connection {
+    /// A handle to open streams with.
+    pub fn sender(&self) -> SendRequest<Bytes> {
+        self.sender.clone()
+    }
+
+    /// Whether it may take another stream now.
+    fn has_room(&self) -> bool {
+        !self.closed.get() && self.streams.get() < self.sender.current_max_send_streams()
+    }
+
+    /// Whether its driver task ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}
+
+/// A stream counted on its connection for as long as it lives.
+pub struct OpenStream(Rc<H2Connection>);
+
+impl OpenStream {
+    /// Counts a stream on `connection`.
+    pub fn on(connection: &Rc<H2Connection>) -> OpenStream {
+        connection.streams.set(connection.streams.get() + 1);
+        OpenStream(Rc::clone(connection))
+    }
+
+    /// The connection it is on.
+    pub fn connection(&self) -> &Rc<H2Connection> {
+        &self.0
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let connection = &self.0;
+        connection
+            .streams
+            .set(connection.streams.get().saturating_sub(1));
+        connection.last_used.set(Instant::now());
+    }
+}
+
+/// One worker's HTTP/2 connections, by backend.
+#[derive(Default)]
+pub struct H2Connections {
+    lists: RefCell<HashMap<Key, Vec<Rc<H2Connection>>>>,
+    /// Backends a connection is being opened to, and who waits for it.
+    opening: Rc<RefCell<HashMap<Key, Rc<Notify>>>>,
+}
+
+/// A connection being opened to a backend: until it is dropped, other requests to the
+/// backend that find no room wait ([`Choice::Wait`]); dropped (opened or not, or the
+/// request gone), they are woken to choose again.
+pub struct Opening {
+    key: Key,
+    opening: Rc<RefCell<HashMap<Key, Rc<Notify>>>>,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.opening.borrow_mut().remove(&self.key) {
+            waiting.notify_waiters();
+        }
+    }
+}
+
+/// Which connection a new stream should take.
+pub enum Choice {
+    /// This one, which has room: the stream is counted on it already.
+    Use(OpenStream),
+    /// A new one: none has room, and the backend may take another connection. The
+    /// caller opens it, lists it with [`H2Connections::opened`], then drops the
+    /// [`Opening`] (when there is one: at `max_connections` with none listed, nobody
+    /// waits for it).
+    Open(Option<Opening>),
+    /// Another request is opening a connection to this backend: wait for it, then
+    /// choose again.
+    Wait(Rc<Notify>),
+    /// This one, the least busy, where the stream waits for room: the backend has
+    /// `limits.max_connections` already.
+    Queue(OpenStream),
+}
+
+impl H2Connections {
+    /// Where a stream to `key` goes, for a backend with `load` and `max_connections`;
+    /// `fresh`: on a new connection only (the stream was refused on another).
+    pub fn choose(
+        &self,
+        key: Key,
+        load: &BackendLoad,
+        max_connections: u32,
+        fresh: bool,
+    ) -> Choice {
+        let mut lists = self.lists.borrow_mut();
+        let list = lists.entry(key).or_default();
+        list.retain(|c| !c.closed.get());
+        if !fresh {
+            if let Some(connection) = list.iter().find(|c| c.has_room()) {
+                return Choice::Use(OpenStream::on(connection));
+            }
+        }
+        if let Some(opening) = self.opening.borrow().get(&key) {
+            return Choice::Wait(Rc::clone(opening));
+        }
+        if load.shared_connections() < max_connections {
+            self.opening
+                .borrow_mut()
+                .insert(key, Rc::new(Notify::new()));
+            return Choice::Open(Some(Opening {
+                key,
+                opening: Rc::clone(&self.opening),
+            }));
+        }
+        match list.iter().min_by_key(|c| c.streams.get()) {
+            Some(connection) => Choice::Queue(OpenStream::on(connection)),
+            None => Choice::Open(None),
+        }
+    }
+
+    /// Lists a connection opened to `key`: new streams may take it.
+    pub fn opened(&self, key: Key, connection: &Rc<H2Connection>) {
+        self.lists
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push(Rc::clone(connection));
+    }
+
+    /// Opens a connection to `addr` (over TLS with `tls`, which must agree on `h2`)
+    /// within `timeout`, and starts its driver task; it is ready once the backend's
+    /// settings (its stream limit) have come. `open` counts it in the shared gauge of
+    /// upstream connections, `load` among the backend's shared connections.
+    pub async fn open(
+        addr: SocketAddr,
+        tls: Option<&Arc<TlsTarget>>,
+        timeout: Duration,
+        idle_timeout: Duration,
+        open: &Arc<AtomicU64>,
+        load: &Arc<BackendLoad>,
+    ) -> Result<Rc<H2Connection>, ConnectError> {
+        let deadline = Instant::now() + timeout;
+        let transport = upstream::open_transport(addr, tls, timeout).await?;
+        if tls.is_some() && !transport.agreed_h2() {
+            return Err(ConnectError::Tls(std::io::Error::other(
+                "the backend did not agree to HTTP/2 (ALPN h2)",
+            )));
+        }
+        let handshake = ::h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake::<_, Bytes>(transport);
+        let (sender, mut connection) = tokio::time::timeout_at(deadline, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        let ping = connection.ping_pong();
+        let closed = Rc::new(Cell::new(false));
+        let counted = (Counted::new(open), load.open_shared());
+        let ended = Rc::clone(&closed);
+        tokio::task::spawn_local(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "HTTP/2 connection to a backend ended");
+            }
+            ended.set(true);
+            drop(counted);
+        });
+        // A server's settings come first on its side of the connection, so once a
+        // PING is answered, they are known: how many streams the backend allows.
+        if let Some(mut ping) = ping {
+            tokio::time::timeout_at(deadline, ping.ping(::h2::Ping::opaque()))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        }
+        Ok(Rc::new(H2Connection {
+            sender,
+            streams: Cell::new(0),
+            closed,
+            last_used: Cell::new(Instant::now()),
+            idle_timeout,
+        }))
+    }
+
+    /// Forgets `connection` (it failed): no new stream takes it.
+    pub fn remove(&self, key: Key, connection: &Rc<H2Connection>) {
+        if let Some(list) = self.lists.borrow_mut().get_mut(&key) {
+            list.retain(|c| !Rc::ptr_eq(c, connection));
+        }
+    }
+
+    /// Closes connections that ended, and those without a stream for their idle
+    /// timeout (dropping the last handle to a connection lets h2 close it).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut lists = self.lists.borrow_mut();
+        for list in lists.values_mut() {
+            list.retain(|c| {
+                !c.closed.get() && (c.streams.get() > 0 || c.last_used.get() + c.idle_timeout > now)
+            });
+        }
+        lists.retain(|_, list| !list.is_empty());
+    }
+
+    /// Closes every connection once its streams have ended.
+    pub fn clear(&self) {
+        self.lists.borrow_mut().clear();
+    }
+}

@@ -1,0 +1,363 @@
+//! A request to a pool that speaks HTTP/2 to its backends: its tries, their outcomes
+//! and the response relayed back.
+//!
+//! The rules are HTTP/1's ([`crate::proxy::forward`]) where they carry over: a try that
+//! sent nothing (a failed connect) or that the backend did not process may go to
+//! another backend; one that was sent may go again only if it is idempotent and has no
+//! body; a 502, 503 or 504 answer is retried on the same terms; the retry budget and
+//! `retries.attempts` bound it all. What HTTP/2 adds: a stream the backend did not
+//! process (see [`super::exchange`]) goes once more at once, on a new connection to
+//! the same backend, whatever its method, if its body is still at hand; and a gRPC
+//! call answered `UNAVAILABLE` before any response byte is retried like a 503.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{request, Response};
+use tokio::time::Instant;
+
+use super::connections::{Choice, H2Connections, OpenStream};
+use super::exchange::{self, Answered, Ended, Relayed, Replay, StreamError};
+use crate::health;
+use crate::proxy::errors::Refusal;
+use crate::proxy::forward::{
+    next_try, AccessRecord, Client, Picked, ProxyBody, Slot, Tried, Worker,
+};
+use crate::proxy::grpc;
+use crate::proxy::h1::RequestBody;
+use crate::proxy::stall::Stall;
+use crate::proxy::upstream::{self, ConnectError};
+use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
+
+/// A request routed to an HTTP/2 pool, with its first backend picked.
+pub(in crate::proxy) struct H2Request<'a, B> {
+    pub parts: &'a request::Parts,
+    /// The client's body; `None`: it has none.
+    pub body: Option<B>,
+    /// Its length, when the client said.
+    pub length: Option<u64>,
+    pub pool: &'a Arc<PoolRuntime>,
+    pub backend: Picked,
+    pub key: Option<u64>,
+    pub deadline: Instant,
+    pub log: Option<Box<AccessRecord>>,
+    pub client: &'a Client,
+    pub host: Option<&'a HeaderValue>,
+    /// A gRPC call.
+    pub grpc: bool,
+    /// May be sent again after it was sent (idempotent, no body).
+    pub replayable: bool,
+}
+
+/// Why a try failed.
+enum Failure {
+    Connect(ConnectError),
+    Stream(StreamError),
+    /// The request target cannot be written as an HTTP/2 head.
+    BadTarget,
+}
+
+impl Worker {
+    /// Sends `request` to its pool's backends over HTTP/2 until one answers or the
+    /// tries run out; the response (or evenkeel's refusal).
+    pub(in crate::proxy) async fn forward_h2<B: RequestBody + 'static>(
+        self: &Rc<Self>,
+        request: H2Request<'_, B>,
+    ) -> Response<ProxyBody> {
+        let H2Request {
+            parts,
+            body,
+            length,
+            pool,
+            mut backend,
+            key,
+            deadline,
+            mut log,
+            client,
+            host,
+            grpc,
+            replayable,
+        } = request;
+        let replay = body.map(|b| Replay::new(b, pool.config.limits.body_buffer as usize));
+        let mut tried = Tried::default();
+        let mut attempt = 0;
+        let refusal = loop {
+            tried.push(backend.index);
+            if let Some(log) = log.as_mut() {
+                log.tried(&backend.runtime);
+            }
+            let slot = Slot::take(pool, &backend.runtime);
+            backend
+                .runtime
+                .stats
+                .requests
+                .fetch_add(1, Ordering::Relaxed);
+            let try_start = Instant::now();
+            let head_by = (try_start + pool.timeouts.per_try).min(deadline);
+            let tried_once = self
+                .h2_try(pool, &backend.runtime, &replay, head_by, |b| {
+                    exchange::request_head(
+                        parts,
+                        &client.forwarded_for,
+                        client.tls.is_some(),
+                        host,
+                        b.tls
+                            .as_ref()
+                            .map_or(b.address.as_str(), |t| t.host(&b.address)),
+                        b.tls.is_some(),
+                        length,
+                    )
+                })
+                .await;
+            let retry = |eligible: bool| {
+                next_try(
+                    pool,
+                    eligible && Instant::now() < deadline,
+                    attempt,
+                    key,
+                    &tried,
+                )
+            };
+            let (refusal, next) = match tried_once {
+                Ok(answered) => {
+                    let status = answered.response.status().as_u16();
+                    let latency = Instant::now().saturating_duration_since(try_start);
+                    backend.runtime.stats.latency.record(latency);
+                    let answers_grpc = grpc && grpc::is_grpc(answered.response.headers());
+                    let ends_here = answered.response.body().is_end_stream();
+                    // A gRPC call's outcome is its grpc-status: in the head of a
+                    // Trailers-Only answer, else at the end of the stream.
+                    let outcome = if answers_grpc && ends_here {
+                        Some(
+                            grpc::status(answered.response.headers())
+                                .map_or(502, grpc::http_status),
+                        )
+                    } else if answers_grpc {
+                        None
+                    } else {
+                        Some(status)
+                    };
+                    if let Some(outcome) = outcome {
+                        record_answer(&self.runtime, pool, &backend.runtime, outcome);
+                    }
+                    let retry_status = match outcome {
+                        Some(503) if answers_grpc => replay_ready(&replay),
+                        Some(502..=504) if !answers_grpc => replayable,
+                        _ => false,
+                    };
+                    match retry_status.then(|| retry(true)).flatten() {
+                        Some(next) => (Refusal::BadGateway, next),
+                        None => {
+                            if let Some(outcome) = outcome {
+                                pool.stats.record(outcome);
+                            }
+                            if let Some(log) = log.as_mut() {
+                                log.answered_with(status, Some(latency));
+                            }
+                            return self.relay(
+                                answered,
+                                pool,
+                                &backend.runtime,
+                                slot,
+                                log,
+                                outcome,
+                            );
+                        }
+                    }
+                }
+                Err(Failure::Stream(StreamError::Client(error))) => {
+                    tracing::debug!(pool = %pool.name, %error, "the request body broke off");
+                    break Refusal::BadRequestBody;
+                }
+                Err(Failure::BadTarget) => break Refusal::BadTarget,
+                Err(Failure::Connect(e)) => {
+                    self.h2_failed(pool, &backend.runtime, &e.to_string());
+                    match retry(true) {
+                        Some(next) => (Refusal::BadGateway, next),
+                        None => break Refusal::BadGateway,
+                    }
+                }
+                Err(Failure::Stream(e)) => {
+                    let (refusal, eligible) = match e {
+                        StreamError::TimedOut => (Refusal::Timeout, replayable),
+                        StreamError::Unprocessed(_) => (Refusal::BadGateway, replay_ready(&replay)),
+                        _ => (Refusal::BadGateway, replayable),
+                    };
+                    let error = e.to_string();
+                    self.h2_failed(pool, &backend.runtime, &error);
+                    match retry(eligible) {
+                        Some(next) => (refusal, next),
+                        None => break refusal,
+                    }
+                }
+            };
+            tracing::debug!(pool = %pool.name, from = %backend.runtime.address, to = %next.address, ?refusal, "retrying");
+            pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+            drop(slot);
+            attempt += 1;
+            backend = Picked::of(next);
+        };
+        pool.stats.record(refusal.status().as_u16());
+        let response = if grpc {
+            grpc::refusal_response(refusal, Some(&pool.name))
+        } else {
+            refusal.response(Some(&pool.name))
+        };
+        if let Some(mut log) = log {
+            log.answered_with(response.status().as_u16(), None);
+        }
+        response.map(ProxyBody::Own)
+    }
+
+    /// One try on `backend`: a stream on one of this worker's connections to it (a new
+    /// one if none has room), and once more on a new connection if the backend did not
+    /// process it. `head` makes the request's head for a backend.
+    async fn h2_try<B: RequestBody + 'static>(
+        &self,
+        pool: &PoolRuntime,
+        backend: &Arc<BackendRuntime>,
+        replay: &Option<Replay<B>>,
+        head_by: Instant,
+        head: impl Fn(&BackendRuntime) -> Option<http::Request<()>>,
+    ) -> Result<Answered, Failure> {
+        let key = upstream::Key::new(backend.socket_addr, backend.tls.as_ref());
+        let max_connections = pool.config.limits.max_connections;
+        // Set for the one more time a stream the backend did not process goes out.
+        let mut fresh = false;
+        loop {
+            let stream = match self.h2.choose(key, &backend.load, max_connections, fresh) {
+                Choice::Use(stream) | Choice::Queue(stream) => stream,
+                Choice::Wait(opening) => {
+                    let notified = opening.notified();
+                    if tokio::time::timeout_at(head_by, notified).await.is_err() {
+                        return Err(Failure::Stream(StreamError::TimedOut));
+                    }
+                    continue;
+                }
+                Choice::Open(opening) => {
+                    let connect_limit = pool
+                        .timeouts
+                        .connect
+                        .min(head_by.saturating_duration_since(Instant::now()));
+                    let opened = H2Connections::open(
+                        backend.socket_addr,
+                        backend.tls.as_ref(),
+                        connect_limit,
+                        pool.timeouts.idle,
+                        &self.runtime.upstream_connections,
+                        &backend.load,
+                    )
+                    .await
+                    .map_err(Failure::Connect)?;
+                    self.h2.opened(key, &opened);
+                    drop(opening);
+                    OpenStream::on(&opened)
+                }
+            };
+            let reader = match replay {
+                None => None,
+                Some(replay) => match replay.reader() {
+                    Some(reader) => Some(reader),
+                    // What went out the last time is lost.
+                    None => {
+                        return Err(Failure::Stream(StreamError::Unprocessed(
+                            ::h2::Error::from(::h2::Reason::REFUSED_STREAM),
+                        )))
+                    }
+                },
+            };
+            let head = head(backend).ok_or(Failure::BadTarget)?;
+            let connection = Rc::clone(stream.connection());
+            match exchange::exchange(stream, head, reader, head_by).await {
+                Err(StreamError::Unprocessed(error)) if !fresh => {
+                    tracing::debug!(backend = %backend.address, %error, "stream not processed; again on a new connection");
+                    if connection.is_closed() {
+                        self.h2.remove(key, &connection);
+                    }
+                    fresh = true;
+                }
+                result => return result.map_err(Failure::Stream),
+            }
+        }
+    }
+
+    fn h2_failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, error: &str) {
+        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+        pool.record(backend, false, health::now(), &self.runtime.events);
+        tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
+    }
+
+    /// The response to the client: `answered`'s head, its body relayed. `outcome`:
+    /// the status already recorded; `None` for a gRPC call, recorded when its
+    /// grpc-status comes.
+    fn relay(
+        &self,
+        answered: Answered,
+        pool: &Arc<PoolRuntime>,
+        backend: &Arc<BackendRuntime>,
+        slot: Slot,
+        log: Option<Box<AccessRecord>>,
+        outcome: Option<u16>,
+    ) -> Response<ProxyBody> {
+        let Answered {
+            response,
+            pipe,
+            stream,
+        } = answered;
+        let (mut parts, recv) = response.into_parts();
+        parts.version = http::Version::HTTP_11;
+        let deferred = outcome.is_none().then(|| {
+            (
+                Arc::clone(&self.runtime),
+                Arc::clone(pool),
+                Arc::clone(backend),
+            )
+        });
+        let mut log = log;
+        let on_end = Box::new(move |ended: Ended, bytes: u64| {
+            if let Some(log) = log.as_mut() {
+                log.add_bytes_out(bytes);
+                if !matches!(ended, Ended::Whole(_)) {
+                    log.mark_aborted();
+                }
+            }
+            if let Some((runtime, pool, backend)) = deferred {
+                let status = match &ended {
+                    Ended::Whole(trailers) => trailers
+                        .as_ref()
+                        .and_then(grpc::status)
+                        .map_or(502, grpc::http_status),
+                    Ended::Broke => 502,
+                    // The client cancelled: no one's failure.
+                    Ended::Dropped => 499,
+                };
+                record_answer(&runtime, &pool, &backend, status);
+                pool.stats.record(status);
+            }
+            drop(slot);
+            drop(log);
+        });
+        let body = Relayed::new(
+            recv,
+            pipe,
+            stream,
+            Stall::new(pool.timeouts.body_idle),
+            on_end,
+        );
+        Response::from_parts(parts, ProxyBody::Relayed(body))
+    }
+}
+
+/// Whether a replay of the request body is still possible (or it has none).
+fn replay_ready<B: RequestBody + 'static>(replay: &Option<Replay<B>>) -> bool {
+    replay.as_ref().is_none_or(Replay::can_replay)
+}
+
+/// Counts an answer of `status` from `backend`: in its counters and passive health
+/// (the pool's own count is of the answers its clients got).
+fn record_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
+    backend.stats.record_status(status);
+    pool.record(backend, status < 500, health::now(), &runtime.events);
+}

@@ -1,0 +1,482 @@
+//! HTTP/2 to backends and gRPC through evenkeel, against real peers: a gRPC server and
+//! client on Python's `grpcio` (`tests/peers/grpc_peer.py`), NGINX as an h2c backend,
+//! an h2 backend over TLS with a test CA, and backends on the `h2` crate for what no
+//! library server does on demand (refusing a stream unprocessed, a small stream limit).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+
+use crate::util::{eventually, Dir, Proxy, TestCertificate, TIMEOUT};
+
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_peer.py");
+
+/// A `grpcio` server (`grpc_peer.py server NAME`), stopped when dropped.
+struct GrpcBackend {
+    child: Child,
+    port: u16,
+}
+
+impl GrpcBackend {
+    fn start(name: &str) -> GrpcBackend {
+        GrpcBackend::start_with(&[name])
+    }
+
+    fn start_with(args: &[&str]) -> GrpcBackend {
+        let mut child = Command::new("python3")
+            .arg(PEER)
+            .arg("server")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the grpc server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the server's port");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no port from the grpc server: {line:?} (is `grpcio` installed?)")
+        });
+        GrpcBackend { child, port }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for GrpcBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a client mode of the peer to its end; its last line as JSON.
+fn client(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut command = Command::new("timeout");
+    command.arg("60").arg("python3").arg(PEER).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run the grpc client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!(
+            "client {args:?} printed no JSON: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A config with one listener and an HTTP/2 pool `echo` of `backends`, with `extra`
+/// lines in the pool.
+fn config(protocol: &str, backends: &[String], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{b}\" }}"))
+        .collect();
+    format!(
+        "[[listener]]\nname = \"grpc\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\npool = \"echo\"\n\
+         [pool.echo]\nprotocol = \"{protocol}\"\nbackends = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+fn health(proxy: &Proxy, address: &str) -> String {
+    proxy.backend_status("echo", address)["health"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn grpc_calls_of_every_kind_pass_through_with_their_trailers_and_statuses() {
+    let b1 = GrpcBackend::start("b1");
+    let proxy = Proxy::start(&config("h2c", &[b1.address()], ""), 1);
+    let out = client(&["suite", &proxy.addr().to_string()], &[]);
+    assert_eq!(out["unary"]["ok"], "b1:hello", "{out}");
+    // Trailing metadata of a successful call and of a failed one.
+    assert_eq!(out["unary"]["trailers"]["x-backend"], "b1", "{out}");
+    assert_eq!(out["fail"]["code"], "FAILED_PRECONDITION", "{out}");
+    assert_eq!(out["fail"]["details"], "failed on purpose", "{out}");
+    assert_eq!(out["fail"]["trailers"]["x-backend"], "b1", "{out}");
+    assert_eq!(out["deadline"]["code"], "DEADLINE_EXCEEDED", "{out}");
+    let streamed: Vec<String> = (0..5).map(|i| format!("b1:{i}")).collect();
+    assert_eq!(out["server_stream"], serde_json::json!(streamed), "{out}");
+    assert_eq!(out["client_stream"], "b1:a+b+c", "{out}");
+    // Each message was sent after the answer to the one before: both ways at once.
+    assert_eq!(
+        out["bidi"],
+        serde_json::json!(["b1:m0", "b1:m1", "b1:m2", "b1:m3"]),
+        "{out}"
+    );
+}
+
+#[test]
+fn grpc_calls_spread_by_request_and_a_not_serving_backend_is_taken_out() {
+    let backends: Vec<GrpcBackend> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|n| GrpcBackend::start(n))
+        .collect();
+    let addresses: Vec<String> = backends.iter().map(GrpcBackend::address).collect();
+    let health_check = "[pool.echo.health]\ntype = \"grpc\"\nservice = \"echo\"\n\
+                        interval = \"200ms\"\ntimeout = \"200ms\"\n\
+                        healthy_after = 1\nunhealthy_after = 1\n";
+    let proxy = Proxy::start_with_admin(&config("h2c", &addresses, health_check), 1);
+    for address in &addresses {
+        assert!(
+            eventually(TIMEOUT, || health(&proxy, address) == "healthy"),
+            "{address} never became healthy: {}",
+            proxy.stderr()
+        );
+    }
+    // 300 calls on one channel, so one HTTP/2 connection: spread call by call.
+    let shares = client(&["shares", &proxy.addr().to_string(), "300"], &[]);
+    for name in ["b1", "b2", "b3"] {
+        assert_eq!(shares[name], 100, "round robin by call: {shares}");
+    }
+    // b1 reports NOT_SERVING for "echo": its probes fail, and it gets no calls.
+    let said = client(&["call", &addresses[0], "health:NOT_SERVING"], &[]);
+    assert_eq!(said["ok"], "b1:health:NOT_SERVING", "{said}");
+    assert!(
+        eventually(TIMEOUT, || health(&proxy, &addresses[0]) == "unhealthy"),
+        "b1 stayed {}",
+        health(&proxy, &addresses[0])
+    );
+    let shares = client(&["shares", &proxy.addr().to_string(), "100"], &[]);
+    assert_eq!(shares.get("b1"), None, "{shares}");
+    assert_eq!(shares["b2"], 50, "{shares}");
+    assert_eq!(shares["b3"], 50, "{shares}");
+    let status = proxy.pool_status("echo");
+    assert_eq!(status["protocol"], "h2c", "{status}");
+}
+
+#[test]
+fn evenkeels_own_errors_reach_grpc_clients_as_grpc_statuses() {
+    // Nothing listens on the backend's port.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let proxy = Proxy::start(&config("h2c", &[dead], "retries = { attempts = 0 }"), 1);
+    let out = client(&["call", &proxy.addr().to_string(), "hello"], &[]);
+    assert_eq!(out["code"], "UNAVAILABLE", "{out}");
+    let details = out["details"].as_str().unwrap_or_default();
+    assert!(details.starts_with("evenkeel: pool \"echo\""), "{out}");
+
+    // A backend slower than the call's grpc-timeout: evenkeel's own deadline answers
+    // (curl sets no deadline of its own).
+    let slow = GrpcBackend::start("slow");
+    let proxy = Proxy::start(&config("h2c", &[slow.address()], ""), 1);
+    let started = Instant::now();
+    let (head, _) = grpc_by_curl(proxy.addr(), "sleep:3", "300m");
+    let took = started.elapsed();
+    assert!(head.contains("grpc-status: 4"), "{head}");
+    assert!(head.contains("did not answer in time"), "{head}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+
+    // Every backend at limits.max_streams, and no waiting allowed.
+    let proxy = Proxy::start(
+        &config(
+            "h2c",
+            &[slow.address()],
+            "limits = { max_streams = 1, max_pending = 0 }",
+        ),
+        1,
+    );
+    let target = proxy.addr().to_string();
+    let holder = std::thread::spawn(move || client(&["call", &target, "sleep:2"], &[]));
+    std::thread::sleep(Duration::from_millis(700));
+    let out = client(&["call", &proxy.addr().to_string(), "hello"], &[]);
+    assert_eq!(out["code"], "RESOURCE_EXHAUSTED", "{out}");
+    let held = holder.join().expect("the held call");
+    assert_eq!(held["ok"], "slow:sleep:2", "{held}");
+}
+
+/// A unary call to `Unary` with `message` made with curl (HTTP/2 by prior knowledge),
+/// with `grpc-timeout: timeout`: the response head (with Trailers-Only fields) and
+/// body.
+fn grpc_by_curl(addr: SocketAddr, message: &str, timeout: &str) -> (String, Vec<u8>) {
+    let dir = Dir::new();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message.as_bytes());
+    let body = dir.path().join("body");
+    std::fs::write(&body, framed).expect("write the body");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "20",
+        ])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("grpc-timeout: {timeout}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{addr}/evenkeel.test.Echo/Unary"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), rest.as_bytes().to_vec())
+}
+
+/// NGINX serving HTTP/2 in clear text (`listen ... http2`: prior knowledge), stopped
+/// when dropped.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: Dir,
+}
+
+impl Nginx {
+    fn start_h2c() -> Nginx {
+        let dir = Dir::new();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{}}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+             proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             server {{\n  listen 127.0.0.1:{port} http2;\n\
+             location /healthz {{ return 200 \"ok\\n\"; }}\n\
+             location / {{ return 200 \"nginx saw $server_protocol for $host\\n\"; }}\n }}\n}}\n"
+        );
+        let path = dir.write("nginx.conf", &conf);
+        let child = Command::new("nginx")
+            .args(["-e", &format!("{d}/error.log"), "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx {
+            child,
+            port,
+            _dir: dir,
+        };
+        assert!(
+            eventually(TIMEOUT, || std::net::TcpStream::connect(nginx.address())
+                .is_ok()),
+            "nginx did not start"
+        );
+        nginx
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_nginx_h2c_backend_gets_http2_requests_and_answers_probes() {
+    let nginx = Nginx::start_h2c();
+    let health_check = "[pool.echo.health]\npath = \"/healthz\"\ninterval = \"200ms\"\n\
+                        timeout = \"200ms\"\nhealthy_after = 1\n";
+    let proxy = Proxy::start_with_admin(&config("h2c", &[nginx.address()], health_check), 1);
+    assert!(
+        eventually(TIMEOUT, || health(&proxy, &nginx.address()) == "healthy"),
+        "the HTTP/2 probe never passed: {}",
+        proxy.stderr()
+    );
+    // An HTTP/1.1 client; NGINX sees HTTP/2 with the client's host as :authority.
+    let mut client = crate::util::Client::connect(proxy.addr());
+    for _ in 0..5 {
+        let reply = client.get("/hello");
+        assert_eq!(reply.status, StatusCode::OK, "{}", proxy.stderr());
+        assert!(
+            reply.text().starts_with("nginx saw HTTP/2.0 for "),
+            "{}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn an_h2_backend_over_tls_is_reached_with_alpn_and_verified_against_the_test_ca() {
+    let dir = Dir::new();
+    let ca = TestCertificate::authority("evenkeel test CA");
+    dir.write("ca.pem", &ca.pem);
+    let certificate = TestCertificate::signed_by(&["backend.test"], &ca);
+    let cert = dir.write("backend.pem", &certificate.pem);
+    let key = dir.write("backend.key", &certificate.key);
+    let backend = GrpcBackend::start_with(&[
+        "tls1",
+        cert.to_str().expect("path"),
+        key.to_str().expect("path"),
+    ]);
+    let ca_path = dir.path().join("ca.pem");
+    let extra = format!(
+        "tls = {{ sni = \"backend.test\", ca = \"{}\" }}\n\
+         [pool.echo.health]\ntype = \"grpc\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
+         healthy_after = 1\n",
+        ca_path.display()
+    );
+    let proxy = Proxy::start_with_admin(&config("h2", &[backend.address()], &extra), 1);
+    assert!(
+        eventually(TIMEOUT, || health(&proxy, &backend.address()) == "healthy"),
+        "the gRPC probe over TLS never passed: {}",
+        proxy.stderr()
+    );
+    let out = client(&["suite", &proxy.addr().to_string()], &[]);
+    assert_eq!(out["unary"]["ok"], "tls1:hello", "{out}");
+    assert_eq!(out["bidi"][3], "tls1:m3", "{out}");
+    assert_eq!(out["fail"]["code"], "FAILED_PRECONDITION", "{out}");
+}
+
+/// An HTTP/2 backend on the `h2` crate: it allows `max_streams` streams per
+/// connection, answers each request after `delay` with its connection's number, and
+/// resets the first `refuse` streams it sees with `REFUSED_STREAM` (unprocessed).
+struct H2Backend {
+    addr: SocketAddr,
+    /// Requests answered.
+    answered: Arc<AtomicUsize>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
+    /// Most streams open at once on one connection.
+    most_open: Arc<AtomicUsize>,
+}
+
+impl H2Backend {
+    fn start(max_streams: u32, delay: Duration, refuse: usize) -> H2Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let most_open = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (a, c, m) = (
+            Arc::clone(&answered),
+            Arc::clone(&connections),
+            Arc::clone(&most_open),
+        );
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let number = c.fetch_add(1, Ordering::SeqCst) + 1;
+                    let (a, m, refused) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&refused));
+                    tokio::spawn(async move {
+                        let Ok(mut connection) = h2::server::Builder::new()
+                            .max_concurrent_streams(max_streams)
+                            .handshake::<_, Bytes>(socket)
+                            .await
+                        else {
+                            return;
+                        };
+                        let open = Arc::new(AtomicUsize::new(0));
+                        while let Some(Ok((request, mut respond))) = connection.accept().await {
+                            if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                continue;
+                            }
+                            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                            m.fetch_max(now, Ordering::SeqCst);
+                            let (a, open) = (Arc::clone(&a), Arc::clone(&open));
+                            tokio::spawn(async move {
+                                let mut body = request.into_body();
+                                let mut received = 0;
+                                while let Some(Ok(data)) = body.data().await {
+                                    received += data.len();
+                                    let _ = body.flow_control().release_capacity(data.len());
+                                }
+                                tokio::time::sleep(delay).await;
+                                let response =
+                                    Response::builder().status(200).body(()).expect("response");
+                                if let Ok(mut send) = respond.send_response(response, false) {
+                                    let text =
+                                        format!("connection {number} got {received} bytes\n");
+                                    let _ = send.send_data(Bytes::from(text), true);
+                                }
+                                a.fetch_add(1, Ordering::SeqCst);
+                                open.fetch_sub(1, Ordering::SeqCst);
+                            });
+                        }
+                    });
+                }
+            });
+        });
+        H2Backend {
+            addr,
+            answered,
+            connections,
+            most_open,
+        }
+    }
+}
+
+#[test]
+fn a_stream_refused_unprocessed_goes_again_even_a_post_with_a_body() {
+    let backend = H2Backend::start(100, Duration::ZERO, 1);
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    let mut client = crate::util::Client::connect(proxy.addr());
+    let request = http::Request::post("/upload")
+        .header("host", "upload.test")
+        .body(crate::util::full("twelve bytes"))
+        .expect("request");
+    let reply = client.send(request);
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}{}",
+        reply.text(),
+        proxy.stderr()
+    );
+    assert!(reply.text().ends_with("got 12 bytes\n"), "{}", reply.text());
+    assert_eq!(backend.answered.load(Ordering::SeqCst), 1);
+    // Sent again on a new connection.
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_backends_stream_limit_is_kept_by_opening_more_connections() {
+    let backend = H2Backend::start(2, Duration::from_millis(500), 0);
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    let addr = proxy.addr();
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || crate::util::Client::connect(addr).get("/slow").status))
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().expect("client"), StatusCode::OK);
+    }
+    assert_eq!(backend.answered.load(Ordering::SeqCst), 6);
+    assert!(backend.most_open.load(Ordering::SeqCst) <= 2);
+    assert_eq!(
+        backend.connections.load(Ordering::SeqCst),
+        3,
+        "6 streams, 2 per connection"
+    );
+}
