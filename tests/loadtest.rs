@@ -24,7 +24,7 @@ fn json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn the_median_latency_is_the_servers_fixed_delay_and_counts_match() {
-    let server = StandIn::start("fixed", Duration::from_millis(40)).unwrap();
+    let server = StandIn::start("fixed", Duration::from_millis(40), false).unwrap();
     let url = format!("http://{}/", server.addr);
     let report = json(&["loadtest", &url, "-n", "200", "-c", "4", "--format", "json"]);
     let p50 = report["latency_ms"]["p50"].as_f64().unwrap();
@@ -167,7 +167,7 @@ fn loadtest_through_evenkeel_counts_the_same_shares_as_the_backends() {
 
 #[test]
 fn http2_and_post_bodies_work_and_remote_targets_are_refused() {
-    let server = StandIn::start("h2", Duration::ZERO).unwrap();
+    let server = StandIn::start("h2", Duration::ZERO, false).unwrap();
     let report = json(&[
         "loadtest",
         &format!("http://{}/", server.addr),

@@ -149,3 +149,27 @@ fn a_config_with_errors_is_not_load_tested() {
     assert_eq!(out.code, Some(1));
     assert!(out.stdout.contains("error[unknown-pool]"), "{}", out.stdout);
 }
+
+/// A pool that speaks HTTP/2 to its backends (here h2 over TLS, with a CA file that
+/// is not needed): the stand-ins speak HTTP/2 in clear text, the pool's `tls` left
+/// out, and the preflight measures its balance like any other's.
+#[test]
+fn an_http2_pool_is_preflighted_against_http2_stand_ins() {
+    let config = format!(
+        "{LISTENER}[[route]]\npool = \"api\"\n[pool.api]\nprotocol = \"h2\"\n\
+         tls = {{ sni = \"api.internal\", verify = false }}\n\
+         backends = [{{ address = \"192.0.2.1:443\" }}, {{ address = \"192.0.2.2:443\" }}]\n\
+         [pool.api.health]\n{HEALTH}"
+    );
+    let (code, report, stderr) = preflight(&config, &[]);
+    assert_eq!(code, Some(0), "{report:#}{stderr}");
+    let pool = &report["pools"][0];
+    assert_eq!(pool["errors"], 0, "{report:#}");
+    let shares: Vec<f64> = pool["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["observed_share"].as_f64().unwrap())
+        .collect();
+    assert!((shares[0] - 0.5).abs() < 0.02, "{shares:?}");
+}

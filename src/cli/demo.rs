@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> CommandResult {
         ("slow", Duration::from_millis(80)),
     ]
     .into_iter()
-    .map(|(name, latency)| StandIn::start(name, latency))
+    .map(|(name, latency)| StandIn::start(name, latency, false))
     .collect::<Result<Vec<_>, _>>()
     .context("cannot start the demo backends")
     .map_err(runtime_error)?;

@@ -3,8 +3,8 @@
 //! The config is taken as the value `check` validated and changed in three ways only:
 //! every backend points at a [stand-in](super::standin) on 127.0.0.1 (answering after a
 //! latency inversely proportional to its `capacity`, so a backend declared twice as big
-//! answers twice as fast), every listener binds 127.0.0.1 port 0, and there is no admin
-//! listener. Then the real proxy and the real health checks run it, in-process:
+//! answers twice as fast; in HTTP/2 when its pool speaks HTTP/2, and without the pool's
+//! `tls`), every listener binds 127.0.0.1 port 0, and there is no admin listener. Then the real proxy and the real health checks run it, in-process:
 //!
 //! 1. **load**: the same number of requests through every route (with a varying hash
 //!    key for consistent-hash pools), counting what each stand-in received;
@@ -28,7 +28,7 @@ use super::report::Report as LoadReport;
 use super::spec::{LoadSpec, Pacing, RequestKey, Stop, Target};
 use super::standin::StandIn;
 use crate::balance::Algorithm;
-use crate::config::{Config, HashKey};
+use crate::config::{Config, HashKey, Protocol};
 use crate::health;
 use crate::monitor::window::{self, BackendView, Sample};
 use crate::proxy::{self, Options as ProxyOptions};
@@ -127,6 +127,17 @@ pub fn run(mut config: Config, options: &Options) -> std::io::Result<Report> {
     // Stand-ins, one per backend entry, in pool order.
     let mut standins: Vec<Vec<Option<StandIn>>> = Vec::new();
     for pool in &mut config.pools {
+        // Stand-ins speak plain HTTP (HTTP/2 in clear text for an HTTP/2 pool): what
+        // is measured is the balance, not the TLS.
+        if pool.tls.take().is_some() {
+            for backend in &mut pool.backends {
+                backend.tls_name = None;
+            }
+            if pool.protocol == Protocol::H2 {
+                pool.protocol = Protocol::H2c;
+            }
+        }
+        let http2 = pool.protocol.is_http2();
         let mut list = Vec::new();
         for backend in &mut pool.backends {
             let latency = options
@@ -134,7 +145,7 @@ pub fn run(mut config: Config, options: &Options) -> std::io::Result<Report> {
                 .get(&backend.address)
                 .copied()
                 .unwrap_or_else(|| options.latency.div_f64(backend.capacity.max(0.01)));
-            let standin = StandIn::start(&backend.address, latency)?;
+            let standin = StandIn::start(&backend.address, latency, http2)?;
             backend.socket_addr = standin.addr;
             list.push(Some(standin));
         }

@@ -4,7 +4,9 @@
 //! Each runs on a thread of its own with a `current_thread` runtime, so it costs the
 //! proxy under test no worker time. It answers every request with 200 after its
 //! latency, a body naming it and an `X-Backend` header, reads and discards request
-//! bodies, counts the requests it served, and stops when dropped.
+//! bodies, counts the requests it served, and stops when dropped. It speaks HTTP/1.1,
+//! or HTTP/2 in clear text (prior knowledge) for a pool that speaks HTTP/2 to its
+//! backends.
 
 use std::convert::Infallible;
 use std::io;
@@ -17,9 +19,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 /// A running stand-in backend.
@@ -34,8 +36,8 @@ pub struct StandIn {
 
 impl StandIn {
     /// Starts a stand-in called `name` on 127.0.0.1 (any free port) answering after
-    /// `latency`.
-    pub fn start(name: &str, latency: Duration) -> io::Result<StandIn> {
+    /// `latency`, in HTTP/2 (h2c) when `http2`.
+    pub fn start(name: &str, latency: Duration, http2: bool) -> io::Result<StandIn> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -49,7 +51,11 @@ impl StandIn {
         let counter = Arc::clone(&requests);
         std::thread::Builder::new()
             .name(format!("standin-{name}"))
-            .spawn(move || rt.block_on(serve(listener, latency, header, body, counter, stopped)))?;
+            .spawn(move || {
+                rt.block_on(serve(
+                    listener, latency, header, body, counter, stopped, http2,
+                ))
+            })?;
         Ok(StandIn {
             name: name.to_string(),
             addr,
@@ -77,6 +83,7 @@ async fn serve(
     body: Bytes,
     requests: Arc<AtomicU64>,
     mut stopped: watch::Receiver<bool>,
+    http2: bool,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
@@ -103,10 +110,20 @@ async fn serve(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stopped.wait_for(|s| *s) => {}
+            let io = TokioIo::new(stream);
+            if http2 {
+                let connection =
+                    http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stopped.wait_for(|s| *s) => {}
+                }
+            } else {
+                let connection = http1::Builder::new().serve_connection(io, service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stopped.wait_for(|s| *s) => {}
+                }
             }
         });
     }
