@@ -3,7 +3,6 @@
 //! an h2 backend over TLS with a test CA, and backends on the `h2` crate for what no
 //! library server does on demand (refusing a stream unprocessed, a small stream limit).
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,69 +12,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use crate::util::{eventually, Dir, Proxy, TestCertificate, TIMEOUT};
+use crate::util::{eventually, peer_client, Dir, PeerServer, Proxy, TestCertificate, TIMEOUT};
 
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_peer.py");
-
-/// A `grpcio` server (`grpc_peer.py server NAME`), stopped when dropped.
-struct GrpcBackend {
-    child: Child,
-    port: u16,
-}
-
-impl GrpcBackend {
-    fn start(name: &str) -> GrpcBackend {
-        GrpcBackend::start_with(&[name])
-    }
-
-    fn start_with(args: &[&str]) -> GrpcBackend {
-        let mut child = Command::new("python3")
-            .arg(PEER)
-            .arg("server")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the grpc server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the server's port");
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("no port from the grpc server: {line:?} (is `grpcio` installed?)")
-        });
-        GrpcBackend { child, port }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for GrpcBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `grpcio` server (`grpc_peer.py server NAME [CERT KEY]`), stopped when dropped.
+fn grpc_backend(args: &[&str]) -> PeerServer {
+    PeerServer::start("grpc_peer.py", args, "grpcio")
 }
 
 /// Runs a client mode of the peer to its end; its last line as JSON.
 fn client(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let mut command = Command::new("timeout");
-    command.arg("60").arg("python3").arg(PEER).args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let out = command.output().expect("run the grpc client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|_| {
-        panic!(
-            "client {args:?} printed no JSON: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    peer_client("grpc_peer.py", args, env)
 }
 
 /// A config with one listener and an HTTP/2 pool `echo` of `backends`, with `extra`
@@ -102,7 +48,7 @@ fn health(proxy: &Proxy, address: &str) -> String {
 
 #[test]
 fn grpc_calls_of_every_kind_pass_through_with_their_trailers_and_statuses() {
-    let b1 = GrpcBackend::start("b1");
+    let b1 = grpc_backend(&["b1"]);
     let proxy = Proxy::start(&config("h2c", &[b1.address()], ""), 1);
     let out = client(&["suite", &proxy.addr().to_string()], &[]);
     assert_eq!(out["unary"]["ok"], "b1:hello", "{out}");
@@ -125,11 +71,11 @@ fn grpc_calls_of_every_kind_pass_through_with_their_trailers_and_statuses() {
 
 #[test]
 fn grpc_calls_spread_by_request_and_a_not_serving_backend_is_taken_out() {
-    let backends: Vec<GrpcBackend> = ["b1", "b2", "b3"]
+    let backends: Vec<PeerServer> = ["b1", "b2", "b3"]
         .iter()
-        .map(|n| GrpcBackend::start(n))
+        .map(|n| grpc_backend(&[n]))
         .collect();
-    let addresses: Vec<String> = backends.iter().map(GrpcBackend::address).collect();
+    let addresses: Vec<String> = backends.iter().map(PeerServer::address).collect();
     let health_check = "[pool.echo.health]\ntype = \"grpc\"\nservice = \"echo\"\n\
                         interval = \"200ms\"\ntimeout = \"200ms\"\n\
                         healthy_after = 1\nunhealthy_after = 1\n";
@@ -176,7 +122,7 @@ fn evenkeels_own_errors_reach_grpc_clients_as_grpc_statuses() {
 
     // A backend slower than the call's grpc-timeout: evenkeel's own deadline answers
     // (curl sets no deadline of its own).
-    let slow = GrpcBackend::start("slow");
+    let slow = grpc_backend(&["slow"]);
     let proxy = Proxy::start(&config("h2c", &[slow.address()], ""), 1);
     let started = Instant::now();
     let (head, _) = grpc_by_curl(proxy.addr(), "sleep:3", "300m");
@@ -325,7 +271,7 @@ fn an_h2_backend_over_tls_is_reached_with_alpn_and_verified_against_the_test_ca(
     let certificate = TestCertificate::signed_by(&["backend.test"], &ca);
     let cert = dir.write("backend.pem", &certificate.pem);
     let key = dir.write("backend.key", &certificate.key);
-    let backend = GrpcBackend::start_with(&[
+    let backend = grpc_backend(&[
         "tls1",
         cert.to_str().expect("path"),
         key.to_str().expect("path"),

@@ -1467,3 +1467,80 @@ pub fn write_lint_certificates(dir: &Path) {
     )
     .expect("write CA");
 }
+
+// ---------------------------------------------------------------------------------------
+// Python test peers (tests/peers/*.py)
+
+/// The server of a Python test peer (`python3 tests/peers/SCRIPT server ARGS...`), which
+/// prints the port it listens on; stopped when dropped.
+pub struct PeerServer {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl PeerServer {
+    /// Starts `script`'s server with `args`; `library` names what it needs installed,
+    /// for the message when it does not start.
+    pub fn start(script: &str, args: &[&str], library: &str) -> PeerServer {
+        let mut child = Command::new("python3")
+            .arg(peer_path(script))
+            .arg("server")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the server's port");
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no port from {script}: {line:?} (is `{library}` installed?)")
+        });
+        PeerServer { child, port }
+    }
+
+    /// Its address, `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of the Python test peer `script`.
+pub fn peer_path(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script)
+}
+
+/// Runs a client mode of the Python test peer `script` to its end (at most 60 s), with
+/// `env`; its last line of output as JSON.
+pub fn peer_client(script: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut command = Command::new("timeout");
+    command
+        .arg("60")
+        .arg("python3")
+        .arg(peer_path(script))
+        .args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run the peer's client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!(
+            "{script} {args:?} printed no JSON: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

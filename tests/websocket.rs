@@ -8,63 +8,22 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{eventually, raw_exchange, Backend, Dir, Proxy, TestCertificate};
+use crate::util::{
+    eventually, peer_client, raw_exchange, Backend, Dir, PeerServer, Proxy, TestCertificate,
+};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/websocket.py");
 
 /// A `websockets` echo server (`websocket.py server NAME`), stopped when dropped.
-struct WsBackend {
-    child: Child,
-    port: u16,
-}
+type WsBackend = PeerServer;
 
-impl WsBackend {
-    fn start(name: &str) -> WsBackend {
-        let mut child = Command::new("python3")
-            .args([PEER, "server", name])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the websockets server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the server's port");
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("no port from the websockets server: {line:?} (is `websockets` installed?)")
-        });
-        WsBackend { child, port }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for WsBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn ws_backend(name: &str) -> WsBackend {
+    PeerServer::start("websocket.py", &[name], "websockets")
 }
 
 /// Runs a client mode of the peer to its end; its last line as JSON.
 fn client(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
-    let mut command = Command::new("timeout");
-    command.arg("60").arg("python3").arg(PEER).args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let out = command.output().expect("run the websockets client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|_| {
-        panic!(
-            "client {args:?} printed no JSON: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    peer_client("websocket.py", args, env)
 }
 
 /// A session kept open (`websocket.py until_closed`): each [`Held::echo`] sends a line
@@ -179,7 +138,7 @@ fn upgrade(addr: SocketAddr, path: &str) -> (u16, String, TcpStream) {
 /// backend sees the upgrade with `X-Forwarded-*` and the client's own WebSocket fields.
 #[test]
 fn a_websocket_session_carries_messages_pings_and_the_close_handshake() {
-    let backend = WsBackend::start("a");
+    let backend = ws_backend("a");
     let proxy = Proxy::start(&config(&[&backend], "", "", ""), 2);
     let session = client(&["echo", &url(&proxy, "/chat?room=1")], &[]);
     assert_eq!(session["text"], "hello", "{session}");
@@ -202,7 +161,7 @@ fn a_websocket_session_carries_messages_pings_and_the_close_handshake() {
 /// Once they closed, nothing is left in flight.
 #[test]
 fn sessions_are_spread_over_the_pool_and_leave_nothing_in_flight() {
-    let (a, b) = (WsBackend::start("a"), WsBackend::start("b"));
+    let (a, b) = (ws_backend("a"), ws_backend("b"));
     let proxy = Proxy::start_with_admin(&config(&[&a, &b], "", "", ""), 2);
     let names = client(&["who", &url(&proxy, "/"), "8"], &[]);
     let names: Vec<&str> = names
@@ -225,11 +184,7 @@ fn sessions_are_spread_over_the_pool_and_leave_nothing_in_flight() {
 /// sessions then reach the new backend too.
 #[test]
 fn open_sessions_survive_a_reload_that_adds_a_backend() {
-    let (a, b, c) = (
-        WsBackend::start("a"),
-        WsBackend::start("b"),
-        WsBackend::start("c"),
-    );
+    let (a, b, c) = (ws_backend("a"), ws_backend("b"), ws_backend("c"));
     let proxy = Proxy::start(&config(&[&a, &b], "", "", ""), 2);
     let mut hold = Command::new("python3")
         .args([PEER, "hold", &url(&proxy, "/"), "6", "3"])
@@ -293,7 +248,7 @@ fn h2c_is_served_as_http11_and_a_refused_upgrade_closes_the_connection() {
         reply.text
     );
 
-    let ws = WsBackend::start("a");
+    let ws = ws_backend("a");
     let proxy = Proxy::start(&config(&[&ws], "", "", ""), 1);
     let (status, head, mut stream) = upgrade(proxy.addr(), "/forbidden");
     assert_eq!(status, 403, "{head}");
@@ -351,7 +306,7 @@ fn a_101_to_a_protocol_not_offered_is_a_502_and_opens_nothing() {
 /// once a session closes there is room again.
 #[test]
 fn max_tunnels_caps_the_sessions_open_on_a_listener() {
-    let backend = WsBackend::start("a");
+    let backend = ws_backend("a");
     let proxy = Proxy::start(&config(&[&backend], "max_tunnels = 2", "", ""), 2);
     let first = Held::open(&url(&proxy, "/"));
     let second = Held::open(&url(&proxy, "/"));
@@ -368,7 +323,7 @@ fn max_tunnels_caps_the_sessions_open_on_a_listener() {
 /// A session in which nothing moves for `timeouts.tunnel_idle` is closed.
 #[test]
 fn a_silent_session_is_closed_after_tunnel_idle() {
-    let backend = WsBackend::start("a");
+    let backend = ws_backend("a");
     let proxy = Proxy::start(
         &config(&[&backend], "", "timeouts = { tunnel_idle = \"1s\" }", ""),
         1,
@@ -383,7 +338,7 @@ fn a_silent_session_is_closed_after_tunnel_idle() {
 /// closes them; sessions on other backends are untouched.
 #[test]
 fn draining_a_backend_ends_its_sessions_after_drain_timeout() {
-    let (a, b) = (WsBackend::start("a"), WsBackend::start("b"));
+    let (a, b) = (ws_backend("a"), ws_backend("b"));
     let proxy =
         Proxy::start_with_admin(&config(&[&a, &b], "", "", "drain_timeout = \"1500ms\""), 2);
     let mut first = Held::open(&url(&proxy, "/"));
@@ -421,7 +376,7 @@ fn draining_a_backend_ends_its_sessions_after_drain_timeout() {
 /// SIGTERM lets open sessions go on until `drain_timeout`, then closes them and exits.
 #[test]
 fn sigterm_lets_sessions_run_until_drain_timeout() {
-    let backend = WsBackend::start("a");
+    let backend = ws_backend("a");
     let mut proxy = Proxy::start(&config(&[&backend], "", "", "drain_timeout = \"2s\""), 1);
     let mut session = Held::open(&url(&proxy, "/"));
     proxy.signal("TERM");
@@ -443,7 +398,7 @@ fn sigterm_lets_sessions_run_until_drain_timeout() {
 /// sessions to the other backend, and `/status` shows it.
 #[test]
 fn an_open_session_counts_in_flight_for_least_connections() {
-    let (a, b) = (WsBackend::start("a"), WsBackend::start("b"));
+    let (a, b) = (ws_backend("a"), ws_backend("b"));
     let proxy = Proxy::start_with_admin(
         &config(&[&a, &b], "", "algorithm = \"least_connections\"", ""),
         1,
@@ -483,7 +438,7 @@ fn an_open_session_counts_in_flight_for_least_connections() {
 /// WebSocket over an HTTPS listener (`wss://`), with a real TLS client.
 #[test]
 fn a_secure_websocket_session_goes_through_an_https_listener() {
-    let backend = WsBackend::start("a");
+    let backend = ws_backend("a");
     let dir = Dir::new();
     let certificate = TestCertificate::new(&["localhost"]);
     let (cert, key) = certificate.write(dir.path(), "site");

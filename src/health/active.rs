@@ -298,4 +298,14 @@ mod tests {
         assert_eq!(serving_status(&[0x12, 0x09, b'h']), None);
         assert_eq!(serving_status(&[0x0b]), None);
     }
+
+    proptest::proptest! {
+        /// Whatever a backend answers, reading it ends without a panic (a length
+        /// beyond the message, a varint of eleven bytes...).
+        #[test]
+        fn any_bytes_are_read_or_refused_without_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = serving_status(&bytes);
+            let _ = varint(&bytes);
+        }
+    }
 }

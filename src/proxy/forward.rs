@@ -582,7 +582,7 @@ impl Worker {
                     break failure.clients().unwrap_or(Refusal::BadRequestBody);
                 }
                 Err(failure) => {
-                    self.failed(pool, &backend.runtime, &failure);
+                    self.failed(pool, &backend.runtime, &failure.cause);
                     let refusal = match failure.cause {
                         TryError::Timeout => Refusal::Timeout,
                         _ => Refusal::BadGateway,
@@ -641,10 +641,16 @@ impl Worker {
         }
     }
 
-    fn failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, failure: &TryFailure) {
+    /// Counts a try on `backend` that failed with `error` (no answer): in its counters
+    /// and passive health.
+    pub(super) fn failed(
+        &self,
+        pool: &PoolRuntime,
+        backend: &BackendRuntime,
+        error: &dyn std::fmt::Display,
+    ) {
         backend.stats.failures.fetch_add(1, Ordering::Relaxed);
         pool.record(backend, false, health::now(), &self.runtime.events);
-        let error = &failure.cause;
         tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
     }
 

@@ -39,6 +39,22 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
+/// Whether a client's request field is left out of what goes to the backend, which
+/// gets its own instead: hop-by-hop fields and those its `Connection` lists (`named`),
+/// the framing (`Content-Length`), `Host` (or `:authority`), `Expect` (answered by
+/// evenkeel), and `X-Forwarded-*` (evenkeel sets them). HTTP/1 and HTTP/2 requests
+/// alike.
+pub fn is_replaced_toward_backend(name: &HeaderName, named: &ConnectionLists<'_>) -> bool {
+    is_hop_by_hop(name)
+        || *name == header::CONTENT_LENGTH
+        || *name == header::HOST
+        || *name == header::EXPECT
+        || *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_HOST
+        || *name == X_FORWARDED_PROTO
+        || named.names(name)
+}
+
 /// The comma-separated tokens of a field value, trimmed, empty ones left out.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value

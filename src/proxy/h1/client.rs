@@ -33,8 +33,7 @@ use super::body::{poll_body, poll_fill, Framing};
 use super::response::{parse_response, Asked, ResponseHead, MAX_HEADERS};
 use super::{put_field, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
-    connection_lists, is_hop_by_hop, tokens, UpgradeOffer, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO,
+    connection_lists, is_replaced_toward_backend, tokens, UpgradeOffer, X_FORWARDED_FOR,
 };
 use crate::proxy::outbox::{poll_write_slices, pump, write_all, Outbox, PumpError};
 use crate::proxy::stall::Stall;
@@ -126,15 +125,7 @@ pub fn encode(
     let named = connection_lists(headers);
     let mut cookie_written = false;
     for (name, value) in headers {
-        if is_hop_by_hop(name)
-            || *name == header::CONTENT_LENGTH
-            || *name == header::HOST
-            || *name == header::EXPECT
-            || *name == X_FORWARDED_FOR
-            || *name == X_FORWARDED_HOST
-            || *name == X_FORWARDED_PROTO
-            || named.names(name)
-        {
+        if is_replaced_toward_backend(name, &named) {
             continue;
         }
         if *name == header::COOKIE {

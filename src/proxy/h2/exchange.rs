@@ -36,7 +36,8 @@ use tokio::time::Instant;
 use super::connections::OpenStream;
 use crate::proxy::h1::RequestBody;
 use crate::proxy::headers::{
-    connection_lists, is_hop_by_hop, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    connection_lists, is_replaced_toward_backend, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use crate::proxy::stall::Stall;
 
@@ -85,15 +86,7 @@ pub fn request_head(
             }
             continue;
         }
-        if is_hop_by_hop(name)
-            || *name == header::CONTENT_LENGTH
-            || *name == header::HOST
-            || *name == header::EXPECT
-            || *name == X_FORWARDED_FOR
-            || *name == X_FORWARDED_HOST
-            || *name == X_FORWARDED_PROTO
-            || named.names(name)
-        {
+        if is_replaced_toward_backend(name, &named) {
             continue;
         }
         headers.append(name.clone(), value.clone());

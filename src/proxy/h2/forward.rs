@@ -173,7 +173,7 @@ impl Worker {
                 }
                 Err(Failure::BadTarget) => break Refusal::BadTarget,
                 Err(Failure::Connect(e)) => {
-                    self.h2_failed(pool, &backend.runtime, &e.to_string());
+                    self.failed(pool, &backend.runtime, &e);
                     match retry(true) {
                         Some(next) => (Refusal::BadGateway, next),
                         None => break Refusal::BadGateway,
@@ -185,8 +185,7 @@ impl Worker {
                         StreamError::Unprocessed(_) => (Refusal::BadGateway, replay_ready(&replay)),
                         _ => (Refusal::BadGateway, replayable),
                     };
-                    let error = e.to_string();
-                    self.h2_failed(pool, &backend.runtime, &error);
+                    self.failed(pool, &backend.runtime, &e);
                     match retry(eligible) {
                         Some(next) => (refusal, next),
                         None => break refusal,
@@ -273,7 +272,8 @@ impl Worker {
             match exchange::exchange(stream, head, reader, head_by).await {
                 Err(StreamError::Unprocessed(error)) if !fresh => {
                     tracing::debug!(backend = %backend.address, %error, "stream not processed; again on a new connection");
-                    if connection.is_closed() {
+                    // A connection that said GOAWAY takes no new stream.
+                    if connection.is_closed() || error.is_go_away() {
                         self.h2.remove(key, &connection);
                     }
                     fresh = true;
@@ -281,12 +281,6 @@ impl Worker {
                 result => return result.map_err(Failure::Stream),
             }
         }
-    }
-
-    fn h2_failed(&self, pool: &PoolRuntime, backend: &BackendRuntime, error: &str) {
-        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-        pool.record(backend, false, health::now(), &self.runtime.events);
-        tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
     }
 
     /// The response to the client: `answered`'s head, its body relayed. `outcome`:
