@@ -325,8 +325,9 @@ impl Worker {
                 })
             })
         };
-        // gRPC clients get evenkeel's own errors as gRPC statuses.
-        let grpc = grpc::is_grpc(&parts.headers);
+        // gRPC clients get evenkeel's own errors as gRPC statuses. gRPC runs over HTTP/2
+        // only, so HTTP/1 requests skip the look at their content type.
+        let grpc = !fields_as_sent && grpc::is_grpc(&parts.headers);
         let refuse =
             |refusal: Refusal, route: Option<&Arc<str>>, pool: Option<&Arc<PoolRuntime>>| {
                 let pool_name = pool.map(|p| p.name.as_str());
