@@ -295,9 +295,35 @@ fn an_h2_backend_over_tls_is_reached_with_alpn_and_verified_against_the_test_ca(
     assert_eq!(out["fail"]["code"], "FAILED_PRECONDITION", "{out}");
 }
 
-/// An HTTP/2 backend on the `h2` crate: it allows `max_streams` streams per
-/// connection, answers each request after `delay` with its connection's number, and
-/// resets the first `refuse` streams it sees with `REFUSED_STREAM` (unprocessed).
+/// What an [`H2Backend`] does.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    /// Streams allowed per connection.
+    max_streams: u32,
+    /// How long it waits before answering.
+    delay: Duration,
+    /// The first this many streams are reset with `REFUSED_STREAM` (unprocessed).
+    refuse: usize,
+    /// On its first connection, streams after this many are never answered (a
+    /// connection that stopped responding).
+    hang_first_connection_after: Option<usize>,
+    /// Answers every request as gRPC `UNAVAILABLE` (Trailers-Only), after reading it.
+    unavailable: bool,
+    /// Sends the response head at once, and its body after reading the request's.
+    head_first: bool,
+}
+
+const ANSWERS: Behaviour = Behaviour {
+    max_streams: 100,
+    delay: Duration::ZERO,
+    refuse: 0,
+    hang_first_connection_after: None,
+    unavailable: false,
+    head_first: false,
+};
+
+/// An HTTP/2 backend on the `h2` crate, doing what [`Behaviour`] says; it answers
+/// each request with its connection's number and the bytes it received.
 struct H2Backend {
     addr: SocketAddr,
     /// Requests answered.
@@ -309,7 +335,7 @@ struct H2Backend {
 }
 
 impl H2Backend {
-    fn start(max_streams: u32, delay: Duration, refuse: usize) -> H2Backend {
+    fn start(behaviour: Behaviour) -> H2Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -337,35 +363,64 @@ impl H2Backend {
                     let (a, m, refused) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&refused));
                     tokio::spawn(async move {
                         let Ok(mut connection) = h2::server::Builder::new()
-                            .max_concurrent_streams(max_streams)
+                            .max_concurrent_streams(behaviour.max_streams)
                             .handshake::<_, Bytes>(socket)
                             .await
                         else {
                             return;
                         };
                         let open = Arc::new(AtomicUsize::new(0));
+                        let mut streams = 0;
                         while let Some(Ok((request, mut respond))) = connection.accept().await {
-                            if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+                            streams += 1;
+                            if refused.fetch_add(1, Ordering::SeqCst) < behaviour.refuse {
                                 respond.send_reset(h2::Reason::REFUSED_STREAM);
                                 continue;
                             }
+                            let hang = number == 1
+                                && behaviour
+                                    .hang_first_connection_after
+                                    .is_some_and(|n| streams > n);
                             let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                             m.fetch_max(now, Ordering::SeqCst);
                             let (a, open) = (Arc::clone(&a), Arc::clone(&open));
                             tokio::spawn(async move {
+                                let mut early = None;
+                                if behaviour.head_first {
+                                    let response =
+                                        Response::builder().status(200).body(()).expect("response");
+                                    early = respond.send_response(response, false).ok();
+                                }
                                 let mut body = request.into_body();
                                 let mut received = 0;
                                 while let Some(Ok(data)) = body.data().await {
                                     received += data.len();
                                     let _ = body.flow_control().release_capacity(data.len());
                                 }
-                                tokio::time::sleep(delay).await;
-                                let response =
-                                    Response::builder().status(200).body(()).expect("response");
-                                if let Ok(mut send) = respond.send_response(response, false) {
+                                if hang {
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                }
+                                tokio::time::sleep(behaviour.delay).await;
+                                if let Some(mut send) = early {
                                     let text =
                                         format!("connection {number} got {received} bytes\n");
                                     let _ = send.send_data(Bytes::from(text), true);
+                                } else if behaviour.unavailable {
+                                    let response = Response::builder()
+                                        .status(200)
+                                        .header("content-type", "application/grpc")
+                                        .header("grpc-status", "14")
+                                        .body(())
+                                        .expect("response");
+                                    let _ = respond.send_response(response, true);
+                                } else {
+                                    let response =
+                                        Response::builder().status(200).body(()).expect("response");
+                                    if let Ok(mut send) = respond.send_response(response, false) {
+                                        let text =
+                                            format!("connection {number} got {received} bytes\n");
+                                        let _ = send.send_data(Bytes::from(text), true);
+                                    }
                                 }
                                 a.fetch_add(1, Ordering::SeqCst);
                                 open.fetch_sub(1, Ordering::SeqCst);
@@ -386,7 +441,10 @@ impl H2Backend {
 
 #[test]
 fn a_stream_refused_unprocessed_goes_again_even_a_post_with_a_body() {
-    let backend = H2Backend::start(100, Duration::ZERO, 1);
+    let backend = H2Backend::start(Behaviour {
+        refuse: 1,
+        ..ANSWERS
+    });
     let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
     let mut client = crate::util::Client::connect(proxy.addr());
     let request = http::Request::post("/upload")
@@ -409,7 +467,11 @@ fn a_stream_refused_unprocessed_goes_again_even_a_post_with_a_body() {
 
 #[test]
 fn the_backends_stream_limit_is_kept_by_opening_more_connections() {
-    let backend = H2Backend::start(2, Duration::from_millis(500), 0);
+    let backend = H2Backend::start(Behaviour {
+        max_streams: 2,
+        delay: Duration::from_millis(500),
+        ..ANSWERS
+    });
     let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
     let addr = proxy.addr();
     let clients: Vec<_> = (0..6)
@@ -425,4 +487,127 @@ fn the_backends_stream_limit_is_kept_by_opening_more_connections() {
         3,
         "6 streams, 2 per connection"
     );
+}
+
+/// Found by review: a connection that stopped answering kept every later request to
+/// its backend timing out. Now a try that times out retires its connection.
+#[test]
+fn a_connection_that_stops_answering_takes_no_more_streams() {
+    let backend = H2Backend::start(Behaviour {
+        hang_first_connection_after: Some(2),
+        ..ANSWERS
+    });
+    let extra = "timeouts = { connect = \"200ms\", per_try = \"500ms\", request = \"500ms\" }\nretries = { attempts = 0 }";
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], extra), 1);
+    let mut client = crate::util::Client::connect(proxy.addr());
+    let statuses: Vec<u16> = (0..6).map(|_| client.get("/").status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 504, 200, 200, 200]);
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+}
+
+/// Found by review: the time a client took to send its body counted against
+/// `per_try`, so a slow upload was a backend's failure. As with HTTP/1, `per_try`
+/// starts once the body is sent; each pause of it is bounded by `body_idle`.
+#[test]
+fn a_slow_upload_is_not_the_backends_slowness() {
+    let backend = H2Backend::start(ANSWERS);
+    let extra = "timeouts = { per_try = \"1s\", request = \"1s\", body_idle = \"2s\" }";
+    let proxy = Proxy::start_with_admin(&config("h2c", &[backend.addr.to_string()], extra), 1);
+    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: upload.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .expect("head");
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(b"5\r\nhello\r\n").expect("chunk");
+    }
+    stream.write_all(b"0\r\n\r\n").expect("end");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("got 20 bytes"), "{answer}");
+    let status = proxy.backend_status("echo", &backend.addr.to_string());
+    assert_eq!(status["failures"], 0, "{status}");
+}
+
+/// Found by review: a gRPC call answered UNAVAILABLE went to a second backend after
+/// the first had read (and maybe run) it. A sent call is never sent again.
+#[test]
+fn a_grpc_call_answered_unavailable_is_not_sent_again() {
+    let b1 = H2Backend::start(Behaviour {
+        unavailable: true,
+        ..ANSWERS
+    });
+    let b2 = H2Backend::start(Behaviour {
+        unavailable: true,
+        ..ANSWERS
+    });
+    let backends = [b1.addr.to_string(), b2.addr.to_string()];
+    let proxy = Proxy::start(&config("h2c", &backends, "retries = { attempts = 2 }"), 1);
+    let (head, _) = grpc_by_curl(proxy.addr(), "charge", "10S");
+    assert!(head.contains("grpc-status: 14"), "{head}");
+    let answered = b1.answered.load(Ordering::SeqCst) + b2.answered.load(Ordering::SeqCst);
+    assert_eq!(answered, 1, "the call reached {answered} backends");
+}
+
+/// Found by review: a deadline the client set with grpc-timeout counted as the
+/// backend's failure, so clients with tiny deadlines got healthy backends ejected.
+#[test]
+fn a_clients_own_grpc_deadline_is_no_backends_failure() {
+    let backend = H2Backend::start(Behaviour {
+        delay: Duration::from_millis(300),
+        ..ANSWERS
+    });
+    let extra = "[pool.echo.outlier]\nconsecutive_failures = 2";
+    let proxy = Proxy::start_with_admin(&config("h2c", &[backend.addr.to_string()], extra), 1);
+    for timeout in ["1n", "100m", "100m", "100m"] {
+        let (head, _) = grpc_by_curl(proxy.addr(), "hello", timeout);
+        assert!(head.contains("grpc-status: 4"), "{timeout}: {head}");
+    }
+    let status = proxy.backend_status("echo", &backend.addr.to_string());
+    assert_eq!(status["failures"], 0, "{status}");
+    assert_eq!(status["ejected"], false, "{status}");
+}
+
+/// Found by review: `body_idle` watched the response alone, so a stream whose backend
+/// answered its head at once and waited for the client's messages was cut while the
+/// client was still sending. A stream is idle only when neither way moves.
+#[test]
+fn a_stream_is_idle_only_when_neither_way_moves() {
+    let backend = H2Backend::start(Behaviour {
+        head_first: true,
+        ..ANSWERS
+    });
+    let extra = "timeouts = { body_idle = \"1s\" }\nlimits = { body_buffer = 0 }";
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], extra), 1);
+    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"POST /stream HTTP/1.1\r\nHost: stream.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .expect("head");
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(b"5\r\nhello\r\n").expect("chunk");
+    }
+    stream.write_all(b"0\r\n\r\n").expect("end");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("got 30 bytes"), "{answer}");
+}
+
+/// An upgrade (WebSocket) cannot be carried to a pool that speaks HTTP/2: 501, never
+/// a plain request with the upgrade dropped.
+#[test]
+fn an_upgrade_to_an_http2_pool_is_refused() {
+    let backend = H2Backend::start(ANSWERS);
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    let answer = crate::util::raw_exchange(
+        proxy.addr(),
+        b"GET /chat HTTP/1.1\r\nHost: chat.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(answer.status, Some(501), "{}", answer.text);
+    assert_eq!(backend.answered.load(Ordering::SeqCst), 0);
 }

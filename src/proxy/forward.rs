@@ -253,7 +253,7 @@ impl AccessRecord {
 
     /// Records a response evenkeel made itself (a refusal, a redirect): its status, and
     /// its body's size unless the request was a `HEAD`, which gets no body.
-    fn answered<B: Body>(&mut self, response: &Response<B>) {
+    pub(super) fn answered<B: Body>(&mut self, response: &Response<B>) {
         self.status = response.status().as_u16();
         self.bytes_out = if self.method == Method::HEAD {
             0
@@ -376,9 +376,6 @@ impl Worker {
         else {
             return refuse(Refusal::NoRoute, None, None);
         };
-        if upgrade.is_some() && routed.config.protocol.is_http2() {
-            return refuse(Refusal::UpgradeToHttp2, Some(route), Some(routed));
-        }
         // An upgrade counts against its listener's tunnels from here, should it switch.
         let permit = match (&upgrade, on) {
             (Some(_), Some(on)) => {
@@ -397,9 +394,9 @@ impl Worker {
         // A body that fits the pool's buffer is read whole before a backend is picked,
         // so a client that sends it slowly holds no backend connection meanwhile.
         let has_body = !body.is_end_stream();
-        // A gRPC call's messages stream as they come (a client stream, a bidirectional
-        // call), never held back until the body ends.
-        let body = if !has_body || grpc {
+        // A gRPC call to an HTTP/2 pool streams its messages as they come (a client
+        // stream, a bidirectional call), never held back until the body ends.
+        let body = if !has_body || (grpc && routed.config.protocol.is_http2()) {
             ReadAhead::empty(body)
         } else {
             let reading = ReadingAhead {
@@ -418,8 +415,14 @@ impl Worker {
         let mut pool = snapshot.serving(routed);
         // The time the client took to send a buffered body does not count.
         let mut deadline = if has_body { Instant::now() } else { start } + pool.timeouts.request;
-        if let Some(timeout) = grpc.then(|| grpc::timeout(&parts.headers)).flatten() {
-            deadline = deadline.min(start + timeout);
+        // A gRPC call's own deadline, when it is the earlier.
+        let client_deadline = grpc
+            .then(|| grpc::timeout(&parts.headers))
+            .flatten()
+            .map(|timeout| start + timeout)
+            .filter(|&at| at < deadline);
+        if let Some(at) = client_deadline {
+            deadline = at;
         }
         let mut hops = 0;
         let (mut backend, key) = loop {
@@ -474,6 +477,8 @@ impl Worker {
                     client: &client,
                     host: host.as_ref(),
                     grpc,
+                    client_deadline,
+                    upgrade: upgrade.is_some(),
                     replayable,
                 })
                 .await);

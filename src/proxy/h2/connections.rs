@@ -124,9 +124,8 @@ pub enum Choice {
     Use(OpenStream),
     /// A new one: none has room, and the backend may take another connection. The
     /// caller opens it, lists it with [`H2Connections::opened`], then drops the
-    /// [`Opening`] (when there is one: at `max_connections` with none listed, nobody
-    /// waits for it).
-    Open(Option<Opening>),
+    /// [`Opening`].
+    Open(Opening),
     /// Another request is opening a connection to this backend: wait for it, then
     /// choose again.
     Wait(Rc<Notify>),
@@ -137,37 +136,42 @@ pub enum Choice {
 
 impl H2Connections {
     /// Where a stream to `key` goes, for a backend with `load` and `max_connections`;
-    /// `fresh`: on a new connection only (the stream was refused on another).
+    /// `avoid`: not on this connection (it refused the stream). At `max_connections`
+    /// over all workers, a worker with no connection to the backend still opens one:
+    /// the limit may be passed by one connection per worker at most.
     pub fn choose(
         &self,
         key: Key,
         load: &BackendLoad,
         max_connections: u32,
-        fresh: bool,
+        avoid: Option<&Rc<H2Connection>>,
     ) -> Choice {
         let mut lists = self.lists.borrow_mut();
         let list = lists.entry(key).or_default();
         list.retain(|c| !c.closed.get());
-        if !fresh {
-            if let Some(connection) = list.iter().find(|c| c.has_room()) {
-                return Choice::Use(OpenStream::on(connection));
-            }
+        let others = || {
+            list.iter()
+                .filter(move |c| avoid.is_none_or(|a| !Rc::ptr_eq(a, c)))
+        };
+        if let Some(connection) = others().find(|c| c.has_room()) {
+            return Choice::Use(OpenStream::on(connection));
         }
         if let Some(opening) = self.opening.borrow().get(&key) {
             return Choice::Wait(Rc::clone(opening));
         }
-        if load.shared_connections() < max_connections {
-            self.opening
-                .borrow_mut()
-                .insert(key, Rc::new(Notify::new()));
-            return Choice::Open(Some(Opening {
-                key,
-                opening: Rc::clone(&self.opening),
-            }));
-        }
-        match list.iter().min_by_key(|c| c.streams.get()) {
-            Some(connection) => Choice::Queue(OpenStream::on(connection)),
-            None => Choice::Open(None),
+        match others().min_by_key(|c| c.streams.get()) {
+            Some(least_busy) if load.shared_connections() >= max_connections => {
+                Choice::Queue(OpenStream::on(least_busy))
+            }
+            _ => {
+                self.opening
+                    .borrow_mut()
+                    .insert(key, Rc::new(Notify::new()));
+                Choice::Open(Opening {
+                    key,
+                    opening: Rc::clone(&self.opening),
+                })
+            }
         }
     }
 

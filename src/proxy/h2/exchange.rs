@@ -24,6 +24,7 @@ use std::future::Future as _;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use ::h2::{Reason, RecvStream, SendStream};
 use bytes::Bytes;
@@ -252,6 +253,10 @@ pub trait Pipe {
     /// Sends what the client has sent and the window allows; `Ready(Ok)` once the
     /// whole body (and its trailers) went out.
     fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>>;
+
+    /// Whether the client's body moved since the last call (for the stream's
+    /// `body_idle` bound).
+    fn take_moved(&mut self) -> bool;
 }
 
 struct RequestPipe<B> {
@@ -259,9 +264,14 @@ struct RequestPipe<B> {
     send: SendStream<Bytes>,
     /// Data read from the client and not yet sent.
     pending: Option<Bytes>,
+    moved: bool,
 }
 
 impl<B: RequestBody> Pipe for RequestPipe<B> {
+    fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
     fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
         loop {
             if let Some(data) = self.pending.as_mut() {
@@ -287,7 +297,9 @@ impl<B: RequestBody> Pipe for RequestPipe<B> {
                 }
                 continue;
             }
-            match ready!(self.reader.poll_frame(cx)) {
+            let frame = ready!(self.reader.poll_frame(cx));
+            self.moved = true;
+            match frame {
                 None => {
                     self.send
                         .send_data(Bytes::new(), true)
@@ -301,7 +313,17 @@ impl<B: RequestBody> Pipe for RequestPipe<B> {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => self.pending = Some(data),
                     Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            // No framing, routing or hop-by-hop field in trailers (RFC
+                            // 9110 §6.5.1): they are left out as from the head.
+                            let none = HeaderMap::new();
+                            let named = connection_lists(&none);
+                            let names: Vec<_> = trailers.keys().cloned().collect();
+                            for name in names {
+                                if is_replaced_toward_backend(&name, &named) {
+                                    trailers.remove(&name);
+                                }
+                            }
                             self.send
                                 .send_trailers(trailers)
                                 .map_err(PipeError::Backend)?;
@@ -326,6 +348,9 @@ pub enum StreamError {
     /// The client's body broke off.
     #[error("the request body broke off: {0}")]
     Client(BoxError),
+    /// The client's body stopped arriving for `timeouts.body_idle`.
+    #[error("the request body stopped arriving")]
+    ClientStalled,
     /// No response head before the deadline.
     #[error("no response within per_try")]
     TimedOut,
@@ -354,15 +379,18 @@ pub struct Answered {
 }
 
 /// Sends `head` with `body` (none: the head ends the stream) as `stream`, and waits
-/// until `deadline` for the response head while the body goes out.
+/// for the response head while the body goes out: until `head_by`, pushed back by the
+/// time the body took to send (as for HTTP/1: a long upload is not the backend's
+/// slowness), each pause of the body bounded by `stall`.
 pub async fn exchange<B: RequestBody + 'static>(
     stream: OpenStream,
     head: Request<()>,
     body: Option<Reader<B>>,
-    deadline: Instant,
+    head_by: Instant,
+    mut stall: Stall,
 ) -> Result<Answered, StreamError> {
     let mut sender = stream.connection().sender();
-    match tokio::time::timeout_at(deadline, poll_fn(|cx| sender.poll_ready(cx))).await {
+    match tokio::time::timeout_at(head_by, poll_fn(|cx| sender.poll_ready(cx))).await {
         Err(_) => return Err(StreamError::TimedOut),
         // Not opened at all: the connection is gone.
         Ok(Err(e)) => return Err(StreamError::Unprocessed(e)),
@@ -376,34 +404,49 @@ pub async fn exchange<B: RequestBody + 'static>(
             reader,
             send,
             pending: None,
+            moved: false,
         }) as Box<dyn Pipe>
     });
-    let waited = tokio::time::timeout_at(
-        deadline,
-        poll_fn(|cx| {
-            if let Some(p) = pipe.as_mut() {
-                match p.poll_pipe(cx) {
-                    Poll::Ready(Err(PipeError::Client(e))) => {
-                        return Poll::Ready(Err(StreamError::Client(e)))
+    let started = Instant::now();
+    // While the body is still going out, only its pauses are bounded.
+    let mut timer = Box::pin(tokio::time::sleep_until(if pipe.is_some() {
+        head_by + Duration::from_secs(86_400)
+    } else {
+        head_by
+    }));
+    let waited = poll_fn(|cx| {
+        if let Some(p) = pipe.as_mut() {
+            match p.poll_pipe(cx) {
+                Poll::Ready(Err(PipeError::Client(e))) => {
+                    return Poll::Ready(Err(StreamError::Client(e)))
+                }
+                // The response says what became of the stream.
+                Poll::Ready(_) => {
+                    pipe = None;
+                    timer.as_mut().reset(head_by + started.elapsed());
+                }
+                Poll::Pending => {
+                    if p.take_moved() {
+                        stall.progressed();
                     }
-                    // The response says what became of the stream.
-                    Poll::Ready(_) => pipe = None,
-                    Poll::Pending => {}
                 }
             }
-            Pin::new(&mut response).poll(cx).map_err(StreamError::of)
-        }),
-    )
+        }
+        if let Poll::Ready(answer) = Pin::new(&mut response).poll(cx) {
+            return Poll::Ready(answer.map_err(StreamError::of));
+        }
+        if pipe.is_some() && stall.poll_paused(cx).is_ready() {
+            return Poll::Ready(Err(StreamError::ClientStalled));
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(StreamError::TimedOut))
+    })
     .await;
-    match waited {
-        Err(_) => Err(StreamError::TimedOut),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(response)) => Ok(Answered {
-            response,
-            pipe,
-            stream,
-        }),
-    }
+    waited.map(|response| Answered {
+        response,
+        pipe,
+        stream,
+    })
 }
 
 /// What became of a relayed response at its end.
@@ -491,12 +534,29 @@ impl Body for Relayed {
         }
         if let Some(pipe) = this.pipe.as_mut() {
             match pipe.poll_pipe(cx) {
-                Poll::Ready(Err(PipeError::Client(error))) => return this.broke(error),
+                Poll::Ready(Err(PipeError::Client(error))) => {
+                    this.end(Ended::Dropped);
+                    return Poll::Ready(Some(Err(error)));
+                }
                 Poll::Ready(_) => this.pipe = None,
-                Poll::Pending => {}
+                Poll::Pending => {
+                    if pipe.take_moved() {
+                        this.stall.progressed();
+                    }
+                }
             }
         }
-        if !this.data_done {
+        loop {
+            if this.data_done {
+                match this.recv.poll_trailers(cx) {
+                    Poll::Ready(Ok(trailers)) => {
+                        this.end(Ended::Whole(trailers.clone()));
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Poll::Ready(Err(error)) => return this.broke(error.into()),
+                    Poll::Pending => break,
+                }
+            }
             match this.recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(data))) => {
                     this.stall.progressed();
@@ -506,25 +566,20 @@ impl Body for Relayed {
                 }
                 Poll::Ready(Some(Err(error))) => return this.broke(error.into()),
                 Poll::Ready(None) => this.data_done = true,
-                Poll::Pending => {
-                    ready!(this.stall.poll_paused(cx));
-                    let limit = this.stall.limit();
-                    return this.broke(format!("the backend sent nothing for {limit:?}").into());
-                }
+                Poll::Pending => break,
             }
         }
-        match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(trailers)) => {
-                this.end(Ended::Whole(trailers.clone()));
-                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
-            }
-            Poll::Ready(Err(error)) => this.broke(error.into()),
-            Poll::Pending => {
-                ready!(this.stall.poll_paused(cx));
-                let limit = this.stall.limit();
-                this.broke(format!("the backend sent no end for {limit:?}").into())
-            }
+        // Neither way moved: cut the stream once that lasts `body_idle`. While the
+        // client is still sending, the pause is the client's.
+        ready!(this.stall.poll_paused(cx));
+        let limit = this.stall.limit();
+        if this.pipe.is_some() {
+            this.end(Ended::Dropped);
+            return Poll::Ready(Some(Err(
+                format!("nothing moved either way for {limit:?}").into()
+            )));
         }
+        this.broke(format!("the backend sent nothing for {limit:?}").into())
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,9 +6,18 @@
 //! another backend; one that was sent may go again only if it is idempotent and has no
 //! body; a 502, 503 or 504 answer is retried on the same terms; the retry budget and
 //! `retries.attempts` bound it all. What HTTP/2 adds: a stream the backend did not
-//! process (see [`super::exchange`]) goes once more at once, on a new connection to
-//! the same backend, whatever its method, if its body is still at hand; and a gRPC
-//! call answered `UNAVAILABLE` before any response byte is retried like a 503.
+//! process (see [`super::exchange`]) goes once more at once, on another connection to
+//! the same backend, whatever its method, if its body is still at hand.
+//!
+//! A gRPC call answered `UNAVAILABLE` is not sent again: the backend may have run it
+//! (gRPC's own docs say retrying `UNAVAILABLE` is not always safe for non-idempotent
+//! calls, and nothing on the wire says which calls are idempotent), and evenkeel never
+//! replays a non-idempotent request whose body was sent (DESIGN, principle 5). gRPC
+//! clients retry by their per-method policy, which knows.
+//!
+//! What is the client's doing is not counted against a backend: a request body that
+//! stops arriving (408, or the stream cut), a deadline the client set with
+//! `grpc-timeout` passing, a call the client cancelled.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -18,7 +27,7 @@ use http::header::HeaderValue;
 use http::{request, Response};
 use tokio::time::Instant;
 
-use super::connections::{Choice, H2Connections, OpenStream};
+use super::connections::{Choice, H2Connection, H2Connections, OpenStream};
 use super::exchange::{self, Answered, Ended, Relayed, Replay, StreamError};
 use crate::health;
 use crate::proxy::errors::Refusal;
@@ -47,6 +56,10 @@ pub(in crate::proxy) struct H2Request<'a, B> {
     pub host: Option<&'a HeaderValue>,
     /// A gRPC call.
     pub grpc: bool,
+    /// The deadline its `grpc-timeout` set, when earlier than the pool's.
+    pub client_deadline: Option<Instant>,
+    /// It asked for an upgrade (refused: HTTP/2 has none).
+    pub upgrade: bool,
     /// May be sent again after it was sent (idempotent, no body).
     pub replayable: bool,
 }
@@ -78,12 +91,34 @@ impl Worker {
             client,
             host,
             grpc,
+            client_deadline,
+            upgrade,
             replayable,
         } = request;
+        let refuse = |refusal: Refusal, log: Option<Box<AccessRecord>>| {
+            let response = if grpc {
+                grpc::refusal_response(refusal, Some(&pool.name))
+            } else {
+                refusal.response(Some(&pool.name))
+            };
+            if let Some(mut log) = log {
+                log.answered(&response);
+            }
+            response.map(ProxyBody::Own)
+        };
+        if upgrade {
+            pool.stats.record(Refusal::UpgradeToHttp2.status().as_u16());
+            return refuse(Refusal::UpgradeToHttp2, log);
+        }
+        // Whether a timeout is the deadline the client chose.
+        let clients_deadline = |at: Instant| client_deadline.is_some_and(|d| at >= d);
         let replay = body.map(|b| Replay::new(b, pool.config.limits.body_buffer as usize));
         let mut tried = Tried::default();
         let mut attempt = 0;
         let refusal = loop {
+            if Instant::now() >= deadline {
+                break Refusal::Timeout;
+            }
             tried.push(backend.index);
             if let Some(log) = log.as_mut() {
                 log.tried(&backend.runtime);
@@ -97,19 +132,26 @@ impl Worker {
             let try_start = Instant::now();
             let head_by = (try_start + pool.timeouts.per_try).min(deadline);
             let tried_once = self
-                .h2_try(pool, &backend.runtime, &replay, head_by, |b| {
-                    exchange::request_head(
-                        parts,
-                        &client.forwarded_for,
-                        client.tls.is_some(),
-                        host,
-                        b.tls
-                            .as_ref()
-                            .map_or(b.address.as_str(), |t| t.host(&b.address)),
-                        b.tls.is_some(),
-                        length,
-                    )
-                })
+                .h2_try(
+                    pool,
+                    &backend.runtime,
+                    &replay,
+                    head_by,
+                    clients_deadline(head_by),
+                    |b| {
+                        exchange::request_head(
+                            parts,
+                            &client.forwarded_for,
+                            client.tls.is_some(),
+                            host,
+                            b.tls
+                                .as_ref()
+                                .map_or(b.address.as_str(), |t| t.host(&b.address)),
+                            b.tls.is_some(),
+                            length,
+                        )
+                    },
+                )
                 .await;
             let retry = |eligible: bool| {
                 next_try(
@@ -142,11 +184,8 @@ impl Worker {
                     if let Some(outcome) = outcome {
                         record_answer(&self.runtime, pool, &backend.runtime, outcome);
                     }
-                    let retry_status = match outcome {
-                        Some(503) if answers_grpc => replay_ready(&replay),
-                        Some(502..=504) if !answers_grpc => replayable,
-                        _ => false,
-                    };
+                    let retry_status =
+                        !answers_grpc && replayable && matches!(outcome, Some(502..=504));
                     match retry_status.then(|| retry(true)).flatten() {
                         Some(next) => (Refusal::BadGateway, next),
                         None => {
@@ -170,6 +209,12 @@ impl Worker {
                 Err(Failure::Stream(StreamError::Client(error))) => {
                     tracing::debug!(pool = %pool.name, %error, "the request body broke off");
                     break Refusal::BadRequestBody;
+                }
+                Err(Failure::Stream(StreamError::ClientStalled)) => break Refusal::ClientTimeout,
+                Err(Failure::Stream(StreamError::TimedOut)) if clients_deadline(head_by) => {
+                    // The client's own deadline: its choice, no backend's failure.
+                    pool.stats.record(499);
+                    return refuse(Refusal::Timeout, log);
                 }
                 Err(Failure::BadTarget) => break Refusal::BadTarget,
                 Err(Failure::Connect(e)) => {
@@ -198,87 +243,100 @@ impl Worker {
             attempt += 1;
             backend = Picked::of(next);
         };
-        pool.stats.record(refusal.status().as_u16());
-        let response = if grpc {
-            grpc::refusal_response(refusal, Some(&pool.name))
-        } else {
-            refusal.response(Some(&pool.name))
+        let counted = match refusal {
+            Refusal::Timeout if clients_deadline(Instant::now()) => 499,
+            refusal => refusal.status().as_u16(),
         };
-        if let Some(mut log) = log {
-            log.answered_with(response.status().as_u16(), None);
-        }
-        response.map(ProxyBody::Own)
+        pool.stats.record(counted);
+        refuse(refusal, log)
     }
 
     /// One try on `backend`: a stream on one of this worker's connections to it (a new
-    /// one if none has room), and once more on a new connection if the backend did not
-    /// process it. `head` makes the request's head for a backend.
+    /// one if none has room), and once more on another connection if the backend did
+    /// not process it. `head` makes the request's head for a backend. A connection
+    /// that failed the try (no answer in time — unless `head_by` is the client's own
+    /// deadline —, or broken) takes no new stream.
     async fn h2_try<B: RequestBody + 'static>(
         &self,
         pool: &PoolRuntime,
         backend: &Arc<BackendRuntime>,
         replay: &Option<Replay<B>>,
         head_by: Instant,
+        clients_deadline: bool,
         head: impl Fn(&BackendRuntime) -> Option<http::Request<()>>,
     ) -> Result<Answered, Failure> {
         let key = upstream::Key::new(backend.socket_addr, backend.tls.as_ref());
         let max_connections = pool.config.limits.max_connections;
-        // Set for the one more time a stream the backend did not process goes out.
-        let mut fresh = false;
+        // The connection that refused the stream, for the one more time it goes out.
+        let mut refused_on: Option<Rc<H2Connection>> = None;
         loop {
-            let stream = match self.h2.choose(key, &backend.load, max_connections, fresh) {
-                Choice::Use(stream) | Choice::Queue(stream) => stream,
-                Choice::Wait(opening) => {
-                    let notified = opening.notified();
-                    if tokio::time::timeout_at(head_by, notified).await.is_err() {
-                        return Err(Failure::Stream(StreamError::TimedOut));
+            // What went out the last time is lost: no second time.
+            if refused_on.is_some() && !replay_ready(replay) {
+                return Err(Failure::Stream(StreamError::Unprocessed(
+                    ::h2::Error::from(::h2::Reason::REFUSED_STREAM),
+                )));
+            }
+            let stream =
+                match self
+                    .h2
+                    .choose(key, &backend.load, max_connections, refused_on.as_ref())
+                {
+                    Choice::Use(stream) | Choice::Queue(stream) => stream,
+                    Choice::Wait(opening) => {
+                        let notified = opening.notified();
+                        if tokio::time::timeout_at(head_by, notified).await.is_err() {
+                            return Err(Failure::Stream(StreamError::TimedOut));
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Choice::Open(opening) => {
-                    let connect_limit = pool
-                        .timeouts
-                        .connect
-                        .min(head_by.saturating_duration_since(Instant::now()));
-                    let opened = H2Connections::open(
-                        backend.socket_addr,
-                        backend.tls.as_ref(),
-                        connect_limit,
-                        pool.timeouts.idle,
-                        &self.runtime.upstream_connections,
-                        &backend.load,
-                    )
-                    .await
-                    .map_err(Failure::Connect)?;
-                    self.h2.opened(key, &opened);
-                    drop(opening);
-                    OpenStream::on(&opened)
-                }
-            };
-            let reader = match replay {
-                None => None,
-                Some(replay) => match replay.reader() {
-                    Some(reader) => Some(reader),
-                    // What went out the last time is lost.
-                    None => {
-                        return Err(Failure::Stream(StreamError::Unprocessed(
-                            ::h2::Error::from(::h2::Reason::REFUSED_STREAM),
-                        )))
+                    Choice::Open(opening) => {
+                        let connect_limit = pool
+                            .timeouts
+                            .connect
+                            .min(head_by.saturating_duration_since(Instant::now()));
+                        let opened = H2Connections::open(
+                            backend.socket_addr,
+                            backend.tls.as_ref(),
+                            connect_limit,
+                            pool.timeouts.idle,
+                            &self.runtime.upstream_connections,
+                            &backend.load,
+                        )
+                        .await
+                        .map_err(Failure::Connect)?;
+                        self.h2.opened(key, &opened);
+                        drop(opening);
+                        OpenStream::on(&opened)
                     }
-                },
-            };
+                };
+            let reader = replay.as_ref().and_then(Replay::reader);
             let head = head(backend).ok_or(Failure::BadTarget)?;
             let connection = Rc::clone(stream.connection());
-            match exchange::exchange(stream, head, reader, head_by).await {
-                Err(StreamError::Unprocessed(error)) if !fresh => {
-                    tracing::debug!(backend = %backend.address, %error, "stream not processed; again on a new connection");
+            let stall = Stall::new(pool.timeouts.body_idle);
+            match exchange::exchange(stream, head, reader, head_by, stall).await {
+                Err(StreamError::Unprocessed(error)) if refused_on.is_none() => {
+                    tracing::debug!(backend = %backend.address, %error, "stream not processed; again on another connection");
                     // A connection that said GOAWAY takes no new stream.
                     if connection.is_closed() || error.is_go_away() {
                         self.h2.remove(key, &connection);
                     }
-                    fresh = true;
+                    refused_on = Some(connection);
                 }
-                result => return result.map_err(Failure::Stream),
+                Err(error) => {
+                    let connections_fault = match &error {
+                        StreamError::TimedOut => !clients_deadline,
+                        // A reset of this stream alone leaves the connection as it was.
+                        StreamError::Failed(e) | StreamError::Unprocessed(e) => {
+                            !(e.is_reset() && e.is_remote())
+                        }
+                        StreamError::Client(_) | StreamError::ClientStalled => false,
+                    };
+                    if connections_fault {
+                        self.h2.remove(key, &connection);
+                    }
+                    return Err(Failure::Stream(error));
+                }
+                Ok(answered) => return Ok(answered),
             }
         }
     }
@@ -324,10 +382,15 @@ impl Worker {
                         .and_then(grpc::status)
                         .map_or(502, grpc::http_status),
                     Ended::Broke => 502,
-                    // The client cancelled: no one's failure.
+                    // The client cancelled or stalled: no one's failure, and no
+                    // success either for passive health.
                     Ended::Dropped => 499,
                 };
-                record_answer(&runtime, &pool, &backend, status);
+                if status == 499 {
+                    backend.stats.record_status(status);
+                } else {
+                    record_answer(&runtime, &pool, &backend, status);
+                }
                 pool.stats.record(status);
             }
             drop(slot);
