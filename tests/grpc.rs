@@ -311,6 +311,10 @@ struct Behaviour {
     unavailable: bool,
     /// Sends the response head at once, and its body after reading the request's.
     head_first: bool,
+    /// Answers with this many bytes (0: a line naming its connection).
+    answer_bytes: usize,
+    /// Never reads the request body, nor answers.
+    no_read: bool,
 }
 
 const ANSWERS: Behaviour = Behaviour {
@@ -320,6 +324,8 @@ const ANSWERS: Behaviour = Behaviour {
     hang_first_connection_after: None,
     unavailable: false,
     head_first: false,
+    answer_bytes: 0,
+    no_read: false,
 };
 
 /// An HTTP/2 backend on the `h2` crate, doing what [`Behaviour`] says; it answers
@@ -343,6 +349,7 @@ impl H2Backend {
         let connections = Arc::new(AtomicUsize::new(0));
         let most_open = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
+        let big = Bytes::from(vec![b'x'; behaviour.answer_bytes]);
         let (a, c, m) = (
             Arc::clone(&answered),
             Arc::clone(&connections),
@@ -359,8 +366,10 @@ impl H2Backend {
                     let Ok((socket, _)) = listener.accept().await else {
                         return;
                     };
+                    let _ = socket.set_nodelay(true);
                     let number = c.fetch_add(1, Ordering::SeqCst) + 1;
                     let (a, m, refused) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&refused));
+                    let big = big.clone();
                     tokio::spawn(async move {
                         let Ok(mut connection) = h2::server::Builder::new()
                             .max_concurrent_streams(behaviour.max_streams)
@@ -383,7 +392,7 @@ impl H2Backend {
                                     .is_some_and(|n| streams > n);
                             let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                             m.fetch_max(now, Ordering::SeqCst);
-                            let (a, open) = (Arc::clone(&a), Arc::clone(&open));
+                            let (a, open, big) = (Arc::clone(&a), Arc::clone(&open), big.clone());
                             tokio::spawn(async move {
                                 let mut early = None;
                                 if behaviour.head_first {
@@ -392,6 +401,9 @@ impl H2Backend {
                                     early = respond.send_response(response, false).ok();
                                 }
                                 let mut body = request.into_body();
+                                if behaviour.no_read {
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                }
                                 let mut received = 0;
                                 while let Some(Ok(data)) = body.data().await {
                                     received += data.len();
@@ -417,9 +429,14 @@ impl H2Backend {
                                     let response =
                                         Response::builder().status(200).body(()).expect("response");
                                     if let Ok(mut send) = respond.send_response(response, false) {
-                                        let text =
-                                            format!("connection {number} got {received} bytes\n");
-                                        let _ = send.send_data(Bytes::from(text), true);
+                                        let answer = if behaviour.answer_bytes > 0 {
+                                            big.clone()
+                                        } else {
+                                            Bytes::from(format!(
+                                                "connection {number} got {received} bytes\n"
+                                            ))
+                                        };
+                                        let _ = send.send_data(answer, true);
                                     }
                                 }
                                 a.fetch_add(1, Ordering::SeqCst);
@@ -568,6 +585,17 @@ fn a_clients_own_grpc_deadline_is_no_backends_failure() {
     let status = proxy.backend_status("echo", &backend.addr.to_string());
     assert_eq!(status["failures"], 0, "{status}");
     assert_eq!(status["ejected"], false, "{status}");
+    // A real gRPC server keeps the forwarded deadline itself and answers
+    // DEADLINE_EXCEEDED, racing evenkeel's timer: the client's choice all the same.
+    let grpcio = grpc_backend(&["slow"]);
+    let proxy = Proxy::start_with_admin(&config("h2c", &[grpcio.address()], extra), 1);
+    for _ in 0..4 {
+        let (head, _) = grpc_by_curl(proxy.addr(), "sleep:1", "200m");
+        assert!(head.contains("grpc-status: 4"), "{head}");
+    }
+    let status = proxy.backend_status("echo", &grpcio.address());
+    assert_eq!(status["failures"], 0, "{status}");
+    assert_eq!(status["responses"][4], 0, "no 5xx counted: {status}");
 }
 
 /// Found by review: `body_idle` watched the response alone, so a stream whose backend
@@ -610,4 +638,61 @@ fn an_upgrade_to_an_http2_pool_is_refused() {
     );
     assert_eq!(answer.status, Some(501), "{}", answer.text);
     assert_eq!(backend.answered.load(Ordering::SeqCst), 0);
+}
+
+/// Found by review: clients that read slowly (or not at all) used up the backend
+/// connection's flow-control window, and every other stream on that connection
+/// stalled. The connection's window is now the largest HTTP/2 allows; each stream has
+/// its own.
+#[test]
+fn clients_that_do_not_read_stall_no_other_stream() {
+    let backend = H2Backend::start(Behaviour {
+        answer_bytes: 32 << 20,
+        ..ANSWERS
+    });
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    use std::io::Write;
+    // 20 clients ask for 32 MiB each (more than their sockets buffer) and read none.
+    let stalled: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+            stream
+                .write_all(b"GET /big HTTP/1.1\r\nHost: big.test\r\n\r\n")
+                .expect("request");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = crate::util::Client::connect(proxy.addr());
+    let started = Instant::now();
+    let reply = client.get("/big");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), 32 << 20, "after {:?}", started.elapsed());
+    drop(stalled);
+}
+
+/// Found by review: a backend that took no more of a request body was taken for a
+/// client that stopped sending (408, no failure counted). It is the backend's stall.
+#[test]
+fn a_backend_that_stops_reading_the_body_is_the_backends_failure() {
+    let backend = H2Backend::start(Behaviour {
+        no_read: true,
+        ..ANSWERS
+    });
+    let extra = "timeouts = { body_idle = \"1s\" }\nlimits = { body_buffer = 0 }\nretries = { attempts = 0 }";
+    let proxy = Proxy::start_with_admin(&config("h2c", &[backend.addr.to_string()], extra), 1);
+    let mut client = crate::util::Client::connect(proxy.addr());
+    let request = http::Request::post("/upload")
+        .header("host", "upload.test")
+        .body(crate::util::zeros(4 << 20))
+        .expect("request");
+    let reply = client.send(request);
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    let status = proxy.backend_status("echo", &backend.addr.to_string());
+    assert_eq!(status["failures"], 1, "{status}");
 }

@@ -4,7 +4,12 @@
 //! A request takes the first connection of its backend with room for another stream
 //! (fewer open than the backend's `SETTINGS_MAX_CONCURRENT_STREAMS`), else opens a new
 //! one while the backend has fewer than `limits.max_connections` over all workers, else
-//! queues on the least busy (the h2 crate opens the stream once one ends there). A
+//! queues on the least busy (the h2 crate opens the stream once one ends there). One
+//! connection to a backend is opened at a time, in a task of its own: requests that
+//! find no room while one is opening wait for it, so a burst does not open a
+//! connection per request before the first one's settings say how many streams it
+//! takes, and a request that stops waiting does not abandon it. A new connection is
+//! used only once the backend's settings have come (a PING's answer follows them). A
 //! connection whose driver task ended (the backend closed it, sent GOAWAY, or broke
 //! it) is dropped from the list; one with no stream for the pool's `timeouts.idle` is
 //! closed by the sweep. The h2 crate drives each connection in a task of its own on the
@@ -31,10 +36,14 @@ use crate::balance::BackendLoad;
 use crate::config::TlsTarget;
 
 /// The flow-control window evenkeel opens to a backend for each stream: how far a
-/// response may run ahead of the client reading it.
+/// response may run ahead of the client reading it, and so what one stream can carry
+/// per round trip to the backend (about 25 MB/s at 10 ms). A stream whose client
+/// reads slowly holds up to this much in memory.
 const STREAM_WINDOW: u32 = 256 * 1024;
-/// The window for a whole connection, over its streams.
-const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// The window for a whole connection: the most HTTP/2 allows, so that streams whose
+/// clients read slowly (each holding up to [`STREAM_WINDOW`]) never use up the
+/// connection's window and stall the other streams on it.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// Largest response head (fields, decoded) accepted from a backend, as for HTTP/1.
 const MAX_HEADER_LIST: u32 = super::super::h1::MAX_HEAD_BYTES as u32;
 
@@ -97,38 +106,62 @@ impl Drop for OpenStream {
 /// One worker's HTTP/2 connections, by backend.
 #[derive(Default)]
 pub struct H2Connections {
-    lists: RefCell<HashMap<Key, Vec<Rc<H2Connection>>>>,
-    /// Backends a connection is being opened to, and who waits for it.
-    opening: Rc<RefCell<HashMap<Key, Rc<Notify>>>>,
+    lists: Rc<RefCell<HashMap<Key, Vec<Rc<H2Connection>>>>>,
+    /// Backends a connection is being opened to.
+    opening: Rc<RefCell<HashMap<Key, Rc<Opening>>>>,
 }
 
-/// A connection being opened to a backend: until it is dropped, other requests to the
-/// backend that find no room wait ([`Choice::Wait`]); dropped (opened or not, or the
-/// request gone), they are woken to choose again.
+/// A connection being opened to a backend, in a task of its own, so a request that
+/// stops waiting (its client left, its deadline passed) does not abandon it halfway:
+/// once open it is listed for the next streams.
 pub struct Opening {
-    key: Key,
-    opening: Rc<RefCell<HashMap<Key, Rc<Notify>>>>,
+    done: Notify,
+    /// `None` while it opens; then whether it opened, or why not.
+    result: RefCell<Option<Result<(), String>>>,
 }
 
-impl Drop for Opening {
-    fn drop(&mut self) {
-        if let Some(waiting) = self.opening.borrow_mut().remove(&self.key) {
-            waiting.notify_waiters();
+impl Opening {
+    /// Waits until the connection opened (`Ok`) or failed (`Err`, why), or `until`
+    /// passed (`None`).
+    pub async fn outcome(&self, until: Instant) -> Option<Result<(), String>> {
+        let done = self.done.notified();
+        if self.result.borrow().is_none() {
+            // The task sets the result only after this request yields, which the
+            // wait below does with `done` already polled, hence registered.
+            tokio::time::timeout_at(until, done).await.ok()?;
         }
+        self.result.borrow().clone()
     }
+}
+
+/// What a connection to open needs.
+pub struct Target {
+    /// The backend's address.
+    pub addr: SocketAddr,
+    /// Its TLS, if the pool has `tls`.
+    pub tls: Option<Arc<TlsTarget>>,
+    /// The pool's `timeouts.connect`.
+    pub connect: Duration,
+    /// The pool's `timeouts.idle`.
+    pub idle: Duration,
+    /// The shared gauge of upstream connections.
+    pub open: Arc<AtomicU64>,
+    /// The backend's load, which counts its shared connections.
+    pub load: Arc<BackendLoad>,
 }
 
 /// Which connection a new stream should take.
 pub enum Choice {
     /// This one, which has room: the stream is counted on it already.
     Use(OpenStream),
-    /// A new one: none has room, and the backend may take another connection. The
-    /// caller opens it, lists it with [`H2Connections::opened`], then drops the
-    /// [`Opening`].
-    Open(Opening),
-    /// Another request is opening a connection to this backend: wait for it, then
-    /// choose again.
-    Wait(Rc<Notify>),
+    /// A connection is being opened (by this request, `opener`, or another one): wait
+    /// for it, then choose again.
+    Wait {
+        /// The connection being opened.
+        opening: Rc<Opening>,
+        /// This request started it, and answers for its failure.
+        opener: bool,
+    },
     /// This one, the least busy, where the stream waits for room: the backend has
     /// `limits.max_connections` already.
     Queue(OpenStream),
@@ -136,15 +169,17 @@ pub enum Choice {
 
 impl H2Connections {
     /// Where a stream to `key` goes, for a backend with `load` and `max_connections`;
-    /// `avoid`: not on this connection (it refused the stream). At `max_connections`
-    /// over all workers, a worker with no connection to the backend still opens one:
-    /// the limit may be passed by one connection per worker at most.
+    /// `avoid`: not on this connection (it refused the stream). A new connection is
+    /// opened to `target()` when none has room; at `max_connections` over all workers,
+    /// a worker with no connection to the backend still opens one: the limit may be
+    /// passed by one connection per worker.
     pub fn choose(
         &self,
         key: Key,
         load: &BackendLoad,
         max_connections: u32,
         avoid: Option<&Rc<H2Connection>>,
+        target: impl FnOnce() -> Target,
     ) -> Choice {
         let mut lists = self.lists.borrow_mut();
         let list = lists.entry(key).or_default();
@@ -157,47 +192,61 @@ impl H2Connections {
             return Choice::Use(OpenStream::on(connection));
         }
         if let Some(opening) = self.opening.borrow().get(&key) {
-            return Choice::Wait(Rc::clone(opening));
+            return Choice::Wait {
+                opening: Rc::clone(opening),
+                opener: false,
+            };
         }
-        match others().min_by_key(|c| c.streams.get()) {
-            Some(least_busy) if load.shared_connections() >= max_connections => {
-                Choice::Queue(OpenStream::on(least_busy))
+        if let Some(least_busy) = others().min_by_key(|c| c.streams.get()) {
+            if load.shared_connections() >= max_connections {
+                return Choice::Queue(OpenStream::on(least_busy));
             }
-            _ => {
-                self.opening
-                    .borrow_mut()
-                    .insert(key, Rc::new(Notify::new()));
-                Choice::Open(Opening {
-                    key,
-                    opening: Rc::clone(&self.opening),
-                })
-            }
+        }
+        let opening = Rc::new(Opening {
+            done: Notify::new(),
+            result: RefCell::new(None),
+        });
+        self.opening.borrow_mut().insert(key, Rc::clone(&opening));
+        let (lists, openings, task) = (
+            Rc::clone(&self.lists),
+            Rc::clone(&self.opening),
+            Rc::clone(&opening),
+        );
+        let target = target();
+        tokio::task::spawn_local(async move {
+            let result = match H2Connections::open(&target).await {
+                Ok(connection) => {
+                    lists.borrow_mut().entry(key).or_default().push(connection);
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            *task.result.borrow_mut() = Some(result);
+            openings.borrow_mut().remove(&key);
+            task.done.notify_waiters();
+        });
+        Choice::Wait {
+            opening,
+            opener: true,
         }
     }
 
-    /// Lists a connection opened to `key`: new streams may take it.
-    pub fn opened(&self, key: Key, connection: &Rc<H2Connection>) {
-        self.lists
-            .borrow_mut()
-            .entry(key)
-            .or_default()
-            .push(Rc::clone(connection));
-    }
-
-    /// Opens a connection to `addr` (over TLS with `tls`, which must agree on `h2`)
-    /// within `timeout`, and starts its driver task; it is ready once the backend's
-    /// settings (its stream limit) have come. `open` counts it in the shared gauge of
-    /// upstream connections, `load` among the backend's shared connections.
-    pub async fn open(
-        addr: SocketAddr,
-        tls: Option<&Arc<TlsTarget>>,
-        timeout: Duration,
-        idle_timeout: Duration,
-        open: &Arc<AtomicU64>,
-        load: &Arc<BackendLoad>,
-    ) -> Result<Rc<H2Connection>, ConnectError> {
+    /// Opens a connection to `target` (over TLS, which must agree on `h2`, when it has
+    /// some) within its connect timeout, and starts its driver task; it is ready once
+    /// the backend's settings (its stream limit) have come. It is counted in the
+    /// shared gauge of upstream connections and among the backend's shared connections.
+    async fn open(target: &Target) -> Result<Rc<H2Connection>, ConnectError> {
+        let Target {
+            addr,
+            tls,
+            connect: timeout,
+            idle: idle_timeout,
+            open,
+            load,
+        } = target;
+        let (addr, timeout, idle_timeout) = (*addr, *timeout, *idle_timeout);
         let deadline = Instant::now() + timeout;
-        let transport = upstream::open_transport(addr, tls, timeout).await?;
+        let transport = upstream::open_transport(addr, tls.as_ref(), timeout).await?;
         if tls.is_some() && !transport.agreed_h2() {
             return Err(ConnectError::Tls(std::io::Error::other(
                 "the backend did not agree to HTTP/2 (ALPN h2)",
@@ -208,6 +257,11 @@ impl H2Connections {
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_header_list_size(MAX_HEADER_LIST)
             .enable_push(false)
+            // Streams evenkeel cancels (clients that leave) are many on a busy
+            // connection over its life: the h2 crate's default of 1,024 in all would
+            // tear down every stream on it (GOAWAY ENHANCE_YOUR_CALM) one day.
+            .max_local_error_reset_streams(None)
+            .max_concurrent_reset_streams(4096)
             .handshake::<_, Bytes>(transport);
         let (sender, mut connection) = tokio::time::timeout_at(deadline, handshake)
             .await

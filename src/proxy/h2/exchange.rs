@@ -151,6 +151,14 @@ impl<B: RequestBody + 'static> Replay<B> {
         }
     }
 
+    /// Keeps no more of the body, and frees what was kept: the request was answered,
+    /// so it will not go out again.
+    pub fn stop_keeping(&self) {
+        let mut state = self.state.borrow_mut();
+        state.overflowed = true;
+        state.data = Vec::new();
+    }
+
     /// Whether a next try can have the body from its start.
     pub fn can_replay(&self) -> bool {
         !self.state.borrow().overflowed
@@ -257,6 +265,10 @@ pub trait Pipe {
     /// Whether the client's body moved since the last call (for the stream's
     /// `body_idle` bound).
     fn take_moved(&mut self) -> bool;
+
+    /// Whether it waits for the backend (flow-control room for data it holds), not
+    /// for the client: a pause then is the backend's.
+    fn waits_on_backend(&self) -> bool;
 }
 
 struct RequestPipe<B> {
@@ -270,6 +282,10 @@ struct RequestPipe<B> {
 impl<B: RequestBody> Pipe for RequestPipe<B> {
     fn take_moved(&mut self) -> bool {
         std::mem::take(&mut self.moved)
+    }
+
+    fn waits_on_backend(&self) -> bool {
+        self.pending.as_ref().is_some_and(|data| !data.is_empty())
     }
 
     fn poll_pipe(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
@@ -435,8 +451,15 @@ pub async fn exchange<B: RequestBody + 'static>(
         if let Poll::Ready(answer) = Pin::new(&mut response).poll(cx) {
             return Poll::Ready(answer.map_err(StreamError::of));
         }
-        if pipe.is_some() && stall.poll_paused(cx).is_ready() {
-            return Poll::Ready(Err(StreamError::ClientStalled));
+        if let Some(p) = pipe.as_ref() {
+            if stall.poll_paused(cx).is_ready() {
+                // A backend that takes no more of the body has stalled, not the client.
+                return Poll::Ready(Err(if p.waits_on_backend() {
+                    StreamError::TimedOut
+                } else {
+                    StreamError::ClientStalled
+                }));
+            }
         }
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(Err(StreamError::TimedOut))
@@ -538,7 +561,11 @@ impl Body for Relayed {
                     this.end(Ended::Dropped);
                     return Poll::Ready(Some(Err(error)));
                 }
-                Poll::Ready(_) => this.pipe = None,
+                Poll::Ready(_) => {
+                    // Its last frames moved: the backend's pause starts now.
+                    this.pipe = None;
+                    this.stall.progressed();
+                }
                 Poll::Pending => {
                     if pipe.take_moved() {
                         this.stall.progressed();
@@ -573,7 +600,7 @@ impl Body for Relayed {
         // client is still sending, the pause is the client's.
         ready!(this.stall.poll_paused(cx));
         let limit = this.stall.limit();
-        if this.pipe.is_some() {
+        if this.pipe.as_ref().is_some_and(|p| !p.waits_on_backend()) {
             this.end(Ended::Dropped);
             return Poll::Ready(Some(Err(
                 format!("nothing moved either way for {limit:?}").into()

@@ -27,7 +27,7 @@ use http::header::HeaderValue;
 use http::{request, Response};
 use tokio::time::Instant;
 
-use super::connections::{Choice, H2Connection, H2Connections, OpenStream};
+use super::connections::{Choice, H2Connection, Target};
 use super::exchange::{self, Answered, Ended, Relayed, Replay, StreamError};
 use crate::health;
 use crate::proxy::errors::Refusal;
@@ -37,7 +37,7 @@ use crate::proxy::forward::{
 use crate::proxy::grpc;
 use crate::proxy::h1::RequestBody;
 use crate::proxy::stall::Stall;
-use crate::proxy::upstream::{self, ConnectError};
+use crate::proxy::upstream;
 use crate::runtime::{BackendRuntime, PoolRuntime, Runtime};
 
 /// A request routed to an HTTP/2 pool, with its first backend picked.
@@ -66,7 +66,12 @@ pub(in crate::proxy) struct H2Request<'a, B> {
 
 /// Why a try failed.
 enum Failure {
-    Connect(ConnectError),
+    /// The connection this try opened could not be opened (why): the backend's
+    /// failure; nothing was sent.
+    Open(String),
+    /// A connection another request was opening failed, or was not open before the
+    /// try's deadline: nothing was sent, and the opener answers for the backend.
+    Waited,
     Stream(StreamError),
     /// The request target cannot be written as an HTTP/2 head.
     BadTarget,
@@ -172,10 +177,8 @@ impl Worker {
                     // A gRPC call's outcome is its grpc-status: in the head of a
                     // Trailers-Only answer, else at the end of the stream.
                     let outcome = if answers_grpc && ends_here {
-                        Some(
-                            grpc::status(answered.response.headers())
-                                .map_or(502, grpc::http_status),
-                        )
+                        let code = grpc::status(answered.response.headers());
+                        Some(grpc_outcome(code, client_deadline.is_some()))
                     } else if answers_grpc {
                         None
                     } else {
@@ -195,13 +198,19 @@ impl Worker {
                             if let Some(log) = log.as_mut() {
                                 log.answered_with(status, Some(latency));
                             }
+                            if let Some(replay) = &replay {
+                                // Answered: the body will not go out again.
+                                replay.stop_keeping();
+                            }
                             return self.relay(
                                 answered,
                                 pool,
                                 &backend.runtime,
                                 slot,
                                 log,
-                                outcome,
+                                // The outcome when it was not counted yet (gRPC: at
+                                // its end), with whether the client set the deadline.
+                                outcome.is_none().then_some(client_deadline.is_some()),
                             );
                         }
                     }
@@ -217,13 +226,21 @@ impl Worker {
                     return refuse(Refusal::Timeout, log);
                 }
                 Err(Failure::BadTarget) => break Refusal::BadTarget,
-                Err(Failure::Connect(e)) => {
+                Err(Failure::Open(e)) => {
                     self.failed(pool, &backend.runtime, &e);
                     match retry(true) {
                         Some(next) => (Refusal::BadGateway, next),
                         None => break Refusal::BadGateway,
                     }
                 }
+                Err(Failure::Waited) if clients_deadline(head_by) => {
+                    pool.stats.record(499);
+                    return refuse(Refusal::Timeout, log);
+                }
+                Err(Failure::Waited) => match retry(true) {
+                    Some(next) => (Refusal::BadGateway, next),
+                    None => break Refusal::BadGateway,
+                },
                 Err(Failure::Stream(e)) => {
                     let (refusal, eligible) = match e {
                         StreamError::TimedOut => (Refusal::Timeout, replayable),
@@ -276,39 +293,29 @@ impl Worker {
                     ::h2::Error::from(::h2::Reason::REFUSED_STREAM),
                 )));
             }
-            let stream =
-                match self
-                    .h2
-                    .choose(key, &backend.load, max_connections, refused_on.as_ref())
-                {
-                    Choice::Use(stream) | Choice::Queue(stream) => stream,
-                    Choice::Wait(opening) => {
-                        let notified = opening.notified();
-                        if tokio::time::timeout_at(head_by, notified).await.is_err() {
-                            return Err(Failure::Stream(StreamError::TimedOut));
-                        }
-                        continue;
-                    }
-                    Choice::Open(opening) => {
-                        let connect_limit = pool
-                            .timeouts
-                            .connect
-                            .min(head_by.saturating_duration_since(Instant::now()));
-                        let opened = H2Connections::open(
-                            backend.socket_addr,
-                            backend.tls.as_ref(),
-                            connect_limit,
-                            pool.timeouts.idle,
-                            &self.runtime.upstream_connections,
-                            &backend.load,
-                        )
-                        .await
-                        .map_err(Failure::Connect)?;
-                        self.h2.opened(key, &opened);
-                        drop(opening);
-                        OpenStream::on(&opened)
-                    }
-                };
+            let target = || Target {
+                addr: backend.socket_addr,
+                tls: backend.tls.clone(),
+                connect: pool.timeouts.connect,
+                idle: pool.timeouts.idle,
+                open: Arc::clone(&self.runtime.upstream_connections),
+                load: Arc::clone(&backend.load),
+            };
+            let choice = self.h2.choose(
+                key,
+                &backend.load,
+                max_connections,
+                refused_on.as_ref(),
+                target,
+            );
+            let stream = match choice {
+                Choice::Use(stream) | Choice::Queue(stream) => stream,
+                Choice::Wait { opening, opener } => match opening.outcome(head_by).await {
+                    Some(Ok(())) => continue,
+                    Some(Err(error)) if opener => return Err(Failure::Open(error)),
+                    _ => return Err(Failure::Waited),
+                },
+            };
             let reader = replay.as_ref().and_then(Replay::reader);
             let head = head(backend).ok_or(Failure::BadTarget)?;
             let connection = Rc::clone(stream.connection());
@@ -341,9 +348,9 @@ impl Worker {
         }
     }
 
-    /// The response to the client: `answered`'s head, its body relayed. `outcome`:
-    /// the status already recorded; `None` for a gRPC call, recorded when its
-    /// grpc-status comes.
+    /// The response to the client: `answered`'s head, its body relayed. `at_end`: for
+    /// a gRPC call whose outcome comes with its end (its grpc-status), whether the
+    /// client set its deadline; `None`: the outcome is counted already.
     fn relay(
         &self,
         answered: Answered,
@@ -351,7 +358,7 @@ impl Worker {
         backend: &Arc<BackendRuntime>,
         slot: Slot,
         log: Option<Box<AccessRecord>>,
-        outcome: Option<u16>,
+        at_end: Option<bool>,
     ) -> Response<ProxyBody> {
         let Answered {
             response,
@@ -360,11 +367,12 @@ impl Worker {
         } = answered;
         let (mut parts, recv) = response.into_parts();
         parts.version = http::Version::HTTP_11;
-        let deferred = outcome.is_none().then(|| {
+        let deferred = at_end.map(|client_deadline| {
             (
                 Arc::clone(&self.runtime),
                 Arc::clone(pool),
                 Arc::clone(backend),
+                client_deadline,
             )
         });
         let mut log = log;
@@ -375,12 +383,11 @@ impl Worker {
                     log.mark_aborted();
                 }
             }
-            if let Some((runtime, pool, backend)) = deferred {
+            if let Some((runtime, pool, backend, client_deadline)) = deferred {
                 let status = match &ended {
-                    Ended::Whole(trailers) => trailers
-                        .as_ref()
-                        .and_then(grpc::status)
-                        .map_or(502, grpc::http_status),
+                    Ended::Whole(trailers) => {
+                        grpc_outcome(trailers.as_ref().and_then(grpc::status), client_deadline)
+                    }
                     Ended::Broke => 502,
                     // The client cancelled or stalled: no one's failure, and no
                     // success either for passive health.
@@ -417,4 +424,15 @@ fn replay_ready<B: RequestBody + 'static>(replay: &Option<Replay<B>>) -> bool {
 fn record_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime, status: u16) {
     backend.stats.record_status(status);
     pool.record(backend, status < 500, health::now(), &runtime.events);
+}
+
+/// The HTTP status a gRPC call's `code` counts as ([`grpc::http_status`]; none: 502, a
+/// broken answer). A `DEADLINE_EXCEEDED` for a call that carried the client's own
+/// deadline counts as 499: the backend kept the client's deadline, no failure of its own.
+fn grpc_outcome(code: Option<u32>, client_deadline: bool) -> u16 {
+    match code {
+        Some(grpc::code::DEADLINE_EXCEEDED) if client_deadline => 499,
+        Some(code) => grpc::http_status(code),
+        None => 502,
+    }
 }
