@@ -530,18 +530,7 @@ fn a_slow_upload_is_not_the_backends_slowness() {
     let backend = H2Backend::start(ANSWERS);
     let extra = "timeouts = { per_try = \"1s\", request = \"1s\", body_idle = \"2s\" }";
     let proxy = Proxy::start_with_admin(&config("h2c", &[backend.addr.to_string()], extra), 1);
-    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
-    use std::io::{Read, Write};
-    stream
-        .write_all(b"POST /upload HTTP/1.1\r\nHost: upload.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-        .expect("head");
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(400));
-        stream.write_all(b"5\r\nhello\r\n").expect("chunk");
-    }
-    stream.write_all(b"0\r\n\r\n").expect("end");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    let answer = slow_post(proxy.addr(), 4);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("got 20 bytes"), "{answer}");
     let status = proxy.backend_status("echo", &backend.addr.to_string());
@@ -609,18 +598,7 @@ fn a_stream_is_idle_only_when_neither_way_moves() {
     });
     let extra = "timeouts = { body_idle = \"1s\" }\nlimits = { body_buffer = 0 }";
     let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], extra), 1);
-    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
-    use std::io::{Read, Write};
-    stream
-        .write_all(b"POST /stream HTTP/1.1\r\nHost: stream.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-        .expect("head");
-    for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(400));
-        stream.write_all(b"5\r\nhello\r\n").expect("chunk");
-    }
-    stream.write_all(b"0\r\n\r\n").expect("end");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    let answer = slow_post(proxy.addr(), 6);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("got 30 bytes"), "{answer}");
 }
@@ -695,4 +673,22 @@ fn a_backend_that_stops_reading_the_body_is_the_backends_failure() {
     );
     let status = proxy.backend_status("echo", &backend.addr.to_string());
     assert_eq!(status["failures"], 1, "{status}");
+}
+
+/// An HTTP/1.1 POST whose chunked body is `chunks` pieces of 5 bytes, one every 400 ms;
+/// everything read back until the connection closes.
+fn slow_post(addr: SocketAddr, chunks: usize) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: upload.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .expect("head");
+    for _ in 0..chunks {
+        std::thread::sleep(Duration::from_millis(400));
+        stream.write_all(b"5\r\nhello\r\n").expect("chunk");
+    }
+    stream.write_all(b"0\r\n\r\n").expect("end");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
 }

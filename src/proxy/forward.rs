@@ -599,8 +599,7 @@ impl Worker {
                     }
                 }
             };
-            tracing::debug!(pool = %pool.name, from = %backend.runtime.address, to = %next.address, ?refusal, "retrying");
-            pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+            count_retry(pool, &backend.runtime, next, refusal);
             drop(slot);
             attempt += 1;
             backend = Picked::of(next);
@@ -864,6 +863,18 @@ pub(super) fn next_try<'a>(
         return None;
     }
     pool.pick(key, tried.as_slice(), health::now()).ok()
+}
+
+/// Counts a retry of a request of `pool` from `from` (which failed with `refusal`)
+/// to `to`.
+pub(super) fn count_retry(
+    pool: &PoolRuntime,
+    from: &BackendRuntime,
+    to: &BackendRuntime,
+    refusal: Refusal,
+) {
+    tracing::debug!(pool = %pool.name, from = %from.address, to = %to.address, ?refusal, "retrying");
+    pool.stats.retries.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A request counted in flight on its backend for as long as it lasts (response body

@@ -32,7 +32,7 @@ use super::exchange::{self, Answered, Ended, Relayed, Replay, StreamError};
 use crate::health;
 use crate::proxy::errors::Refusal;
 use crate::proxy::forward::{
-    next_try, AccessRecord, Client, Picked, ProxyBody, Slot, Tried, Worker,
+    count_retry, next_try, AccessRecord, Client, Picked, ProxyBody, Slot, Tried, Worker,
 };
 use crate::proxy::grpc;
 use crate::proxy::h1::RequestBody;
@@ -254,8 +254,7 @@ impl Worker {
                     }
                 }
             };
-            tracing::debug!(pool = %pool.name, from = %backend.runtime.address, to = %next.address, ?refusal, "retrying");
-            pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+            count_retry(pool, &backend.runtime, next, refusal);
             drop(slot);
             attempt += 1;
             backend = Picked::of(next);
