@@ -49,7 +49,8 @@ fn health(proxy: &Proxy, address: &str) -> String {
 #[test]
 fn grpc_calls_of_every_kind_pass_through_with_their_trailers_and_statuses() {
     let b1 = grpc_backend(&["b1"]);
-    let proxy = Proxy::start(&config("h2c", &[b1.address()], ""), 1);
+    // With the access log on.
+    let proxy = Proxy::start_with_args(&config("h2c", &[b1.address()], ""), 1, &[]);
     let out = client(&["suite", &proxy.addr().to_string()], &[]);
     assert_eq!(out["unary"]["ok"], "b1:hello", "{out}");
     // Trailing metadata of a successful call and of a failed one.
@@ -67,6 +68,13 @@ fn grpc_calls_of_every_kind_pass_through_with_their_trailers_and_statuses() {
         serde_json::json!(["b1:m0", "b1:m1", "b1:m2", "b1:m3"]),
         "{out}"
     );
+    // Each call's line carries its grpc-status: 0 for the four that succeeded, 9
+    // (FAILED_PRECONDITION) and 4 (DEADLINE_EXCEEDED) for the others.
+    proxy.wait_for_log("status=200 route=/ pool=echo", 6);
+    let log = proxy.stderr();
+    assert_eq!(log.matches(" grpc_status=0\n").count(), 4, "{log}");
+    assert_eq!(log.matches(" grpc_status=9\n").count(), 1, "{log}");
+    assert_eq!(log.matches(" grpc_status=4").count(), 1, "{log}");
 }
 
 #[test]
@@ -114,11 +122,18 @@ fn evenkeels_own_errors_reach_grpc_clients_as_grpc_statuses() {
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = closed.local_addr().expect("addr").to_string();
     drop(closed);
-    let proxy = Proxy::start(&config("h2c", &[dead], "retries = { attempts = 0 }"), 1);
+    let proxy = Proxy::start_with_args(
+        &config("h2c", &[dead], "retries = { attempts = 0 }"),
+        1,
+        &[],
+    );
     let out = client(&["call", &proxy.addr().to_string(), "hello"], &[]);
     assert_eq!(out["code"], "UNAVAILABLE", "{out}");
     let details = out["details"].as_str().unwrap_or_default();
     assert!(details.starts_with("evenkeel: pool \"echo\""), "{out}");
+    // Its access-log line tells it from a success (both are HTTP 200).
+    proxy.wait_for_log(" status=200 ", 1);
+    proxy.wait_for_log(" grpc_status=14\n", 1);
 
     // A backend slower than the call's grpc-timeout: evenkeel's own deadline answers
     // (curl sets no deadline of its own).

@@ -244,6 +244,9 @@ pub struct Entry<'a> {
     pub tls: Option<&'static str>,
     /// The response broke off after it had begun.
     pub aborted: bool,
+    /// A gRPC call's `grpc-status` (its trailers', or evenkeel's own); `None`: not
+    /// gRPC, or the call ended without one.
+    pub grpc_status: Option<u32>,
 }
 
 /// Appends one request's line to this thread's buffer.
@@ -359,6 +362,9 @@ fn write_text(out: &mut Vec<u8>, e: &Entry<'_>, id: &RequestId<'_>) {
         None => write!(out, "-"),
     };
     let _ = write!(out, " tls={}", e.tls.unwrap_or("-"));
+    if let Some(code) = e.grpc_status {
+        let _ = write!(out, " grpc_status={code}");
+    }
     if e.aborted {
         out.extend_from_slice(b" aborted=true");
     }
@@ -389,6 +395,9 @@ fn write_json(out: &mut Vec<u8>, e: &Entry<'_>, id: &RequestId<'_>) {
     }
     if let Some(upstream) = e.upstream {
         fields["upstream_ms"] = millis(upstream).into();
+    }
+    if let Some(code) = e.grpc_status {
+        fields["grpc_status"] = code.into();
     }
     if e.aborted {
         fields["aborted"] = true.into();
@@ -461,6 +470,7 @@ mod tests {
             upstream: Some(Duration::from_micros(1500)),
             tls: Some("1.3"),
             aborted: false,
+            grpc_status: None,
         }
     }
 
@@ -498,6 +508,19 @@ mod tests {
                 && line.ends_with(" upstream_ms=- tls=- aborted=true\n"),
             "{line:?}"
         );
+        // A gRPC call's status comes before `aborted`, in both forms.
+        let call = Entry {
+            grpc_status: Some(14),
+            ..entry()
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &call, &RequestId::Client("x"));
+        let line = String::from_utf8(out).expect("utf-8");
+        assert!(line.ends_with(" tls=1.3 grpc_status=14\n"), "{line:?}");
+        let mut out = Vec::new();
+        write_json(&mut out, &call, &RequestId::Client("x"));
+        let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(json["fields"]["grpc_status"], 14);
     }
 
     /// JSON lines carry the same fields, numbers as numbers, absent ones left out.

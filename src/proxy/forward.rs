@@ -201,6 +201,8 @@ pub(super) struct AccessRecord {
     upstream: Option<Duration>,
     /// The response broke off after it had begun.
     aborted: bool,
+    /// A gRPC call's `grpc-status`, once known.
+    grpc_status: Option<u32>,
 }
 
 impl AccessRecord {
@@ -236,7 +238,13 @@ impl AccessRecord {
             start,
             upstream: None,
             aborted: false,
+            grpc_status: None,
         }
+    }
+
+    /// A gRPC call's `grpc-status` (from its trailers, or a Trailers-Only answer).
+    pub(super) fn grpc_status(&mut self, code: Option<u32>) {
+        self.grpc_status = code;
     }
 
     /// A try went to `backend`.
@@ -255,6 +263,7 @@ impl AccessRecord {
     /// its body's size unless the request was a `HEAD`, which gets no body.
     pub(super) fn answered<B: Body>(&mut self, response: &Response<B>) {
         self.status = response.status().as_u16();
+        self.grpc_status = grpc::status(response.headers());
         self.bytes_out = if self.method == Method::HEAD {
             0
         } else {
@@ -280,6 +289,7 @@ impl Drop for AccessRecord {
             upstream: self.upstream,
             tls: self.client.tls.as_ref().and_then(|t| t.version),
             aborted: self.aborted,
+            grpc_status: self.grpc_status,
         });
     }
 }
@@ -322,6 +332,7 @@ impl Worker {
                     start,
                     upstream: None,
                     aborted: false,
+                    grpc_status: None,
                 })
             })
         };
@@ -338,6 +349,7 @@ impl Worker {
                 };
                 if let Some(mut log) = record(route, pool, None, response.status().as_u16()) {
                     log.bytes_out = response.body().size_hint().exact().unwrap_or(0);
+                    log.grpc_status = grpc::status(response.headers());
                 }
                 Ok(response.map(ProxyBody::Own))
             };

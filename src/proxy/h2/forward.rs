@@ -197,6 +197,9 @@ impl Worker {
                             }
                             if let Some(log) = log.as_mut() {
                                 log.answered_with(status, Some(latency));
+                                if answers_grpc && ends_here {
+                                    log.grpc_status(grpc::status(answered.response.headers()));
+                                }
                             }
                             if let Some(replay) = &replay {
                                 // Answered: the body will not go out again.
@@ -378,8 +381,10 @@ impl Worker {
         let on_end = Box::new(move |ended: Ended, bytes: u64| {
             if let Some(log) = log.as_mut() {
                 log.add_bytes_out(bytes);
-                if !matches!(ended, Ended::Whole(_)) {
-                    log.mark_aborted();
+                match &ended {
+                    Ended::Whole(Some(trailers)) => log.grpc_status(grpc::status(trailers)),
+                    Ended::Whole(None) => {}
+                    Ended::Broke | Ended::Dropped => log.mark_aborted(),
                 }
             }
             if let Some((runtime, pool, backend, client_deadline)) = deferred {
