@@ -707,3 +707,34 @@ fn slow_post(addr: SocketAddr, chunks: usize) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+/// An HTTP/2 connection with no stream for `timeouts.idle` is closed: the keepalive
+/// PINGs do not keep it open.
+#[test]
+fn idle_http2_connections_are_closed() {
+    let backend = H2Backend::start(ANSWERS);
+    let proxy = Proxy::start_with_admin(
+        &config(
+            "h2c",
+            &[backend.addr.to_string()],
+            "timeouts = { idle = \"1s\" }",
+        ),
+        1,
+    );
+    let mut client = crate::util::Client::connect(proxy.addr());
+    assert_eq!(client.get("/").status, StatusCode::OK);
+    let open = || {
+        let mut admin = crate::util::Client::connect(proxy.admin.expect("admin listener"));
+        let reply = admin.get("/metrics");
+        reply
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("evenkeel_upstream_connections "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert_eq!(open(), Some(1));
+    assert!(
+        eventually(TIMEOUT, || open() == Some(0)),
+        "the idle connection stayed open"
+    );
+}

@@ -11,8 +11,8 @@
 //! takes, and a request that stops waiting does not abandon it. A new connection is
 //! used only once the backend's settings have come (a PING's answer follows them). A
 //! connection whose driver task ended (the backend closed it, sent GOAWAY, or broke
-//! it) is dropped from the list; one with no stream for the pool's `timeouts.idle` is
-//! closed by the sweep. The h2 crate drives each connection in a task of its own on the
+//! it, or answered no keepalive PING) is dropped from the list; one with no stream for
+//! the pool's `timeouts.idle` is closed by the sweep. The h2 crate drives each connection in a task of its own on the
 //! worker's `LocalSet`, so streams progress while no request polls them.
 //!
 //! Lists are per [`Key`], as HTTP/1's idle lists are, so a server two pools reach with
@@ -271,20 +271,23 @@ impl H2Connections {
         let closed = Rc::new(Cell::new(false));
         let counted = (Counted::new(open), load.open_shared());
         let ended = Rc::clone(&closed);
+        let (ready, settings) = tokio::sync::oneshot::channel();
         tokio::task::spawn_local(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%addr, %error, "HTTP/2 connection to a backend ended");
-            }
+            drive(connection, ping, ready, addr).await;
             ended.set(true);
             drop(counted);
         });
         // A server's settings come first on its side of the connection, so once a
         // PING is answered, they are known: how many streams the backend allows.
-        if let Some(mut ping) = ping {
-            tokio::time::timeout_at(deadline, ping.ping(::h2::Ping::opaque()))
-                .await
-                .map_err(|_| ConnectError::Timeout)?
-                .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        match tokio::time::timeout_at(deadline, settings).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => return Err(ConnectError::Io(std::io::Error::other(error))),
+            Ok(Err(_)) => {
+                return Err(ConnectError::Io(std::io::Error::other(
+                    "the connection ended during the handshake",
+                )))
+            }
         }
         Ok(Rc::new(H2Connection {
             sender,
@@ -318,5 +321,77 @@ impl H2Connections {
     /// Closes every connection once its streams have ended.
     pub fn clear(&self) {
         self.lists.borrow_mut().clear();
+    }
+}
+
+/// How often a connection is PINGed to prove the backend still answers on it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// A PING unanswered this long ends the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drives a connection until it ends: first one PING whose answer says the backend's
+/// settings have come (`ready`), then one every [`KEEPALIVE_INTERVAL`]. A connection
+/// whose PING goes unanswered for [`KEEPALIVE_TIMEOUT`] is dropped — a backend (or
+/// something between) that went silent, idle or not, is found before a request waits on
+/// it.
+async fn drive<T>(
+    connection: ::h2::client::Connection<T, Bytes>,
+    ping: Option<::h2::PingPong>,
+    ready: tokio::sync::oneshot::Sender<Result<(), ::h2::Error>>,
+    addr: SocketAddr,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::pin!(connection);
+    let Some(mut ping) = ping else {
+        let _ = ready.send(Ok(()));
+        if let Err(error) = connection.await {
+            tracing::debug!(%addr, %error, "HTTP/2 connection to a backend ended");
+        }
+        return;
+    };
+    let settled = tokio::select! {
+        ended = &mut connection => Err(ended),
+        pong = ping.ping(::h2::Ping::opaque()) => Ok(pong),
+    };
+    match settled {
+        Ok(pong) => {
+            let failed = pong.is_err();
+            let _ = ready.send(pong.map(|_| ()));
+            if failed {
+                return;
+            }
+        }
+        Err(ended) => {
+            if let Err(error) = ended {
+                tracing::debug!(%addr, %error, "HTTP/2 connection to a backend ended");
+            }
+            return;
+        }
+    }
+    loop {
+        let ended = tokio::select! {
+            ended = &mut connection => ended,
+            () = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
+                let answered = tokio::time::timeout(
+                    KEEPALIVE_TIMEOUT,
+                    ping.ping(::h2::Ping::opaque()),
+                );
+                tokio::select! {
+                    ended = &mut connection => ended,
+                    pong = answered => match pong {
+                        Ok(Ok(_)) => continue,
+                        _ => {
+                            tracing::debug!(%addr, "HTTP/2 connection to a backend answered no PING; closed");
+                            return;
+                        }
+                    },
+                }
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%addr, %error, "HTTP/2 connection to a backend ended");
+        }
+        return;
     }
 }
