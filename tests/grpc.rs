@@ -142,8 +142,9 @@ fn evenkeels_own_errors_reach_grpc_clients_as_grpc_statuses() {
     let started = Instant::now();
     let (head, _) = grpc_by_curl(proxy.addr(), "sleep:3", "300m");
     let took = started.elapsed();
+    // evenkeel's timer or grpcio's (it keeps the forwarded deadline too), whichever
+    // fires first.
     assert!(head.contains("grpc-status: 4"), "{head}");
-    assert!(head.contains("did not answer in time"), "{head}");
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
 
     // Every backend at limits.max_streams, and no waiting allowed.
@@ -330,6 +331,9 @@ struct Behaviour {
     answer_bytes: usize,
     /// Never reads the request body, nor answers.
     no_read: bool,
+    /// Its flow-control window per stream (0: the h2 crate's 64 KiB); with one, the
+    /// streams it refuses are refused once their whole body is in.
+    window: u32,
 }
 
 const ANSWERS: Behaviour = Behaviour {
@@ -341,6 +345,7 @@ const ANSWERS: Behaviour = Behaviour {
     head_first: false,
     answer_bytes: 0,
     no_read: false,
+    window: 0,
 };
 
 /// An HTTP/2 backend on the `h2` crate, doing what [`Behaviour`] says; it answers
@@ -386,11 +391,12 @@ impl H2Backend {
                     let (a, m, refused) = (Arc::clone(&a), Arc::clone(&m), Arc::clone(&refused));
                     let big = big.clone();
                     tokio::spawn(async move {
-                        let Ok(mut connection) = h2::server::Builder::new()
-                            .max_concurrent_streams(behaviour.max_streams)
-                            .handshake::<_, Bytes>(socket)
-                            .await
-                        else {
+                        let mut builder = h2::server::Builder::new();
+                        builder.max_concurrent_streams(behaviour.max_streams);
+                        if behaviour.window > 0 {
+                            builder.initial_window_size(behaviour.window);
+                        }
+                        let Ok(mut connection) = builder.handshake::<_, Bytes>(socket).await else {
                             return;
                         };
                         let open = Arc::new(AtomicUsize::new(0));
@@ -398,7 +404,19 @@ impl H2Backend {
                         while let Some(Ok((request, mut respond))) = connection.accept().await {
                             streams += 1;
                             if refused.fetch_add(1, Ordering::SeqCst) < behaviour.refuse {
-                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                if behaviour.window > 0 {
+                                    // Refused once the whole body is in.
+                                    tokio::spawn(async move {
+                                        let mut body = request.into_body();
+                                        while let Some(Ok(data)) = body.data().await {
+                                            let _ =
+                                                body.flow_control().release_capacity(data.len());
+                                        }
+                                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                    });
+                                } else {
+                                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                }
                                 continue;
                             }
                             let hang = number == 1
@@ -581,11 +599,20 @@ fn a_clients_own_grpc_deadline_is_no_backends_failure() {
         ..ANSWERS
     });
     let extra = "[pool.echo.outlier]\nconsecutive_failures = 2";
-    let proxy = Proxy::start_with_admin(&config("h2c", &[backend.addr.to_string()], extra), 1);
-    for timeout in ["1n", "100m", "100m", "100m"] {
-        let (head, _) = grpc_by_curl(proxy.addr(), "hello", timeout);
-        assert!(head.contains("grpc-status: 4"), "{timeout}: {head}");
+    let proxy = Proxy::start_with_admin_and_access_log(
+        &config("h2c", &[backend.addr.to_string()], extra),
+        1,
+    );
+    for _ in 0..3 {
+        let (head, _) = grpc_by_curl(proxy.addr(), "hello", "100m");
+        assert!(head.contains("grpc-status: 4"), "{head}");
     }
+    // A deadline passed on arrival: answered at once, nothing sent to a backend. (The
+    // answer may come before curl has sent the body, and curl may then report the
+    // stream's reset instead: the access log says what evenkeel answered.)
+    let _ = grpc_by_curl(proxy.addr(), "hello", "1n");
+    proxy.wait_for_log(" tries=0 ", 1);
+    proxy.wait_for_log(" grpc_status=4", 4);
     let status = proxy.backend_status("echo", &backend.addr.to_string());
     assert_eq!(status["failures"], 0, "{status}");
     assert_eq!(status["ejected"], false, "{status}");
@@ -737,4 +764,33 @@ fn idle_http2_connections_are_closed() {
         eventually(TIMEOUT, || open() == Some(0)),
         "the idle connection stayed open"
     );
+}
+
+/// Found by review: a replayed body whose backend answered before taking all of it
+/// lost the rest (the kept copy was freed at the answer): the backend got a truncated
+/// body. The try reading it now hands out every kept piece first.
+#[test]
+fn a_replayed_body_goes_out_whole_even_when_answered_early() {
+    let backend = H2Backend::start(Behaviour {
+        refuse: 1,
+        head_first: true,
+        window: 16 * 1024,
+        ..ANSWERS
+    });
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    // Four chunks, kept as four pieces for the replay.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+    let mut request = b"POST /upload HTTP/1.1\r\nHost: upload.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        request.extend_from_slice(b"3a98\r\n");
+        request.extend_from_slice(&[b'y'; 15_000]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&request).expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("got 60000 bytes"), "{answer}");
 }

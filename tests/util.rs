@@ -758,6 +758,11 @@ impl Proxy {
         )
     }
 
+    /// Like [`Proxy::start_with_admin`], with the access log on (on stderr).
+    pub fn start_with_admin_and_access_log(config: &str, workers: usize) -> Proxy {
+        Proxy::launch_with(&with_admin(config, ""), workers, true, None, &[], &[])
+    }
+
     /// Like [`Proxy::start`], with `args` added to `serve`'s command line in place of
     /// `--no-access-log` (which every other constructor passes).
     pub fn start_with_args(config: &str, workers: usize, args: &[&str]) -> Proxy {

@@ -666,9 +666,7 @@ impl Worker {
         backend: &BackendRuntime,
         error: &dyn std::fmt::Display,
     ) {
-        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-        pool.record(backend, false, health::now(), &self.runtime.events);
-        tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
+        count_failure(&self.runtime, pool, backend, error);
     }
 
     /// The response to the client, its body read from `connection` as it is sent.
@@ -875,6 +873,19 @@ pub(super) fn next_try<'a>(
         return None;
     }
     pool.pick(key, tried.as_slice(), health::now()).ok()
+}
+
+/// Counts a try on `backend` that failed with `error` (no answer): in its counters and
+/// passive health.
+pub(super) fn count_failure(
+    runtime: &Runtime,
+    pool: &PoolRuntime,
+    backend: &BackendRuntime,
+    error: &dyn std::fmt::Display,
+) {
+    backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+    pool.record(backend, false, health::now(), &runtime.events);
+    tracing::debug!(pool = %pool.name, backend = %backend.address, %error, "request failed");
 }
 
 /// Counts a retry of a request of `pool` from `from` (which failed with `refusal`)

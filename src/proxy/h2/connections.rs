@@ -37,9 +37,10 @@ use crate::config::TlsTarget;
 
 /// The flow-control window evenkeel opens to a backend for each stream: how far a
 /// response may run ahead of the client reading it, and so what one stream can carry
-/// per round trip to the backend (about 25 MB/s at 10 ms). A stream whose client
-/// reads slowly holds up to this much in memory.
-const STREAM_WINDOW: u32 = 256 * 1024;
+/// per round trip to the backend (64 MB/s at 1 ms). A stream whose client reads
+/// slowly, or not at all, holds up to this much in memory: 64 KiB, as HAProxy's
+/// default and HTTP/1's read-ahead (`limits.body_buffer`).
+const STREAM_WINDOW: u32 = 64 * 1024;
 /// The window for a whole connection: the most HTTP/2 allows, so that streams whose
 /// clients read slowly (each holding up to [`STREAM_WINDOW`]) never use up the
 /// connection's window and stall the other streams on it.
@@ -116,14 +117,14 @@ pub struct H2Connections {
 /// once open it is listed for the next streams.
 pub struct Opening {
     done: Notify,
-    /// `None` while it opens; then whether it opened, or why not.
-    result: RefCell<Option<Result<(), String>>>,
+    /// `None` while it opens; then the connection, or why it failed.
+    result: RefCell<Option<Result<Rc<H2Connection>, String>>>,
 }
 
 impl Opening {
     /// Waits until the connection opened (`Ok`) or failed (`Err`, why), or `until`
     /// passed (`None`).
-    pub async fn outcome(&self, until: Instant) -> Option<Result<(), String>> {
+    pub async fn outcome(&self, until: Instant) -> Option<Result<Rc<H2Connection>, String>> {
         let done = self.done.notified();
         if self.result.borrow().is_none() {
             // The task sets the result only after this request yields, which the
@@ -148,6 +149,26 @@ pub struct Target {
     pub open: Arc<AtomicU64>,
     /// The backend's load, which counts its shared connections.
     pub load: Arc<BackendLoad>,
+    /// Counts a failed open against the backend, once, whoever waits for it.
+    pub failed: Box<dyn FnOnce(&ConnectError)>,
+}
+
+/// Ends an opening when its task does (or panics): the backend's entry is removed and
+/// who waits is woken.
+struct Opened {
+    key: Key,
+    openings: Rc<RefCell<HashMap<Key, Rc<Opening>>>>,
+    opening: Rc<Opening>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if self.opening.result.borrow().is_none() {
+            *self.opening.result.borrow_mut() = Some(Err("the open was abandoned".into()));
+        }
+        self.openings.borrow_mut().remove(&self.key);
+        self.opening.done.notify_waiters();
+    }
 }
 
 /// Which connection a new stream should take.
@@ -155,7 +176,7 @@ pub enum Choice {
     /// This one, which has room: the stream is counted on it already.
     Use(OpenStream),
     /// A connection is being opened (by this request, `opener`, or another one): wait
-    /// for it, then choose again.
+    /// for it; the opener takes it, the others choose again.
     Wait {
         /// The connection being opened.
         opening: Rc<Opening>,
@@ -207,23 +228,31 @@ impl H2Connections {
             result: RefCell::new(None),
         });
         self.opening.borrow_mut().insert(key, Rc::clone(&opening));
-        let (lists, openings, task) = (
-            Rc::clone(&self.lists),
-            Rc::clone(&self.opening),
-            Rc::clone(&opening),
-        );
-        let target = target();
+        let lists = Rc::clone(&self.lists);
+        let opened = Opened {
+            key,
+            openings: Rc::clone(&self.opening),
+            opening: Rc::clone(&opening),
+        };
+        let mut target = target();
         tokio::task::spawn_local(async move {
+            let failed = std::mem::replace(&mut target.failed, Box::new(|_| {}));
             let result = match H2Connections::open(&target).await {
                 Ok(connection) => {
-                    lists.borrow_mut().entry(key).or_default().push(connection);
-                    Ok(())
+                    lists
+                        .borrow_mut()
+                        .entry(key)
+                        .or_default()
+                        .push(Rc::clone(&connection));
+                    Ok(connection)
                 }
-                Err(error) => Err(error.to_string()),
+                Err(error) => {
+                    failed(&error);
+                    Err(error.to_string())
+                }
             };
-            *task.result.borrow_mut() = Some(result);
-            openings.borrow_mut().remove(&key);
-            task.done.notify_waiters();
+            *opened.opening.result.borrow_mut() = Some(result);
+            drop(opened);
         });
         Choice::Wait {
             opening,
@@ -243,6 +272,7 @@ impl H2Connections {
             idle: idle_timeout,
             open,
             load,
+            failed: _,
         } = target;
         let (addr, timeout, idle_timeout) = (*addr, *timeout, *idle_timeout);
         let deadline = Instant::now() + timeout;

@@ -133,6 +133,9 @@ struct Kept<B> {
     trailers: Option<HeaderMap>,
     /// The try now reading (older readers read nothing more).
     try_number: u32,
+    /// The request was answered: kept pieces are handed out once more, for the last
+    /// time.
+    answered: bool,
 }
 
 impl<B: RequestBody + 'static> Replay<B> {
@@ -147,16 +150,19 @@ impl<B: RequestBody + 'static> Replay<B> {
                 overflowed: false,
                 trailers: None,
                 try_number: 0,
+                answered: false,
             })),
         }
     }
 
-    /// Keeps no more of the body, and frees what was kept: the request was answered,
-    /// so it will not go out again.
+    /// Keeps no more of the body: the request was answered, so it will not go out
+    /// again. What was kept is freed piece by piece as the try now reading hands it
+    /// out (it may not have sent it all yet: a backend may answer before the body
+    /// ends).
     pub fn stop_keeping(&self) {
         let mut state = self.state.borrow_mut();
         state.overflowed = true;
-        state.data = Vec::new();
+        state.answered = true;
     }
 
     /// Whether a next try can have the body from its start.
@@ -196,9 +202,15 @@ impl<B: RequestBody> Reader<B> {
         if state.try_number != self.try_number {
             return Poll::Ready(None);
         }
-        if let Some(data) = state.data.get(self.next) {
+        let answered = state.answered;
+        if let Some(data) = state.data.get_mut(self.next) {
             self.next += 1;
-            return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
+            let data = if answered {
+                std::mem::take(data)
+            } else {
+                data.clone()
+            };
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let Some(source) = state.source.as_mut() else {
             if self.trailers_read {
@@ -397,12 +409,14 @@ pub struct Answered {
 /// Sends `head` with `body` (none: the head ends the stream) as `stream`, and waits
 /// for the response head while the body goes out: until `head_by`, pushed back by the
 /// time the body took to send (as for HTTP/1: a long upload is not the backend's
-/// slowness), each pause of the body bounded by `stall`.
+/// slowness) but never past `client_deadline`, each pause of the body bounded by
+/// `stall`.
 pub async fn exchange<B: RequestBody + 'static>(
     stream: OpenStream,
     head: Request<()>,
     body: Option<Reader<B>>,
     head_by: Instant,
+    client_deadline: Option<Instant>,
     mut stall: Stall,
 ) -> Result<Answered, StreamError> {
     let mut sender = stream.connection().sender();
@@ -439,7 +453,11 @@ pub async fn exchange<B: RequestBody + 'static>(
                 // The response says what became of the stream.
                 Poll::Ready(_) => {
                     pipe = None;
-                    timer.as_mut().reset(head_by + started.elapsed());
+                    // Never past the client's own deadline.
+                    let pushed = head_by + started.elapsed();
+                    timer
+                        .as_mut()
+                        .reset(client_deadline.map_or(pushed, |at| pushed.min(at)));
                 }
                 Poll::Pending => {
                     if p.take_moved() {

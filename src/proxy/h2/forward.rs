@@ -27,12 +27,13 @@ use http::header::HeaderValue;
 use http::{request, Response};
 use tokio::time::Instant;
 
-use super::connections::{Choice, H2Connection, Target};
+use super::connections::{Choice, H2Connection, OpenStream, Target};
 use super::exchange::{self, Answered, Ended, Relayed, Replay, StreamError};
 use crate::health;
 use crate::proxy::errors::Refusal;
 use crate::proxy::forward::{
-    count_retry, next_try, AccessRecord, Client, Picked, ProxyBody, Slot, Tried, Worker,
+    count_failure, count_retry, next_try, AccessRecord, Client, Picked, ProxyBody, Slot, Tried,
+    Worker,
 };
 use crate::proxy::grpc;
 use crate::proxy::h1::RequestBody;
@@ -66,11 +67,11 @@ pub(in crate::proxy) struct H2Request<'a, B> {
 
 /// Why a try failed.
 enum Failure {
-    /// The connection this try opened could not be opened (why): the backend's
-    /// failure; nothing was sent.
-    Open(String),
-    /// A connection another request was opening failed, or was not open before the
-    /// try's deadline: nothing was sent, and the opener answers for the backend.
+    /// The connection the try waited for could not be opened: nothing was sent, and
+    /// the failure was counted against the backend by the opening.
+    Open,
+    /// The connection the try waited for was not open before the try's deadline:
+    /// nothing was sent.
     Waited,
     Stream(StreamError),
     /// The request target cannot be written as an HTTP/2 head.
@@ -115,8 +116,8 @@ impl Worker {
             pool.stats.record(Refusal::UpgradeToHttp2.status().as_u16());
             return refuse(Refusal::UpgradeToHttp2, log);
         }
-        // Whether a timeout is the deadline the client chose.
-        let clients_deadline = |at: Instant| client_deadline.is_some_and(|d| at >= d);
+        // Whether the deadline the client chose has passed.
+        let clients_deadline_passed = || deadline_passed(client_deadline);
         let replay = body.map(|b| Replay::new(b, pool.config.limits.body_buffer as usize));
         let mut tried = Tried::default();
         let mut attempt = 0;
@@ -142,7 +143,7 @@ impl Worker {
                     &backend.runtime,
                     &replay,
                     head_by,
-                    clients_deadline(head_by),
+                    client_deadline,
                     |b| {
                         exchange::request_head(
                             parts,
@@ -178,7 +179,7 @@ impl Worker {
                     // Trailers-Only answer, else at the end of the stream.
                     let outcome = if answers_grpc && ends_here {
                         let code = grpc::status(answered.response.headers());
-                        Some(grpc_outcome(code, client_deadline.is_some()))
+                        Some(grpc_outcome(code, client_deadline))
                     } else if answers_grpc {
                         None
                     } else {
@@ -213,7 +214,7 @@ impl Worker {
                                 log,
                                 // The outcome when it was not counted yet (gRPC: at
                                 // its end), with whether the client set the deadline.
-                                outcome.is_none().then_some(client_deadline.is_some()),
+                                outcome.is_none().then_some(client_deadline),
                             );
                         }
                     }
@@ -223,26 +224,24 @@ impl Worker {
                     break Refusal::BadRequestBody;
                 }
                 Err(Failure::Stream(StreamError::ClientStalled)) => break Refusal::ClientTimeout,
-                Err(Failure::Stream(StreamError::TimedOut)) if clients_deadline(head_by) => {
+                Err(Failure::Stream(StreamError::TimedOut)) if clients_deadline_passed() => {
                     // The client's own deadline: its choice, no backend's failure.
                     pool.stats.record(499);
                     return refuse(Refusal::Timeout, log);
                 }
                 Err(Failure::BadTarget) => break Refusal::BadTarget,
-                Err(Failure::Open(e)) => {
-                    self.failed(pool, &backend.runtime, &e);
-                    match retry(true) {
-                        Some(next) => (Refusal::BadGateway, next),
-                        None => break Refusal::BadGateway,
-                    }
-                }
-                Err(Failure::Waited) if clients_deadline(head_by) => {
+                // Counted against the backend by the opening itself.
+                Err(Failure::Open) => match retry(true) {
+                    Some(next) => (Refusal::BadGateway, next),
+                    None => break Refusal::BadGateway,
+                },
+                Err(Failure::Waited) if clients_deadline_passed() => {
                     pool.stats.record(499);
                     return refuse(Refusal::Timeout, log);
                 }
                 Err(Failure::Waited) => match retry(true) {
-                    Some(next) => (Refusal::BadGateway, next),
-                    None => break Refusal::BadGateway,
+                    Some(next) => (Refusal::Timeout, next),
+                    None => break Refusal::Timeout,
                 },
                 Err(Failure::Stream(e)) => {
                     let (refusal, eligible) = match e {
@@ -263,7 +262,7 @@ impl Worker {
             backend = Picked::of(next);
         };
         let counted = match refusal {
-            Refusal::Timeout if clients_deadline(Instant::now()) => 499,
+            Refusal::Timeout if clients_deadline_passed() => 499,
             refusal => refusal.status().as_u16(),
         };
         pool.stats.record(counted);
@@ -277,11 +276,11 @@ impl Worker {
     /// deadline —, or broken) takes no new stream.
     async fn h2_try<B: RequestBody + 'static>(
         &self,
-        pool: &PoolRuntime,
+        pool: &Arc<PoolRuntime>,
         backend: &Arc<BackendRuntime>,
         replay: &Option<Replay<B>>,
         head_by: Instant,
-        clients_deadline: bool,
+        client_deadline: Option<Instant>,
         head: impl Fn(&BackendRuntime) -> Option<http::Request<()>>,
     ) -> Result<Answered, Failure> {
         let key = upstream::Key::new(backend.socket_addr, backend.tls.as_ref());
@@ -295,13 +294,23 @@ impl Worker {
                     ::h2::Error::from(::h2::Reason::REFUSED_STREAM),
                 )));
             }
-            let target = || Target {
-                addr: backend.socket_addr,
-                tls: backend.tls.clone(),
-                connect: pool.timeouts.connect,
-                idle: pool.timeouts.idle,
-                open: Arc::clone(&self.runtime.upstream_connections),
-                load: Arc::clone(&backend.load),
+            let target = || {
+                let (runtime, pool, failed_backend) = (
+                    Arc::clone(&self.runtime),
+                    Arc::clone(pool),
+                    Arc::clone(backend),
+                );
+                Target {
+                    addr: backend.socket_addr,
+                    tls: backend.tls.clone(),
+                    connect: pool.timeouts.connect,
+                    idle: pool.timeouts.idle,
+                    open: Arc::clone(&self.runtime.upstream_connections),
+                    load: Arc::clone(&backend.load),
+                    failed: Box::new(move |error| {
+                        count_failure(&runtime, &pool, &failed_backend, error)
+                    }),
+                }
             };
             let choice = self.h2.choose(
                 key,
@@ -313,16 +322,20 @@ impl Worker {
             let stream = match choice {
                 Choice::Use(stream) | Choice::Queue(stream) => stream,
                 Choice::Wait { opening, opener } => match opening.outcome(head_by).await {
-                    Some(Ok(())) => continue,
-                    Some(Err(error)) if opener => return Err(Failure::Open(error)),
-                    _ => return Err(Failure::Waited),
+                    // The opener takes its connection (a backend that allows no
+                    // stream yet gets one connection, not one per choice); others
+                    // choose again.
+                    Some(Ok(connection)) if opener => OpenStream::on(&connection),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => return Err(Failure::Open),
+                    None => return Err(Failure::Waited),
                 },
             };
             let reader = replay.as_ref().and_then(Replay::reader);
             let head = head(backend).ok_or(Failure::BadTarget)?;
             let connection = Rc::clone(stream.connection());
             let stall = Stall::new(pool.timeouts.body_idle);
-            match exchange::exchange(stream, head, reader, head_by, stall).await {
+            match exchange::exchange(stream, head, reader, head_by, client_deadline, stall).await {
                 Err(StreamError::Unprocessed(error)) if refused_on.is_none() => {
                     tracing::debug!(backend = %backend.address, %error, "stream not processed; again on another connection");
                     // A connection that said GOAWAY takes no new stream.
@@ -333,7 +346,7 @@ impl Worker {
                 }
                 Err(error) => {
                     let connections_fault = match &error {
-                        StreamError::TimedOut => !clients_deadline,
+                        StreamError::TimedOut => !deadline_passed(client_deadline),
                         // A reset of this stream alone leaves the connection as it was.
                         StreamError::Failed(e) | StreamError::Unprocessed(e) => {
                             !(e.is_reset() && e.is_remote())
@@ -360,7 +373,7 @@ impl Worker {
         backend: &Arc<BackendRuntime>,
         slot: Slot,
         log: Option<Box<AccessRecord>>,
-        at_end: Option<bool>,
+        at_end: Option<Option<Instant>>,
     ) -> Response<ProxyBody> {
         let Answered {
             response,
@@ -431,12 +444,21 @@ fn record_answer(runtime: &Runtime, pool: &PoolRuntime, backend: &BackendRuntime
 }
 
 /// The HTTP status a gRPC call's `code` counts as ([`grpc::http_status`]; none: 502, a
-/// broken answer). A `DEADLINE_EXCEEDED` for a call that carried the client's own
-/// deadline counts as 499: the backend kept the client's deadline, no failure of its own.
-fn grpc_outcome(code: Option<u32>, client_deadline: bool) -> u16 {
+/// broken answer). A `DEADLINE_EXCEEDED` once the client's own deadline has passed counts
+/// as 499: the backend kept the client's deadline, no failure of its own.
+fn grpc_outcome(code: Option<u32>, client_deadline: Option<Instant>) -> u16 {
     match code {
-        Some(grpc::code::DEADLINE_EXCEEDED) if client_deadline => 499,
+        Some(grpc::code::DEADLINE_EXCEEDED) if deadline_passed(client_deadline) => 499,
         Some(code) => grpc::http_status(code),
         None => 502,
     }
+}
+
+/// How early a backend may answer `DEADLINE_EXCEEDED` for the client's deadline (it
+/// counts from when the call reached it) and still be taken as keeping that deadline.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether the client's own deadline (`grpc-timeout`), if it set one, has passed.
+fn deadline_passed(client_deadline: Option<Instant>) -> bool {
+    client_deadline.is_some_and(|at| Instant::now() + DEADLINE_SLACK >= at)
 }
