@@ -517,16 +517,7 @@ impl Worker {
         let mut attempt = 0;
         let mut permit = permit;
         let failure = loop {
-            tried.push(backend.index);
-            if let Some(log) = log.as_mut() {
-                log.tries += 1;
-            }
-            let slot = Slot::take(pool, &backend.runtime);
-            backend
-                .runtime
-                .stats
-                .requests
-                .fetch_add(1, Ordering::Relaxed);
+            let slot = tried.begin(pool, &backend, &mut log);
             let try_start = Instant::now();
             let limits = h1::Limits {
                 head: (try_start + pool.timeouts.per_try).min(deadline),
@@ -600,7 +591,7 @@ impl Worker {
                     break failure.clients().unwrap_or(Refusal::BadRequestBody);
                 }
                 Err(failure) => {
-                    self.failed(pool, &backend.runtime, &failure.cause);
+                    count_failure(&self.runtime, pool, &backend.runtime, &failure.cause);
                     let refusal = match failure.cause {
                         TryError::Timeout => Refusal::Timeout,
                         _ => Refusal::BadGateway,
@@ -618,9 +609,6 @@ impl Worker {
             if host.is_none() {
                 // Its Host is the backend's own address.
                 outgoing = encode(&backend.runtime);
-            }
-            if let Some(log) = log.as_mut() {
-                log.backend = Some(Arc::clone(&backend.runtime));
             }
         };
         pool.stats.record(failure.status().as_u16());
@@ -656,17 +644,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// Counts a try on `backend` that failed with `error` (no answer): in its counters
-    /// and passive health.
-    pub(super) fn failed(
-        &self,
-        pool: &PoolRuntime,
-        backend: &BackendRuntime,
-        error: &dyn std::fmt::Display,
-    ) {
-        count_failure(&self.runtime, pool, backend, error);
     }
 
     /// The response to the client, its body read from `connection` as it is sent.
@@ -839,7 +816,28 @@ pub(super) struct Tried {
 }
 
 impl Tried {
-    pub(super) fn push(&mut self, index: usize) {
+    /// Starts a try on `backend` for `pool`: it is counted here, in the access
+    /// record's tries, in the backend's requests; the returned slot holds its place in
+    /// flight. Shared by HTTP/1, HTTP/2 and TCP tries.
+    pub(super) fn begin(
+        &mut self,
+        pool: &Arc<PoolRuntime>,
+        backend: &Picked,
+        log: &mut Option<Box<AccessRecord>>,
+    ) -> Slot {
+        self.push(backend.index);
+        if let Some(log) = log.as_mut() {
+            log.tried(&backend.runtime);
+        }
+        backend
+            .runtime
+            .stats
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
+        Slot::take(pool, &backend.runtime)
+    }
+
+    fn push(&mut self, index: usize) {
         if self.len < self.indexes.len() {
             self.indexes[self.len] = index;
             self.len += 1;

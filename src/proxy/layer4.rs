@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::errors::Refusal;
-use super::forward::{next_try, AccessRecord, Client, Picked, Slot, Tried, Worker};
+use super::forward::{next_try, AccessRecord, Client, Picked, Tried, Worker};
 use super::tunnel::{Side, Tunnel, TunnelEnd, TunnelTerms};
 use super::upstream;
 use crate::balance::key_hash;
@@ -112,13 +112,8 @@ pub async fn serve(
     let mut tried = Tried::default();
     let mut attempt = 0;
     let (connection, slot, connected_in) = loop {
-        tried.push(backend.index);
-        if let Some(log) = log.as_mut() {
-            log.tried(&backend.runtime);
-        }
-        let slot = Slot::take(pool, &backend.runtime);
+        let slot = tried.begin(pool, &backend, &mut log);
         let stats = &backend.runtime.stats;
-        stats.requests.fetch_add(1, Ordering::Relaxed);
         let try_start = Instant::now();
         let limit = pool
             .timeouts

@@ -20,7 +20,6 @@
 //! `grpc-timeout` passing, a call the client cancelled.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
@@ -125,16 +124,7 @@ impl Worker {
             if Instant::now() >= deadline {
                 break Refusal::Timeout;
             }
-            tried.push(backend.index);
-            if let Some(log) = log.as_mut() {
-                log.tried(&backend.runtime);
-            }
-            let slot = Slot::take(pool, &backend.runtime);
-            backend
-                .runtime
-                .stats
-                .requests
-                .fetch_add(1, Ordering::Relaxed);
+            let slot = tried.begin(pool, &backend, &mut log);
             let try_start = Instant::now();
             let head_by = (try_start + pool.timeouts.per_try).min(deadline);
             let tried_once = self
@@ -249,7 +239,7 @@ impl Worker {
                         StreamError::Unprocessed(_) => (Refusal::BadGateway, replay_ready(&replay)),
                         _ => (Refusal::BadGateway, replayable),
                     };
-                    self.failed(pool, &backend.runtime, &e);
+                    count_failure(&self.runtime, pool, &backend.runtime, &e);
                     match retry(eligible) {
                         Some(next) => (refusal, next),
                         None => break refusal,
