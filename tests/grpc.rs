@@ -331,6 +331,8 @@ struct Behaviour {
     answer_bytes: usize,
     /// Never reads the request body, nor answers.
     no_read: bool,
+    /// Answers with an empty `content-length` and nothing after the head.
+    empty_length: bool,
     /// Its flow-control window per stream (0: the h2 crate's 64 KiB); with one, the
     /// streams it refuses are refused once their whole body is in.
     window: u32,
@@ -345,6 +347,7 @@ const ANSWERS: Behaviour = Behaviour {
     head_first: false,
     answer_bytes: 0,
     no_read: false,
+    empty_length: false,
     window: 0,
 };
 
@@ -446,7 +449,14 @@ impl H2Backend {
                                     tokio::time::sleep(Duration::from_secs(3600)).await;
                                 }
                                 tokio::time::sleep(behaviour.delay).await;
-                                if let Some(mut send) = early {
+                                if behaviour.empty_length {
+                                    let response = Response::builder()
+                                        .status(200)
+                                        .header("content-length", "")
+                                        .body(())
+                                        .expect("response");
+                                    let _ = respond.send_response(response, true);
+                                } else if let Some(mut send) = early {
                                     let text =
                                         format!("connection {number} got {received} bytes\n");
                                     let _ = send.send_data(Bytes::from(text), true);
@@ -793,4 +803,34 @@ fn a_replayed_body_goes_out_whole_even_when_answered_early() {
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("got 60000 bytes"), "{answer}");
+}
+
+/// Found by review: a host with user information (`x@secret.example`) was routed as
+/// written, then sent to an HTTP/2 backend as an `:authority` it reads as
+/// `secret.example`. It is refused, whatever the pool speaks.
+#[test]
+fn a_host_with_userinfo_is_refused() {
+    let backend = H2Backend::start(ANSWERS);
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    let answer = crate::util::raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: x@secret.example\r\n\r\n",
+    );
+    assert_eq!(answer.status, Some(400), "{}", answer.text);
+    assert_eq!(backend.answered.load(Ordering::SeqCst), 0);
+}
+
+/// Found by review: an HTTP/2 backend's empty `content-length` (the h2 crate reads it
+/// as 0) reached HTTP/1 clients as it was, a length their framing cannot trust. It is
+/// a malformed answer (502), as from an HTTP/1 backend.
+#[test]
+fn an_http2_answer_with_an_invalid_length_is_a_bad_gateway() {
+    let backend = H2Backend::start(Behaviour {
+        empty_length: true,
+        ..ANSWERS
+    });
+    let proxy = Proxy::start(&config("h2c", &[backend.addr.to_string()], ""), 1);
+    let answer =
+        crate::util::raw_exchange(proxy.addr(), b"GET / HTTP/1.1\r\nHost: length.test\r\n\r\n");
+    assert_eq!(answer.status, Some(502), "{}", answer.text);
 }

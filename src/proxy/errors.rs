@@ -41,6 +41,9 @@ pub enum Refusal {
     Misdirected,
     /// A redirect to `https://` needs a host, and the request named none: 400.
     NoHostToRedirect,
+    /// The request's host has user information (`a@host`), which no host has and which
+    /// a backend could read as another host than the one routed on: 400.
+    HostWithUserinfo,
 }
 
 impl Refusal {
@@ -61,7 +64,7 @@ impl Refusal {
             Refusal::BadRequestBody => StatusCode::BAD_REQUEST,
             Refusal::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            Refusal::NoHostToRedirect => StatusCode::BAD_REQUEST,
+            Refusal::NoHostToRedirect | Refusal::HostWithUserinfo => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -106,6 +109,7 @@ impl Refusal {
                 "this connection's certificate does not cover the requested host; open a new connection for it"
             }
             Refusal::NoHostToRedirect => "a redirect to https:// needs a Host",
+            Refusal::HostWithUserinfo => "the Host names user information ('@')",
         };
         format!("{pool}{what}")
     }

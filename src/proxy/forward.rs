@@ -371,6 +371,11 @@ impl Worker {
             return refuse(refusal, None, None);
         }
         let host = request_host(&parts);
+        // Routing matches the host as written; a backend reading `a@b` (an HTTP/2
+        // `:authority`, a URL parser) could take it for `b`.
+        if host.as_ref().is_some_and(|h| h.as_bytes().contains(&b'@')) {
+            return refuse(Refusal::HostWithUserinfo, None, None);
+        }
         let host_name = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
         if let Some(tls) = &client.tls {
             // A host that cannot be read as text cannot be checked against the

@@ -118,7 +118,9 @@ pub fn refusal_code(refusal: Refusal) -> u32 {
         Refusal::NoBackend | Refusal::BadGateway | Refusal::Misdirected => code::UNAVAILABLE,
         Refusal::Overloaded | Refusal::TooManyTunnels => code::RESOURCE_EXHAUSTED,
         Refusal::Timeout | Refusal::ClientTimeout => code::DEADLINE_EXCEEDED,
-        Refusal::BadRequestBody | Refusal::NoHostToRedirect => code::INTERNAL,
+        Refusal::BadRequestBody | Refusal::NoHostToRedirect | Refusal::HostWithUserinfo => {
+            code::INTERNAL
+        }
     }
 }
 

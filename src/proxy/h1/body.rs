@@ -242,7 +242,7 @@ pub(super) fn is_disguised_framing(name: &[u8]) -> bool {
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces).
-pub(super) fn parse_length(token: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(token: &[u8]) -> Option<u64> {
     if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -75,6 +75,9 @@ enum Failure {
     Stream(StreamError),
     /// The request target cannot be written as an HTTP/2 head.
     BadTarget,
+    /// The answer's `Content-Length` is invalid, or has differing values (the h2
+    /// crate takes an empty one for 0): malformed, as from an HTTP/1 backend.
+    BadLength,
 }
 
 impl Worker {
@@ -158,7 +161,7 @@ impl Worker {
                     &tried,
                 )
             };
-            let (refusal, next) = match tried_once {
+            let (refusal, next) = match tried_once.and_then(one_length) {
                 Ok(answered) => {
                     let status = answered.response.status().as_u16();
                     let latency = Instant::now().saturating_duration_since(try_start);
@@ -220,6 +223,18 @@ impl Worker {
                     return refuse(Refusal::Timeout, log);
                 }
                 Err(Failure::BadTarget) => break Refusal::BadTarget,
+                Err(Failure::BadLength) => {
+                    count_failure(
+                        &self.runtime,
+                        pool,
+                        &backend.runtime,
+                        &"an invalid content-length",
+                    );
+                    match retry(replayable) {
+                        Some(next) => (Refusal::BadGateway, next),
+                        None => break Refusal::BadGateway,
+                    }
+                }
                 // Counted against the backend by the opening itself.
                 Err(Failure::Open) => match retry(true) {
                     Some(next) => (Refusal::BadGateway, next),
@@ -451,4 +466,25 @@ const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(50)
 /// Whether the client's own deadline (`grpc-timeout`), if it set one, has passed.
 fn deadline_passed(client_deadline: Option<Instant>) -> bool {
     client_deadline.is_some_and(|at| Instant::now() + DEADLINE_SLACK >= at)
+}
+
+/// `answered` with one valid `Content-Length` at most: differing or invalid values
+/// (digits only, as [`h1::body`](crate::proxy::h1::body) reads an HTTP/1 answer's) make
+/// it malformed, so an HTTP/1 client never gets a length its framing cannot trust;
+/// equal repeats are collapsed into one.
+fn one_length(mut answered: Answered) -> Result<Answered, Failure> {
+    let headers = answered.response.headers_mut();
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        let parsed = crate::proxy::h1::body::parse_length(value.as_bytes().trim_ascii())
+            .ok_or(Failure::BadLength)?;
+        if length.is_some_and(|l| l != parsed) {
+            return Err(Failure::BadLength);
+        }
+        length = Some(parsed);
+    }
+    if let Some(length) = length {
+        headers.insert(http::header::CONTENT_LENGTH, length.into());
+    }
+    Ok(answered)
 }
