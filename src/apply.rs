@@ -55,6 +55,14 @@ pub enum Applied {
         /// A reason beyond the findings (listeners changed).
         reason: Option<String>,
     },
+    /// A fleet's version in force moved since this node checked the config against
+    /// it: another apply won the race. Nothing changed.
+    Conflict {
+        /// The fleet's version in force now.
+        in_force: u64,
+        /// The version this node had in force.
+        seen: u64,
+    },
 }
 
 /// Why a rollback could not even be attempted.
@@ -81,8 +89,15 @@ pub struct Applier {
     config_path: PathBuf,
     /// The version in force; the lock also serialises applies.
     current: Mutex<u64>,
+    /// The same number, for readers that must not wait for an apply.
+    in_force: AtomicU64,
     /// Applies and refusals so far, and the guard's rollbacks.
     counts: ApplyCounts,
+    /// In a fleet: this node's own `[admin]`, `[store]` and `state_dir`, which replace
+    /// those of every version's text (see [`config::check_fleet_source`]).
+    local: Option<config::NodeLocal>,
+    /// In a fleet: this node's view of it.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 /// How many configs were applied and refused, by origin, and how many the guard rolled
@@ -158,6 +173,8 @@ impl Applier {
             outcome: Outcome::Applied,
             detail: "",
             restores: None,
+            seen: None,
+            expect_shift: false,
         })?;
         let counts = ApplyCounts::default();
         counts.count(Origin::Start, Outcome::Applied);
@@ -166,8 +183,185 @@ impl Applier {
             store,
             config_path,
             current: Mutex::new(version.id),
+            in_force: AtomicU64::new(version.id),
             counts,
+            local: None,
+            fleet: Default::default(),
         })
+    }
+
+    /// An applier for a node of a fleet: `runtime` serves fleet version `version`
+    /// (0: the node's own file, not yet a fleet version — the store was unreachable or
+    /// empty; [`Applier::seed`] makes it one). Nothing is recorded here.
+    pub fn join_fleet(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn Store>,
+        config_path: PathBuf,
+        local: config::NodeLocal,
+        version: u64,
+    ) -> Applier {
+        let counts = ApplyCounts::default();
+        counts.count(Origin::Start, Outcome::Applied);
+        Applier {
+            runtime,
+            store,
+            config_path,
+            current: Mutex::new(version),
+            in_force: AtomicU64::new(version),
+            counts,
+            local: Some(local),
+            fleet: Default::default(),
+        }
+    }
+
+    /// Records the config in force as the fleet's first version, when the fleet has
+    /// none yet (the first node to start against an empty prefix). `Ok(None)`: another
+    /// node seeded first (or this node serves a fleet version already).
+    pub fn seed(&self) -> Result<Option<u64>, StoreError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != 0 {
+            return Ok(None);
+        }
+        let config = Arc::clone(&self.runtime.snapshot().config);
+        let recorded = self.store.record(NewVersion {
+            origin: Origin::Start,
+            text: &config.source.text,
+            identity: Some(&config.identity()),
+            certificates: &CertificateRecord::of(&config),
+            outcome: Outcome::Applied,
+            detail: "",
+            restores: None,
+            seen: Some(0),
+            expect_shift: false,
+        });
+        match recorded {
+            Ok(version) => {
+                *current = version.id;
+                self.in_force.store(version.id, Ordering::Relaxed);
+                self.cache(&version);
+                tracing::info!(
+                    version = version.id,
+                    "the fleet had no version: seeded it from this node's file"
+                );
+                Ok(Some(version.id))
+            }
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts fleet version `version` in force on this node (another node applied it,
+    /// or this node starts or catches up). Checked like any apply, with this node's
+    /// own sections; the reason when this node cannot load it (it keeps what it
+    /// serves). Nothing is recorded in the fleet's history: the version is there.
+    pub fn adopt(&self, version: &Version) -> Result<(), String> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == version.id {
+            return Ok(());
+        }
+        let previous = *current;
+        let mut checked = self.check(
+            version.text.clone(),
+            PathBuf::from(format!("fleet version {}", version.id)),
+        );
+        let running = Arc::clone(&self.runtime.snapshot().config);
+        checked.tolerate_expired(
+            &running
+                .certificates()
+                .map(|(l, c)| config::served_key(&l.name, &c.fingerprint))
+                .collect(),
+        );
+        let config = match checked.config.clone() {
+            Some(config) if !checked.is_rejected(false) => config,
+            _ => {
+                let findings = checked
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error || checked.config.is_some())
+                    .cloned()
+                    .collect::<Vec<_>>();
+                let detail = diagnostic::render_text(&checked.source, &findings);
+                let reason = detail
+                    .lines()
+                    .next()
+                    .unwrap_or("the config has errors")
+                    .to_string();
+                return Err(self.refuse_adoption(version, previous, reason));
+            }
+        };
+        if let Err(e) = self.runtime.can_replace(&config) {
+            return Err(self.refuse_adoption(version, previous, e.to_string()));
+        }
+        self.swap(config);
+        *current = version.id;
+        self.in_force.store(version.id, Ordering::Relaxed);
+        self.cache(version);
+        // Every node's monitor sees the change as the node that applied it did: the
+        // guard watches applies (not rollbacks), with the same expect_shift.
+        self.runtime.events.emit(Event::Config {
+            version: Some(version.id),
+            previous,
+            origin: version.origin.as_str(),
+            outcome: Outcome::Applied.as_str(),
+            restores: version.restores,
+            expect_shift: version.expect_shift,
+            detail: format!(
+                "from the fleet (written by node {})",
+                version.node.as_deref().unwrap_or("?")
+            ),
+        });
+        tracing::info!(version = version.id, previous, "fleet version put in force");
+        Ok(())
+    }
+
+    /// Says that fleet version `version` could not be put in force here (journal, log),
+    /// and returns why.
+    fn refuse_adoption(&self, version: &Version, previous: u64, reason: String) -> String {
+        self.runtime.events.emit(Event::Config {
+            version: Some(version.id),
+            previous,
+            origin: version.origin.as_str(),
+            outcome: Outcome::Refused.as_str(),
+            restores: version.restores,
+            expect_shift: version.expect_shift,
+            detail: format!("this node cannot put the fleet's version in force: {reason}"),
+        });
+        reason
+    }
+
+    /// Checks `text` as this node would load it (a fleet node with its own sections).
+    fn check(&self, text: String, label: PathBuf) -> config::Checked {
+        let base_dir = config::folder_of(&self.config_path);
+        let source = Source { path: label, text };
+        match &self.local {
+            Some(local) => config::check_fleet_source(source, &base_dir, local),
+            None => config::check_source_in(source, &base_dir),
+        }
+    }
+
+    /// In a fleet: keeps `version` in `state_dir` as the one to serve if this node
+    /// restarts while the store is unreachable (fail static).
+    fn cache(&self, version: &Version) {
+        if let Some(local) = &self.local {
+            if let Err(e) = crate::fleet::cache::write(&local.state_dir, version) {
+                tracing::warn!(error = %e, "cannot keep the fleet version in state_dir; a restart while etcd is unreachable would serve the file");
+            }
+        }
+    }
+
+    /// Whether this node is part of a fleet.
+    pub fn in_fleet(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Sets this node's view of its fleet (once, at start).
+    pub fn set_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// This node's view of its fleet, when it is part of one.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.fleet.get()
     }
 
     /// Applies, refusals and guard rollbacks so far.
@@ -177,7 +371,9 @@ impl Applier {
 
     /// The version in force.
     pub fn current(&self) -> u64 {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner())
+        // Not the lock: an apply holds it while the fleet store answers, and readers
+        // (the fleet thread's heartbeat among them) must never wait for that.
+        self.in_force.load(Ordering::Relaxed)
     }
 
     /// Every version, oldest first.
@@ -222,8 +418,7 @@ impl Applier {
     ) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = *current;
-        let base_dir = config::folder_of(&self.config_path);
-        let mut checked = config::check_source_in(Source { path: label, text }, &base_dir);
+        let mut checked = self.check(text, label);
         // The identity covers the certificate files too: the same text over renewed
         // certificates is a new version.
         let sha = checked
@@ -260,8 +455,8 @@ impl Applier {
                 detail: detail.lines().next().unwrap_or("").to_string(),
             });
         };
-        let record = |outcome, detail: &str| {
-            let recorded = self.store.record(NewVersion {
+        let write = |outcome, detail: &str| {
+            self.store.record(NewVersion {
                 origin,
                 text: &checked.source.text,
                 identity: Some(&sha),
@@ -269,8 +464,13 @@ impl Applier {
                 outcome,
                 detail,
                 restores,
-            });
-            let recorded = recorded
+                seen: (outcome == Outcome::Applied).then_some(previous),
+                expect_shift: options.expect_shift,
+            })
+        };
+        // A refusal: recorded when the history can be written, and said.
+        let record = |outcome, detail: &str| {
+            let recorded = write(outcome, detail)
                 .map_err(|e| tracing::error!(error = %e, "ALARM: the config history could not be written"))
                 .ok();
             emit(recorded.as_ref().map(|v| v.id), outcome, detail);
@@ -308,7 +508,7 @@ impl Applier {
                 return refused(None, version);
             }
         };
-        if let Err(e) = self.runtime.replace(config) {
+        if let Err(e) = self.runtime.can_replace(&config) {
             let reason = e.to_string();
             let version = record(Outcome::Refused, &reason);
             tracing::warn!(origin = %origin, version = version.as_ref().map(|v| v.id), "config refused: {reason}");
@@ -321,9 +521,16 @@ impl Applier {
             .cloned()
             .collect();
         let detail = diagnostic::render_text(&checked.source, &warnings);
-        match record(Outcome::Applied, &detail) {
-            Some(version) => {
+        // Recorded first, then put in force: in a fleet the write is what decides
+        // (compare-and-swap on the version this node saw), and a node must not serve
+        // a version the fleet does not have.
+        match write(Outcome::Applied, &detail) {
+            Ok(version) => {
+                self.swap(config);
                 *current = version.id;
+                self.in_force.store(version.id, Ordering::Relaxed);
+                self.cache(&version);
+                emit(Some(version.id), Outcome::Applied, &detail);
                 tracing::info!(origin = %origin, version = version.id, warnings = warnings.len(), "config applied");
                 Applied::Applied {
                     version,
@@ -331,11 +538,33 @@ impl Applier {
                     source: Arc::clone(&checked.source),
                 }
             }
-            None => {
-                // In force but not recorded: say so loudly; the version number stays.
-                tracing::error!(origin = %origin, "ALARM: config applied but not recorded in the history");
+            Err(StoreError::Conflict { in_force, seen }) => {
+                tracing::warn!(origin = %origin, in_force, seen, "config not applied: another apply changed the fleet's version first");
+                Applied::Conflict { in_force, seen }
+            }
+            Err(e) if self.in_fleet() => {
+                let reason = format!(
+                    "the fleet store could not record it ({e}); nothing changed on this node (if etcd took the write before failing, every node follows it: see `evenkeel history`)"
+                );
+                emit(None, Outcome::Refused, &reason);
+                tracing::error!(origin = %origin, "config refused: {reason}");
+                refused(Some(reason), None)
+            }
+            Err(e) => {
+                // One node: in force but not recorded — say so loudly; the version
+                // number stays.
+                self.swap(config);
+                emit(None, Outcome::Applied, &detail);
+                tracing::error!(origin = %origin, error = %e, "ALARM: config applied but not recorded in the history");
                 Applied::Unchanged { version: *current }
             }
+        }
+    }
+
+    /// Puts a config that passed [`Runtime::can_replace`] in force.
+    fn swap(&self, config: Config) {
+        if let Err(e) = self.runtime.replace(config) {
+            tracing::error!(error = %e, "ALARM: a config that could be applied was not");
         }
     }
 
@@ -413,6 +642,16 @@ impl Applier {
                 version: restored, ..
             }) => Some(restored.id),
             Ok(Applied::Unchanged { version }) => Some(version),
+            Ok(Applied::Conflict { in_force, .. }) => {
+                // Another node of the fleet changed the version first (its own guard
+                // rolled back the same change, most often): this node follows it.
+                tracing::info!(
+                    version,
+                    in_force,
+                    "the guard's rollback was not needed: the fleet moved on first"
+                );
+                return;
+            }
             Ok(Applied::Refused { reason: why, .. }) => {
                 tracing::error!(version, previous, reason = ?why, "ALARM: the guard could not roll back");
                 None

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

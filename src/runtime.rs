@@ -127,6 +127,16 @@ impl Runtime {
     /// Listeners are bound at start, so a config whose listeners differ is refused and
     /// nothing changes.
     pub fn replace(&self, config: Config) -> Result<(), ReplaceError> {
+        self.can_replace(&config)?;
+        let current = self.snapshot();
+        let next = Snapshot::build(config, Some(&current), &self.events, health::now());
+        self.current.store(Arc::new(next));
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Whether `config` can be put in force live (its listeners are the ones bound).
+    pub fn can_replace(&self, config: &Config) -> Result<(), ReplaceError> {
         let current = self.snapshot();
         let listeners = |c: &Config| {
             c.listeners
@@ -142,12 +152,9 @@ impl Runtime {
                 })
                 .collect::<Vec<_>>()
         };
-        if listeners(&current.config) != listeners(&config) {
+        if listeners(&current.config) != listeners(config) {
             return Err(ReplaceError::ListenersChanged);
         }
-        let next = Snapshot::build(config, Some(&current), &self.events, health::now());
-        self.current.store(Arc::new(next));
-        self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
 }

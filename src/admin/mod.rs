@@ -204,9 +204,13 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 expect_shift: flag(&query, "expect_shift"),
                 force: flag(&query, "force"),
             };
-            applied(applier.apply(body, "POST /config".into(), Origin::Api, options))
+            applied(
+                applier,
+                applier.apply(body, "POST /config".into(), Origin::Api, options),
+            )
         }
         (Method::GET, "/events") => events(applier, &query),
+        (Method::GET, "/fleet") => fleet(applier, monitor),
         (Method::POST, "/config/rollback") => {
             let to = match param(&query, "to").map(str::parse::<u64>) {
                 None => None,
@@ -219,7 +223,7 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 }
             };
             match applier.rollback(to) {
-                Ok(outcome) => applied(outcome),
+                Ok(outcome) => applied(applier, outcome),
                 Err(e @ RollbackError::NoSuchVersion(_)) => json(
                     StatusCode::NOT_FOUND,
                     &serde_json::json!({"error": e.to_string()}),
@@ -238,6 +242,28 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         (method, path) => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": format!("no endpoint {method} {path}")}),
+        ),
+    }
+}
+
+/// `GET /fleet`: the fleet's version in force and every node's report, from etcd; 404
+/// on an instance that is not part of a fleet; 503 (with this node's own report) while
+/// etcd cannot be reached.
+fn fleet(applier: &Applier, monitor: &crate::monitor::Monitor) -> Response<Full<Bytes>> {
+    let Some(fleet) = applier.fleet() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "this instance is not part of a fleet ([store] kind = \"etcd\" makes it one)"}),
+        );
+    };
+    match crate::fleet::status::read_now(fleet) {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({
+                "error": e.to_string(),
+                "self": crate::fleet::status::NodeReport::of(fleet, applier, monitor),
+            }),
         ),
     }
 }
@@ -342,40 +368,55 @@ fn flag(query: &str, name: &str) -> bool {
     param(query, name).is_some_and(|v| v == "true" || v == "1")
 }
 
-/// The answer to an apply or rollback: 200 with the version, or 422 with the findings.
-fn applied(outcome: Applied) -> Response<Full<Bytes>> {
-    match outcome {
+/// The answer to an apply or rollback: 200 with the version, 422 with the findings,
+/// 409 when another apply changed the fleet's version first. In a fleet, `node` names
+/// the node that answered.
+fn applied(applier: &Applier, outcome: Applied) -> Response<Full<Bytes>> {
+    let (status, mut answer) = match outcome {
         Applied::Applied {
             version,
             warnings,
             source,
-        } => json(
+        } => (
             StatusCode::OK,
-            &serde_json::json!({
+            serde_json::json!({
                 "result": "applied",
                 "version": version.id,
                 "warnings": diagnostic::json_findings(&source, &warnings),
             }),
         ),
-        Applied::Unchanged { version } => json(
+        Applied::Unchanged { version } => (
             StatusCode::OK,
-            &serde_json::json!({ "result": "unchanged", "version": version }),
+            serde_json::json!({ "result": "unchanged", "version": version }),
+        ),
+        Applied::Conflict { in_force, seen } => (
+            StatusCode::CONFLICT,
+            serde_json::json!({
+                "result": "conflict",
+                "in_force": in_force,
+                "seen": seen,
+                "error": crate::store::StoreError::Conflict { in_force, seen }.to_string(),
+            }),
         ),
         Applied::Refused {
             version,
             findings,
             source,
             reason,
-        } => json(
+        } => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            &serde_json::json!({
+            serde_json::json!({
                 "result": "refused",
                 "version": version.map(|v| v.id),
                 "reason": reason,
                 "findings": diagnostic::json_findings(&source, &findings),
             }),
         ),
+    };
+    if let Some(fleet) = applier.fleet() {
+        answer["node"] = fleet.store().node().into();
     }
+    json(status, &answer)
 }
 
 /// `POST /backends/{pool}/{address}/drain` and `/enable`: a draining backend gets no

@@ -69,7 +69,9 @@ pub fn run(args: &Args) -> CommandResult {
             print_findings(&answer.json["warnings"], &args.config);
             println!("applied {file} as version {}", answer.json["version"]);
             match (args.wait, answer.json["version"].as_u64()) {
-                (true, Some(version)) => wait_for_guard(&admin, version, started),
+                (true, Some(version)) => {
+                    wait_for_guard(&admin, version, started, answer.json["node"].as_str())
+                }
                 _ => Ok(Exit::Success),
             }
         }
@@ -79,6 +81,13 @@ pub fn run(args: &Args) -> CommandResult {
                 answer.json["version"]
             );
             Ok(Exit::Success)
+        }
+        (409, _) => {
+            println!(
+                "not applied {file}: {}",
+                answer.json["error"].as_str().unwrap_or("conflict")
+            );
+            Ok(Exit::Rejected)
         }
         (422, _) => {
             print_findings(&answer.json["findings"], &args.config);
@@ -99,19 +108,31 @@ pub fn run(args: &Args) -> CommandResult {
 }
 
 /// Polls the journal until the guard judges `version`: exit 0 when it held, 1 when it
-/// was rolled back; gives up after 15 minutes.
-fn wait_for_guard(admin: &Admin, version: u64, started: std::time::SystemTime) -> CommandResult {
+/// was rolled back; gives up after 15 minutes. In a fleet (`node`: the node that
+/// applied it) every node's guard judges: a rollback by any of them is the verdict,
+/// and a pass counts when it is the applying node's.
+fn wait_for_guard(
+    admin: &Admin,
+    version: u64,
+    started: std::time::SystemTime,
+    node: Option<&str>,
+) -> CommandResult {
     println!("waiting for the guard to judge version {version}...");
     let since =
         humantime::format_rfc3339_millis(started - std::time::Duration::from_secs(1)).to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
     while std::time::Instant::now() < deadline {
         let answer = admin.call(Method::GET, &format!("/events?since={since}"), None)?;
-        let verdict = answer.json["events"]
+        let verdicts: Vec<&serde_json::Value> = answer.json["events"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|e| e["kind"] == "guard" && e["data"]["version"].as_u64() == Some(version));
+            .filter(|e| e["kind"] == "guard" && e["data"]["version"].as_u64() == Some(version))
+            .collect();
+        let verdict = verdicts
+            .iter()
+            .find(|e| e["data"]["verdict"] != "passed")
+            .or_else(|| verdicts.iter().find(|e| e["node"].as_str() == node));
         if let Some(event) = verdict {
             println!("{}", event["message"].as_str().unwrap_or(""));
             return Ok(if event["data"]["verdict"] == "passed" {

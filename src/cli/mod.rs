@@ -12,6 +12,7 @@ mod demo;
 mod descriptors;
 mod explain;
 mod failures;
+mod fleet;
 mod history;
 mod loadtest;
 mod plan;
@@ -63,6 +64,7 @@ enum Command {
     Check(check::Args),
     Demo(demo::Args),
     Explain(explain::Args),
+    Fleet(fleet::Args),
     History(history::Args),
     Rollback(rollback::Args),
     Loadtest(loadtest::Args),
@@ -84,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Fleet(args) => fleet::run(&args),
         Command::History(args) => history::run(&args),
         Command::Rollback(args) => rollback::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),

@@ -217,18 +217,38 @@ impl Served {
             .map(|a| admin::read_token(&a.token_file))
             .transpose()
             .map_err(|e| Failure::new(Exit::Usage, e))?;
-        // A history that cannot be opened is a loud error at start, not a surprise later.
-        let store =
-            SqliteStore::open(&config.state_dir).map_err(|e| Failure::new(Exit::Runtime, e))?;
-        let config = if force {
-            config
-        } else {
-            last_good_unless_rejected(config, &store, path)
+        let (runtime, applier, fleet) = match config.store.clone() {
+            crate::config::store::StoreKind::Sqlite => {
+                // A history that cannot be opened is a loud error at start, not a
+                // surprise later.
+                let store = SqliteStore::open(&config.state_dir)
+                    .map_err(|e| Failure::new(Exit::Runtime, e))?;
+                let config = if force {
+                    config
+                } else {
+                    last_good_unless_rejected(config, &store, path)
+                };
+                let runtime = Runtime::new(config);
+                let applier =
+                    Applier::start(Arc::clone(&runtime), Arc::new(store), path.to_path_buf())
+                        .map_err(|e| Failure::new(Exit::Runtime, e))?;
+                (runtime, Arc::new(applier), None)
+            }
+            crate::config::store::StoreKind::Etcd(etcd) => {
+                let joined = join_fleet(path, config, &etcd)?;
+                let runtime = Runtime::new(joined.config);
+                let store: Arc<dyn Store> = Arc::clone(joined.fleet.store()) as Arc<dyn Store>;
+                let applier = Applier::join_fleet(
+                    Arc::clone(&runtime),
+                    store,
+                    path.to_path_buf(),
+                    joined.local,
+                    joined.version,
+                );
+                applier.set_fleet(Arc::clone(&joined.fleet));
+                (runtime, Arc::new(applier), Some(joined.fleet))
+            }
         };
-        let runtime = Runtime::new(config);
-        let applier = Applier::start(Arc::clone(&runtime), Arc::new(store), path.to_path_buf())
-            .map_err(|e| Failure::new(Exit::Runtime, e))?;
-        let applier = Arc::new(applier);
         let running = proxy::start(
             Arc::clone(&runtime),
             Options {
@@ -257,7 +277,8 @@ impl Served {
                 anyhow::anyhow!("cannot start health checks: {e}"),
             )
         })?;
-        let admin = match (admin, token) {
+        let admin_config = admin;
+        let admin = match (admin_config, token) {
             (Some(a), Some(token)) => Some(
                 admin::start(
                     Arc::clone(&runtime),
@@ -270,6 +291,10 @@ impl Served {
             ),
             _ => None,
         };
+        if let Some(fleet) = fleet {
+            fleet.set_admin(admin);
+            crate::fleet::sync::start(fleet, Arc::clone(&applier), Arc::clone(&monitor));
+        }
         Ok(Served {
             applier,
             running,
@@ -293,9 +318,105 @@ impl Served {
     pub fn stop(self) {
         self.running.shutdown();
         self.running.wait();
+        if let Some(fleet) = self.applier.fleet() {
+            fleet.leave();
+        }
         crate::proxy::access::drain(std::time::Duration::from_secs(2));
         self.health_stop.send_replace(true);
     }
+}
+
+/// A node joining its fleet: what it serves first, and its view of the fleet.
+struct Joined {
+    fleet: Arc<crate::fleet::Fleet>,
+    local: config::NodeLocal,
+    config: Config,
+    /// The fleet version `config` is (0: the node's own file).
+    version: u64,
+}
+
+/// Connects to the fleet's etcd and picks what this node serves first: the fleet's
+/// version in force (the file only seeds an empty fleet); when etcd cannot be reached
+/// or that version cannot be loaded here, the fleet version kept in `state_dir`, or
+/// else the file — said loudly, and followed by catching up once etcd answers.
+fn join_fleet(
+    path: &Path,
+    file: Config,
+    etcd: &crate::config::store::EtcdStore,
+) -> Result<Joined, Failure> {
+    let store = crate::fleet::connect(etcd).map_err(|e| Failure::new(Exit::Usage, e))?;
+    let fleet = crate::fleet::Fleet::new(store);
+    let local = config::NodeLocal::of(&file);
+    let load = |version: &crate::store::Version| -> Result<Config, String> {
+        let checked = config::check_fleet_source(
+            config::Source {
+                path: PathBuf::from(format!("fleet version {}", version.id)),
+                text: version.text.clone(),
+            },
+            &config::folder_of(path),
+            &local,
+        );
+        let rejected = checked.is_rejected(false);
+        match checked.config {
+            Some(config) if !rejected => Ok(config),
+            _ => Err(diagnostic::render_text(&checked.source, &checked.findings)
+                .lines()
+                .next()
+                .unwrap_or("it has errors")
+                .to_string()),
+        }
+    };
+    let store = fleet.store();
+    let in_force = store
+        .in_force_now()
+        .and_then(|in_force| match in_force.version {
+            0 => Ok(None),
+            id => store.version(id).map(|v| v.map(|v| (id, v))),
+        });
+    let served = match in_force {
+        Ok(None) => {
+            tracing::info!(prefix = %etcd.prefix, "the fleet has no version yet: this node's file becomes version 1");
+            None
+        }
+        Ok(Some((id, version))) => match load(&version) {
+            Ok(config) => {
+                tracing::info!(version = id, "serving the fleet's version in force");
+                Some((config, id))
+            }
+            Err(reason) => {
+                tracing::error!(
+                    version = id,
+                    "ALARM: this node cannot load the fleet's version in force: {reason}"
+                );
+                fleet.refused(id, &reason);
+                None
+            }
+        },
+        Err(e) => {
+            fleet.failed(&e.to_string());
+            None
+        }
+    };
+    let (config, version) = match served {
+        Some(served) => served,
+        None if fleet.unreachable().is_none() && fleet.refusal().is_none() => (file, 0),
+        None => match crate::fleet::cache::read(&local.state_dir).map(|v| (load(&v), v.id)) {
+            Some((Ok(config), id)) => {
+                tracing::warn!(version = id, "serving the fleet version this node kept in state_dir until the fleet's can be served");
+                (config, id)
+            }
+            _ => {
+                tracing::warn!(file = %path.display(), "serving this node's file until the fleet's version can be served");
+                (file, 0)
+            }
+        },
+    };
+    Ok(Joined {
+        fleet,
+        local,
+        config,
+        version,
+    })
 }
 
 /// The first folder of systemd's `$STATE_DIRECTORY` (a colon-separated list), if set.
@@ -415,6 +536,11 @@ fn apply_file(path: &Path, applier: &Applier) -> Option<String> {
         Applied::Unchanged { version } => {
             tracing::info!(file = %path.display(), version, "reload: the file is the config in force already");
             None
+        }
+        Applied::Conflict { in_force, seen } => {
+            let reason = crate::store::StoreError::Conflict { in_force, seen }.to_string();
+            tracing::error!(file = %path.display(), "reload refused; the running config stays. {reason}");
+            Some(reason)
         }
         Applied::Refused {
             version,

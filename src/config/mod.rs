@@ -21,6 +21,7 @@ pub mod files;
 pub mod lint;
 pub mod model;
 pub mod raw;
+pub mod store;
 pub mod tls;
 mod validate;
 pub mod values;
@@ -152,13 +153,68 @@ pub fn check_source_in(source: Source, base_dir: &Path) -> Checked {
     check_pipeline(source, base_dir, None)
 }
 
+/// The sections of a config that belong to one node of a fleet — `[admin]`, `[store]`
+/// and `state_dir` — as that node's own file gives them (DESIGN "Fleet").
+#[derive(Clone, Debug)]
+pub struct NodeLocal {
+    /// `state_dir`, resolved.
+    pub state_dir: std::path::PathBuf,
+    /// Whether the node's file writes `state_dir`.
+    pub state_dir_written: bool,
+    /// `[admin]`.
+    pub admin: Option<Admin>,
+    /// `[store]`.
+    pub store: store::StoreKind,
+}
+
+impl NodeLocal {
+    /// The node-local sections of `config` (the node's own file).
+    pub fn of(config: &Config) -> NodeLocal {
+        NodeLocal {
+            state_dir: config.state_dir.clone(),
+            state_dir_written: config.state_dir_written,
+            admin: config.admin.clone(),
+            store: config.store.clone(),
+        }
+    }
+}
+
+/// Checks a fleet version's text for this node: the text's own `[admin]`, `[store]`
+/// and `state_dir` (the writing node's) are ignored — not validated, not linted — and
+/// `local`'s are put in their place, so a version written on one node loads on every
+/// other with that node's own admin listener, token and store.
+pub fn check_fleet_source(source: Source, base_dir: &Path, local: &NodeLocal) -> Checked {
+    let mut checked = check_stages(source, base_dir, None, |raw| {
+        raw.admin = None;
+        raw.store = None;
+        raw.state_dir = None;
+    });
+    if let Some(config) = &mut checked.config {
+        config.admin = local.admin.clone();
+        config.store = local.store.clone();
+        config.state_dir = local.state_dir.clone();
+        config.state_dir_written = local.state_dir_written;
+    }
+    checked
+}
+
 fn check_pipeline(
     source: Source,
     base_dir: &Path,
     traffic: Option<&crate::sim::traffic::Observed>,
 ) -> Checked {
+    check_stages(source, base_dir, traffic, |_| {})
+}
+
+/// The pipeline, with `adjust` run on the raw model before validation.
+fn check_stages(
+    source: Source,
+    base_dir: &Path,
+    traffic: Option<&crate::sim::traffic::Observed>,
+    adjust: impl FnOnce(&mut raw::RawConfig),
+) -> Checked {
     let source = Arc::new(source);
-    let raw = match toml::from_str::<raw::RawConfig>(&source.text) {
+    let mut raw = match toml::from_str::<raw::RawConfig>(&source.text) {
         Ok(raw) => raw,
         Err(e) => {
             return Checked {
@@ -168,6 +224,7 @@ fn check_pipeline(
             }
         }
     };
+    adjust(&mut raw);
     let (config, mut findings) = validate::validate(raw, Arc::clone(&source), base_dir);
     if let Some(config) = &config {
         findings.extend(lint::run_with(&lint::Input::new(config, traffic)));

@@ -49,6 +49,8 @@ pub struct Config {
     pub lint_allow: Vec<LintAllow>,
     /// Alert delivery.
     pub alerts: Alerts,
+    /// Where the history and journal live (node-local). Default: SQLite in `state_dir`.
+    pub store: super::store::StoreKind,
 }
 
 impl Config {

@@ -34,6 +34,22 @@ pub struct RawConfig {
     pub guard: Option<Spanned<RawGuard>>,
     pub lint: Option<RawLint>,
     pub alerts: Option<RawAlerts>,
+    pub store: Option<Spanned<RawStore>>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<Str>,
+    pub endpoints: Option<Spanned<Vec<Str>>>,
+    pub prefix: Option<Str>,
+    pub node: Option<Str>,
+    pub user: Option<Str>,
+    pub password_file: Option<Str>,
+    pub ca: Option<Str>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
 }
 
 /// `[admin]`

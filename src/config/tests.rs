@@ -674,3 +674,85 @@ fn an_http2_pool_takes_its_protocol_stream_limit_and_grpc_check() {
     assert_eq!(http1.pools[0].protocol, Protocol::Http1);
     assert_eq!(http1.pools[0].in_flight_limit(), 1000);
 }
+
+#[test]
+fn an_etcd_store_is_resolved_with_its_defaults_and_files() {
+    let config = valid(&format!(
+        "{BASE}[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"https://etcd-2:2379\"]\n\
+         prefix = \"/evenkeel/prod\"\nuser = \"lb\"\npassword_file = \"etcd.password\"\nca = \"ca.pem\"\n"
+    ));
+    let store::StoreKind::Etcd(etcd) = &config.store else {
+        panic!("an etcd store: {:?}", config.store);
+    };
+    assert_eq!(etcd.endpoints.len(), 2);
+    assert!(etcd.endpoints[1].tls);
+    assert_eq!(etcd.prefix, "/evenkeel/prod");
+    assert_eq!(etcd.node, store::default_node(), "the host name by default");
+    assert_eq!(etcd.password_file, Some(PathBuf::from("/etc/evenkeel/etcd.password")));
+    assert_eq!(etcd.ca, Some(PathBuf::from("/etc/evenkeel/ca.pem")));
+    assert_eq!(valid(BASE).store, store::StoreKind::Sqlite, "no [store]: SQLite");
+}
+
+#[test]
+fn store_errors_are_located() {
+    let text = format!(
+        "{BASE}[store]\nkind = \"etcd\"\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"evenkeel/\"\n\
+         node = \"a/b\"\nuser = \"lb\"\nca = \"ca.pem\"\n"
+    );
+    let at = BASE.lines().count();
+    assert_eq!(
+        errors(&text),
+        vec![
+            ("invalid-address", at + 3),
+            ("invalid-value", at + 4),
+            ("invalid-value", at + 5),
+            ("missing-field", at + 6),
+        ],
+        "the TLS file is not judged against endpoints that did not parse"
+    );
+    let sqlite = format!("{BASE}[store]\nprefix = \"/a\"\n");
+    assert_eq!(errors(&sqlite), vec![("invalid-value", at + 2)]);
+    let unknown = format!("{BASE}[store]\nkind = \"consul\"\n");
+    assert_eq!(errors(&unknown), vec![("invalid-value", at + 2)]);
+    let missing = format!("{BASE}[store]\nkind = \"etcd\"\n");
+    assert_eq!(errors(&missing).len(), 2, "endpoints and prefix are required");
+    let plain_tls = format!(
+        "{BASE}[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/a\"\ncert = \"c.pem\"\nkey = \"c.key\"\n"
+    );
+    assert_eq!(errors(&plain_tls), vec![("invalid-value", at + 5)]);
+}
+
+#[test]
+fn a_fleet_version_loads_with_the_nodes_own_sections() {
+    let local = NodeLocal::of(&valid(&format!(
+        "state_dir = \"/var/lib/node-b\"\n{BASE}[admin]\nlisten = \"127.0.0.1:9902\"\ntoken_file = \"b.token\"\n\
+         [store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/f\"\nnode = \"b\"\n"
+    )));
+    // Written on node a: its admin listener, token, store and state_dir, which node b
+    // ignores (a token file a names that b lacks is no error here).
+    let text = format!(
+        "state_dir = \"/var/lib/node-a\"\n{BASE}[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"/nowhere/a.token\"\n\
+         [store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/f\"\nnode = \"a\"\n"
+    );
+    let checked = check_fleet_source(
+        Source {
+            path: PathBuf::from("fleet version 2"),
+            text,
+        },
+        Path::new("/etc/evenkeel"),
+        &local,
+    );
+    assert!(!checked.is_rejected(false), "{:?}", checked.findings);
+    let config = checked.config.expect("valid");
+    assert_eq!(config.state_dir, PathBuf::from("/var/lib/node-b"));
+    assert_eq!(config.admin.as_ref().map(|a| a.listen.port()), Some(9902));
+    let store::StoreKind::Etcd(etcd) = &config.store else {
+        panic!("the node's store");
+    };
+    assert_eq!(etcd.node, "b");
+    assert!(
+        checked.findings.iter().all(|f| f.rule != "admin-token-missing"),
+        "{:?}",
+        checked.findings
+    );
+}

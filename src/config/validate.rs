@@ -27,6 +27,7 @@ use super::tls::{self, ListenerTls, TlsVersion, DEFAULT_MIN_VERSION};
 use super::values::{parse_address, parse_duration, parse_status_range};
 
 mod protocol;
+mod store;
 mod tcp;
 
 /// Validates `raw` (read from `source`); relative paths resolve against `base_dir`.
@@ -92,6 +93,10 @@ pub fn validate(
             .and_then(|a| a.webhook.as_ref())
             .and_then(|w| v.webhook(w)),
     };
+    let store = raw
+        .store
+        .as_ref()
+        .map_or_else(Default::default, |s| v.store(s, base_dir));
     if !v.findings.is_empty() {
         return (None, v.findings);
     }
@@ -108,6 +113,7 @@ pub fn validate(
         guard,
         lint_allow,
         alerts,
+        store,
     };
     (Some(config), v.findings)
 }

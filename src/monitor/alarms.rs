@@ -56,11 +56,13 @@ pub enum Kind {
     Guard,
     /// A served certificate is near its end, or past it.
     CertificateExpiry,
+    /// A fleet node cannot reach its store (etcd): it serves what it has.
+    StoreUnreachable,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Skew,
         Kind::LoadRatio,
         Kind::SlowBackend,
@@ -71,6 +73,7 @@ impl Kind {
         Kind::Flapping,
         Kind::Guard,
         Kind::CertificateExpiry,
+        Kind::StoreUnreachable,
     ];
 
     /// Its name in keys and labels (`load_ratio`).
@@ -86,6 +89,7 @@ impl Kind {
             Kind::Flapping => "flapping",
             Kind::Guard => "guard",
             Kind::CertificateExpiry => "certificate_expiry",
+            Kind::StoreUnreachable => "store_unreachable",
         }
     }
 }
@@ -146,6 +150,14 @@ impl Subject {
     /// The guard's rollback of config version `version` (`guard/VERSION`).
     pub fn guard(version: u64) -> Subject {
         Subject::new(Kind::Guard, format!("{}/{version}", Kind::Guard.name()))
+    }
+
+    /// This fleet node's store (`store_unreachable`).
+    pub fn store() -> Subject {
+        Subject::new(
+            Kind::StoreUnreachable,
+            Kind::StoreUnreachable.name().to_string(),
+        )
     }
 
     /// A certificate of listener `listener`, read from `path`, whose SHA-256
@@ -321,6 +333,20 @@ pub fn certificate_conditions(config: &crate::config::Config, now: i64) -> Vec<C
             )
         })
         .collect()
+}
+
+/// The fleet's condition: its store (etcd) cannot be reached.
+pub fn store_conditions(fleet: Option<&crate::fleet::Fleet>) -> Vec<Condition> {
+    let Some(unreachable) = fleet.and_then(crate::fleet::Fleet::unreachable) else {
+        return Vec::new();
+    };
+    vec![(
+        Subject::store(),
+        format!(
+            "the fleet store (etcd) is unreachable since {} ({}): this node serves the version it has, applies are refused, and it catches up when etcd returns",
+            unreachable.since, unreachable.error
+        ),
+    )]
 }
 
 /// Least requests a backend needs in the window for its p99 to be judged slow (or to

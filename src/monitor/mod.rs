@@ -181,6 +181,7 @@ impl Loop {
         let mut holding = alarms::conditions(&pools, &snapshot.config.guard, &flapping);
         let unix_now = crate::config::tls::unix_now();
         holding.extend(alarms::certificate_conditions(&snapshot.config, unix_now));
+        holding.extend(alarms::store_conditions(self.applier.fleet().map(|f| &**f)));
         self.alarms.update(holding, now, &self.runtime.events);
         self.judge(now);
         self.monitor.state.store(Arc::new(MonitorState {

@@ -57,6 +57,7 @@ fn entry(id: u64, seconds: u64, version: u64, event: Event) -> JournalEntry {
         kind: data["kind"].as_str().unwrap_or_default().to_string(),
         message: event.to_string(),
         data,
+        node: None,
     }
 }
 
@@ -71,6 +72,8 @@ fn version(id: u64, seconds: u64, origin: Origin, text: &str, restores: Option<u
         detail: String::new(),
         restores,
         certificates: Vec::new(),
+        node: None,
+        expect_shift: false,
     }
 }
 

@@ -7,6 +7,7 @@
 //! integers increasing from 1. The store is written off the request path only (at an
 //! apply), and a write that fails is reported to the caller, never a panic.
 
+pub mod etcd;
 mod sqlite;
 
 use std::fmt;
@@ -110,6 +111,12 @@ pub struct Version {
     pub detail: String,
     /// For a rollback: the version whose text it restored.
     pub restores: Option<u64>,
+    /// In a fleet: the node that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Applied with `--expect-shift`: every node's guard leaves shift unjudged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expect_shift: bool,
 }
 
 /// A certificate a version served, as the history keeps it.
@@ -168,6 +175,13 @@ pub struct NewVersion<'a> {
     pub detail: &'a str,
     /// For a rollback: the version restored.
     pub restores: Option<u64>,
+    /// For an applied version: the version this node had in force when it checked it.
+    /// A shared store refuses the write ([`StoreError::Conflict`]) when the fleet's
+    /// version in force is another by then, so a node with a stale view cannot revert
+    /// what another applied. `None`: no such check (one node's own history).
+    pub seen: Option<u64>,
+    /// Applied with `--expect-shift`.
+    pub expect_shift: bool,
 }
 
 /// Why the store failed.
@@ -189,6 +203,26 @@ pub enum StoreError {
         /// The cause.
         source: rusqlite::Error,
     },
+    /// The fleet's version in force changed since this node last saw it: another apply
+    /// won. Nothing was written.
+    #[error("conflict: the fleet moved to version {in_force} since this node saw version {seen}; look at the history, then apply again")]
+    Conflict {
+        /// The fleet's version in force now.
+        in_force: u64,
+        /// The version the apply was checked against.
+        seen: u64,
+    },
+    /// etcd failed or could not be reached.
+    #[error("fleet store: {0}")]
+    Etcd(#[from] etcd::gateway::GatewayError),
+    /// A value in etcd that evenkeel cannot read.
+    #[error("fleet store: the value at {key} is not what evenkeel writes: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 /// One entry of the journal.
@@ -206,6 +240,9 @@ pub struct JournalEntry {
     pub message: String,
     /// The event's fields.
     pub data: serde_json::Value,
+    /// The node that wrote it, in a fleet (`[store] node`); `None` for one instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A config the guard rolled back: applying the same text again needs `force`.
@@ -246,6 +283,10 @@ pub trait Store: Send + Sync {
     fn reject(&self, sha256: &str, version: u64, reason: &str) -> Result<(), StoreError>;
     /// The guard's rejection of a config text, if any.
     fn rejection(&self, sha256: &str) -> Result<Option<Rejection>, StoreError>;
+    /// The fleet store, when this is one (several nodes share its versions).
+    fn fleet(&self) -> Option<&etcd::EtcdStore> {
+        None
+    }
 }
 
 /// Hex SHA-256 of a config text.
@@ -294,6 +335,8 @@ mod tests {
             detail: String::new(),
             restores: None,
             certificates: Vec::new(),
+            node: None,
+            expect_shift: false,
         }
     }
 

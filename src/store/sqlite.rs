@@ -112,6 +112,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Version> {
         outcome: Outcome::parse(&row.get::<_, String>(5)?),
         detail: row.get(6)?,
         restores: row.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        node: None,
+        expect_shift: false,
         certificates: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
@@ -151,6 +153,9 @@ impl Store for SqliteStore {
             outcome: version.outcome,
             detail: version.detail.to_string(),
             restores: version.restores,
+            node: None,
+            // Not kept by one node's history: only other nodes of a fleet need it.
+            expect_shift: false,
             certificates: version.certificates.to_vec(),
         })
     }
@@ -210,6 +215,7 @@ impl Store for SqliteStore {
                     kind: row.get(3)?,
                     message: row.get(4)?,
                     data: serde_json::from_str(&data).unwrap_or_default(),
+                    node: None,
                 })
             })
             .map_err(|e| self.error(e))?;
@@ -274,6 +280,8 @@ mod tests {
                 restores: None,
                 identity: None,
                 certificates: &[],
+                seen: None,
+                expect_shift: false,
             })
             .unwrap();
         assert_eq!(first.id, 1);
@@ -286,6 +294,8 @@ mod tests {
                 restores: None,
                 identity: None,
                 certificates: &[],
+                seen: None,
+                expect_shift: false,
             })
             .unwrap();
         assert_eq!(second.id, 2);
