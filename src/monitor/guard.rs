@@ -60,7 +60,9 @@ pub fn judge(
     for pool in after {
         let name = &pool.name;
         let old = before.iter().find(|p| &p.name == name);
-        if pool.requests >= super::alarms::MIN_REQUESTS_FOR_ERRORS
+        // Clients' requests, not backends': a change that leaves no usable backend
+        // sends none to backends and fails every client.
+        if pool.client_requests.max(pool.requests) >= super::alarms::MIN_REQUESTS_FOR_ERRORS
             && pool.error_rate > guard.max_error_rate
         {
             breaches.push(format!(
@@ -287,6 +289,25 @@ mod tests {
             false
         )
         .is_some());
+    }
+
+    /// Regression: the guard judged errors on requests that reached backends, so a
+    /// change that left no usable backend (every client answered 503, no backend
+    /// request at all) was never rolled back — while the error_rate alarm rang.
+    #[test]
+    fn a_change_that_leaves_no_usable_backend_is_rolled_back() {
+        let guard = Guard::default();
+        let before = [pool(&[0.5, 0.5], 1000, 0.0)];
+        let mut after = pool(&[0.0, 0.0], 0, 1.0);
+        after.client_requests = 1000;
+        after.usable = 0;
+        let verdict = judge(&before, &[after], &guard, false);
+        assert!(
+            verdict
+                .as_deref()
+                .is_some_and(|v| v.contains("error rate 100.0%")),
+            "{verdict:?}"
+        );
     }
 
     #[test]
