@@ -9,6 +9,7 @@ mod check;
 mod demo;
 mod differential;
 mod failures;
+mod fleet;
 mod grpc;
 mod hardening;
 mod history;

@@ -381,6 +381,9 @@ fn join_fleet(
         Ok(Some((id, version))) => match load(&version) {
             Ok(config) => {
                 tracing::info!(version = id, "serving the fleet's version in force");
+                if let Err(e) = crate::fleet::cache::write(&local.state_dir, &version) {
+                    tracing::warn!(error = %e, "cannot keep the fleet version in state_dir; a restart while etcd is unreachable would serve the file");
+                }
                 Some((config, id))
             }
             Err(reason) => {

@@ -688,9 +688,16 @@ fn an_etcd_store_is_resolved_with_its_defaults_and_files() {
     assert!(etcd.endpoints[1].tls);
     assert_eq!(etcd.prefix, "/evenkeel/prod");
     assert_eq!(etcd.node, store::default_node(), "the host name by default");
-    assert_eq!(etcd.password_file, Some(PathBuf::from("/etc/evenkeel/etcd.password")));
+    assert_eq!(
+        etcd.password_file,
+        Some(PathBuf::from("/etc/evenkeel/etcd.password"))
+    );
     assert_eq!(etcd.ca, Some(PathBuf::from("/etc/evenkeel/ca.pem")));
-    assert_eq!(valid(BASE).store, store::StoreKind::Sqlite, "no [store]: SQLite");
+    assert_eq!(
+        valid(BASE).store,
+        store::StoreKind::Sqlite,
+        "no [store]: SQLite"
+    );
 }
 
 #[test]
@@ -715,7 +722,11 @@ fn store_errors_are_located() {
     let unknown = format!("{BASE}[store]\nkind = \"consul\"\n");
     assert_eq!(errors(&unknown), vec![("invalid-value", at + 2)]);
     let missing = format!("{BASE}[store]\nkind = \"etcd\"\n");
-    assert_eq!(errors(&missing).len(), 2, "endpoints and prefix are required");
+    assert_eq!(
+        errors(&missing).len(),
+        2,
+        "endpoints and prefix are required"
+    );
     let plain_tls = format!(
         "{BASE}[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/a\"\ncert = \"c.pem\"\nkey = \"c.key\"\n"
     );
@@ -751,7 +762,10 @@ fn a_fleet_version_loads_with_the_nodes_own_sections() {
     };
     assert_eq!(etcd.node, "b");
     assert!(
-        checked.findings.iter().all(|f| f.rule != "admin-token-missing"),
+        checked
+            .findings
+            .iter()
+            .all(|f| f.rule != "admin-token-missing"),
         "{:?}",
         checked.findings
     );

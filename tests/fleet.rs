@@ -1,0 +1,511 @@
+//! Fleets: several `evenkeel serve` nodes sharing one config version through a real
+//! etcd (Debian's `etcd-server`, started by each test on free loopback ports with its
+//! own data folder, and stopped by it).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    eventually, raw_exchange, run, Backend, Client, Dir, Load, Proxy, TestCertificate,
+};
+
+/// An etcd member on free loopback ports, killed when dropped.
+struct Etcd {
+    child: Option<Child>,
+    data: Dir,
+    client: u16,
+    peer: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            data: Dir::new(),
+            client: free_port(),
+            peer: free_port(),
+        };
+        etcd.restart();
+        etcd
+    }
+
+    /// Starts it (again, on the same ports and data) and waits until it answers.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "etcd is running");
+        let client = format!("http://127.0.0.1:{}", self.client);
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.data.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (apt install etcd-server)");
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.client).parse().expect("addr");
+        let healthy = eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(addr).is_ok()
+                && raw_exchange(
+                    addr,
+                    b"GET /health HTTP/1.1\r\nhost: etcd\r\nconnection: close\r\n\r\n",
+                )
+                .text
+                .contains("\"health\":\"true\"")
+        });
+        assert!(healthy, "etcd did not become healthy: {}", self.log());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The part of a config every node shares: one listener, pool `web` over `backends`.
+fn fleet_text(backends: &[&Backend], extra: &str) -> String {
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.address()))
+        .collect();
+    format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\npool = \"web\"\n\
+         [pool.web]\nbackends = [{}]\n\
+         [pool.web.health]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
+         [lint.allow]\nsingle-backend-pool = \"a test fleet\"\n{extra}",
+        backends.join(", ")
+    )
+}
+
+/// A node's own file: `state_dir` (when given), the shared `text`, its `[store]`.
+fn node_text(etcd: &Etcd, node: &str, state_dir: Option<&Path>, text: &str) -> String {
+    let state_dir = state_dir.map_or(String::new(), |d| {
+        format!("state_dir = \"{}\"\n", d.display())
+    });
+    format!(
+        "{state_dir}{text}\n[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/evenkeel/test\"\nnode = \"{node}\"\n",
+        etcd.endpoint()
+    )
+}
+
+fn start_node(etcd: &Etcd, node: &str, text: &str) -> Proxy {
+    Proxy::start_with_admin(&node_text(etcd, node, None, text), 1)
+}
+
+/// The fleet version a node serves (`/status` `version`).
+fn version(node: &Proxy) -> u64 {
+    node.status()["version"].as_u64().expect("a version")
+}
+
+/// The keys of a node's alarms in force.
+fn alarms(node: &Proxy) -> Vec<String> {
+    node.status()["monitor"]["alarms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// `evenkeel apply` of `text` to `node`, through the CLI.
+fn apply(node: &Proxy, text: &str) -> crate::util::Run {
+    let file = node
+        .dir()
+        .join(format!("apply-{}.toml", std::process::id()));
+    std::fs::write(&file, text).expect("write");
+    let admin = node.admin.expect("admin").to_string();
+    let token = node.dir().join("admin.token");
+    run(&[
+        "apply",
+        "-c",
+        &file.to_string_lossy(),
+        "--admin",
+        &admin,
+        "--token-file",
+        &token.to_string_lossy(),
+    ])
+}
+
+/// `evenkeel fleet status --format json` asked of `node`.
+fn fleet_status(node: &Proxy) -> serde_json::Value {
+    let admin = node.admin.expect("admin").to_string();
+    let token = node.dir().join("admin.token");
+    let out = run(&[
+        "fleet",
+        "status",
+        "--format",
+        "json",
+        "--admin",
+        &admin,
+        "--token-file",
+        &token.to_string_lossy(),
+    ]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    serde_json::from_str(&out.stdout).expect("JSON")
+}
+
+fn node_ids(status: &serde_json::Value) -> Vec<String> {
+    status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The backend that answers `GET /` through `node`.
+fn answered_by(node: &Proxy) -> String {
+    Client::connect(node.addr()).get("/").backend().to_string()
+}
+
+/// Three nodes: the first seeds version 1 from its file; the others serve the fleet's
+/// version, not their own files; an apply on one reaches all three within 5 s, each
+/// keeping its own admin listener; `fleet status` lists them; a killed node drops out
+/// when its lease ends, a stopped one at once.
+#[test]
+fn an_apply_on_one_node_reaches_the_whole_fleet() {
+    let etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let first = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let second = start_node(&etcd, "n2", &fleet_text(&[&a], ""));
+    // Its file says b: the fleet's version (a) wins.
+    let mut third = start_node(&etcd, "n3", &fleet_text(&[&b], ""));
+    for node in [&first, &second, &third] {
+        assert_eq!(version(node), 1);
+        assert_eq!(answered_by(node), "a");
+    }
+    let applied = apply(&second, &fleet_text(&[&b], ""));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(
+        applied.stdout.contains("as version 2"),
+        "{}",
+        applied.stdout
+    );
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || [&first, &second, &third]
+            .iter()
+            .all(|n| version(n) == 2)),
+        "every node serves version 2 within 5 s"
+    );
+    eprintln!("version 2 reached three nodes in {:?}", started.elapsed());
+    for node in [&first, &second, &third] {
+        assert_eq!(
+            answered_by(node),
+            "b",
+            "each node's admin listener is its own still"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || fleet_status(&first)
+            ["stragglers"]
+            == serde_json::json!([])),
+        "each node reports its new version at once: {}",
+        fleet_status(&first)
+    );
+    let status = fleet_status(&first);
+    assert_eq!(status["version"], 2);
+    assert_eq!(node_ids(&status), ["n1", "n2", "n3"]);
+    let (code, history) = third.admin_request("GET", "/config/history");
+    assert_eq!(code, 200);
+    let written_by: Vec<&str> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["node"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        written_by,
+        ["n1", "n2"],
+        "one history for the fleet: {history}"
+    );
+    // Stopped: its lease is revoked, it is gone at once.
+    third.signal("TERM");
+    assert!(third.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        eventually(Duration::from_secs(3), || node_ids(&fleet_status(&first))
+            == ["n1", "n2"]),
+        "a stopped node leaves the fleet status at once"
+    );
+    // Killed: it drops out when its lease (10 s) ends.
+    let mut second = second;
+    second.signal("KILL");
+    assert!(second.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(node_ids(&fleet_status(&first)).contains(&"n2".to_string()));
+    assert!(
+        eventually(Duration::from_secs(15), || node_ids(&fleet_status(&first))
+            == ["n1"]),
+        "a killed node drops out when its lease ends"
+    );
+}
+
+/// A node that cannot load a fleet version (a CA file only the applying node has)
+/// keeps serving its version, says why, and shows as a straggler; an apply on it is
+/// a conflict (it could silently revert the fleet) and changes nothing; once the file
+/// is there, the next version reaches it.
+#[test]
+fn a_node_that_cannot_load_a_version_refuses_it_and_cannot_revert_the_fleet() {
+    let etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let first = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let second = start_node(&etcd, "n2", &fleet_text(&[&a], ""));
+    let ca = TestCertificate::authority("fleet test CA");
+    std::fs::write(first.dir().join("ca.pem"), &ca.pem).expect("write the CA");
+    let with_ca = |backend: &Backend| {
+        fleet_text(
+            &[backend],
+            &format!(
+                "[pool.secure]\nbackends = [{{ address = \"{}\" }}]\ntls = {{ ca = \"ca.pem\" }}\n",
+                a.address()
+            ),
+        )
+    };
+    let applied = apply(&first, &with_ca(&b));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let status = fleet_status(&first);
+            status["stragglers"] == serde_json::json!(["n2"])
+                && !status["nodes"][1]["refusal"].is_null()
+        }),
+        "n2 is a straggler, with its refusal: {}",
+        fleet_status(&first)
+    );
+    let status = fleet_status(&first);
+    let refusal = &status["nodes"][1]["refusal"];
+    assert_eq!(refusal["version"], 2, "{status}");
+    assert!(
+        refusal["reason"].as_str().unwrap_or("").contains("ca.pem"),
+        "{status}"
+    );
+    assert_eq!(version(&second), 1, "it keeps serving what it had");
+    assert_eq!(answered_by(&second), "a");
+    assert_eq!(answered_by(&first), "b");
+    // Its file (and any apply through it) was checked against version 1: refused.
+    let stale = apply(&second, &fleet_text(&[&a], ""));
+    assert_eq!(stale.code, Some(1), "{}{}", stale.stdout, stale.stderr);
+    assert!(
+        stale
+            .stdout
+            .contains("conflict: the fleet moved to version 2 since this node saw version 1"),
+        "{}",
+        stale.stdout
+    );
+    assert_eq!(fleet_status(&first)["version"], 2, "nothing changed");
+    std::fs::write(second.dir().join("ca.pem"), &ca.pem).expect("write the CA");
+    let next = apply(&first, &with_ca(&a));
+    assert_eq!(next.code, Some(0), "{}{}", next.stdout, next.stderr);
+    assert!(
+        eventually(Duration::from_secs(5), || version(&second) == 3),
+        "the next version reaches it"
+    );
+    assert!(eventually(Duration::from_secs(2), || fleet_status(&first)
+        ["stragglers"]
+        == serde_json::json!([])));
+}
+
+/// etcd killed under load: every node keeps serving with no failed request, raises
+/// `store_unreachable`, refuses applies; a node restarted meanwhile serves the fleet
+/// version it kept, not its file; when etcd returns the alarms clear, the journal
+/// written meanwhile arrives, and applies reach every node again.
+#[test]
+fn with_etcd_down_the_fleet_keeps_serving_and_catches_up() {
+    let mut etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let state = Dir::new();
+    let second_state: PathBuf = state.path().join("n2");
+    let first = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let second = Proxy::start_with_admin(
+        &node_text(&etcd, "n2", Some(&second_state), &fleet_text(&[&a], "")),
+        1,
+    );
+    assert_eq!(version(&second), 1);
+    let load = Load::start(first.addr(), 2, "/", Duration::from_millis(5));
+    etcd.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || [&first, &second]
+            .iter()
+            .all(|n| alarms(n).contains(&"store_unreachable".to_string()))),
+        "both nodes raise store_unreachable"
+    );
+    let refused = apply(&first, &fleet_text(&[&b], ""));
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    assert!(
+        refused.stdout.contains("fleet store could not record it"),
+        "{}",
+        refused.stdout
+    );
+    // Restarted while etcd is away, with a file that says b: it serves version 1 (a),
+    // the fleet version it kept.
+    drop(second);
+    let second = Proxy::start_with_admin(
+        &node_text(&etcd, "n2", Some(&second_state), &fleet_text(&[&b], "")),
+        1,
+    );
+    assert_eq!(version(&second), 1);
+    assert_eq!(answered_by(&second), "a");
+    std::thread::sleep(Duration::from_secs(2));
+    etcd.restart();
+    assert!(
+        eventually(Duration::from_secs(30), || [&first, &second]
+            .iter()
+            .all(|n| !alarms(n).contains(&"store_unreachable".to_string()))),
+        "the alarms clear once etcd is back"
+    );
+    let sent = load.stop();
+    let failed: Vec<_> = sent.iter().filter(|s| !s.ok()).collect();
+    assert!(sent.len() > 100, "{} requests", sent.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        sent.len(),
+        failed.first()
+    );
+    let applied = apply(&first, &fleet_text(&[&b], ""));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(eventually(Duration::from_secs(5), || version(&second) == 2));
+    assert_eq!(answered_by(&second), "b");
+    // The journal kept while etcd was away reached it: n1's alarm, raised then.
+    let (_, events) = second.admin_request("GET", "/events?since=0");
+    let raised_by_n1 = events["events"].as_array().into_iter().flatten().any(|e| {
+        e["node"] == "n1"
+            && e["kind"] == "alarm"
+            && e["data"]["raised"] == true
+            && e["data"]["key"] == "store_unreachable"
+    });
+    assert!(raised_by_n1, "{events}");
+}
+
+/// A bad change applied on one node is rolled back fleet-wide by the guard (of any
+/// node), every node ends on the restored version, and the rolled-back text stays
+/// refused on every node.
+#[test]
+fn the_guard_rolls_a_bad_fleet_version_back_everywhere() {
+    let etcd = Etcd::start();
+    let (good, bad) = (Backend::start("good"), Backend::start("bad"));
+    bad.set_answer(crate::util::Answer::Status(500));
+    let guard = "[guard]\nwatch = \"20s\"\nmin_requests = 50\nmax_error_rate = 0.05\n";
+    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(&etcd, n, &fleet_text(&[&good], guard)))
+        .collect();
+    let loads: Vec<Load> = nodes
+        .iter()
+        .map(|n| Load::start(n.addr(), 2, "/", Duration::from_millis(5)))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let bad_text = fleet_text(&[&bad], guard);
+    let applied = apply(&nodes[0], &bad_text);
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || nodes
+            .iter()
+            .all(|n| version(n) == 3)),
+        "every node ends on version 3, the rollback: {:?}\n{}",
+        nodes.iter().map(version).collect::<Vec<_>>(),
+        nodes[0].status()["monitor"]
+    );
+    for load in loads {
+        load.stop();
+    }
+    for node in &nodes {
+        assert_eq!(answered_by(node), "good");
+    }
+    let (_, history) = nodes[2].admin_request("GET", "/config/history");
+    let last = &history["versions"][2];
+    assert_eq!(last["origin"], "rollback", "{history}");
+    assert_eq!(last["restores"], 1, "{history}");
+    let again = apply(&nodes[1], &bad_text);
+    assert_eq!(again.code, Some(1), "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("rolled back by the guard"),
+        "{}",
+        again.stdout
+    );
+    let (_, events) = nodes[1].admin_request("GET", "/events?since=0");
+    let rolled_back = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "guard" && e["data"]["verdict"] == "rolled_back")
+        .count();
+    assert_eq!(
+        rolled_back, 1,
+        "one node's guard rolled the fleet back: {events}"
+    );
+}
