@@ -63,6 +63,14 @@ pub enum Applied {
         /// The version this node had in force.
         seen: u64,
     },
+    /// Staged in a fleet: the canaries serve it first; it becomes the fleet's version
+    /// only if every canary's guard holds.
+    Staged {
+        /// The staged version.
+        version: Version,
+        /// Its rollout.
+        rollout: crate::fleet::rollout::Rollout,
+    },
 }
 
 /// Why a rollback could not even be attempted.
@@ -254,7 +262,7 @@ impl Applier {
     /// or this node starts or catches up). Checked like any apply, with this node's
     /// own sections; the reason when this node cannot load it (it keeps what it
     /// serves). Nothing is recorded in the fleet's history: the version is there.
-    pub fn adopt(&self, version: &Version) -> Result<(), String> {
+    pub fn adopt(&self, version: &Version, how: Adoption) -> Result<(), String> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if *current == version.id {
             return Ok(());
@@ -295,23 +303,132 @@ impl Applier {
         self.swap(config);
         *current = version.id;
         self.in_force.store(version.id, Ordering::Relaxed);
-        self.cache(version);
+        // A canary's version is not the fleet's: a restart serves the fleet's.
+        if how != Adoption::Canary {
+            self.cache(version);
+        }
         // Every node's monitor sees the change as the node that applied it did: the
-        // guard watches applies (not rollbacks), with the same expect_shift.
+        // guard watches applies (not rollbacks), with the same expect_shift; a canary
+        // going back to the version in force is a rollback, and is not watched.
+        let (origin, restores, detail) = match how {
+            Adoption::Return => (
+                Origin::Rollback,
+                Some(version.id),
+                "the canary rollout ended: back to the fleet's version in force".to_string(),
+            ),
+            Adoption::Canary => (
+                version.origin,
+                version.restores,
+                format!(
+                    "as a canary (written by node {})",
+                    version.node.as_deref().unwrap_or("?")
+                ),
+            ),
+            Adoption::InForce => (
+                version.origin,
+                version.restores,
+                format!(
+                    "from the fleet (written by node {})",
+                    version.node.as_deref().unwrap_or("?")
+                ),
+            ),
+        };
         self.runtime.events.emit(Event::Config {
             version: Some(version.id),
             previous,
-            origin: version.origin.as_str(),
+            origin: origin.as_str(),
             outcome: Outcome::Applied.as_str(),
-            restores: version.restores,
+            restores,
             expect_shift: version.expect_shift,
-            detail: format!(
-                "from the fleet (written by node {})",
-                version.node.as_deref().unwrap_or("?")
-            ),
+            detail,
         });
-        tracing::info!(version = version.id, previous, "fleet version put in force");
+        tracing::info!(
+            version = version.id,
+            previous,
+            ?how,
+            "fleet version put in force"
+        );
         Ok(())
+    }
+
+    /// Records `new` as a rollout to `size` canaries (this node first, then others by
+    /// id), ending `watch` plus a margin from now at the latest.
+    fn stage(
+        &self,
+        size: crate::fleet::rollout::CanarySize,
+        watch: std::time::Duration,
+        new: NewVersion<'_>,
+    ) -> Result<(Version, crate::fleet::rollout::Rollout), StoreError> {
+        use crate::fleet::rollout;
+        let Some(fleet) = self.fleet() else {
+            return Err(StoreError::NotAFleet);
+        };
+        let store = Arc::clone(fleet.store());
+        let live = {
+            let store = Arc::clone(&store);
+            fleet
+                .store()
+                .block(async move { rollout::live_nodes(&store).await })?
+        };
+        let count = size.count(live.len()).map_err(StoreError::Canary)?;
+        let canaries = rollout::pick_canaries(store.node(), &live, count);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let stage = crate::store::etcd::Stage {
+            canaries,
+            deadline: now + watch.as_secs() + rollout::MARGIN_SECONDS,
+            by: store.node().to_string(),
+        };
+        store.stage(new, stage)
+    }
+
+    /// The guard's breach on a canary: this node goes back to the fleet's version in
+    /// force at once (from the store, or the copy kept in `state_dir` when etcd is
+    /// away); the verdict goes to the rollout, which rolls back every canary and marks
+    /// the version rejected (`crate::fleet::sync`).
+    fn canary_rollback(&self, rollout: &crate::fleet::rollout::Rollout, reason: &str) {
+        let previous = rollout.previous;
+        let kept = || {
+            self.local
+                .as_ref()
+                .and_then(|l| crate::fleet::cache::read(&l.state_dir))
+                .filter(|v| v.id == previous)
+        };
+        let restore = self.store.version(previous).ok().flatten().or_else(kept);
+        let restored = match restore.map(|v| self.adopt(&v, Adoption::Return)) {
+            Some(Ok(())) => Some(previous),
+            Some(Err(why)) => {
+                tracing::error!(
+                    version = rollout.version,
+                    previous,
+                    "ALARM: the canary could not go back: {why}"
+                );
+                None
+            }
+            None => {
+                tracing::error!(
+                    version = rollout.version,
+                    previous,
+                    "ALARM: the canary could not go back: version {previous} cannot be read"
+                );
+                None
+            }
+        };
+        if restored.is_some() {
+            self.counts.guard_rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.runtime.events.emit(Event::Guard {
+            version: rollout.version,
+            verdict: if restored.is_some() {
+                "rolled_back"
+            } else {
+                "rollback_failed"
+            },
+            reason: reason.to_string(),
+            restored,
+            judged: true,
+        });
     }
 
     /// Says that fleet version `version` could not be put in force here (journal, log),
@@ -521,6 +638,39 @@ impl Applier {
             .cloned()
             .collect();
         let detail = diagnostic::render_text(&checked.source, &warnings);
+        if let Some(size) = options.canary {
+            let new = NewVersion {
+                origin,
+                text: &checked.source.text,
+                identity: Some(&sha),
+                certificates: &certificates,
+                outcome: Outcome::Applied,
+                detail: &detail,
+                restores,
+                seen: Some(previous),
+                expect_shift: options.expect_shift,
+            };
+            return match self.stage(size, config.guard.watch, new) {
+                Ok((version, rollout)) => {
+                    tracing::info!(origin = %origin, version = version.id, canaries = ?rollout.canaries, "config staged on canaries");
+                    self.runtime.events.emit(Event::Rollout {
+                        version: version.id,
+                        verdict: "started",
+                        canaries: rollout.canaries.clone(),
+                        reason: String::new(),
+                    });
+                    Applied::Staged { version, rollout }
+                }
+                Err(StoreError::Conflict { in_force, seen }) => {
+                    Applied::Conflict { in_force, seen }
+                }
+                Err(e) => {
+                    let reason = format!("not staged: {e}");
+                    tracing::warn!(origin = %origin, "config refused: {reason}");
+                    refused(Some(reason), None)
+                }
+            };
+        }
         // Recorded first, then put in force: in a fleet the write is what decides
         // (compare-and-swap on the version this node saw), and a node must not serve
         // a version the fleet does not have.
@@ -605,6 +755,9 @@ impl Applier {
         if self.current() != version {
             return;
         }
+        if let Some(rollout) = self.fleet().and_then(|f| f.canary_of(version)) {
+            return self.canary_rollback(&rollout, reason);
+        }
         let read = |id| self.store.version(id).ok().flatten();
         let (rejected, restore) = (read(version), read(previous));
         if let (Some(rejected), Some(restore)) = (&rejected, &restore) {
@@ -622,6 +775,7 @@ impl Applier {
                     verdict: "rollback_failed",
                     reason: why,
                     restored: None,
+                    judged: true,
                 });
                 return;
             }
@@ -642,6 +796,15 @@ impl Applier {
                 version: restored, ..
             }) => Some(restored.id),
             Ok(Applied::Unchanged { version }) => Some(version),
+            Ok(Applied::Staged { .. }) => {
+                // A rollback is never staged.
+                tracing::error!(
+                    version,
+                    previous,
+                    "ALARM: the guard's rollback was staged instead of applied"
+                );
+                None
+            }
             Ok(Applied::Conflict { in_force, .. }) => {
                 // Another node of the fleet changed the version first (its own guard
                 // rolled back the same change, most often): this node follows it.
@@ -673,12 +836,25 @@ impl Applier {
             },
             reason: reason.to_string(),
             restored,
+            judged: true,
         });
     }
 }
 
+/// Why a node puts a fleet version in force ([`Applier::adopt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// It is the fleet's version in force.
+    InForce,
+    /// This node is a canary of a rollout of it.
+    Canary,
+    /// A rollout this node was a canary of ended without it: back to the version in
+    /// force (a rollback: the guard does not watch it).
+    Return,
+}
+
 /// How an apply treats findings and the guard.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ApplyOptions {
     /// Refuse lint warnings too.
     pub deny_warnings: bool,
@@ -686,6 +862,9 @@ pub struct ApplyOptions {
     pub expect_shift: bool,
     /// Apply even a config the guard rolled back before.
     pub force: bool,
+    /// In a fleet: stage the change on this many canary nodes first
+    /// ([`crate::fleet::rollout`]).
+    pub canary: Option<crate::fleet::rollout::CanarySize>,
 }
 
 #[cfg(test)]

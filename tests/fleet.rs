@@ -509,3 +509,202 @@ fn the_guard_rolls_a_bad_fleet_version_back_everywhere() {
         "one node's guard rolled the fleet back: {events}"
     );
 }
+
+/// `evenkeel apply --canary ... [--wait]` of `text` to `node`.
+fn apply_canary(node: &Proxy, text: &str, canary: &str, wait: bool) -> crate::util::Run {
+    let file = node
+        .dir()
+        .join(format!("canary-{}.toml", std::process::id()));
+    std::fs::write(&file, text).expect("write");
+    let admin = node.admin.expect("admin").to_string();
+    let token = node.dir().join("admin.token");
+    let mut args = vec![
+        "apply".to_string(),
+        "-c".into(),
+        file.to_string_lossy().into_owned(),
+        "--canary".into(),
+        canary.into(),
+        "--admin".into(),
+        admin,
+        "--token-file".into(),
+        token.to_string_lossy().into_owned(),
+    ];
+    if wait {
+        args.push("--wait".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args)
+}
+
+/// A bad change staged on one canary under load: the canary's guard breaches, the
+/// canary goes back, the version is marked rejected, and the other two nodes never
+/// serve it — not one failed request on them.
+#[test]
+fn a_bad_canary_is_rolled_back_and_never_reaches_the_other_nodes() {
+    let etcd = Etcd::start();
+    let (good, bad) = (Backend::start("good"), Backend::start("bad"));
+    bad.set_answer(crate::util::Answer::Status(500));
+    let guard = "[guard]\nwatch = \"10s\"\nmin_requests = 50\nmax_error_rate = 0.05\n";
+    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(&etcd, n, &fleet_text(&[&good], guard)))
+        .collect();
+    let loads: Vec<Load> = nodes
+        .iter()
+        .map(|n| Load::start(n.addr(), 2, "/", Duration::from_millis(5)))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let bad_text = fleet_text(&[&bad], guard);
+    let staged = apply_canary(&nodes[0], &bad_text, "1", true);
+    assert_eq!(staged.code, Some(1), "{}{}", staged.stdout, staged.stderr);
+    assert!(
+        staged.stdout.contains("staged") && staged.stdout.contains("canaries n1"),
+        "{}",
+        staged.stdout
+    );
+    assert!(
+        staged
+            .stdout
+            .contains("rolled back on the canaries: canary n1: its guard found a breach"),
+        "{}",
+        staged.stdout
+    );
+    let sent: Vec<Vec<crate::util::Sent>> = loads.into_iter().map(Load::stop).collect();
+    for (name, sent) in ["n2", "n3"].iter().zip(&sent[1..]) {
+        let failed = sent.iter().filter(|s| !s.ok()).count();
+        let by_bad = sent.iter().filter(|s| s.backend == "bad").count();
+        assert!(sent.len() > 100, "{name}: {} requests", sent.len());
+        assert_eq!(
+            (failed, by_bad),
+            (0, 0),
+            "{name}: failed, answered by the bad backend"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || version(&nodes[0]) == 1),
+        "the canary went back to version 1"
+    );
+    assert_eq!(answered_by(&nodes[0]), "good");
+    let status = fleet_status(&nodes[1]);
+    assert_eq!(status["version"], 1, "{status}");
+    assert_eq!(status["rollout"]["state"], "rolled_back", "{status}");
+    assert_eq!(status["rollout"]["version"], 2, "{status}");
+    let again = apply(&nodes[2], &bad_text);
+    assert_eq!(again.code, Some(1), "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("canary rollout"),
+        "rejected fleet-wide: {}",
+        again.stdout
+    );
+    // The whole story is in the (shared) journal.
+    let (_, events) = nodes[2].admin_request("GET", "/events?since=0");
+    let rollouts: Vec<&str> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "rollout")
+        .filter_map(|e| e["data"]["verdict"].as_str())
+        .collect();
+    assert_eq!(rollouts, ["started", "rolled_back"], "{events}");
+}
+
+/// A good change staged on two of three nodes (34%, rounded up): while the canaries
+/// judge it the third keeps the version in force; once both hold, every node serves it.
+#[test]
+fn a_good_canary_is_promoted_once_every_canary_held() {
+    let etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let guard = "[guard]\nwatch = \"4s\"\nmin_requests = 20\n";
+    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], guard)))
+        .collect();
+    let loads: Vec<Load> = nodes
+        .iter()
+        .map(|n| Load::start(n.addr(), 1, "/", Duration::from_millis(10)))
+        .collect();
+    let staged = apply_canary(&nodes[0], &fleet_text(&[&b], guard), "34%", false);
+    assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
+    assert!(
+        staged.stdout.contains("on canaries n1, n2"),
+        "{}",
+        staged.stdout
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || version(&nodes[0]) == 2
+            && version(&nodes[1]) == 2),
+        "the canaries serve version 2"
+    );
+    assert_eq!(version(&nodes[2]), 1, "the third waits for the verdicts");
+    assert_eq!(answered_by(&nodes[2]), "a");
+    let status = fleet_status(&nodes[2]);
+    assert_eq!(status["version"], 1);
+    assert_eq!(status["rollout"]["state"], "canary", "{status}");
+    assert!(
+        eventually(Duration::from_secs(15), || version(&nodes[2]) == 2),
+        "promoted to every node: {}",
+        fleet_status(&nodes[2])
+    );
+    let status = fleet_status(&nodes[1]);
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["rollout"]["state"], "promoted", "{status}");
+    for load in loads {
+        let sent = load.stop();
+        assert!(
+            sent.iter().all(|s| s.ok()),
+            "no failed request during the rollout"
+        );
+    }
+    assert_eq!(answered_by(&nodes[2]), "b");
+}
+
+/// No evidence, no promotion: a canary that saw too little traffic fails the rollout.
+/// And a canary killed mid-rollout does not wedge it: the others end it when its
+/// lease ends.
+#[test]
+fn a_canary_without_evidence_or_gone_fails_the_rollout() {
+    let etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let guard = "[guard]\nwatch = \"2s\"\nmin_requests = 1000\n";
+    let mut nodes: Vec<Proxy> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], guard)))
+        .collect();
+    let quiet = apply_canary(&nodes[0], &fleet_text(&[&b], guard), "1", true);
+    assert_eq!(quiet.code, Some(1), "{}{}", quiet.stdout, quiet.stderr);
+    assert!(
+        quiet.stdout.contains("too little traffic"),
+        "{}",
+        quiet.stdout
+    );
+    assert!(eventually(Duration::from_secs(5), || version(&nodes[0]) == 1));
+    // Now a long watch, and the canary killed while it judges.
+    let long = "[guard]\nwatch = \"60s\"\nmin_requests = 1\n";
+    let staged = apply_canary(&nodes[1], &fleet_text(&[&b], long), "1", false);
+    assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
+    assert!(
+        staged.stdout.contains("on canaries n2"),
+        "{}",
+        staged.stdout
+    );
+    assert!(eventually(Duration::from_secs(3), || version(&nodes[1]) == 3));
+    nodes[1].signal("KILL");
+    assert!(nodes[1].wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        eventually(Duration::from_secs(20), || fleet_status(&nodes[2])
+            ["rollout"]["state"]
+            == "rolled_back"),
+        "{}",
+        fleet_status(&nodes[2])
+    );
+    let status = fleet_status(&nodes[0]);
+    assert!(
+        status["rollout"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("canary n2 left the fleet"),
+        "{status}"
+    );
+    assert_eq!(status["version"], 1);
+    assert_eq!(version(&nodes[2]), 1);
+}

@@ -199,10 +199,20 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 Ok(body) => body,
                 Err(response) => return response,
             };
+            let canary = match param(&query, "canary")
+                .map(|c| crate::fleet::rollout::CanarySize::parse(&c.replace("%25", "%")))
+            {
+                None => None,
+                Some(Ok(size)) => Some(size),
+                Some(Err(e)) => {
+                    return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }))
+                }
+            };
             let options = ApplyOptions {
                 deny_warnings: flag(&query, "deny_warnings"),
                 expect_shift: flag(&query, "expect_shift"),
                 force: flag(&query, "force"),
+                canary,
             };
             applied(
                 applier,
@@ -388,6 +398,14 @@ fn applied(applier: &Applier, outcome: Applied) -> Response<Full<Bytes>> {
         Applied::Unchanged { version } => (
             StatusCode::OK,
             serde_json::json!({ "result": "unchanged", "version": version }),
+        ),
+        Applied::Staged { version, rollout } => (
+            StatusCode::OK,
+            serde_json::json!({
+                "result": "staged",
+                "version": version.id,
+                "rollout": rollout,
+            }),
         ),
         Applied::Conflict { in_force, seen } => (
             StatusCode::CONFLICT,

@@ -15,9 +15,15 @@ use super::{CommandResult, Exit, Failure};
 /// requests in flight finish on the old config. A refused config changes nothing and
 /// is recorded in the history. Exit 0 applied (or already in force), 1 refused,
 /// 3 admin API unreachable or token refused.
+///
+/// In a fleet (`[store] kind = "etcd"`), the change reaches every node; with
+/// `--canary N` or `--canary P%` it goes to N nodes (or P percent, rounded up) first
+/// and to the rest only if every canary's guard holds for `guard.watch` (a canary with
+/// fewer than `guard.min_requests` requests fails the rollout). Exit 1 also on a
+/// conflict (another apply changed the fleet's version first).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  evenkeel apply -c evenkeel.toml\n  evenkeel apply -c new.toml --admin 127.0.0.1:9901 --token-file admin.token --deny-warnings"
+    after_help = "Example:\n  evenkeel apply -c evenkeel.toml\n  evenkeel apply -c new.toml --admin 127.0.0.1:9901 --token-file admin.token --deny-warnings\n  evenkeel apply -c new.toml --canary 10% --wait    # a fleet: canaries first"
 )]
 pub struct Args {
     /// The config to apply (its `[admin]` section also says where to send it, unless
@@ -35,9 +41,15 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Wait until the guard has judged the change (guard.watch); exit 1 if it rolled
-    /// it back.
+    /// it back. With --canary: until the rollout is promoted (exit 0) or rolled back
+    /// (exit 1).
     #[arg(long)]
     wait: bool,
+    /// In a fleet: stage the change on N nodes (or P percent of them, rounded up; at
+    /// least 1, at most all but one) and promote it to every node only if their guards
+    /// hold.
+    #[arg(long, value_name = "N|P%", value_parser = parse_canary)]
+    canary: Option<String>,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -55,7 +67,10 @@ pub fn run(args: &Args) -> CommandResult {
     .filter(|(_, on)| *on)
     .map(|(name, _)| name)
     .collect();
-    let query: Vec<String> = flags.iter().map(|f| format!("{f}=true")).collect();
+    let mut query: Vec<String> = flags.iter().map(|f| format!("{f}=true")).collect();
+    if let Some(canary) = &args.canary {
+        query.push(format!("canary={}", canary.replace('%', "%25")));
+    }
     let path = if query.is_empty() {
         "/config".to_string()
     } else {
@@ -72,6 +87,24 @@ pub fn run(args: &Args) -> CommandResult {
                 (true, Some(version)) => {
                     wait_for_guard(&admin, version, started, answer.json["node"].as_str())
                 }
+                _ => Ok(Exit::Success),
+            }
+        }
+        (200, Some("staged")) => {
+            let rollout = &answer.json["rollout"];
+            let canaries: Vec<&str> = rollout["canaries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str())
+                .collect();
+            println!(
+                "staged {file} as version {} on canaries {}; every node gets it if their guards hold",
+                answer.json["version"],
+                canaries.join(", ")
+            );
+            match (args.wait, answer.json["version"].as_u64()) {
+                (true, Some(version)) => wait_for_rollout(&admin, version),
                 _ => Ok(Exit::Success),
             }
         }
@@ -105,6 +138,41 @@ pub fn run(args: &Args) -> CommandResult {
             anyhow::anyhow!("unexpected answer {status}: {}", answer.json),
         )),
     }
+}
+
+/// `--canary`: a number of nodes or a percentage.
+fn parse_canary(text: &str) -> Result<String, String> {
+    crate::fleet::rollout::CanarySize::parse(text).map(|_| text.to_string())
+}
+
+/// Polls the fleet until the rollout of `version` ends: exit 0 promoted, 1 rolled back;
+/// gives up after 15 minutes.
+fn wait_for_rollout(admin: &Admin, version: u64) -> CommandResult {
+    println!("waiting for the canaries' guards to judge version {version}...");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    while std::time::Instant::now() < deadline {
+        let answer = admin.call(Method::GET, "/fleet", None)?;
+        let rollout = &answer.json["rollout"];
+        if answer.status == 200 && rollout["version"].as_u64() == Some(version) {
+            let reason = rollout["reason"].as_str().unwrap_or("");
+            match rollout["state"].as_str() {
+                Some("promoted") => {
+                    println!("version {version} promoted to every node: {reason}");
+                    return Ok(Exit::Success);
+                }
+                Some("rolled_back") => {
+                    println!("version {version} rolled back on the canaries: {reason}");
+                    return Ok(Exit::Rejected);
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err(Failure::new(
+        Exit::Runtime,
+        anyhow::anyhow!("the rollout of version {version} did not end within 15 minutes"),
+    ))
 }
 
 /// Polls the journal until the guard judges `version`: exit 0 when it held, 1 when it

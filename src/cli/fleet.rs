@@ -85,6 +85,30 @@ fn render(fleet: &FleetStatus) -> String {
         fleet.version,
         fleet.nodes.len()
     );
+    if let Some(rollout) = &fleet.rollout {
+        let state = match rollout.state {
+            crate::fleet::rollout::State::Canary => "in progress".to_string(),
+            crate::fleet::rollout::State::Promoted => format!("promoted: {}", rollout.reason),
+            crate::fleet::rollout::State::RolledBack => format!("rolled back: {}", rollout.reason),
+        };
+        let verdicts: Vec<String> = fleet
+            .verdicts
+            .iter()
+            .map(|(node, v)| format!("{node} {:?}", v.verdict).to_lowercase())
+            .collect();
+        let verdicts = if verdicts.is_empty() {
+            String::new()
+        } else {
+            format!(" [verdicts: {}]", verdicts.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "rollout of version {} (from {}) to canaries {}: {state}{verdicts}",
+            rollout.version,
+            rollout.previous,
+            rollout.canaries.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "  {:<20} {:>7}  {:<21}  {:<24}  note",
@@ -151,6 +175,8 @@ mod tests {
             node: "a".into(),
             nodes: vec![node("a", 7), b, c],
             stragglers: vec!["b".into(), "c".into()],
+            rollout: None,
+            verdicts: Vec::new(),
         };
         let text = render(&fleet);
         assert!(

@@ -540,6 +540,11 @@ fn apply_file(path: &Path, applier: &Applier) -> Option<String> {
             tracing::info!(file = %path.display(), version, "reload: the file is the config in force already");
             None
         }
+        Applied::Staged { version, .. } => {
+            // A reload is never staged.
+            tracing::info!(file = %path.display(), version = version.id, "reload staged on canaries");
+            None
+        }
         Applied::Conflict { in_force, seen } => {
             let reason = crate::store::StoreError::Conflict { in_force, seen }.to_string();
             tracing::error!(file = %path.display(), "reload refused; the running config stays. {reason}");

@@ -24,6 +24,7 @@
 //!   ([`BACKOFF_MAX`]); applies are refused (they could not reach the other nodes).
 
 pub mod cache;
+pub mod rollout;
 pub mod status;
 pub mod sync;
 
@@ -59,6 +60,8 @@ struct State {
     admin: Option<std::net::SocketAddr>,
     /// The lease of this node's report (0: none yet).
     lease: i64,
+    /// The fleet's rollout, as last read.
+    rollout: Option<rollout::Rollout>,
 }
 
 /// etcd could not be reached.
@@ -152,6 +155,25 @@ impl Fleet {
 
     fn admin(&self) -> Option<std::net::SocketAddr> {
         self.state().admin
+    }
+
+    /// Keeps the fleet's rollout as last read.
+    pub fn set_rollout(&self, rollout: Option<rollout::Rollout>) {
+        self.state().rollout = rollout;
+    }
+
+    /// The fleet's rollout as last read.
+    pub fn rollout(&self) -> Option<rollout::Rollout> {
+        self.state().rollout.clone()
+    }
+
+    /// The rollout in progress in which this node is a canary for `version`, if any.
+    pub fn canary_of(&self, version: u64) -> Option<rollout::Rollout> {
+        self.rollout().filter(|r| {
+            r.state == rollout::State::Canary
+                && r.version == version
+                && r.canaries.iter().any(|c| c == self.store.node())
+        })
     }
 
     fn set_lease(&self, lease: i64) {

@@ -74,8 +74,15 @@ pub struct FleetStatus {
     pub node: String,
     /// Every node whose lease is alive, by id.
     pub nodes: Vec<NodeReport>,
-    /// Nodes not serving the version in force (refused it, or behind), by id.
+    /// Nodes not serving the version in force (refused it, or behind, or canaries of
+    /// the rollout in progress), by id.
     pub stragglers: Vec<String>,
+    /// The rollout in progress, or the last one.
+    #[serde(default)]
+    pub rollout: Option<super::rollout::Rollout>,
+    /// The canaries' verdicts on the rollout's version, by node.
+    #[serde(default)]
+    pub verdicts: Vec<(String, super::rollout::Verdict)>,
 }
 
 /// Reads the fleet's status from etcd (on the caller's runtime).
@@ -105,12 +112,23 @@ pub async fn read(store: &EtcdStore) -> Result<FleetStatus, StoreError> {
         .filter(|n| n.version != in_force.version)
         .map(|n| n.node.clone())
         .collect();
+    let rollout = super::rollout::read(store).await?.map(|(r, _)| r);
+    let verdicts = match &rollout {
+        Some(r) => super::rollout::verdicts(store)
+            .await?
+            .into_iter()
+            .filter(|(_, v)| v.version == r.version)
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(FleetStatus {
         prefix: keys.prefix().to_string(),
         version: in_force.version,
         node: store.node().to_string(),
         nodes,
         stragglers,
+        rollout,
+        verdicts,
     })
 }
 

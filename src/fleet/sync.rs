@@ -4,14 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::rollout::{self, Decision, Judgement, State, Verdict};
 use super::status::NodeReport;
 use super::{Fleet, BACKOFF_MAX, HEARTBEAT, LEASE_TTL};
-use crate::apply::Applier;
+use crate::apply::{Adoption, Applier};
+use crate::health::Event;
 use crate::monitor::Monitor;
 use crate::store::etcd::gateway::{GatewayError, WatchMessage};
 use crate::store::etcd::EtcdStore;
 use crate::store::StoreError;
 
+/// How often a node judges a rollout in progress (deadlines, canaries that left).
+const COORDINATE_EVERY: Duration = Duration::from_secs(1);
 /// How often the report loop looks for a change worth reporting at once.
 const CHANGE_POLL: Duration = Duration::from_millis(100);
 /// First wait after a failure to reach etcd; doubled up to [`BACKOFF_MAX`].
@@ -22,6 +26,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub fn start(fleet: Arc<Fleet>, applier: Arc<Applier>, monitor: Arc<Monitor>) {
     let runtime = fleet.store().runtime().clone();
     runtime.spawn(follow_forever(Arc::clone(&fleet), Arc::clone(&applier)));
+    runtime.spawn(judge_as_canary(Arc::clone(&fleet), Arc::clone(&applier)));
     runtime.spawn(report_forever(fleet, applier, monitor));
 }
 
@@ -42,9 +47,11 @@ async fn follow_forever(fleet: Arc<Fleet>, applier: Arc<Applier>) {
     }
 }
 
-/// Reads the version in force (seeding an empty fleet), puts it in force, then
-/// watches `current` from the revision read. Returns `Ok` when a compaction ended the
-/// watch, an error when etcd failed.
+/// Reads the version in force (seeding an empty fleet), puts in force what this node
+/// should serve, then watches `PREFIX/current*` (the version in force, the rollout, the
+/// verdicts) from the revision read; while a rollout is in progress, judges it every
+/// [`COORDINATE_EVERY`]. Returns `Ok` when a compaction ended the watch, an error when
+/// etcd failed.
 async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
     let store = fleet.store();
     let (gateway, keys) = (store.gateway(), store.keys());
@@ -56,65 +63,189 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
         blocking(move || seeding.seed()).await??;
         in_force = EtcdStore::in_force(gateway, keys).await?;
     }
-    catch_up(fleet, applier, in_force.version).await?;
-    let key = keys.current();
-    let mut end = key.clone();
-    end.push(0);
-    let mut watch = gateway.watch(&key, &end, in_force.revision + 1).await?;
+    reconcile(fleet, applier).await?;
+    let (start, end) = keys.watched();
+    let mut watch = gateway.watch(&start, &end, in_force.revision + 1).await?;
+    let mut tick = tokio::time::interval(COORDINATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let message = tokio::select! {
-            message = watch.next() => message?,
+        tokio::select! {
+            message = watch.next() => match message? {
+                None => return Err(GatewayError::Unreachable("etcd ended the watch".into()).into()),
+                Some(WatchMessage::Compacted { compact_revision }) => {
+                    tracing::info!(compact_revision, "the fleet watch was compacted away; reading the fleet again");
+                    return Ok(());
+                }
+                Some(WatchMessage::Progress { .. }) => fleet.reached(),
+                Some(WatchMessage::Events { .. }) => {
+                    fleet.reached();
+                    reconcile(fleet, applier).await?;
+                }
+            },
+            _ = tick.tick() => {
+                if fleet.rollout().is_some_and(|r| r.state == State::Canary) {
+                    coordinate(fleet, applier).await?;
+                }
+            }
             () = fleet.wake.notified() => {
                 return Err(GatewayError::Unreachable("a heartbeat failed; watching again".into()).into())
-            }
-        };
-        match message {
-            None => return Err(GatewayError::Unreachable("etcd ended the watch".into()).into()),
-            Some(WatchMessage::Compacted { compact_revision }) => {
-                tracing::info!(
-                    compact_revision,
-                    "the fleet watch was compacted away; reading the fleet again"
-                );
-                return Ok(());
-            }
-            Some(WatchMessage::Progress { .. }) => fleet.reached(),
-            Some(WatchMessage::Events { events, .. }) => {
-                fleet.reached();
-                if let Some(last) = events.iter().rev().find(|e| !e.deleted) {
-                    let id = crate::store::etcd::number(&last.kv.value, "version", &last.kv.key)?;
-                    catch_up(fleet, applier, id).await?;
-                }
             }
         }
     }
 }
 
-/// Puts fleet version `id` in force here, unless it is already, or this node refused
-/// it already.
-async fn catch_up(fleet: &Arc<Fleet>, applier: &Arc<Applier>, id: u64) -> Result<(), StoreError> {
-    if id == 0 || id == applier.current() {
-        fleet.clear_refusal();
+/// Puts in force what this node should serve: the rollout's version while it is one
+/// of its canaries, else the fleet's version in force (a canary whose rollout ended
+/// without promotion goes back to it as a rollback).
+async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
+    let store = fleet.store();
+    let in_force = EtcdStore::in_force(store.gateway(), store.keys()).await?;
+    let rollout = rollout::read(store).await?.map(|(r, _)| r);
+    let node = store.node();
+    let (desired, how) = match &rollout {
+        Some(r) if r.state == State::Canary && r.canaries.iter().any(|c| c == node) => {
+            (r.version, Adoption::Canary)
+        }
+        Some(r) if r.state == State::RolledBack && applier.current() == r.version => {
+            (in_force.version, Adoption::Return)
+        }
+        _ => (in_force.version, Adoption::InForce),
+    };
+    let active = rollout.as_ref().is_some_and(|r| r.state == State::Canary);
+    fleet.set_rollout(rollout);
+    if let Some(reason) = catch_up(fleet, applier, desired, how).await? {
+        if fleet.canary_of(desired).is_some() {
+            let verdict = Verdict {
+                version: desired,
+                verdict: Judgement::Refused,
+                reason,
+            };
+            rollout::put_verdict(store, &verdict).await?;
+        }
+    }
+    if active {
+        coordinate(fleet, applier).await?;
+    }
+    Ok(())
+}
+
+/// Ends the rollout in progress when [`rollout::decide`] says so (every node does
+/// this; the first transaction wins), and journals it on the node that ended it.
+async fn coordinate(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
+    let store = fleet.store();
+    let Some((rollout, revision)) = rollout::read(store).await? else {
+        return Ok(());
+    };
+    if rollout.state != State::Canary {
         return Ok(());
     }
-    if fleet.refusal().is_some_and(|r| r.version == id) {
+    let verdicts = rollout::verdicts(store).await?;
+    let live = rollout::live_nodes(store).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(decision) = rollout::decide(&rollout, &verdicts, &live, now) else {
         return Ok(());
+    };
+    if rollout::finish(store, &rollout, revision, &decision).await? {
+        let (verdict, reason) = match &decision {
+            Decision::Promote => (
+                "promoted",
+                format!("every canary ({}) held", rollout.canaries.join(", ")),
+            ),
+            Decision::RollBack(reason) => ("rolled_back", reason.clone()),
+        };
+        applier.runtime().events.emit(Event::Rollout {
+            version: rollout.version,
+            verdict,
+            canaries: rollout.canaries.clone(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Puts fleet version `id` in force here (as `how` says), unless it is already, or
+/// this node refused it already; the reason when it refuses it now.
+async fn catch_up(
+    fleet: &Arc<Fleet>,
+    applier: &Arc<Applier>,
+    id: u64,
+    how: Adoption,
+) -> Result<Option<String>, StoreError> {
+    if id == 0 || id == applier.current() {
+        fleet.clear_refusal();
+        return Ok(None);
+    }
+    if fleet.refusal().is_some_and(|r| r.version == id) {
+        return Ok(None);
     }
     let store = fleet.store();
     let version = EtcdStore::read_version(store.gateway(), store.keys(), id)
         .await?
         .ok_or_else(|| StoreError::Corrupt {
             key: String::from_utf8_lossy(&store.keys().version(id)).into_owned(),
-            detail: "the version in force is missing".into(),
+            detail: "the version to serve is missing".into(),
         })?;
     let adopting = Arc::clone(applier);
-    match blocking(move || adopting.adopt(&version)).await? {
-        Ok(()) => fleet.clear_refusal(),
+    match blocking(move || adopting.adopt(&version, how)).await? {
+        Ok(()) => {
+            fleet.clear_refusal();
+            Ok(None)
+        }
         Err(reason) => {
             tracing::error!(version = id, "ALARM: this node cannot put the fleet's version in force and keeps serving version {}: {reason}", applier.current());
             fleet.refused(id, &reason);
+            Ok(Some(reason))
         }
     }
-    Ok(())
+}
+
+/// Turns this node's guard verdicts on a version it is a canary of into its verdict
+/// in the rollout (`passed` on too little traffic is `unjudged`: no evidence).
+async fn judge_as_canary(fleet: Arc<Fleet>, applier: Arc<Applier>) {
+    let mut events = applier.runtime().events.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Event::Guard {
+            version,
+            verdict,
+            reason,
+            judged,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        if fleet.canary_of(version).is_none() {
+            continue;
+        }
+        let verdict = Verdict {
+            version,
+            verdict: match (verdict, judged) {
+                ("passed", true) => Judgement::Held,
+                ("passed", false) => Judgement::Unjudged,
+                _ => Judgement::Breached,
+            },
+            reason,
+        };
+        // Until it is written, or the rollout ended without it.
+        let mut backoff = BACKOFF_MIN;
+        while fleet.canary_of(version).is_some() {
+            match rollout::put_verdict(fleet.store(), &verdict).await {
+                Ok(()) => break,
+                Err(e) => {
+                    fleet.failed(&e.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
 }
 
 /// Rewrites this node's report every [`HEARTBEAT`], under a lease of [`LEASE_TTL`],

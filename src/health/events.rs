@@ -93,6 +93,20 @@ pub enum Event {
         reason: String,
         /// The version rolled back to.
         restored: Option<u64>,
+        /// Whether the change saw `guard.min_requests` requests (false: `passed` on too
+        /// little traffic — not evidence enough to promote a canary).
+        judged: bool,
+    },
+    /// A staged (canary) rollout in a fleet started or ended.
+    Rollout {
+        /// The version rolled out.
+        version: u64,
+        /// `started`, `promoted` or `rolled_back`.
+        verdict: &'static str,
+        /// The canary nodes.
+        canaries: Vec<String>,
+        /// Why it ended so (empty when it started).
+        reason: String,
     },
     /// An alarm was raised or cleared.
     Alarm {
@@ -146,7 +160,11 @@ impl fmt::Display for Event {
                 let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
                 write!(f, "config {version} from {origin} {outcome}{restores}{detail}")
             }
-            Event::Guard { version, verdict, reason, restored } => match restored {
+            Event::Rollout { version, verdict, canaries, reason } => {
+                let reason = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+                write!(f, "rollout of version {version} to canaries {}: {verdict}{reason}", canaries.join(", "))
+            }
+            Event::Guard { version, verdict, reason, restored, .. } => match restored {
                 Some(to) => write!(f, "guard: version {version} {verdict} to version {to}: {reason}"),
                 None => write!(f, "guard: version {version} {verdict}: {reason}"),
             },
@@ -193,6 +211,10 @@ impl Events {
             }
             | Event::Guard {
                 verdict: "passed", ..
+            }
+            | Event::Rollout {
+                verdict: "started" | "promoted",
+                ..
             }
             | Event::Alarm { raised: false, .. } => {
                 tracing::info!(target: "evenkeel::events", "{event}")

@@ -249,8 +249,12 @@ impl Loop {
         } else if now >= w.applied_at + guard.watch {
             let version = w.version;
             self.watch = None;
-            let total: u64 = after.iter().map(|p| p.requests).sum();
-            let reason = if total < guard.min_requests {
+            let total: u64 = after
+                .iter()
+                .map(|p| p.client_requests.max(p.requests))
+                .sum();
+            let judged = total >= guard.min_requests;
+            let reason = if !judged {
                 format!(
                     "too little traffic to judge ({total} requests < min_requests {})",
                     guard.min_requests
@@ -263,6 +267,7 @@ impl Loop {
                 verdict: "passed",
                 reason,
                 restored: None,
+                judged,
             });
         }
     }

@@ -149,6 +149,7 @@ fn journal() -> Vec<JournalEntry> {
                 verdict: "rolled_back",
                 reason: BREACH.to_string(),
                 restored: Some(3),
+                judged: true,
             },
         ),
         entry(
@@ -538,6 +539,7 @@ fn the_same_bad_text_applied_again_within_the_quiet_period_is_named_in_the_resol
                 verdict: "rolled_back",
                 reason: BREACH.to_string(),
                 restored: Some(5),
+                judged: true,
             },
         ),
         entry(

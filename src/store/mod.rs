@@ -212,6 +212,20 @@ pub enum StoreError {
         /// The version the apply was checked against.
         seen: u64,
     },
+    /// A staged rollout is in progress: no other version can be applied until it ends.
+    #[error("a canary rollout of version {version} (canaries {canaries}) is in progress; wait for it to end (evenkeel fleet status)")]
+    RolloutInProgress {
+        /// The version being rolled out.
+        version: u64,
+        /// Its canaries.
+        canaries: String,
+    },
+    /// A staged rollout asked of an instance that is not part of a fleet.
+    #[error("a canary rollout needs a fleet ([store] kind = \"etcd\")")]
+    NotAFleet,
+    /// The canaries asked for cannot be had.
+    #[error("{0}")]
+    Canary(String),
     /// etcd failed or could not be reached.
     #[error("fleet store: {0}")]
     Etcd(#[from] etcd::gateway::GatewayError),

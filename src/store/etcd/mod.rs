@@ -36,6 +36,7 @@ use serde_json::json;
 
 use self::gateway::{Compare, Gateway, GatewayError, Operation, RangeOptions};
 use super::{JournalEntry, NewVersion, Outcome, Rejection, Store, StoreError, Version};
+use crate::fleet::rollout::{Rollout, State as RolloutState};
 
 /// Versions kept (older ones are deleted, never the one in force).
 pub const KEEP_VERSIONS: u64 = 1000;
@@ -71,6 +72,31 @@ impl Keys {
     /// `PREFIX/current`.
     pub fn current(&self) -> Vec<u8> {
         format!("{}/current", self.prefix).into_bytes()
+    }
+
+    /// `PREFIX/current.rollout`: the staged rollout in progress or last ended
+    /// (`crate::fleet::rollout`).
+    pub fn rollout(&self) -> Vec<u8> {
+        format!("{}/current.rollout", self.prefix).into_bytes()
+    }
+
+    /// `PREFIX/current.verdict/`: canaries' verdicts.
+    pub fn verdicts(&self) -> Vec<u8> {
+        format!("{}/current.verdict/", self.prefix).into_bytes()
+    }
+
+    /// The verdict key of canary `node`.
+    pub fn verdict(&self, node: &str) -> Vec<u8> {
+        format!("{}/current.verdict/{node}", self.prefix).into_bytes()
+    }
+
+    /// What a node watches: every key starting with `PREFIX/current` — the version in
+    /// force, the rollout and the verdicts — and nothing else (not the journal, not
+    /// the reports).
+    pub fn watched(&self) -> (Vec<u8>, Vec<u8>) {
+        let start = self.current();
+        let end = gateway::prefix_end(&start);
+        (start, end)
     }
 
     /// `PREFIX/versions/` and a version's key.
@@ -256,16 +282,34 @@ async fn record(
     gateway: Arc<Gateway>,
     keys: Keys,
     new: OwnedVersion,
-) -> Result<Version, StoreError> {
+    stage: Option<Stage>,
+) -> Result<(Version, Option<Rollout>), StoreError> {
     let applied = new.version.outcome == Outcome::Applied;
     for _ in 0..TRIES {
         let read = gateway
             .txn(
                 &[],
-                &[Operation::Get(keys.head()), Operation::Get(keys.current())],
+                &[
+                    Operation::Get(keys.head()),
+                    Operation::Get(keys.current()),
+                    Operation::Get(keys.rollout()),
+                ],
                 &[],
             )
             .await?;
+        let rollout_mod = match read.ranges.get(2).and_then(|r| r.kvs.first()) {
+            None => 0,
+            Some(kv) => {
+                let rollout: Rollout = parse(&kv.value, &kv.key)?;
+                if applied && rollout.state == RolloutState::Canary {
+                    return Err(StoreError::RolloutInProgress {
+                        version: rollout.version,
+                        canaries: rollout.canaries.join(", "),
+                    });
+                }
+                kv.mod_revision
+            }
+        };
         let (head, head_mod) = match read.ranges.first().and_then(|r| r.kvs.first()) {
             None => (0, 0),
             Some(kv) => (number(&kv.value, "id", &keys.head())?, kv.mod_revision),
@@ -293,16 +337,39 @@ async fn record(
                 json!({ "id": version.id }).to_string().into_bytes(),
             ),
         ];
+        let rollout = stage.as_ref().map(|stage| Rollout {
+            version: version.id,
+            previous: in_force,
+            canaries: stage.canaries.clone(),
+            state: RolloutState::Canary,
+            reason: String::new(),
+            by: stage.by.clone(),
+            started: version.time.clone(),
+            deadline: stage.deadline,
+        });
         if applied {
             compare.push(Compare::ModRevision(keys.current(), current_mod));
-            operations.push(Operation::Put(
-                keys.current(),
-                json!({ "version": version.id }).to_string().into_bytes(),
-            ));
+            compare.push(Compare::ModRevision(keys.rollout(), rollout_mod));
+            // Staged: the canaries take it from the rollout; the version in force
+            // stays until the rollout is promoted.
+            operations.push(match &rollout {
+                None => Operation::Put(
+                    keys.current(),
+                    json!({ "version": version.id }).to_string().into_bytes(),
+                ),
+                Some(rollout) => Operation::Put(
+                    keys.rollout(),
+                    serde_json::to_vec(rollout).unwrap_or_default(),
+                ),
+            });
         }
         if gateway.txn(&compare, &operations, &[]).await?.succeeded {
             let keep_from = version.id.saturating_sub(KEEP_VERSIONS - 1);
-            let in_force = if applied { version.id } else { in_force };
+            let in_force = if applied && rollout.is_none() {
+                version.id
+            } else {
+                in_force
+            };
             if keep_from > 1 {
                 // The version in force is never deleted, however old.
                 let end = keep_from.min(in_force.max(1));
@@ -313,12 +380,23 @@ async fn record(
                     tracing::warn!(error = %e, "cannot prune old versions from the fleet store");
                 }
             }
-            return Ok(version);
+            return Ok((version, rollout));
         }
     }
     Err(StoreError::Etcd(GatewayError::Unreachable(format!(
         "the version counter kept changing over {TRIES} tries"
     ))))
+}
+
+/// A version recorded for a staged rollout instead of put in force.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// The canary nodes.
+    pub canaries: Vec<String>,
+    /// When the rollout fails without every canary's verdict (seconds since the epoch).
+    pub deadline: u64,
+    /// The node starting it.
+    pub by: String,
 }
 
 /// A [`NewVersion`] made owned (it crosses to the fleet thread).
@@ -330,27 +408,9 @@ struct OwnedVersion {
 
 impl Store for EtcdStore {
     fn record(&self, new: NewVersion<'_>) -> Result<Version, StoreError> {
-        let version = Version {
-            id: 0,
-            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            origin: new.origin,
-            sha256: new
-                .identity
-                .map_or_else(|| super::sha256(new.text), str::to_string),
-            text: new.text.to_string(),
-            certificates: new.certificates.to_vec(),
-            outcome: new.outcome,
-            detail: new.detail.to_string(),
-            restores: new.restores,
-            node: Some(self.node.clone()),
-            expect_shift: new.expect_shift,
-        };
-        let new = OwnedVersion {
-            version,
-            seen: new.seen,
-        };
+        let new = self.owned(new);
         let (gateway, keys) = (Arc::clone(&self.gateway), self.keys.clone());
-        self.block(record(gateway, keys, new))
+        self.block(async move { Ok(record(gateway, keys, new, None).await?.0) })
     }
 
     fn versions(&self) -> Result<Vec<Version>, StoreError> {
@@ -517,6 +577,49 @@ async fn flush(gateway: &Gateway, pending: &Pending) -> Result<i64, GatewayError
 }
 
 impl EtcdStore {
+    /// `new`, owned, as this node writes it.
+    fn owned(&self, new: NewVersion<'_>) -> OwnedVersion {
+        OwnedVersion {
+            version: Version {
+                id: 0,
+                time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                origin: new.origin,
+                sha256: new
+                    .identity
+                    .map_or_else(|| super::sha256(new.text), str::to_string),
+                text: new.text.to_string(),
+                certificates: new.certificates.to_vec(),
+                outcome: new.outcome,
+                detail: new.detail.to_string(),
+                restores: new.restores,
+                node: Some(self.node.clone()),
+                expect_shift: new.expect_shift,
+            },
+            seen: new.seen,
+        }
+    }
+
+    /// Records `new` (an applied version) as a staged rollout to `stage`'s canaries,
+    /// leaving the version in force as it is: the same compare-and-swap as an apply,
+    /// and refused while another rollout is in progress.
+    pub fn stage(
+        &self,
+        new: NewVersion<'_>,
+        stage: Stage,
+    ) -> Result<(Version, Rollout), StoreError> {
+        let new = self.owned(new);
+        let (gateway, keys) = (Arc::clone(&self.gateway), self.keys.clone());
+        self.block(async move {
+            match record(gateway, keys, new, Some(stage)).await? {
+                (version, Some(rollout)) => Ok((version, rollout)),
+                (version, None) => Err(StoreError::Corrupt {
+                    key: format!("versions/{}", version.id),
+                    detail: "recorded without its rollout".into(),
+                }),
+            }
+        })
+    }
+
     /// Writes the journal entries kept while etcd was away (on the fleet thread, when
     /// etcd answers again).
     pub async fn flush_journal(&self) -> Result<(), GatewayError> {
@@ -563,7 +666,7 @@ async fn prune_journal(gateway: &Gateway, keys: &Keys) -> Result<(), GatewayErro
 }
 
 /// Reads a JSON value evenkeel wrote at `key`.
-fn parse<T: serde::de::DeserializeOwned>(value: &[u8], key: &[u8]) -> Result<T, StoreError> {
+pub fn parse<T: serde::de::DeserializeOwned>(value: &[u8], key: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         detail: e.to_string(),
