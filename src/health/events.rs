@@ -6,11 +6,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::broadcast;
 
 /// Something that changed a backend's or a pool's state.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Written to the journal as JSON (`kind` names the variant) and read back as this
+/// same type (`crate::store::JournalEntry::event`): `report` works on these variants,
+/// never on JSON keys. Word-valued fields accept only the words evenkeel writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// Active checks found a backend healthy or unhealthy.
@@ -20,9 +24,11 @@ pub enum Event {
         /// Backend address.
         backend: String,
         /// `healthy` or `unhealthy`.
+        #[serde(deserialize_with = "health_verdict")]
         verdict: &'static str,
         /// The backend's first verdict (it was not yet probed): a first `healthy` is no
         /// recovery, and `report` does not take it for one.
+        #[serde(default)]
         first: bool,
         /// The last probe's result (`status 200`, `connection refused`, ...).
         cause: String,
@@ -72,8 +78,10 @@ pub enum Event {
         /// The version in force before.
         previous: u64,
         /// `start`, `sighup`, `api` or `rollback`.
+        #[serde(deserialize_with = "origin")]
         origin: &'static str,
         /// `applied` or `refused`.
+        #[serde(deserialize_with = "outcome")]
         outcome: &'static str,
         /// For a rollback: the version it restored.
         restores: Option<u64>,
@@ -88,6 +96,7 @@ pub enum Event {
         /// The version watched.
         version: u64,
         /// `passed` or `rolled_back`.
+        #[serde(deserialize_with = "guard_verdict")]
         verdict: &'static str,
         /// What breached (or "within thresholds").
         reason: String,
@@ -95,6 +104,7 @@ pub enum Event {
         restored: Option<u64>,
         /// Whether the change saw `guard.min_requests` requests (false: `passed` on too
         /// little traffic — not evidence enough to promote a canary).
+        #[serde(default = "judged_by_default")]
         judged: bool,
     },
     /// A staged (canary) rollout in a fleet started or ended.
@@ -102,6 +112,7 @@ pub enum Event {
         /// The version rolled out.
         version: u64,
         /// `started`, `promoted` or `rolled_back`.
+        #[serde(deserialize_with = "rollout_verdict")]
         verdict: &'static str,
         /// The canary nodes.
         canaries: Vec<String>,
@@ -180,6 +191,45 @@ impl fmt::Display for Event {
     }
 }
 
+/// Reads one of `words` (the words evenkeel writes in that field) as the `&'static
+/// str` the event holds.
+fn one_of<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    words: &'static [&'static str],
+) -> Result<&'static str, D::Error> {
+    let word = String::deserialize(deserializer)?;
+    words
+        .iter()
+        .find(|w| **w == word)
+        .copied()
+        .ok_or_else(|| serde::de::Error::unknown_variant(&word, words))
+}
+
+/// Guard verdicts journaled before `judged` existed were judged.
+fn judged_by_default() -> bool {
+    true
+}
+
+fn health_verdict<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &["healthy", "unhealthy"])
+}
+
+fn origin<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &["start", "sighup", "api", "rollback"])
+}
+
+fn outcome<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &["applied", "refused"])
+}
+
+fn guard_verdict<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &["passed", "rolled_back", "rollback_failed"])
+}
+
+fn rollout_verdict<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &["started", "promoted", "rolled_back"])
+}
+
 /// Where events are sent: logged, then broadcast to subscribers (a slow subscriber
 /// misses old events rather than slowing anyone down).
 #[derive(Debug)]
@@ -233,4 +283,95 @@ impl Events {
 /// Seconds of a duration, for events.
 pub fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event reads back as written (the journal is read as events, not JSON).
+    #[test]
+    fn every_event_reads_back_as_written() {
+        let events = [
+            Event::Health {
+                pool: "web".into(),
+                backend: "10.0.0.1:80".into(),
+                verdict: "unhealthy",
+                first: false,
+                cause: "status 500".into(),
+            },
+            Event::Ejected {
+                pool: "web".into(),
+                backend: "b".into(),
+                count: 2,
+                seconds: 60.0,
+            },
+            Event::Returned {
+                pool: "web".into(),
+                backend: "b".into(),
+            },
+            Event::Draining {
+                pool: "web".into(),
+                backend: "b".into(),
+                draining: true,
+            },
+            Event::Panic {
+                pool: "web".into(),
+                panic: true,
+                usable: 1,
+                total: 4,
+            },
+            Event::Config {
+                version: Some(3),
+                previous: 2,
+                origin: "api",
+                outcome: "applied",
+                restores: None,
+                expect_shift: true,
+                detail: "w".into(),
+            },
+            Event::Guard {
+                version: 3,
+                verdict: "rolled_back",
+                reason: "r".into(),
+                restored: Some(2),
+                judged: true,
+            },
+            Event::Alarm {
+                key: "skew/web".into(),
+                raised: true,
+                message: "m".into(),
+            },
+            Event::Failover {
+                pool: "web".into(),
+                backup: "standby".into(),
+                active: false,
+            },
+            Event::Rollout {
+                version: 4,
+                verdict: "promoted",
+                canaries: vec!["a".into()],
+                reason: "held".into(),
+            },
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).expect("JSON");
+            let back = Event::deserialize(json.clone()).expect("reads back");
+            assert_eq!(back, event, "{json}");
+        }
+    }
+
+    #[test]
+    fn unknown_words_and_old_entries() {
+        let bad = serde_json::json!({"kind": "guard", "version": 1, "verdict": "maybe", "reason": "", "restored": null});
+        assert!(
+            Event::deserialize(bad).is_err(),
+            "only the words evenkeel writes"
+        );
+        let old = serde_json::json!({"kind": "guard", "version": 1, "verdict": "passed", "reason": "", "restored": null});
+        let Ok(Event::Guard { judged, .. }) = Event::deserialize(old) else {
+            panic!("a guard verdict from before `judged`");
+        };
+        assert!(judged);
+    }
 }

@@ -18,9 +18,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::incident::{field, flag, Found};
+use super::incident::Found;
 use super::{Timed, CAUSE_LOOKBACK};
 use crate::config::{self, diff, Checked, Source};
+use crate::health::Event;
 use crate::store::{Origin, Outcome, Version};
 
 /// The probable root cause of an incident.
@@ -86,6 +87,8 @@ pub(crate) struct Lints {
 #[derive(Clone, Debug)]
 pub(crate) struct AlarmSpan {
     pub(crate) key: String,
+    /// The fleet node that raised it (`None`: one instance).
+    pub(crate) node: Option<String>,
     pub(crate) first_message: String,
     pub(crate) last_message: String,
     pub(crate) raised: SystemTime,
@@ -164,14 +167,15 @@ pub(crate) fn analyse(events: &[Timed<'_>], versions: &[Version], found: &Found<
     };
     let lints = lint_version.and_then(|v| lints(versions, v));
     let verdict = |wanted: &str| match &cause {
-        Cause::Config { version, .. } => events
-            .iter()
-            .find(|e| {
-                e.entry.kind == "guard"
-                    && field(e.entry, "verdict") == wanted
-                    && e.entry.data["version"].as_u64() == Some(*version)
-            })
-            .map(|e| field(e.entry, "reason").to_string()),
+        Cause::Config { version, .. } => events.iter().find_map(|e| match e.event {
+            Event::Guard {
+                version: judged,
+                verdict,
+                reason,
+                ..
+            } if judged == version && *verdict == wanted => Some(reason.clone()),
+            _ => None,
+        }),
         _ => None,
     };
     let cause_rolled_back = verdict("rolled_back").is_some();
@@ -204,23 +208,38 @@ pub(crate) fn analyse(events: &[Timed<'_>], versions: &[Version], found: &Found<
 fn config_changes(events: &[Timed<'_>], versions: &[Version]) -> Vec<ConfigChange> {
     let guard_made: BTreeSet<u64> = events
         .iter()
-        .filter(|e| e.entry.kind == "guard" && field(e.entry, "verdict") == "rolled_back")
-        .filter_map(|e| e.entry.data["restored"].as_u64())
+        .filter_map(|e| match e.event {
+            Event::Guard {
+                verdict: "rolled_back",
+                restored,
+                ..
+            } => *restored,
+            _ => None,
+        })
         .collect();
+    // In a fleet every node journals the version it puts in force: the first one
+    // tells when the change happened.
+    let mut seen = BTreeSet::new();
     let mut changes: Vec<ConfigChange> = events
         .iter()
-        .filter(|e| e.entry.kind == "config" && field(e.entry, "outcome") == "applied")
-        .filter_map(|e| {
-            let version = e.entry.data["version"].as_u64()?;
-            Some(ConfigChange {
+        .filter_map(|e| match e.event {
+            Event::Config {
+                version: Some(version),
+                previous,
+                origin,
+                outcome: "applied",
+                restores,
+                ..
+            } if seen.insert(*version) => Some(ConfigChange {
                 at: e.at,
-                version,
-                previous: e.entry.data["previous"].as_u64(),
-                origin: field(e.entry, "origin").to_string(),
-                restores: e.entry.data["restores"].as_u64(),
-                by_guard: guard_made.contains(&version),
+                version: *version,
+                previous: Some(*previous),
+                origin: origin.to_string(),
+                restores: *restores,
+                by_guard: guard_made.contains(version),
                 entry: Some(e.entry.id),
-            })
+            }),
+            _ => None,
         })
         .collect();
     // A start is a change only when it brought another text than the version before.
@@ -256,19 +275,25 @@ fn config_changes(events: &[Timed<'_>], versions: &[Version]) -> Vec<ConfigChang
     changes
 }
 
-/// The onset in words: "the first alarm (`key`)", "backend B of pool P turning unhealthy".
+/// The onset in words: "the first alarm (`key`)", "backend B of pool P turning unhealthy"
+/// (and on which node, in a fleet).
 pub(crate) fn onset_words(onset: &Timed<'_>) -> String {
-    let e = onset.entry;
-    let (pool, backend) = (field(e, "pool"), field(e, "backend"));
-    match e.kind.as_str() {
-        "alarm" => format!("the first alarm (`{}`)", field(e, "key")),
-        "guard" => "the guard's rollback".to_string(),
-        "health" => format!("backend {backend} of pool {pool:?} turning unhealthy"),
-        "ejected" => format!("the ejection of backend {backend} from pool {pool:?}"),
-        "panic" => format!("pool {pool:?} entering panic mode"),
-        "failover" => format!("pool {pool:?} failing over to its backup"),
+    let node = onset.on_node();
+    let words = match onset.event {
+        Event::Alarm { key, .. } => format!("the first alarm (`{key}`)"),
+        Event::Guard { .. } => "the guard's rollback".to_string(),
+        Event::Rollout { .. } => "the canary rollout's rollback".to_string(),
+        Event::Health { pool, backend, .. } => {
+            format!("backend {backend} of pool {pool:?} turning unhealthy")
+        }
+        Event::Ejected { pool, backend, .. } => {
+            format!("the ejection of backend {backend} from pool {pool:?}")
+        }
+        Event::Panic { pool, .. } => format!("pool {pool:?} entering panic mode"),
+        Event::Failover { pool, .. } => format!("pool {pool:?} failing over to its backup"),
         _ => "the first trouble".to_string(),
-    }
+    };
+    format!("{words}{node}")
 }
 
 /// `d` in words: `4 s`, `2 min 5 s`, `1 h 3 min`.
@@ -299,8 +324,12 @@ fn cause(
     let blamed = events
         .iter()
         .filter(|e| found.covers(e.entry.id))
-        .find(|e| e.entry.kind == "guard" && field(e.entry, "verdict") != "passed")
-        .and_then(|e| e.entry.data["version"].as_u64())
+        .find_map(|e| match e.event {
+            Event::Guard {
+                version, verdict, ..
+            } if *verdict != "passed" => Some(*version),
+            _ => None,
+        })
         .and_then(|v| changes.iter().rev().find(|c| c.version == v && !c.by_guard));
     let words = onset_words(&onset);
     let before =
@@ -317,12 +346,28 @@ fn cause(
             c.entry,
         )
     };
-    let e = onset.entry;
-    if e.kind == "health" || e.kind == "ejected" {
-        let (pool, backend) = (
-            field(e, "pool").to_string(),
-            field(e, "backend").to_string(),
-        );
+    let failed = match onset.event {
+        Event::Health {
+            pool,
+            backend,
+            cause,
+            ..
+        } => Some((pool, backend, format!("turned unhealthy ({cause})"))),
+        Event::Ejected {
+            pool,
+            backend,
+            count,
+            ..
+        } => Some((
+            pool,
+            backend,
+            format!("was ejected after consecutive failures (ejection {count})"),
+        )),
+        _ => None,
+    };
+    if let Some((pool, backend, what)) = failed {
+        let (pool, backend) = (pool.clone(), backend.clone());
+        let what = format!("{what}{}", onset.on_node());
         if let Some(c) = last_change {
             let touches = matches!(
                 version_diff(versions, c.previous, c.version),
@@ -336,14 +381,6 @@ fn cause(
                 return config(c, basis);
             }
         }
-        let what = if e.kind == "health" {
-            format!("turned unhealthy ({})", field(e, "cause"))
-        } else {
-            format!(
-                "was ejected after consecutive failures (ejection {})",
-                e.data["count"].as_u64().unwrap_or(1)
-            )
-        };
         let mut basis = "the incident starts with this failure".to_string();
         match last_change {
             Some(c) => basis.push_str(&format!(
@@ -364,7 +401,7 @@ fn cause(
                 at: onset.at,
                 basis,
             },
-            Some(e.id),
+            Some(onset.entry.id),
         );
     }
     match (blamed, last_change) {
@@ -474,10 +511,15 @@ fn resolution(
     let mut steps: Vec<Step> = Vec::new();
     for event in events.iter().filter(|e| found.covers(e.entry.id)) {
         let e = event.entry;
-        let (pool, backend) = (field(e, "pool"), field(e, "backend"));
-        let words = match e.kind.as_str() {
-            "guard" if field(e, "verdict") == "rolled_back" => {
-                let restored = e.data["restored"].as_u64();
+        let node = event.on_node();
+        let words = match event.event {
+            Event::Guard {
+                version,
+                verdict: "rolled_back",
+                reason,
+                restored,
+                ..
+            } => {
                 let old = restored
                     .and_then(|r| changes.iter().find(|c| c.version == r))
                     .and_then(|c| c.restores);
@@ -486,18 +528,29 @@ fn resolution(
                     (Some(r), None) => format!(" (now version {r})"),
                     _ => String::new(),
                 };
-                format!(
-                    "the guard rolled config version {} back{restoring}: {}",
-                    e.data["version"],
-                    field(e, "reason")
-                )
+                format!("the guard{node} rolled config version {version} back{restoring}: {reason}")
             }
-            "guard" if field(e, "verdict") != "passed" => format!(
-                "the guard could not roll config version {} back ({}): it stays in force",
-                e.data["version"],
-                field(e, "reason")
+            Event::Guard {
+                version,
+                verdict,
+                reason,
+                ..
+            } if *verdict != "passed" => format!(
+                "the guard{node} could not roll config version {version} back ({reason}): it stays in force"
             ),
-            "config" if field(e, "outcome") == "applied" && e.id != found.onset.entry.id => {
+            Event::Rollout {
+                version,
+                verdict: "rolled_back",
+                canaries,
+                reason,
+            } => format!(
+                "the canary rollout of config version {version} was rolled back on {} and never reached the other nodes: {reason}",
+                canaries.join(", ")
+            ),
+            Event::Config {
+                outcome: "applied",
+                ..
+            } if e.id != found.onset.entry.id => {
                 let Some(change) = changes.iter().find(|c| c.entry == Some(e.id)) else {
                     continue;
                 };
@@ -519,19 +572,32 @@ fn resolution(
                     },
                 }
             }
-            "health" if field(e, "verdict") == "healthy" => format!(
-                "backend {backend} of pool {pool:?} is healthy again ({})",
-                field(e, "cause")
-            ),
-            "returned" => format!("backend {backend} of pool {pool:?} returned from ejection"),
-            "draining" if flag(e, "draining") => {
-                format!("backend {backend} of pool {pool:?} was drained")
+            Event::Health {
+                pool,
+                backend,
+                verdict: "healthy",
+                cause,
+                ..
+            } => format!("backend {backend} of pool {pool:?} is healthy again{node} ({cause})"),
+            Event::Returned { pool, backend } => {
+                format!("backend {backend} of pool {pool:?} returned from ejection{node}")
             }
-            "draining" => format!("backend {backend} of pool {pool:?} was enabled again"),
-            "panic" if !flag(e, "panic") => format!("pool {pool:?} left panic mode"),
-            "failover" if !flag(e, "active") => {
-                format!("traffic of pool {pool:?} returned from its backup")
+            Event::Draining {
+                pool,
+                backend,
+                draining: true,
+            } => format!("backend {backend} of pool {pool:?} was drained{node}"),
+            Event::Draining { pool, backend, .. } => {
+                format!("backend {backend} of pool {pool:?} was enabled again{node}")
             }
+            Event::Panic {
+                pool, panic: false, ..
+            } => format!("pool {pool:?} left panic mode{node}"),
+            Event::Failover {
+                pool,
+                active: false,
+                ..
+            } => format!("traffic of pool {pool:?} returned from its backup{node}"),
             _ => continue,
         };
         steps.push(Step {
@@ -542,10 +608,10 @@ fn resolution(
         });
     }
     if let Some(end) = found.end {
-        let last = match end.entry.kind.as_str() {
-            "alarm" => format!(
-                "the last alarm cleared (`{}`): no trouble holds any more",
-                field(end.entry, "key")
+        let last = match end.event {
+            Event::Alarm { key, .. } => format!(
+                "the last alarm cleared (`{key}`{}): no trouble holds any more",
+                end.on_node()
             ),
             _ => "no trouble holds any more".to_string(),
         };
@@ -573,25 +639,29 @@ fn impact(
     let mut pools: Vec<String> = Vec::new();
     let mut failures: Vec<(String, String)> = Vec::new();
     for event in events.iter().filter(|e| found.covers(e.entry.id)) {
-        let e = event.entry;
-        let (pool, backend) = (field(e, "pool"), field(e, "backend"));
-        match e.kind.as_str() {
-            "alarm" => {
-                let key = field(e, "key");
-                let message = field(e, "message").to_string();
-                let raised = flag(e, "raised");
-                match alarms.iter_mut().find(|a| a.key == key) {
+        let node = event.on_node();
+        match event.event {
+            Event::Alarm {
+                key,
+                raised,
+                message,
+            } => {
+                // Per node in a fleet: each node raises and clears its own.
+                let from = event.entry.node.clone();
+                let message = message.clone();
+                match alarms.iter_mut().find(|a| a.key == *key && a.node == from) {
                     Some(alarm) => {
                         alarm.last_message = message;
-                        if raised {
+                        if *raised {
                             alarm.times += 1;
                             alarm.cleared = None;
                         } else {
                             alarm.cleared = Some(event.at);
                         }
                     }
-                    None if raised => alarms.push(AlarmSpan {
-                        key: key.to_string(),
+                    None if *raised => alarms.push(AlarmSpan {
+                        key: key.clone(),
+                        node: from.clone(),
                         first_message: message.clone(),
                         last_message: message,
                         raised: event.at,
@@ -602,45 +672,60 @@ fn impact(
                 }
                 if let Some(p) = alarms
                     .iter()
-                    .find(|a| a.key == key)
+                    .find(|a| a.key == *key && a.node == from)
                     .and_then(AlarmSpan::pool)
                 {
                     note_pool(p, &mut pools);
                 }
             }
-            "health" if field(e, "verdict") == "unhealthy" => {
+            Event::Health {
+                pool,
+                backend,
+                verdict: "unhealthy",
+                cause,
+                ..
+            } => {
                 note_pool(pool, &mut pools);
                 failures.push((
                     pool.to_string(),
-                    format!("backend {backend} turned unhealthy ({})", field(e, "cause")),
+                    format!("backend {backend} turned unhealthy{node} ({cause})"),
                 ));
             }
-            "ejected" => {
+            Event::Ejected {
+                pool,
+                backend,
+                count,
+                seconds,
+            } => {
                 note_pool(pool, &mut pools);
                 failures.push((
                     pool.to_string(),
                     format!(
-                        "backend {backend} was ejected for {} s (ejection {})",
-                        e.data["seconds"].as_f64().unwrap_or(0.0),
-                        e.data["count"].as_u64().unwrap_or(1)
+                        "backend {backend} was ejected{node} for {seconds} s (ejection {count})"
                     ),
                 ));
             }
-            "panic" if flag(e, "panic") => {
+            Event::Panic {
+                pool,
+                panic: true,
+                usable,
+                total,
+            } => {
                 note_pool(pool, &mut pools);
                 failures.push((
                     pool.to_string(),
-                    format!(
-                        "entered panic mode ({} of {} backends usable)",
-                        e.data["usable"], e.data["total"]
-                    ),
+                    format!("entered panic mode{node} ({usable} of {total} backends usable)"),
                 ));
             }
-            "failover" if flag(e, "active") => {
+            Event::Failover {
+                pool,
+                backup,
+                active: true,
+            } => {
                 note_pool(pool, &mut pools);
                 failures.push((
                     pool.to_string(),
-                    format!("failed over to pool {:?}", field(e, "backup")),
+                    format!("failed over to pool {backup:?}{node}"),
                 ));
             }
             _ => {}
@@ -666,6 +751,7 @@ mod tests {
     fn only_pool_alarms_name_a_pool() {
         let span = |key: &str| AlarmSpan {
             key: key.to_string(),
+            node: None,
             first_message: String::new(),
             last_message: String::new(),
             raised: SystemTime::UNIX_EPOCH,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use super::{NoIncident, Timed, LEAD_IN, LEAD_OUT, QUIET};
-use crate::store::JournalEntry;
+use crate::health::Event;
 
 /// What an event does to the trouble that holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,54 +20,46 @@ pub(crate) enum Effect {
     Nothing,
 }
 
-/// A string field of an entry's event, or `""`.
-pub(crate) fn field<'a>(entry: &'a JournalEntry, name: &str) -> &'a str {
-    entry.data[name].as_str().unwrap_or("")
-}
-
-/// A boolean field of an entry's event (`false` when absent).
-pub(crate) fn flag(entry: &JournalEntry, name: &str) -> bool {
-    entry.data[name].as_bool().unwrap_or(false)
-}
-
-/// What `entry` does to the trouble that holds.
-pub(crate) fn effect(entry: &JournalEntry) -> Effect {
-    let subject = || format!("{}/{}", field(entry, "pool"), field(entry, "backend"));
-    match entry.kind.as_str() {
-        "alarm" => {
-            let key = format!("alarm {}", field(entry, "key"));
-            if flag(entry, "raised") {
-                Effect::Starts(key)
-            } else {
-                Effect::Ends(key)
-            }
+/// What `event` does to the trouble that holds.
+pub(crate) fn effect(event: &Timed<'_>) -> Effect {
+    let node = event.node_key();
+    let subject = |pool: &str, backend: &str| format!("{node}{pool}/{backend}");
+    let starts_or_ends = |starts: bool, key: String| {
+        if starts {
+            Effect::Starts(key)
+        } else {
+            Effect::Ends(key)
         }
-        "health" => match field(entry, "verdict") {
-            "unhealthy" => Effect::Starts(format!("unhealthy {}", subject())),
+    };
+    match event.event {
+        Event::Alarm { key, raised, .. } => starts_or_ends(*raised, format!("alarm {node}{key}")),
+        Event::Health {
+            pool,
+            backend,
+            verdict,
+            first,
+            ..
+        } => match *verdict {
+            "unhealthy" => Effect::Starts(format!("unhealthy {}", subject(pool, backend))),
             // A backend's first verdict after start is no recovery.
-            "healthy" if flag(entry, "first") => Effect::Nothing,
-            "healthy" => Effect::Ends(format!("unhealthy {}", subject())),
-            _ => Effect::Nothing,
+            "healthy" if *first => Effect::Nothing,
+            _ => Effect::Ends(format!("unhealthy {}", subject(pool, backend))),
         },
-        "ejected" => Effect::Starts(format!("ejected {}", subject())),
-        "returned" => Effect::Ends(format!("ejected {}", subject())),
-        "panic" => {
-            let key = format!("panic {}", field(entry, "pool"));
-            if flag(entry, "panic") {
-                Effect::Starts(key)
-            } else {
-                Effect::Ends(key)
-            }
+        Event::Ejected { pool, backend, .. } => {
+            Effect::Starts(format!("ejected {}", subject(pool, backend)))
         }
-        "failover" => {
-            let key = format!("failover {}", field(entry, "pool"));
-            if flag(entry, "active") {
-                Effect::Starts(key)
-            } else {
-                Effect::Ends(key)
-            }
+        Event::Returned { pool, backend } => {
+            Effect::Ends(format!("ejected {}", subject(pool, backend)))
         }
-        "guard" if field(entry, "verdict") != "passed" => Effect::Moment,
+        Event::Panic { pool, panic, .. } => starts_or_ends(*panic, format!("panic {node}{pool}")),
+        Event::Failover { pool, active, .. } => {
+            starts_or_ends(*active, format!("failover {node}{pool}"))
+        }
+        Event::Guard { verdict, .. } if *verdict != "passed" => Effect::Moment,
+        Event::Rollout {
+            verdict: "rolled_back",
+            ..
+        } => Effect::Moment,
         _ => Effect::Nothing,
     }
 }
@@ -85,7 +77,7 @@ fn episodes(events: &[Timed<'_>]) -> (Vec<Episode>, BTreeSet<String>) {
     let mut holding = BTreeSet::new();
     let mut found: Vec<Episode> = Vec::new();
     for (i, event) in events.iter().enumerate() {
-        match effect(event.entry) {
+        match effect(event) {
             effect @ (Effect::Starts(_) | Effect::Moment) => {
                 let open = found.last().is_some_and(|e| e.end.is_none());
                 if !open {
@@ -148,9 +140,7 @@ impl Found<'_> {
 
 /// Why `events`, with no trouble starting among them, hold no incident.
 fn nothing_in(events: &[Timed<'_>]) -> NoIncident {
-    let ends = events
-        .iter()
-        .any(|e| matches!(effect(e.entry), Effect::Ends(_)));
+    let ends = events.iter().any(|e| matches!(effect(e), Effect::Ends(_)));
     if ends {
         NoIncident::BeganBefore {
             events: events.len(),

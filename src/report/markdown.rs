@@ -178,27 +178,28 @@ fn impact(out: &mut String, analysis: &Analysis) {
         for (_, failure) in analysis.failures.iter().filter(|(p, _)| p == pool) {
             let _ = writeln!(out, "    - {failure}");
         }
-        match alarms.iter().find(|a| a.kind() == "error_rate") {
-            Some(alarm) => {
-                let _ = writeln!(
-                    out,
-                    "    - failed requests (answered with a 5xx): {}",
-                    alarm_words(alarm)
-                );
-            }
-            None => {
-                let line = analysis
-                    .max_error_rate
-                    .map_or("guard.max_error_rate".to_string(), |r| {
-                        format!("{:.1}% (guard.max_error_rate)", r * 100.0)
-                    });
-                let _ = writeln!(
-                    out,
-                    "    - failed requests (answered with a 5xx): at most {line} of requests in \
-                     every 10-second window with at least 20 requests *(inferred: no `error_rate` \
-                     alarm was raised for this pool)*"
-                );
-            }
+        // One error_rate alarm per node that raised it (one, for one instance).
+        let error_rates: Vec<&&AlarmSpan> =
+            alarms.iter().filter(|a| a.kind() == "error_rate").collect();
+        for alarm in &error_rates {
+            let _ = writeln!(
+                out,
+                "    - failed requests (answered with a 5xx): {}",
+                alarm_words(alarm)
+            );
+        }
+        if error_rates.is_empty() {
+            let line = analysis
+                .max_error_rate
+                .map_or("guard.max_error_rate".to_string(), |r| {
+                    format!("{:.1}% (guard.max_error_rate)", r * 100.0)
+                });
+            let _ = writeln!(
+                out,
+                "    - failed requests (answered with a 5xx): at most {line} of requests in \
+                 every 10-second window with at least 20 requests *(inferred: no `error_rate` \
+                 alarm was raised for this pool)*"
+            );
         }
     }
     for alarm in analysis.alarms.iter().filter(|a| a.pool().is_none()) {
@@ -211,7 +212,11 @@ fn impact(out: &mut String, analysis: &Analysis) {
 
 /// An alarm with what it quoted, when raised and cleared.
 fn alarm_words(alarm: &AlarmSpan) -> String {
-    let mut words = format!("alarm `{}`: {}", alarm.key, alarm.first_message);
+    let on = alarm
+        .node
+        .as_deref()
+        .map_or(String::new(), |n| format!(" on node {n}"));
+    let mut words = format!("alarm `{}`{on}: {}", alarm.key, alarm.first_message);
     let mut when = format!("raised {}", clock(alarm.raised));
     if alarm.times > 1 {
         when.push_str(&format!(", {} times in all", alarm.times));
@@ -264,7 +269,11 @@ fn timeline(out: &mut String, events: &[Timed<'_>], found: &Found<'_>, analysis:
             (e.at >= found.from && e.at <= found.to) || Some(e.entry.id) == analysis.cause_entry
         })
         .map(|e| {
-            let mut line = e.entry.message.clone();
+            // Told from the event itself; in a fleet, prefixed with the node.
+            let mut line = match &e.entry.node {
+                Some(node) => format!("[{node}] {}", e.event),
+                None => e.event.to_string(),
+            };
             let mut marks = Vec::new();
             if Some(e.entry.id) == analysis.cause_entry {
                 marks.push("probable root cause");

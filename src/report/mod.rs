@@ -127,19 +127,48 @@ pub enum NoIncident {
     },
 }
 
-/// A journal entry with its time parsed.
+/// A journal entry with its time and its event read back.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timed<'a> {
     pub(crate) entry: &'a JournalEntry,
     pub(crate) at: SystemTime,
+    pub(crate) event: &'a crate::health::Event,
+}
+
+impl Timed<'_> {
+    /// `"N/"` for an entry fleet node N wrote, else `""`: what is about one node (its
+    /// alarms, its view of a backend) is paired per node.
+    pub(crate) fn node_key(&self) -> String {
+        self.entry
+            .node
+            .as_deref()
+            .map_or(String::new(), |n| format!("{n}/"))
+    }
+
+    /// `" on node N"` for an entry fleet node N wrote, else `""`.
+    pub(crate) fn on_node(&self) -> String {
+        self.entry
+            .node
+            .as_deref()
+            .map_or(String::new(), |n| format!(" on node {n}"))
+    }
 }
 
 /// Drafts the report on the incident `input.scope` selects.
 pub fn draft(input: &Input<'_>) -> Result<Report, NoIncident> {
-    let timed: Vec<Timed<'_>> = input
+    // An entry of a kind a newer evenkeel wrote is left out.
+    let read: Vec<(&JournalEntry, SystemTime, crate::health::Event)> = input
         .entries
         .iter()
-        .filter_map(|entry| parse_time(&entry.time).map(|at| Timed { entry, at }))
+        .filter_map(|entry| Some((entry, parse_time(&entry.time)?, entry.event()?)))
+        .collect();
+    let timed: Vec<Timed<'_>> = read
+        .iter()
+        .map(|(entry, at, event)| Timed {
+            entry,
+            at: *at,
+            event,
+        })
         .collect();
     let found = match input.scope {
         Scope::MostRecent => incident::most_recent(&timed, input.now)?,

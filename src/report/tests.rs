@@ -637,3 +637,51 @@ fn a_backends_first_healthy_verdict_is_no_recovery() {
     let none = draft_of(&journal, &history, since_start, at(200)).err();
     assert_eq!(none, Some(NoIncident::Quiet { events: 2 }));
 }
+
+/// In a fleet the journal is shared: each node's alarms start and end trouble for that
+/// node only (node b clearing its own alarm does not end node a's), the timeline says
+/// which node wrote what, and a version every node put in force is one change.
+#[test]
+fn a_fleet_journal_is_read_per_node() {
+    let on = |node: &str, mut entry: JournalEntry| {
+        entry.node = Some(node.to_string());
+        entry
+    };
+    let error_rate = "pool \"web\" fails 40.0% of requests";
+    let journal = vec![
+        on("a", entry(1, 3600, 2, applied(2, 1, "api", None))),
+        on("b", entry(2, 3600, 2, applied(2, 1, "api", None))),
+        on(
+            "a",
+            entry(3, 3602, 2, alarm("error_rate/web", true, error_rate)),
+        ),
+        on(
+            "b",
+            entry(4, 3603, 2, alarm("error_rate/web", true, error_rate)),
+        ),
+        on(
+            "b",
+            entry(5, 3610, 2, alarm("error_rate/web", false, error_rate)),
+        ),
+        on(
+            "a",
+            entry(6, 3640, 2, alarm("error_rate/web", false, error_rate)),
+        ),
+    ];
+    let history = history();
+    let report = draft_of(&journal, &history, Scope::MostRecent, at(3700)).expect("an incident");
+    assert_eq!(
+        report.end,
+        Some(at(3640)),
+        "ends when node a's alarm clears, not b's"
+    );
+    let md = &report.markdown;
+    assert!(md.contains("[a] ALARM raised [error_rate/web]"), "{md}");
+    assert!(md.contains("alarm `error_rate/web` on node a"), "{md}");
+    assert!(md.contains("alarm `error_rate/web` on node b"), "{md}");
+    let applied_twice = md.matches("config version 2 was applied").count();
+    assert!(
+        applied_twice <= 1,
+        "one change, however many nodes took it:\n{md}"
+    );
+}

@@ -259,6 +259,15 @@ pub struct JournalEntry {
     pub node: Option<String>,
 }
 
+impl JournalEntry {
+    /// The event, read back from its fields; `None` for an entry this version of
+    /// evenkeel cannot read (a kind from a newer one).
+    pub fn event(&self) -> Option<crate::health::Event> {
+        // An owned `Value` deserializes for any lifetime, the event's words included.
+        <crate::health::Event as Deserialize>::deserialize(self.data.clone()).ok()
+    }
+}
+
 /// A config the guard rolled back: applying the same text again needs `force`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
