@@ -106,6 +106,8 @@ pub struct Applier {
     local: Option<config::NodeLocal>,
     /// In a fleet: this node's view of it.
     fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
+    /// In a fleet: the SHA-256 of the node's file as last read (at start, at SIGHUP).
+    file_read: Mutex<Option<String>>,
 }
 
 /// How many configs were applied and refused, by origin, and how many the guard rolled
@@ -195,6 +197,7 @@ impl Applier {
             counts,
             local: None,
             fleet: Default::default(),
+            file_read: Mutex::new(None),
         })
     }
 
@@ -219,6 +222,7 @@ impl Applier {
             counts,
             local: Some(local),
             fleet: Default::default(),
+            file_read: Mutex::new(None),
         }
     }
 
@@ -469,6 +473,18 @@ impl Applier {
     /// Whether this node is part of a fleet.
     pub fn in_fleet(&self) -> bool {
         self.local.is_some()
+    }
+
+    /// Whether the node's file, read again as `text`, differs from when this node last
+    /// read it (and remembers it). Always true for one instance: there, a reload of
+    /// the file is the way to apply it.
+    pub fn file_changed(&self, text: &str) -> bool {
+        if !self.in_fleet() {
+            return true;
+        }
+        let sha = store::sha256(text);
+        let mut read = self.file_read.lock().unwrap_or_else(|e| e.into_inner());
+        read.replace(sha.clone()).as_deref() != Some(sha.as_str())
     }
 
     /// Sets this node's view of its fleet (once, at start).
@@ -795,6 +811,16 @@ impl Applier {
             Ok(Applied::Applied {
                 version: restored, ..
             }) => Some(restored.id),
+            Ok(Applied::Unchanged { version: now }) if self.in_fleet() => {
+                // The node serves the restored text already: another node's guard
+                // rolled the same change back first, and this node followed.
+                tracing::info!(
+                    version,
+                    now,
+                    "the guard's rollback was not needed: the fleet moved on first"
+                );
+                return;
+            }
             Ok(Applied::Unchanged { version }) => Some(version),
             Ok(Applied::Staged { .. }) => {
                 // A rollback is never staged.

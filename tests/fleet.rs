@@ -197,6 +197,11 @@ fn node_ids(status: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// `text` with the `[admin]` section [`Proxy::start_with_admin`] adds.
+fn with_admin_section(text: &str) -> String {
+    format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n")
+}
+
 /// The backend that answers `GET /` through `node`.
 fn answered_by(node: &Proxy) -> String {
     Client::connect(node.addr()).get("/").backend().to_string()
@@ -256,6 +261,22 @@ fn an_apply_on_one_node_reaches_the_whole_fleet() {
     let status = fleet_status(&first);
     assert_eq!(status["version"], 2);
     assert_eq!(node_ids(&status), ["n1", "n2", "n3"]);
+    // A reload of n1's file, untouched since it started, does not put its old text
+    // back over the fleet's; once edited, a reload applies it fleet-wide.
+    first.signal("HUP");
+    first.wait_for_log("the file has not changed since this node last read it", 1);
+    assert_eq!(version(&first), 2);
+    assert_eq!(answered_by(&first), "b");
+    let edited = node_text(&etcd, "n1", None, &fleet_text(&[&a], "# back to a\n"));
+    first.rewrite_config(&with_admin_section(&edited));
+    first.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || [&first, &second, &third]
+            .iter()
+            .all(|n| version(n) == 3)),
+        "the edited file reaches every node"
+    );
+    assert_eq!(answered_by(&third), "a");
     let (code, history) = third.admin_request("GET", "/config/history");
     assert_eq!(code, 200);
     let written_by: Vec<&str> = history["versions"]
@@ -266,7 +287,7 @@ fn an_apply_on_one_node_reaches_the_whole_fleet() {
         .collect();
     assert_eq!(
         written_by,
-        ["n1", "n2"],
+        ["n1", "n2", "n1"],
         "one history for the fleet: {history}"
     );
     // Stopped: its lease is revoked, it is gone at once.

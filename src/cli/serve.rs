@@ -246,6 +246,7 @@ impl Served {
                     joined.version,
                 );
                 applier.set_fleet(Arc::clone(&joined.fleet));
+                applier.file_changed(&joined.file_text);
                 (runtime, Arc::new(applier), Some(joined.fleet))
             }
         };
@@ -329,6 +330,8 @@ impl Served {
 /// A node joining its fleet: what it serves first, and its view of the fleet.
 struct Joined {
     fleet: Arc<crate::fleet::Fleet>,
+    /// The node's file as read at start.
+    file_text: String,
     local: config::NodeLocal,
     config: Config,
     /// The fleet version `config` is (0: the node's own file).
@@ -346,6 +349,7 @@ fn join_fleet(
 ) -> Result<Joined, Failure> {
     let store = crate::fleet::connect(etcd).map_err(|e| Failure::new(Exit::Usage, e))?;
     let fleet = crate::fleet::Fleet::new(store);
+    let file_text = file.source.text.clone();
     let local = config::NodeLocal::of(&file);
     let load = |version: &crate::store::Version| -> Result<Config, String> {
         let checked = config::check_fleet_source(
@@ -416,6 +420,7 @@ fn join_fleet(
     };
     Ok(Joined {
         fleet,
+        file_text,
         local,
         config,
         version,
@@ -524,6 +529,13 @@ fn apply_file(path: &Path, applier: &Applier) -> Option<String> {
             return Some(format!("cannot read the config: {e}"));
         }
     };
+    // In a fleet the file only says what changes: a reload (logrotate, a config
+    // management run) of a file untouched since this node last read it must not put
+    // its old text back over what the fleet applied since.
+    if !applier.file_changed(&text) {
+        tracing::info!(file = %path.display(), version = applier.current(), "reload: the file has not changed since this node last read it; the fleet's version stays");
+        return None;
+    }
     match applier.apply(
         text,
         path.to_path_buf(),
