@@ -63,6 +63,12 @@ pub enum Applied {
         /// The version this node had in force.
         seen: u64,
     },
+    /// The fleet's store could not record it (etcd unreachable or failing): nothing
+    /// changed, and the config was not judged wanting.
+    StoreUnavailable {
+        /// What failed.
+        reason: String,
+    },
     /// Staged in a fleet: the canaries serve it first; it becomes the fleet's version
     /// only if every canary's guard holds.
     Staged {
@@ -419,11 +425,17 @@ impl Applier {
                 None
             }
         };
+        self.guard_verdict(rollout.version, reason, restored);
+    }
+
+    /// Says the guard's rollback of `version`: done (`restored`: the version now in
+    /// force) or failed.
+    fn guard_verdict(&self, version: u64, reason: &str, restored: Option<u64>) {
         if restored.is_some() {
             self.counts.guard_rollbacks.fetch_add(1, Ordering::Relaxed);
         }
         self.runtime.events.emit(Event::Guard {
-            version: rollout.version,
+            version,
             verdict: if restored.is_some() {
                 "rolled_back"
             } else {
@@ -560,6 +572,14 @@ impl Applier {
             .map_or_else(|| store::sha256(&checked.source.text), Config::identity);
         let running = Arc::clone(&self.runtime.snapshot().config);
         if running.identity() == sha {
+            // A straggler (it refused the fleet's newer version) serves this text, but
+            // the fleet does not: say so rather than "unchanged".
+            if let Some(refusal) = self.fleet().and_then(|f| f.refusal()) {
+                return Applied::Conflict {
+                    in_force: refusal.version,
+                    seen: *current,
+                };
+            }
             return Applied::Unchanged { version: *current };
         }
         // A certificate that expired while in force keeps serving (with an alarm) when
@@ -680,6 +700,9 @@ impl Applier {
                 Err(StoreError::Conflict { in_force, seen }) => {
                     Applied::Conflict { in_force, seen }
                 }
+                Err(e @ StoreError::Etcd(_)) => Applied::StoreUnavailable {
+                    reason: format!("not staged: the fleet store failed ({e}); nothing changed"),
+                },
                 Err(e) => {
                     let reason = format!("not staged: {e}");
                     tracing::warn!(origin = %origin, "config refused: {reason}");
@@ -713,8 +736,8 @@ impl Applier {
                     "the fleet store could not record it ({e}); nothing changed on this node (if etcd took the write before failing, every node follows it: see `evenkeel history`)"
                 );
                 emit(None, Outcome::Refused, &reason);
-                tracing::error!(origin = %origin, "config refused: {reason}");
-                refused(Some(reason), None)
+                tracing::error!(origin = %origin, "config not applied: {reason}");
+                Applied::StoreUnavailable { reason }
             }
             Err(e) => {
                 // One node: in force but not recorded — say so loudly; the version
@@ -845,25 +868,20 @@ impl Applier {
                 tracing::error!(version, previous, reason = ?why, "ALARM: the guard could not roll back");
                 None
             }
+            Ok(Applied::StoreUnavailable { reason: why }) => {
+                tracing::error!(
+                    version,
+                    previous,
+                    "ALARM: the guard could not roll back: {why}"
+                );
+                None
+            }
             Err(e) => {
                 tracing::error!(version, previous, error = %e, "ALARM: the guard could not roll back");
                 None
             }
         };
-        if restored.is_some() {
-            self.counts.guard_rollbacks.fetch_add(1, Ordering::Relaxed);
-        }
-        self.runtime.events.emit(Event::Guard {
-            version,
-            verdict: if restored.is_some() {
-                "rolled_back"
-            } else {
-                "rollback_failed"
-            },
-            reason: reason.to_string(),
-            restored,
-            judged: true,
-        });
+        self.guard_verdict(version, reason, restored);
     }
 }
 

@@ -405,18 +405,19 @@ fn with_etcd_down_the_fleet_keeps_serving_and_catches_up() {
             .all(|n| alarms(n).contains(&"store_unreachable".to_string()))),
         "both nodes raise store_unreachable"
     );
+    // Not the config's fault: a runtime failure (exit 3), and nothing changed.
     let refused = apply(&first, &fleet_text(&[&b], ""));
     assert_eq!(
         refused.code,
-        Some(1),
+        Some(3),
         "{}{}",
         refused.stdout,
         refused.stderr
     );
     assert!(
-        refused.stdout.contains("fleet store could not record it"),
+        refused.stderr.contains("fleet store could not record it"),
         "{}",
-        refused.stdout
+        refused.stderr
     );
     // Restarted while etcd is away, with a file that says b: it serves version 1 (a),
     // the fleet version it kept.
@@ -728,4 +729,68 @@ fn a_canary_without_evidence_or_gone_fails_the_rollout() {
     );
     assert_eq!(status["version"], 1);
     assert_eq!(version(&nodes[2]), 1);
+}
+
+/// `POST path` with a JSON `body` to etcd's gateway; the answer's text.
+fn etcd_post(etcd: &Etcd, path: &str, body: &str) -> String {
+    let addr: SocketAddr = format!("127.0.0.1:{}", etcd.client).parse().expect("addr");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: etcd\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_exchange(addr, request.as_bytes()).text
+}
+
+/// With etcd's authentication on, a node logs in with `[store] user` and
+/// `password_file`; a wrong password stops `serve` at start (exit 3) with what etcd
+/// said, rather than serving on its own.
+#[test]
+fn a_node_logs_in_to_etcd_and_a_wrong_password_stops_it() {
+    let etcd = Etcd::start();
+    for (path, body) in [
+        (
+            "/v3/auth/user/add",
+            r#"{"name": "root", "password": "fleet-secret"}"#,
+        ),
+        ("/v3/auth/user/grant", r#"{"user": "root", "role": "root"}"#),
+        ("/v3/auth/enable", "{}"),
+    ] {
+        let answer = etcd_post(&etcd, path, body);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    }
+    let backend = Backend::start("a");
+    let with_user = |password: &str| {
+        let dir = Dir::new();
+        let file = dir.write("etcd.password", &format!("{password}\n"));
+        let text = node_text(&etcd, "n1", None, &fleet_text(&[&backend], "")).replace(
+            "node = \"n1\"\n",
+            &format!(
+                "node = \"n1\"\nuser = \"root\"\npassword_file = \"{}\"\n",
+                file.display()
+            ),
+        );
+        (dir, text)
+    };
+    let (_dir, text) = with_user("fleet-secret");
+    let node = Proxy::start_with_admin(&text, 1);
+    assert!(
+        eventually(Duration::from_secs(5), || version(&node) == 1),
+        "seeded through an authenticated session: {}",
+        node.stderr()
+    );
+    assert_eq!(fleet_status(&node)["nodes"][0]["node"], "n1");
+    let (_wrong_dir, wrong) = with_user("not-the-password");
+    let wrong_file = Dir::new();
+    let path = wrong_file.write("evenkeel.toml", &wrong);
+    let out = crate::util::run_bounded(
+        &["serve", "-c", &path.to_string_lossy()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(3), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("etcd refused this node's credentials")
+            && out.stderr.contains("invalid user ID or password"),
+        "{}",
+        out.stderr
+    );
 }

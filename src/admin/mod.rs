@@ -399,6 +399,10 @@ fn applied(applier: &Applier, outcome: Applied) -> Response<Full<Bytes>> {
             StatusCode::OK,
             serde_json::json!({ "result": "unchanged", "version": version }),
         ),
+        Applied::StoreUnavailable { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "result": "unavailable", "error": reason }),
+        ),
         Applied::Staged { version, rollout } => (
             StatusCode::OK,
             serde_json::json!({

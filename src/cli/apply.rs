@@ -115,6 +115,15 @@ pub fn run(args: &Args) -> CommandResult {
             );
             Ok(Exit::Success)
         }
+        (503, _) => Err(Failure::new(
+            Exit::Runtime,
+            anyhow::anyhow!(
+                "not applied {file}: {}",
+                answer.json["error"]
+                    .as_str()
+                    .unwrap_or("the fleet store is unavailable")
+            ),
+        )),
         (409, _) => {
             println!(
                 "not applied {file}: {}",

@@ -399,6 +399,19 @@ fn join_fleet(
                 None
             }
         },
+        // etcd answered, and refused this node's credentials: a mistake in [store],
+        // not an outage to ride out.
+        Err(crate::store::StoreError::Etcd(
+            e @ crate::store::etcd::gateway::GatewayError::Refused { .. },
+        )) if matches!(&e, crate::store::etcd::gateway::GatewayError::Refused { path, .. } if path == crate::store::etcd::gateway::AUTHENTICATE) =>
+        {
+            return Err(Failure::new(
+                Exit::Runtime,
+                anyhow::anyhow!(
+                    "etcd refused this node's credentials ([store] user and password_file): {e}"
+                ),
+            ));
+        }
         Err(e) => {
             fleet.failed(&e.to_string());
             None
@@ -551,6 +564,10 @@ fn apply_file(path: &Path, applier: &Applier) -> Option<String> {
         Applied::Unchanged { version } => {
             tracing::info!(file = %path.display(), version, "reload: the file is the config in force already");
             None
+        }
+        Applied::StoreUnavailable { reason } => {
+            tracing::error!(file = %path.display(), "reload not applied; the running config stays. {reason}");
+            Some(reason)
         }
         Applied::Staged { version, .. } => {
             // A reload is never staged.

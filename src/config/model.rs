@@ -87,8 +87,16 @@ impl Config {
     /// unchanged TOML are a new version (hex; equal to the text's SHA-256 when the
     /// config names no such files, so histories from before TLS keep their values).
     pub fn identity(&self) -> String {
+        // In a fleet, what a version is does not depend on which node's file (with its
+        // own [admin], [store] and state_dir) it came through.
+        let text = match self.store {
+            super::store::StoreKind::Etcd(_) => super::store::shared_part(&self.source.text),
+            super::store::StoreKind::Sqlite => {
+                std::borrow::Cow::Borrowed(self.source.text.as_str())
+            }
+        };
         identity(
-            &self.source.text,
+            &text,
             self.certificates()
                 .map(|(_, c)| c.files_sha256.as_str())
                 .chain(self.backend_cas().map(|(_, ca)| ca.sha256.as_str())),

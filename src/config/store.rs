@@ -138,6 +138,22 @@ pub fn default_node() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
+/// The part of a config text a fleet shares, in a canonical form: the TOML with the
+/// node-local `[admin]`, `[store]` and `state_dir` taken out (comments and layout
+/// dropped). The text itself when it is not valid TOML.
+pub fn shared_part(text: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    for local in ["admin", "store", "state_dir"] {
+        table.remove(local);
+    }
+    match toml::to_string(&table) {
+        Ok(shared) => std::borrow::Cow::Owned(shared),
+        Err(_) => std::borrow::Cow::Borrowed(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +187,15 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_shared_part_leaves_out_what_is_each_nodes_own() {
+        let a = "state_dir = \"/a\"\n[admin]\nlisten = \"127.0.0.1:9901\"\n[[listener]]\nname = \"p\" # public\n[store]\nnode = \"a\"\n";
+        let b = "[[listener]]\nname = \"p\"\n[admin]\nlisten = \"127.0.0.1:9902\"\n[store]\nnode = \"b\"\n";
+        assert_eq!(shared_part(a), shared_part(b));
+        assert_ne!(shared_part(a), shared_part("[[listener]]\nname = \"q\"\n"));
+        assert_eq!(shared_part("not = toml = at all"), "not = toml = at all");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::etcd::gateway::{self, Compare, Operation, RangeOptions};
+use crate::store::etcd::gateway::{Compare, Operation, RangeOptions};
 use crate::store::etcd::{self as etcd, EtcdStore};
 use crate::store::{Rejection, StoreError};
 
@@ -242,11 +242,7 @@ pub async fn verdicts(store: &EtcdStore) -> Result<Vec<(String, Verdict)>, Store
     let prefix = store.keys().verdicts();
     let range = store
         .gateway()
-        .range(
-            &prefix,
-            Some(&gateway::prefix_end(&prefix)),
-            RangeOptions::default(),
-        )
+        .range_prefix(&prefix, RangeOptions::default())
         .await?;
     range
         .kvs
@@ -275,10 +271,7 @@ pub async fn live_nodes(store: &EtcdStore) -> Result<Vec<String>, StoreError> {
         keys_only: true,
         ..RangeOptions::default()
     };
-    let range = store
-        .gateway()
-        .range(&prefix, Some(&gateway::prefix_end(&prefix)), options)
-        .await?;
+    let range = store.gateway().range_prefix(&prefix, options).await?;
     Ok(range
         .kvs
         .iter()

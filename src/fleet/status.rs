@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fleet, Refusal};
 use crate::apply::Applier;
 use crate::monitor::Monitor;
-use crate::store::etcd::gateway::{self, RangeOptions};
+use crate::store::etcd::gateway::RangeOptions;
 use crate::store::etcd::EtcdStore;
 use crate::store::StoreError;
 
@@ -43,12 +43,10 @@ impl NodeReport {
             .iter()
             .map(|a| a.subject.key.clone())
             .collect();
-        if fleet.unreachable().is_some() {
-            alarms.push(
-                crate::monitor::alarms::Kind::StoreUnreachable
-                    .name()
-                    .to_string(),
-            );
+        let store_alarm = crate::monitor::alarms::Kind::StoreUnreachable.name();
+        // The monitor raises it a tick later: said at once, and once.
+        if fleet.unreachable().is_some() && !alarms.iter().any(|a| a == store_alarm) {
+            alarms.push(store_alarm.to_string());
         }
         NodeReport {
             node: fleet.store().node().to_string(),
@@ -91,11 +89,7 @@ pub async fn read(store: &EtcdStore) -> Result<FleetStatus, StoreError> {
     let in_force = EtcdStore::in_force(gateway, keys).await?;
     let prefix = keys.nodes();
     let range = gateway
-        .range(
-            &prefix,
-            Some(&gateway::prefix_end(&prefix)),
-            RangeOptions::default(),
-        )
+        .range_prefix(&prefix, RangeOptions::default())
         .await?;
     let mut nodes = Vec::new();
     for kv in &range.kvs {

@@ -31,6 +31,8 @@ use serde_json::{json, Value};
 
 use crate::config::store::Endpoint;
 
+/// The call that logs in (its refusal is a wrong user or password).
+pub const AUTHENTICATE: &str = "/v3/auth/authenticate";
 /// How long one call may take (connect, send, answer), per endpoint tried.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest answer read from a call (a range of versions is the biggest).
@@ -234,6 +236,15 @@ impl Gateway {
         range_of(&answer, "/v3/kv/range")
     }
 
+    /// Reads every key starting with `prefix`.
+    pub async fn range_prefix(
+        &self,
+        prefix: &[u8],
+        options: RangeOptions,
+    ) -> Result<Range, GatewayError> {
+        self.range(prefix, Some(&prefix_end(prefix)), options).await
+    }
+
     /// Writes `key` (attached to `lease` when not 0); the revision of the write.
     pub async fn put(&self, key: &[u8], value: &[u8], lease: i64) -> Result<i64, GatewayError> {
         let mut body = json!({ "key": BASE64.encode(key), "value": BASE64.encode(value) });
@@ -365,8 +376,12 @@ impl Gateway {
                     GatewayError::Unreachable(format!("{path}: no answer within {CALL_TIMEOUT:?}"))
                 })?
                 .map_err(|e| GatewayError::Unreachable(format!("{path}: {e}")))?;
-            let answer: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| malformed(path, &format!("not JSON ({e})")))?;
+            let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                // etcd answers some refusals in plain text (a client certificate with a
+                // Common Name under auth, ...): say what it said.
+                let said = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+                malformed(path, &format!("status {status}, not JSON ({e}): {said:?}"))
+            })?;
             if status.is_success() && answer.get("error").is_none() {
                 return Ok(answer);
             }
@@ -396,7 +411,7 @@ impl Gateway {
         path: &str,
         body: &Value,
     ) -> Result<hyper::Response<Incoming>, GatewayError> {
-        let token = if path == "/v3/auth/authenticate" {
+        let token = if path == AUTHENTICATE {
             None
         } else {
             self.token().await?
@@ -471,7 +486,7 @@ impl Gateway {
         if let Some(token) = self.token.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(Some(token));
         }
-        let path = "/v3/auth/authenticate";
+        let path = AUTHENTICATE;
         let answer =
             Box::pin(self.call(path, &json!({ "name": user, "password": password }))).await?;
         let token = answer["token"]

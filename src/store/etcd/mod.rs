@@ -418,11 +418,7 @@ impl Store for EtcdStore {
         self.block(async move {
             let prefix = keys.versions();
             let range = gateway
-                .range(
-                    &prefix,
-                    Some(&gateway::prefix_end(&prefix)),
-                    RangeOptions::default(),
-                )
+                .range_prefix(&prefix, RangeOptions::default())
                 .await?;
             range
                 .kvs
