@@ -105,6 +105,8 @@ pub struct Applier {
     current: Mutex<u64>,
     /// The same number, for readers that must not wait for an apply.
     in_force: AtomicU64,
+    /// In a fleet: the version kept in `state_dir` (0: none yet).
+    kept: AtomicU64,
     /// Applies and refusals so far, and the guard's rollbacks.
     counts: ApplyCounts,
     /// In a fleet: this node's own `[admin]`, `[store]` and `state_dir`, which replace
@@ -200,6 +202,7 @@ impl Applier {
             config_path,
             current: Mutex::new(version.id),
             in_force: AtomicU64::new(version.id),
+            kept: AtomicU64::new(0),
             counts,
             local: None,
             fleet: Default::default(),
@@ -225,6 +228,7 @@ impl Applier {
             config_path,
             current: Mutex::new(version),
             in_force: AtomicU64::new(version),
+            kept: AtomicU64::new(0),
             counts,
             local: Some(local),
             fleet: Default::default(),
@@ -382,12 +386,9 @@ impl Applier {
         };
         let count = size.count(live.len()).map_err(StoreError::Canary)?;
         let canaries = rollout::pick_canaries(store.node(), &live, count);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let stage = crate::store::etcd::Stage {
             canaries,
-            deadline: now + watch.as_secs() + rollout::MARGIN_SECONDS,
+            seconds: watch.as_secs() + rollout::MARGIN_SECONDS,
             by: store.node().to_string(),
         };
         store.stage(new, stage)
@@ -476,10 +477,25 @@ impl Applier {
     /// restarts while the store is unreachable (fail static).
     fn cache(&self, version: &Version) {
         if let Some(local) = &self.local {
-            if let Err(e) = crate::fleet::cache::write(&local.state_dir, version) {
-                tracing::warn!(error = %e, "cannot keep the fleet version in state_dir; a restart while etcd is unreachable would serve the file");
+            match crate::fleet::cache::write(&local.state_dir, version) {
+                Ok(()) => self.kept.store(version.id, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot keep the fleet version in state_dir; a restart while etcd is unreachable would serve the file")
+                }
             }
         }
+    }
+
+    /// The fleet version this node keeps in `state_dir` for a restart without etcd
+    /// (0: none yet).
+    pub fn kept(&self) -> u64 {
+        self.kept.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `version` in `state_dir` as the one to serve after a restart without etcd
+    /// (a canary's version, once promoted: it took it before it was the fleet's).
+    pub fn keep(&self, version: &Version) {
+        self.cache(version);
     }
 
     /// Whether this node is part of a fleet.
@@ -550,9 +566,12 @@ impl Applier {
         origin: Origin,
         options: ApplyOptions,
     ) -> Applied {
-        self.apply_restoring(text, label, origin, options, None)
+        self.apply_restoring(text, label, origin, options, None, None)
     }
 
+    /// `from`: apply only while that version is in force (the guard's rollback of it:
+    /// the fleet may have moved on while it judged, and a late rollback must not undo
+    /// a newer version); a conflict otherwise.
     fn apply_restoring(
         &self,
         text: String,
@@ -560,9 +579,16 @@ impl Applier {
         origin: Origin,
         options: ApplyOptions,
         restores: Option<u64>,
+        from: Option<u64>,
     ) -> Applied {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let previous = *current;
+        if let Some(from) = from.filter(|from| *from != previous) {
+            return Applied::Conflict {
+                in_force: previous,
+                seen: from,
+            };
+        }
         let mut checked = self.check(text, label);
         // The identity covers the certificate files too: the same text over renewed
         // certificates is a new version.
@@ -731,6 +757,12 @@ impl Applier {
                 tracing::warn!(origin = %origin, in_force, seen, "config not applied: another apply changed the fleet's version first");
                 Applied::Conflict { in_force, seen }
             }
+            Err(e @ StoreError::RolloutInProgress { .. }) => {
+                let reason = format!("not applied: {e}");
+                emit(None, Outcome::Refused, &reason);
+                tracing::warn!(origin = %origin, "config refused: {reason}");
+                refused(Some(reason), None)
+            }
             Err(e) if self.in_fleet() => {
                 let reason = format!(
                     "the fleet store could not record it ({e}); nothing changed on this node (if etcd took the write before failing, every node follows it: see `evenkeel history`)"
@@ -761,28 +793,35 @@ impl Applier {
     /// applied one before the version in force whose text differs), through the same
     /// path as any apply.
     pub fn rollback(&self, to: Option<u64>) -> Result<Applied, RollbackError> {
-        let versions = self.store.versions()?;
+        self.rollback_from(to, None)
+    }
+
+    /// [`Applier::rollback`], only while version `from` is in force when given.
+    fn rollback_from(&self, to: Option<u64>, from: Option<u64>) -> Result<Applied, RollbackError> {
         let target = match to {
+            // One version read, not the whole history.
             Some(id) => {
-                let v = versions
-                    .iter()
-                    .find(|v| v.id == id)
+                let v = self
+                    .store
+                    .version(id)?
                     .ok_or(RollbackError::NoSuchVersion(id))?;
                 if v.outcome != Outcome::Applied {
                     return Err(RollbackError::NotApplied(id));
                 }
                 v
             }
-            None => store::previous_good(&versions, self.current())
+            None => store::previous_good(&self.store.versions()?, self.current())
+                .cloned()
                 .ok_or(RollbackError::NothingToRollBackTo)?,
         };
         let label = PathBuf::from(format!("version {}", target.id));
         Ok(self.apply_restoring(
-            target.text.clone(),
+            target.text,
             label,
             Origin::Rollback,
             ApplyOptions::default(),
             Some(target.id),
+            from,
         ))
     }
 
@@ -794,8 +833,11 @@ impl Applier {
         if self.current() != version {
             return;
         }
-        if let Some(rollout) = self.fleet().and_then(|f| f.canary_of(version)) {
-            return self.canary_rollback(&rollout, reason);
+        if let Some(fleet) = self.fleet() {
+            if let Some(rollout) = fleet.canary_of(version) {
+                fleet.returned(version);
+                return self.canary_rollback(&rollout, reason);
+            }
         }
         let read = |id| self.store.version(id).ok().flatten();
         let (rejected, restore) = (read(version), read(previous));
@@ -830,7 +872,7 @@ impl Applier {
                 }
             }
         }
-        let restored = match self.rollback(Some(previous)) {
+        let restored = match self.rollback_from(Some(previous), Some(version)) {
             Ok(Applied::Applied {
                 version: restored, ..
             }) => Some(restored.id),

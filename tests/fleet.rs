@@ -628,6 +628,19 @@ fn a_bad_canary_is_rolled_back_and_never_reaches_the_other_nodes() {
         .filter_map(|e| e["data"]["verdict"].as_str())
         .collect();
     assert_eq!(rollouts, ["started", "rolled_back"], "{events}");
+    // Once its guard sent it back, the canary did not take the version again.
+    let canary_took_2 = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["node"] == "n1"
+                && e["kind"] == "config"
+                && e["data"]["version"] == 2
+                && e["data"]["outcome"] == "applied"
+        })
+        .count();
+    assert_eq!(canary_took_2, 1, "{events}");
 }
 
 /// A good change staged on two of three nodes (34%, rounded up): while the canaries
@@ -678,6 +691,14 @@ fn a_good_canary_is_promoted_once_every_canary_held() {
         );
     }
     assert_eq!(answered_by(&nodes[2]), "b");
+    // What each node keeps for a restart without etcd is the promoted version, the
+    // canaries included (they took it before it was the fleet's).
+    for node in &nodes {
+        let kept = std::fs::read_to_string(node.dir().join("evenkeel-state/fleet-version.json"))
+            .expect("a kept version");
+        let kept: serde_json::Value = serde_json::from_str(&kept).expect("JSON");
+        assert_eq!(kept["id"], 2, "{kept}");
+    }
 }
 
 /// No evidence, no promotion: a canary that saw too little traffic fails the rollout.
@@ -793,4 +814,190 @@ fn a_node_logs_in_to_etcd_and_a_wrong_password_stops_it() {
         "{}",
         out.stderr
     );
+}
+
+/// An operator's rollback during a canary rollout ends the rollout (a rollback never
+/// waits), and the canaries return to the restored version.
+#[test]
+fn a_rollback_during_a_rollout_ends_it() {
+    let etcd = Etcd::start();
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let long = "[guard]\nwatch = \"60s\"\n";
+    let nodes: Vec<Proxy> = ["n1", "n2"]
+        .iter()
+        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], long)))
+        .collect();
+    let applied = apply(&nodes[0], &fleet_text(&[&b], long));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(eventually(Duration::from_secs(5), || version(&nodes[1]) == 2));
+    let staged = apply_canary(&nodes[0], &fleet_text(&[&c], long), "1", false);
+    assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
+    assert!(eventually(Duration::from_secs(3), || answered_by(
+        &nodes[0]
+    ) == "c"));
+    let busy = apply(&nodes[1], &fleet_text(&[&a], "[guard]\nwatch = \"61s\"\n"));
+    assert_eq!(busy.code, Some(1), "{}{}", busy.stdout, busy.stderr);
+    assert!(
+        busy.stdout.contains("a canary rollout of version 3"),
+        "{}",
+        busy.stdout
+    );
+    let admin = nodes[1].admin.expect("admin").to_string();
+    let token = nodes[1].dir().join("admin.token");
+    let rolled = run(&[
+        "rollback",
+        "--admin",
+        &admin,
+        "--token-file",
+        &token.to_string_lossy(),
+    ]);
+    assert_eq!(rolled.code, Some(0), "{}{}", rolled.stdout, rolled.stderr);
+    assert!(
+        eventually(Duration::from_secs(5), || nodes
+            .iter()
+            .all(|n| version(n) == 4)),
+        "both nodes serve the rollback, the canary included: {}",
+        fleet_status(&nodes[0])
+    );
+    assert_eq!(answered_by(&nodes[0]), "a");
+    let status = fleet_status(&nodes[0]);
+    assert_eq!(status["rollout"]["state"], "rolled_back", "{status}");
+    assert!(
+        status["rollout"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ended by a rollback"),
+        "{status}"
+    );
+}
+
+/// A TCP relay to etcd whose established connections can be silenced (no byte passes
+/// either way, nothing is closed: a NAT mapping dropped, a partition) while new ones
+/// still pass.
+struct Relay {
+    port: u16,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let generation = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (generation_in, stop_in) = (generation.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop_in.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let born = generation_in.load(Ordering::Relaxed);
+                for (mut from, mut into) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let (generation, stop) = (generation_in.clone(), stop_in.clone());
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut buf = [0u8; 16384];
+                        while !stop.load(Ordering::Relaxed) {
+                            if generation.load(Ordering::Relaxed) != born {
+                                // Silenced: hold the sockets, pass nothing.
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                // Read before the silence began, arrived after: lost too.
+                                Ok(_) if generation.load(Ordering::Relaxed) != born => {}
+                                Ok(n) => {
+                                    if into.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            generation,
+            stop,
+        }
+    }
+
+    /// Silences every connection open now.
+    fn silence_open_connections(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A watch whose connection goes silent (no reset, no close) does not leave its node
+/// behind for good: the node reads the fleet every few seconds anyway, sees what the
+/// watch missed, and watches again.
+#[test]
+fn a_silent_watch_connection_does_not_leave_a_node_behind() {
+    let etcd = Etcd::start();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let relay = Relay::start(etcd.client);
+    let first = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let through_relay = node_text(&etcd, "n2", None, &fleet_text(&[&a], "")).replace(
+        &etcd.endpoint(),
+        &format!("http://127.0.0.1:{}", relay.port),
+    );
+    let second = Proxy::start_with_admin(&through_relay, 1);
+    assert!(eventually(Duration::from_secs(5), || version(&second) == 1));
+    std::thread::sleep(Duration::from_millis(500));
+    relay.silence_open_connections();
+    let applied = apply(&first, &fleet_text(&[&b], ""));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "{}{}",
+        applied.stdout,
+        applied.stderr
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || version(&second) == 2),
+        "n2 caught up: {}",
+        second.stderr()
+    );
+    assert_eq!(answered_by(&second), "b");
 }

@@ -184,7 +184,7 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         }
         (Method::GET, "/metrics") => metrics_response(runtime, applier, monitor),
         (Method::GET, "/config") => text(StatusCode::OK, &runtime.snapshot().config.source.text),
-        (Method::GET, "/config/history") => match applier.history() {
+        (Method::GET, "/config/history") => match off_thread(applier, |a| a.history()).await {
             Ok(versions) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "current": applier.current(), "versions": versions }),
@@ -214,13 +214,16 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 force: flag(&query, "force"),
                 canary,
             };
-            applied(
-                applier,
-                applier.apply(body, "POST /config".into(), Origin::Api, options),
-            )
+            let outcome = off_thread(applier, move |a| {
+                a.apply(body, "POST /config".into(), Origin::Api, options)
+            });
+            applied(applier, outcome.await)
         }
-        (Method::GET, "/events") => events(applier, &query),
-        (Method::GET, "/fleet") => fleet(applier, monitor),
+        (Method::GET, "/events") => off_thread(applier, move |a| events(a, &query)).await,
+        (Method::GET, "/fleet") => {
+            let monitor = Arc::clone(monitor);
+            off_thread(applier, move |a| fleet(a, &monitor)).await
+        }
         (Method::POST, "/config/rollback") => {
             let to = match param(&query, "to").map(str::parse::<u64>) {
                 None => None,
@@ -232,7 +235,7 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                     )
                 }
             };
-            match applier.rollback(to) {
+            match off_thread(applier, move |a| a.rollback(to)).await {
                 Ok(outcome) => applied(applier, outcome),
                 Err(e @ RollbackError::NoSuchVersion(_)) => json(
                     StatusCode::NOT_FOUND,
@@ -253,6 +256,21 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": format!("no endpoint {method} {path}")}),
         ),
+    }
+}
+
+/// Runs `work` on the admin runtime's blocking pool: it may wait for the store (etcd,
+/// up to its timeouts), and the admin listener's one thread must go on answering
+/// `/healthz`, `/metrics` and `/status` meanwhile.
+async fn off_thread<T: Send + 'static>(
+    applier: &Arc<Applier>,
+    work: impl FnOnce(&Applier) -> T + Send + 'static,
+) -> T {
+    let applier = Arc::clone(applier);
+    match tokio::task::spawn_blocking(move || work(&applier)).await {
+        Ok(done) => done,
+        // A panic in `work` is the admin task's own: let it be one.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

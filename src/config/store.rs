@@ -106,12 +106,18 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 /// Whether `prefix` is a usable key prefix: `/` then segments of letters, digits,
-/// `-`, `_` and `.`, separated by `/`, without a trailing `/`.
+/// `-`, `_` and `.`, separated by `/`, without a trailing `/`, and not ending in a
+/// name a fleet uses for its own keys (`head`, `current...`, `versions`, `rejected`,
+/// `journal`, `nodes`): fleet `/a`'s keys would hold fleet `/a/nodes`'s.
 pub fn valid_prefix(prefix: &str) -> bool {
     let Some(rest) = prefix.strip_prefix('/') else {
         return false;
     };
-    !rest.is_empty()
+    let last = rest.rsplit('/').next().unwrap_or_default();
+    let reserved = ["head", "versions", "rejected", "journal", "nodes"].contains(&last)
+        || last.starts_with("current");
+    !reserved
+        && !rest.is_empty()
         && rest.split('/').all(|segment| {
             !segment.is_empty()
                 && segment
@@ -203,6 +209,9 @@ mod tests {
         assert!(valid_prefix("/evenkeel/prod"));
         assert!(valid_prefix("/a"));
         for bad in [
+            "/a/nodes",
+            "/a/journal",
+            "/a/current.rollout",
             "",
             "/",
             "evenkeel",

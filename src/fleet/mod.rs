@@ -62,6 +62,10 @@ struct State {
     lease: i64,
     /// The fleet's rollout, as last read.
     rollout: Option<rollout::Rollout>,
+    /// A rollout's version this node's guard sent it back from.
+    returned_from: Option<u64>,
+    /// When the refusal was last tried.
+    refused_at: Option<std::time::Instant>,
 }
 
 /// etcd could not be reached.
@@ -132,10 +136,31 @@ impl Fleet {
 
     /// Records that this node could not put `version` in force.
     pub fn refused(&self, version: u64, reason: &str) {
-        self.state().refusal = Some(Refusal {
+        let mut state = self.state();
+        state.refusal = Some(Refusal {
             version,
             reason: reason.to_string(),
         });
+        state.refused_at = Some(std::time::Instant::now());
+    }
+
+    /// Whether this node refused `version` less than `within` ago (it tries it again
+    /// after that: a missing file may have been deployed since).
+    pub fn refused_recently(&self, version: u64, within: Duration) -> bool {
+        let state = self.state();
+        state.refusal.as_ref().is_some_and(|r| r.version == version)
+            && state.refused_at.is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// This node's guard sent it back from canary version `version`: it does not take
+    /// that version again, whatever the rollout says until it ends.
+    pub fn returned(&self, version: u64) {
+        self.state().returned_from = Some(version);
+    }
+
+    /// See [`Fleet::returned`].
+    pub fn returned_from(&self) -> Option<u64> {
+        self.state().returned_from
     }
 
     /// A fleet version this node refused, while it is still the fleet's.

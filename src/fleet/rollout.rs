@@ -113,8 +113,9 @@ pub struct Rollout {
     pub by: String,
     /// When it started (RFC 3339).
     pub started: String,
-    /// When it fails if the canaries have not all held (seconds since the Unix epoch):
-    /// the guard's watch and a margin.
+    /// About when it fails if the canaries have not all held (seconds since the Unix
+    /// epoch, by the starting node's clock, for people: the deadline itself is a lease
+    /// in etcd of the guard's watch and [`MARGIN_SECONDS`]).
     pub deadline: u64,
 }
 
@@ -153,13 +154,14 @@ pub enum Decision {
     RollBack(String),
 }
 
-/// What to do with `rollout` now (`now`: seconds since the Unix epoch), given the
-/// canaries' `verdicts` and the nodes alive (`live`, their ids); `None`: wait.
+/// What to do with `rollout` now, given the canaries' `verdicts`, the nodes alive
+/// (`live`, their ids) and whether its deadline passed (`expired`: judged by etcd, by
+/// a lease, never by one node's clock); `None`: wait.
 pub fn decide(
     rollout: &Rollout,
     verdicts: &[(String, Verdict)],
     live: &[String],
-    now: u64,
+    expired: bool,
 ) -> Option<Decision> {
     if rollout.state != State::Canary {
         return None;
@@ -192,7 +194,7 @@ pub fn decide(
     if rollout.canaries.iter().all(|c| verdict_of(c).is_some()) {
         return Some(Decision::Promote);
     }
-    if now >= rollout.deadline {
+    if expired {
         let waiting: Vec<&str> = rollout
             .canaries
             .iter()
@@ -237,6 +239,52 @@ pub async fn read(store: &EtcdStore) -> Result<Option<(Rollout, i64)>, StoreErro
         .transpose()
 }
 
+/// The fleet's version in force and its rollout, read together (one transaction).
+pub async fn read_state(
+    store: &EtcdStore,
+) -> Result<(etcd::InForce, Option<(Rollout, i64)>), StoreError> {
+    let keys = store.keys();
+    let answer = store
+        .gateway()
+        .txn(
+            &[],
+            &[
+                Operation::Get(keys.current()),
+                Operation::Get(keys.rollout()),
+            ],
+            &[],
+        )
+        .await?;
+    let (version, mod_revision) = match answer.ranges.first().and_then(|r| r.kvs.first()) {
+        None => (0, 0),
+        Some(kv) => (
+            etcd::number(&kv.value, "version", &kv.key)?,
+            kv.mod_revision,
+        ),
+    };
+    let rollout = answer
+        .ranges
+        .get(1)
+        .and_then(|r| r.kvs.first())
+        .map(|kv| Ok::<_, StoreError>((etcd::parse(&kv.value, &kv.key)?, kv.mod_revision)))
+        .transpose()?;
+    let in_force = etcd::InForce {
+        version,
+        mod_revision,
+        revision: answer.revision,
+    };
+    Ok((in_force, rollout))
+}
+
+/// Whether the rollout's deadline still holds (its lease-bound key is there).
+pub async fn deadline_holds(store: &EtcdStore) -> Result<bool, StoreError> {
+    let range = store
+        .gateway()
+        .range(&store.keys().deadline(), None, RangeOptions::default())
+        .await?;
+    Ok(!range.kvs.is_empty())
+}
+
 /// Every canary's last verdict, by node.
 pub async fn verdicts(store: &EtcdStore) -> Result<Vec<(String, Verdict)>, StoreError> {
     let prefix = store.keys().verdicts();
@@ -254,12 +302,34 @@ pub async fn verdicts(store: &EtcdStore) -> Result<Vec<(String, Verdict)>, Store
         .collect()
 }
 
-/// Writes this node's verdict.
+/// Writes this node's verdict on a version, unless it gave one on that version
+/// already: the first verdict stands (a `breached` is never overwritten by a later
+/// `passed`).
 pub async fn put_verdict(store: &EtcdStore, verdict: &Verdict) -> Result<(), StoreError> {
+    let key = store.keys().verdict(store.node());
+    let range = store
+        .gateway()
+        .range(&key, None, RangeOptions::default())
+        .await?;
+    let revision = match range.kvs.first() {
+        None => 0,
+        Some(kv) => {
+            let given: Verdict = etcd::parse(&kv.value, &key)?;
+            if given.version == verdict.version {
+                return Ok(());
+            }
+            kv.mod_revision
+        }
+    };
     let value = serde_json::to_vec(verdict).unwrap_or_default();
+    // Lost to another write of this node's key: that one stands.
     store
         .gateway()
-        .put(&store.keys().verdict(store.node()), &value, 0)
+        .txn(
+            &[Compare::ModRevision(key.clone(), revision)],
+            &[Operation::Put(key, value)],
+            &[],
+        )
         .await?;
     Ok(())
 }
@@ -399,15 +469,15 @@ mod tests {
     fn promoted_only_when_every_canary_held() {
         let r = rollout(&["a", "b"]);
         let all = live(&["a", "b", "c"]);
-        assert_eq!(decide(&r, &[], &all, 10), None, "waiting");
+        assert_eq!(decide(&r, &[], &all, false), None, "waiting");
         let one = [verdict("a", 5, Judgement::Held)];
-        assert_eq!(decide(&r, &one, &all, 10), None, "one of two");
+        assert_eq!(decide(&r, &one, &all, false), None, "one of two");
         let stale = [
             verdict("a", 5, Judgement::Held),
             verdict("b", 3, Judgement::Held),
         ];
         assert_eq!(
-            decide(&r, &stale, &all, 10),
+            decide(&r, &stale, &all, false),
             None,
             "a verdict on another version does not count"
         );
@@ -415,7 +485,7 @@ mod tests {
             verdict("a", 5, Judgement::Held),
             verdict("b", 5, Judgement::Held),
         ];
-        assert_eq!(decide(&r, &both, &all, 10), Some(Decision::Promote));
+        assert_eq!(decide(&r, &both, &all, false), Some(Decision::Promote));
     }
 
     #[test]
@@ -428,7 +498,7 @@ mod tests {
             (Judgement::Refused, "could not load"),
         ] {
             let verdicts = [verdict("a", 5, Judgement::Held), verdict("b", 5, judgement)];
-            let Some(Decision::RollBack(why)) = decide(&r, &verdicts, &all, 10) else {
+            let Some(Decision::RollBack(why)) = decide(&r, &verdicts, &all, false) else {
                 panic!("{judgement:?} rolls back");
             };
             assert!(why.contains("canary b") && why.contains(words), "{why}");
@@ -437,13 +507,13 @@ mod tests {
             &r,
             &[verdict("a", 5, Judgement::Held)],
             &live(&["a", "c"]),
-            10,
+            false,
         ) else {
             panic!("a canary that left rolls back");
         };
         assert!(why.contains("canary b left the fleet"), "{why}");
         let Some(Decision::RollBack(why)) =
-            decide(&r, &[verdict("a", 5, Judgement::Held)], &all, 1000)
+            decide(&r, &[verdict("a", 5, Judgement::Held)], &all, true)
         else {
             panic!("the deadline rolls back");
         };
@@ -451,7 +521,7 @@ mod tests {
         let mut done = r.clone();
         done.state = State::Promoted;
         assert_eq!(
-            decide(&done, &[], &all, 2000),
+            decide(&done, &[], &all, true),
             None,
             "an ended rollout stays ended"
         );

@@ -14,6 +14,10 @@ use crate::store::etcd::gateway::{GatewayError, WatchMessage};
 use crate::store::etcd::EtcdStore;
 use crate::store::StoreError;
 
+/// How often a node reads the fleet even though its watch said nothing.
+const RECHECK: Duration = Duration::from_secs(5);
+/// How long a node waits before trying again a version it could not load.
+const RETRY_REFUSED: Duration = Duration::from_secs(30);
 /// How often a node judges a rollout in progress (deadlines, canaries that left).
 const COORDINATE_EVERY: Duration = Duration::from_secs(1);
 /// How often the report loop looks for a change worth reporting at once.
@@ -49,25 +53,30 @@ async fn follow_forever(fleet: Arc<Fleet>, applier: Arc<Applier>) {
 
 /// Reads the version in force (seeding an empty fleet), puts in force what this node
 /// should serve, then watches `PREFIX/current*` (the version in force, the rollout, the
-/// verdicts) from the revision read; while a rollout is in progress, judges it every
-/// [`COORDINATE_EVERY`]. Returns `Ok` when a compaction ended the watch, an error when
+/// verdicts) from the revision read. While a rollout is in progress it judges it every
+/// [`COORDINATE_EVERY`]; every [`RECHECK`] it reads the fleet anyway, and starts the
+/// watch again if that found a change the watch did not deliver (a connection that
+/// died without a word). Returns `Ok` when a compaction ended the watch, an error when
 /// etcd failed.
 async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
     let store = fleet.store();
     let (gateway, keys) = (store.gateway(), store.keys());
     let mut in_force = EtcdStore::in_force(gateway, keys).await?;
     fleet.reached();
-    store.flush_journal().await?;
     if in_force.version == 0 {
         let seeding = Arc::clone(applier);
         blocking(move || seeding.seed()).await??;
         in_force = EtcdStore::in_force(gateway, keys).await?;
     }
     reconcile(fleet, applier).await?;
+    // Catching up comes first; the journal kept meanwhile after.
+    store.flush_journal().await?;
     let (start, end) = keys.watched();
     let mut watch = gateway.watch(&start, &end, in_force.revision + 1).await?;
     let mut tick = tokio::time::interval(COORDINATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             message = watch.next() => match message? {
@@ -83,8 +92,18 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
                 }
             },
             _ = tick.tick() => {
-                if fleet.rollout().is_some_and(|r| r.state == State::Canary) {
-                    coordinate(fleet, applier).await?;
+                if fleet.rollout().is_some_and(|r| r.state == State::Canary)
+                    && coordinate(fleet, applier).await?
+                {
+                    reconcile(fleet, applier).await?;
+                }
+            }
+            _ = recheck.tick() => {
+                if reconcile(fleet, applier).await? {
+                    return Err(GatewayError::Unreachable(
+                        "the watch missed a change; watching again".into(),
+                    )
+                    .into());
                 }
             }
             () = fleet.wake.notified() => {
@@ -95,24 +114,38 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
 }
 
 /// Puts in force what this node should serve: the rollout's version while it is one
-/// of its canaries, else the fleet's version in force (a canary whose rollout ended
-/// without promotion goes back to it as a rollback).
-async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
+/// of its canaries (and its guard has not sent it back), else the fleet's version in
+/// force (a canary whose rollout ended without promotion goes back to it as a
+/// rollback). A rollout that is over is ended first, so no canary takes again what
+/// its rollout decided against. Whether it put something in force.
+async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, StoreError> {
     let store = fleet.store();
-    let in_force = EtcdStore::in_force(store.gateway(), store.keys()).await?;
-    let rollout = rollout::read(store).await?.map(|(r, _)| r);
+    let (mut in_force, mut rollout) = rollout::read_state(store).await?;
+    if rollout
+        .as_ref()
+        .is_some_and(|(r, _)| r.state == State::Canary)
+        && coordinate(fleet, applier).await?
+    {
+        (in_force, rollout) = rollout::read_state(store).await?;
+    }
+    let rollout = rollout.map(|(r, _)| r);
     let node = store.node();
+    let returned = fleet.returned_from();
     let (desired, how) = match &rollout {
-        Some(r) if r.state == State::Canary && r.canaries.iter().any(|c| c == node) => {
+        Some(r)
+            if r.state == State::Canary
+                && r.canaries.iter().any(|c| c == node)
+                && returned != Some(r.version) =>
+        {
             (r.version, Adoption::Canary)
         }
-        Some(r) if r.state == State::RolledBack && applier.current() == r.version => {
+        Some(r) if r.state != State::Promoted && applier.current() == r.version => {
             (in_force.version, Adoption::Return)
         }
         _ => (in_force.version, Adoption::InForce),
     };
-    let active = rollout.as_ref().is_some_and(|r| r.state == State::Canary);
     fleet.set_rollout(rollout);
+    let before = applier.current();
     if let Some(reason) = catch_up(fleet, applier, desired, how).await? {
         if fleet.canary_of(desired).is_some() {
             let verdict = Verdict {
@@ -123,29 +156,25 @@ async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), Sto
             rollout::put_verdict(store, &verdict).await?;
         }
     }
-    if active {
-        coordinate(fleet, applier).await?;
-    }
-    Ok(())
+    Ok(applier.current() != before)
 }
 
 /// Ends the rollout in progress when [`rollout::decide`] says so (every node does
 /// this; the first transaction wins), and journals it on the node that ended it.
-async fn coordinate(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
+/// Whether the rollout is over now.
+async fn coordinate(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, StoreError> {
     let store = fleet.store();
     let Some((rollout, revision)) = rollout::read(store).await? else {
-        return Ok(());
+        return Ok(false);
     };
     if rollout.state != State::Canary {
-        return Ok(());
+        return Ok(true);
     }
     let verdicts = rollout::verdicts(store).await?;
     let live = rollout::live_nodes(store).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let Some(decision) = rollout::decide(&rollout, &verdicts, &live, now) else {
-        return Ok(());
+    let expired = !rollout::deadline_holds(store).await?;
+    let Some(decision) = rollout::decide(&rollout, &verdicts, &live, expired) else {
+        return Ok(false);
     };
     if rollout::finish(store, &rollout, revision, &decision).await? {
         let (verdict, reason) = match &decision {
@@ -162,7 +191,7 @@ async fn coordinate(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), St
             reason,
         });
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Puts fleet version `id` in force here (as `how` says), unless it is already, or
@@ -175,9 +204,21 @@ async fn catch_up(
 ) -> Result<Option<String>, StoreError> {
     if id == 0 || id == applier.current() {
         fleet.clear_refusal();
+        // A canary's version that became the fleet's is the one to keep for a
+        // restart without etcd.
+        if id != 0 && how == Adoption::InForce && applier.kept() != id {
+            if let Some(version) =
+                EtcdStore::read_version(fleet.store().gateway(), fleet.store().keys(), id).await?
+            {
+                let keeping = Arc::clone(applier);
+                blocking(move || keeping.keep(&version)).await?;
+            }
+        }
         return Ok(None);
     }
-    if fleet.refusal().is_some_and(|r| r.version == id) {
+    // A version refused here is tried again now and then: the file it lacked may
+    // have been deployed since.
+    if fleet.refused_recently(id, RETRY_REFUSED) {
         return Ok(None);
     }
     let store = fleet.store();
@@ -267,7 +308,13 @@ async fn report_forever(fleet: Arc<Fleet>, applier: Arc<Applier>, monitor: Arc<M
         }
         let report = NodeReport::of(&fleet, &applier, &monitor);
         match report_once(&fleet, &report, &mut lease).await {
-            Ok(()) => fleet.reached(),
+            Ok(()) => {
+                fleet.reached();
+                // Journal entries a failed write left behind.
+                if let Err(e) = fleet.store().flush_journal().await {
+                    fleet.failed(&e.to_string());
+                }
+            }
             Err(e) => {
                 if fleet.unreachable().is_none() {
                     // The watch may hang on a connection that died silently.

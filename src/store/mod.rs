@@ -287,7 +287,8 @@ pub trait Store: Send + Sync {
     fn versions(&self) -> Result<Vec<Version>, StoreError>;
     /// Version `id`.
     fn version(&self, id: u64) -> Result<Option<Version>, StoreError>;
-    /// Appends an event to the journal, with the version in force.
+    /// Appends an event to the journal, with the version in force; its id (0 when the
+    /// store writes it later: etcd's journal is written off the caller's thread).
     fn journal(
         &self,
         version: Option<u64>,

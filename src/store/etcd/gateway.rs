@@ -35,6 +35,9 @@ use crate::config::store::Endpoint;
 pub const AUTHENTICATE: &str = "/v3/auth/authenticate";
 /// How long one call may take (connect, send, answer), per endpoint tried.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest watch message: the keys a node watches are small, and etcd refuses
+/// requests above 1.5 MiB by default. (Bounds the work a hostile answer can cause.)
+const MAX_WATCH_MESSAGE: usize = 4 << 20;
 /// Largest answer read from a call (a range of versions is the biggest).
 const MAX_ANSWER: usize = 256 << 20;
 
@@ -135,6 +138,8 @@ pub enum Compare {
 pub enum Operation {
     /// Write a key.
     Put(Vec<u8>, Vec<u8>),
+    /// Write a key bound to a lease (it goes when the lease ends).
+    PutLeased(Vec<u8>, Vec<u8>, i64),
     /// Read a key.
     Get(Vec<u8>),
 }
@@ -286,6 +291,11 @@ impl Gateway {
                 .map(|op| match op {
                     Operation::Put(key, value) => json!({ "request_put": {
                         "key": BASE64.encode(key), "value": BASE64.encode(value) } }),
+                    Operation::PutLeased(key, value, lease) => json!({ "request_put": {
+                        "key": BASE64.encode(key),
+                        "value": BASE64.encode(value),
+                        "lease": lease.to_string(),
+                    } }),
                     Operation::Get(key) => {
                         json!({ "request_range": { "key": BASE64.encode(key) } })
                     }
@@ -450,6 +460,13 @@ impl Gateway {
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        // A watch sits idle for minutes: keepalive probes find a peer that vanished
+        // (a dropped NAT mapping, a host gone) within half a minute.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
         let request = {
             let mut request = hyper::Request::post(path)
                 .header(hyper::header::HOST, &endpoint.authority)
@@ -511,7 +528,7 @@ impl Watch {
                 Some(Err(e)) => return Err(GatewayError::Unreachable(format!("watch: {e}"))),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        if self.buffer.len() + data.len() > MAX_ANSWER {
+                        if self.buffer.len() + data.len() > MAX_WATCH_MESSAGE {
                             return Err(malformed(&self.path, "a watch message too large"));
                         }
                         self.buffer.extend_from_slice(&data);

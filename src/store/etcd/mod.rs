@@ -80,6 +80,12 @@ impl Keys {
         format!("{}/current.rollout", self.prefix).into_bytes()
     }
 
+    /// `PREFIX/current.deadline`: there while the rollout's deadline holds (bound to a
+    /// lease of that length).
+    pub fn deadline(&self) -> Vec<u8> {
+        format!("{}/current.deadline", self.prefix).into_bytes()
+    }
+
     /// `PREFIX/current.verdict/`: canaries' verdicts.
     pub fn verdicts(&self) -> Vec<u8> {
         format!("{}/current.verdict/", self.prefix).into_bytes()
@@ -151,6 +157,8 @@ pub struct EtcdStore {
     /// Journal entries (key, value) not yet written: etcd was away. Written in order
     /// when it answers again; the oldest are dropped beyond [`KEEP_PENDING`].
     pending: Arc<Pending>,
+    /// Whether a task is writing `pending` (one at a time, in order).
+    flushing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Journal entries (key, value) waiting for etcd.
@@ -195,6 +203,7 @@ impl EtcdStore {
             runtime,
             journal_writes: AtomicU64::new(0),
             pending: Default::default(),
+            flushing: Default::default(),
         }
     }
 
@@ -282,10 +291,11 @@ async fn record(
     gateway: Arc<Gateway>,
     keys: Keys,
     new: OwnedVersion,
-    stage: Option<Stage>,
+    stage: Option<(Stage, i64)>,
 ) -> Result<(Version, Option<Rollout>), StoreError> {
     let applied = new.version.outcome == Outcome::Applied;
     for _ in 0..TRIES {
+        let mut preempted = None;
         let read = gateway
             .txn(
                 &[],
@@ -301,7 +311,15 @@ async fn record(
             None => 0,
             Some(kv) => {
                 let rollout: Rollout = parse(&kv.value, &kv.key)?;
-                if applied && rollout.state == RolloutState::Canary {
+                let in_progress = rollout.state == RolloutState::Canary;
+                if applied && in_progress && new.version.origin == super::Origin::Rollback {
+                    // A rollback of the version in force (the guard's, an operator's)
+                    // never waits for a rollout: it ends it.
+                    let mut ended = rollout.clone();
+                    ended.state = RolloutState::RolledBack;
+                    ended.reason = "ended by a rollback of the version in force".into();
+                    preempted = Some(ended);
+                } else if applied && in_progress {
                     return Err(StoreError::RolloutInProgress {
                         version: rollout.version,
                         canaries: rollout.canaries.join(", "),
@@ -337,7 +355,10 @@ async fn record(
                 json!({ "id": version.id }).to_string().into_bytes(),
             ),
         ];
-        let rollout = stage.as_ref().map(|stage| Rollout {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rollout = stage.as_ref().map(|(stage, _)| Rollout {
             version: version.id,
             previous: in_force,
             canaries: stage.canaries.clone(),
@@ -345,7 +366,7 @@ async fn record(
             reason: String::new(),
             by: stage.by.clone(),
             started: version.time.clone(),
-            deadline: stage.deadline,
+            deadline: now + stage.seconds,
         });
         if applied {
             compare.push(Compare::ModRevision(keys.current(), current_mod));
@@ -362,6 +383,19 @@ async fn record(
                     serde_json::to_vec(rollout).unwrap_or_default(),
                 ),
             });
+            if let Some((_, lease)) = &stage {
+                operations.push(Operation::PutLeased(
+                    keys.deadline(),
+                    json!({ "version": version.id }).to_string().into_bytes(),
+                    *lease,
+                ));
+            }
+        }
+        if let Some(ended) = &preempted {
+            operations.push(Operation::Put(
+                keys.rollout(),
+                serde_json::to_vec(ended).unwrap_or_default(),
+            ));
         }
         if gateway.txn(&compare, &operations, &[]).await?.succeeded {
             let keep_from = version.id.saturating_sub(KEEP_VERSIONS - 1);
@@ -393,8 +427,9 @@ async fn record(
 pub struct Stage {
     /// The canary nodes.
     pub canaries: Vec<String>,
-    /// When the rollout fails without every canary's verdict (seconds since the epoch).
-    pub deadline: u64,
+    /// How long the rollout may wait for every canary's verdict, in seconds: the
+    /// lifetime of the lease its deadline key is bound to.
+    pub seconds: u64,
     /// The node starting it.
     pub by: String,
 }
@@ -461,21 +496,27 @@ impl Store for EtcdStore {
             pending.push_back((key, value));
         }
         let prune = self.journal_writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
+        // Written by the fleet thread, never waited for: the monitor must not stall
+        // on etcd (its alarms and guard run on the same thread). What etcd does not
+        // take now is kept and written when it answers again.
         let (gateway, keys, pending) = (
             Arc::clone(&self.gateway),
             self.keys.clone(),
             Arc::clone(&self.pending),
         );
-        self.block(async move {
-            let written = flush(&gateway, &pending).await;
-            if prune && written.is_ok() {
-                if let Err(e) = prune_journal(&gateway, &keys).await {
-                    tracing::warn!(error = %e, "cannot prune the fleet journal");
+        if !self.flushing.swap(true, Ordering::AcqRel) {
+            let flushing = Arc::clone(&self.flushing);
+            self.runtime.spawn(async move {
+                let written = flush(&gateway, &pending).await;
+                flushing.store(false, Ordering::Release);
+                if prune && written.is_ok() {
+                    if let Err(e) = prune_journal(&gateway, &keys).await {
+                        tracing::warn!(error = %e, "cannot prune the fleet journal");
+                    }
                 }
-            }
-            // Kept for later when etcd is away (the store_unreachable alarm says so).
-            Ok(written.unwrap_or(0) as u64)
-        })
+            });
+        }
+        Ok(0)
     }
 
     fn journal_entries(
@@ -606,7 +647,8 @@ impl EtcdStore {
         let new = self.owned(new);
         let (gateway, keys) = (Arc::clone(&self.gateway), self.keys.clone());
         self.block(async move {
-            match record(gateway, keys, new, Some(stage)).await? {
+            let lease = gateway.lease_grant(stage.seconds).await?;
+            match record(gateway, keys, new, Some((stage, lease))).await? {
                 (version, Some(rollout)) => Ok((version, rollout)),
                 (version, None) => Err(StoreError::Corrupt {
                     key: format!("versions/{}", version.id),
@@ -619,7 +661,12 @@ impl EtcdStore {
     /// Writes the journal entries kept while etcd was away (on the fleet thread, when
     /// etcd answers again).
     pub async fn flush_journal(&self) -> Result<(), GatewayError> {
-        flush(&self.gateway, &self.pending).await.map(drop)
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let written = flush(&self.gateway, &self.pending).await;
+        self.flushing.store(false, Ordering::Release);
+        written.map(drop)
     }
 }
 
