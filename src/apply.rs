@@ -281,6 +281,13 @@ impl Applier {
         if *current == version.id {
             return Ok(());
         }
+        // Decided under the lock: a canary its guard sent back (while this adoption
+        // was on its way) does not take the version again.
+        if how == Adoption::Canary
+            && self.fleet().and_then(|f| f.returned_from()) == Some(version.id)
+        {
+            return Ok(());
+        }
         let previous = *current;
         let mut checked = self.check(
             version.text.clone(),
@@ -308,11 +315,11 @@ impl Applier {
                     .next()
                     .unwrap_or("the config has errors")
                     .to_string();
-                return Err(self.refuse_adoption(version, previous, reason));
+                return Err(reason);
             }
         };
         if let Err(e) = self.runtime.can_replace(&config) {
-            return Err(self.refuse_adoption(version, previous, e.to_string()));
+            return Err(e.to_string());
         }
         self.swap(config);
         *current = version.id;
@@ -363,6 +370,34 @@ impl Applier {
             "fleet version put in force"
         );
         Ok(())
+    }
+
+    /// Ends the fleet's rollout in progress, if there is one (an operator's rollback to
+    /// the version in force), and journals it.
+    fn abort_rollout(&self) {
+        use crate::fleet::rollout;
+        let Some(fleet) = self.fleet() else { return };
+        if !fleet
+            .rollout()
+            .is_some_and(|r| r.state == rollout::State::Canary)
+        {
+            return;
+        }
+        let store = Arc::clone(fleet.store());
+        let reason = "ended by a rollback to the version in force";
+        let ended = fleet
+            .store()
+            .block(async move { rollout::abort(&store, reason).await });
+        match ended {
+            Ok(Some(ended)) => self.runtime.events.emit(Event::Rollout {
+                version: ended.version,
+                verdict: "rolled_back",
+                canaries: ended.canaries,
+                reason: reason.to_string(),
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot end the rollout in progress"),
+        }
     }
 
     /// Records `new` as a rollout to `size` canaries (this node first, then others by
@@ -448,9 +483,9 @@ impl Applier {
         });
     }
 
-    /// Says that fleet version `version` could not be put in force here (journal, log),
-    /// and returns why.
-    fn refuse_adoption(&self, version: &Version, previous: u64, reason: String) -> String {
+    /// Journals that fleet version `version` could not be put in force here (this node
+    /// serves `previous`), for `reason`.
+    pub fn report_refusal(&self, version: &Version, previous: u64, reason: &str) {
         self.runtime.events.emit(Event::Config {
             version: Some(version.id),
             previous,
@@ -460,7 +495,6 @@ impl Applier {
             expect_shift: version.expect_shift,
             detail: format!("this node cannot put the fleet's version in force: {reason}"),
         });
-        reason
     }
 
     /// Checks `text` as this node would load it (a fleet node with its own sections).
@@ -477,8 +511,11 @@ impl Applier {
     /// restarts while the store is unreachable (fail static).
     fn cache(&self, version: &Version) {
         if let Some(local) = &self.local {
+            // Tried once per version, written or not (a state_dir that cannot be
+            // written is said once, not at every reconcile).
+            self.kept.store(version.id, Ordering::Relaxed);
             match crate::fleet::cache::write(&local.state_dir, version) {
-                Ok(()) => self.kept.store(version.id, Ordering::Relaxed),
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot keep the fleet version in state_dir; a restart while etcd is unreachable would serve the file")
                 }
@@ -605,6 +642,11 @@ impl Applier {
                     in_force: refusal.version,
                     seen: *current,
                 };
+            }
+            // A rollback to the version in force while canaries try another: the
+            // operator calls the rollout off.
+            if origin == Origin::Rollback {
+                self.abort_rollout();
             }
             return Applied::Unchanged { version: *current };
         }

@@ -879,6 +879,68 @@ fn a_rollback_during_a_rollout_ends_it() {
             .contains("ended by a rollback"),
         "{status}"
     );
+    // From the canary itself (it serves the staged version): the rollout ends the same
+    // way, and the canary comes back.
+    let rollback_on = |node: &Proxy, to: Option<u64>| {
+        let admin = node.admin.expect("admin").to_string();
+        let token = node.dir().join("admin.token");
+        let to = to.map(|v| v.to_string());
+        let mut args = vec!["rollback", "--admin", &admin, "--token-file"];
+        let token = token.to_string_lossy();
+        args.push(&token);
+        if let Some(to) = &to {
+            args.extend(["--to", to]);
+        }
+        run(&args)
+    };
+    let staged = apply_canary(&nodes[0], &fleet_text(&[&c], long), "1", false);
+    assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
+    assert!(eventually(Duration::from_secs(3), || answered_by(
+        &nodes[0]
+    ) == "c"));
+    let from_canary = rollback_on(&nodes[0], None);
+    assert_eq!(
+        from_canary.code,
+        Some(0),
+        "{}{}",
+        from_canary.stdout,
+        from_canary.stderr
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || answered_by(&nodes[0]) != "c"
+            && fleet_status(&nodes[1])["rollout"]["state"] == "rolled_back"),
+        "{}",
+        fleet_status(&nodes[1])
+    );
+    // A rollback to the version in force (nothing to undo) calls the rollout off.
+    let in_force = fleet_status(&nodes[1])["version"]
+        .as_u64()
+        .expect("version");
+    let staged = apply_canary(
+        &nodes[0],
+        &fleet_text(&[&c], "[guard]\nwatch = \"62s\"\n"),
+        "1",
+        false,
+    );
+    assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
+    assert!(eventually(Duration::from_secs(3), || answered_by(
+        &nodes[0]
+    ) == "c"));
+    let abort = rollback_on(&nodes[1], Some(in_force));
+    assert_eq!(abort.code, Some(0), "{}{}", abort.stdout, abort.stderr);
+    assert!(
+        eventually(Duration::from_secs(5), || answered_by(&nodes[0]) != "c"),
+        "the canary came back"
+    );
+    let status = fleet_status(&nodes[1]);
+    assert_eq!(status["version"], in_force, "{status}");
+    assert!(
+        status["rollout"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ended by a rollback to the version in force"),
+        "{status}"
+    );
 }
 
 /// A TCP relay to etcd whose established connections can be silenced (no byte passes
@@ -1000,6 +1062,12 @@ fn a_silent_watch_connection_does_not_leave_a_node_behind() {
         second.stderr()
     );
     assert_eq!(answered_by(&second), "b");
+    // Watching again is not an outage: no store_unreachable.
+    assert!(
+        !second.stderr().contains("is unreachable"),
+        "{}",
+        second.stderr()
+    );
 }
 
 /// Two operators applying at once through two nodes: every apply either lands or gets

@@ -106,17 +106,19 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 /// Whether `prefix` is a usable key prefix: `/` then segments of letters, digits,
-/// `-`, `_` and `.`, separated by `/`, without a trailing `/`, and not ending in a
-/// name a fleet uses for its own keys (`head`, `current...`, `versions`, `rejected`,
-/// `journal`, `nodes`): fleet `/a`'s keys would hold fleet `/a/nodes`'s.
+/// `-`, `_` and `.`, separated by `/`, without a trailing `/`, and with no segment
+/// that is a name a fleet uses for its own keys (`head`, `current...`, `versions`,
+/// `rejected`, `journal`, `nodes`): fleet `/a`'s keys would hold fleet `/a/nodes`'s.
 pub fn valid_prefix(prefix: &str) -> bool {
     let Some(rest) = prefix.strip_prefix('/') else {
         return false;
     };
-    let last = rest.rsplit('/').next().unwrap_or_default();
-    let reserved = ["head", "versions", "rejected", "journal", "nodes"].contains(&last)
-        || last.starts_with("current");
-    !reserved
+    // In any segment: fleet `/a`'s ranges would hold fleet `/a/nodes/eu`'s keys too.
+    let reserved = |segment: &str| {
+        ["head", "versions", "rejected", "journal", "nodes"].contains(&segment)
+            || segment.starts_with("current")
+    };
+    !rest.split('/').any(reserved)
         && !rest.is_empty()
         && rest.split('/').all(|segment| {
             !segment.is_empty()
@@ -212,6 +214,8 @@ mod tests {
             "/a/nodes",
             "/a/journal",
             "/a/current.rollout",
+            "/a/nodes/eu",
+            "/a/journal/x",
             "",
             "/",
             "evenkeel",

@@ -208,6 +208,9 @@ impl Fleet {
     /// Leaves the fleet at shutdown: ends this node's lease, so its report goes at
     /// once rather than when the lease would end (best effort, a few seconds at most).
     pub fn leave(&self) {
+        if let Err(e) = self.store.flush_within(Duration::from_secs(2)) {
+            tracing::warn!(error = %e, "journal entries of this node's last moments were not written");
+        }
         let lease = self.state().lease;
         if lease == 0 {
             return;

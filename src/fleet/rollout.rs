@@ -239,6 +239,34 @@ pub async fn read(store: &EtcdStore) -> Result<Option<(Rollout, i64)>, StoreErro
         .transpose()
 }
 
+/// Ends the rollout in progress without a verdict (an operator's rollback to the
+/// version in force): the canaries return, nothing is marked rejected. Whether this
+/// call ended it.
+pub async fn abort(store: &EtcdStore, reason: &str) -> Result<Option<Rollout>, StoreError> {
+    let Some((rollout, revision)) = read(store).await? else {
+        return Ok(None);
+    };
+    if rollout.state != State::Canary {
+        return Ok(None);
+    }
+    let mut ended = rollout.clone();
+    ended.state = State::RolledBack;
+    ended.reason = reason.to_string();
+    let keys = store.keys();
+    let answer = store
+        .gateway()
+        .txn(
+            &[Compare::ModRevision(keys.rollout(), revision)],
+            &[Operation::Put(
+                keys.rollout(),
+                serde_json::to_vec(&ended).unwrap_or_default(),
+            )],
+            &[],
+        )
+        .await?;
+    Ok(answer.succeeded.then_some(ended))
+}
+
 /// The fleet's version in force and its rollout, read together (one transaction).
 pub async fn read_state(
     store: &EtcdStore,
@@ -276,13 +304,18 @@ pub async fn read_state(
     Ok((in_force, rollout))
 }
 
-/// Whether the rollout's deadline still holds (its lease-bound key is there).
-pub async fn deadline_holds(store: &EtcdStore) -> Result<bool, StoreError> {
+/// Whether the deadline of the rollout of `version` still holds (its lease-bound key
+/// is there, and is that rollout's).
+pub async fn deadline_holds(store: &EtcdStore, version: u64) -> Result<bool, StoreError> {
+    let key = store.keys().deadline();
     let range = store
         .gateway()
-        .range(&store.keys().deadline(), None, RangeOptions::default())
+        .range(&key, None, RangeOptions::default())
         .await?;
-    Ok(!range.kvs.is_empty())
+    match range.kvs.first() {
+        None => Ok(false),
+        Some(kv) => Ok(etcd::number(&kv.value, "version", &key)? == version),
+    }
 }
 
 /// Every canary's last verdict, by node.

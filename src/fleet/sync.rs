@@ -39,9 +39,9 @@ pub fn start(fleet: Arc<Fleet>, applier: Arc<Applier>, monitor: Arc<Monitor>) {
 async fn follow_forever(fleet: Arc<Fleet>, applier: Arc<Applier>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match follow(&fleet, &applier).await {
-            // A compaction cut the watch: read everything again at once.
-            Ok(()) => backoff = BACKOFF_MIN,
+        match follow(&fleet, &applier, &mut backoff).await {
+            // A compaction cut the watch, or it missed a change: again at once.
+            Ok(()) => {}
             Err(e) => {
                 fleet.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
@@ -58,7 +58,11 @@ async fn follow_forever(fleet: Arc<Fleet>, applier: Arc<Applier>) {
 /// watch again if that found a change the watch did not deliver (a connection that
 /// died without a word). Returns `Ok` when a compaction ended the watch, an error when
 /// etcd failed.
-async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreError> {
+async fn follow(
+    fleet: &Arc<Fleet>,
+    applier: &Arc<Applier>,
+    backoff: &mut Duration,
+) -> Result<(), StoreError> {
     let store = fleet.store();
     let (gateway, keys) = (store.gateway(), store.keys());
     let mut in_force = EtcdStore::in_force(gateway, keys).await?;
@@ -69,10 +73,13 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
         in_force = EtcdStore::in_force(gateway, keys).await?;
     }
     reconcile(fleet, applier).await?;
-    // Catching up comes first; the journal kept meanwhile after.
-    store.flush_journal().await?;
+    // Catching up comes first; the journal kept meanwhile after, in the background.
+    store.flush_soon();
     let (start, end) = keys.watched();
     let mut watch = gateway.watch(&start, &end, in_force.revision + 1).await?;
+    *backoff = BACKOFF_MIN;
+    // The store's revision up to which the watch has told everything.
+    let mut delivered = in_force.revision;
     let mut tick = tokio::time::interval(COORDINATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
@@ -85,9 +92,13 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
                     tracing::info!(compact_revision, "the fleet watch was compacted away; reading the fleet again");
                     return Ok(());
                 }
-                Some(WatchMessage::Progress { .. }) => fleet.reached(),
-                Some(WatchMessage::Events { .. }) => {
+                Some(WatchMessage::Progress { revision }) => {
                     fleet.reached();
+                    delivered = delivered.max(revision);
+                }
+                Some(WatchMessage::Events { revision, .. }) => {
+                    fleet.reached();
+                    delivered = delivered.max(revision);
                     reconcile(fleet, applier).await?;
                 }
             },
@@ -99,11 +110,11 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
                 }
             }
             _ = recheck.tick() => {
-                if reconcile(fleet, applier).await? {
-                    return Err(GatewayError::Unreachable(
-                        "the watch missed a change; watching again".into(),
-                    )
-                    .into());
+                let changed = reconcile(fleet, applier).await?;
+                if changed > delivered {
+                    // Not etcd's failure: no alarm, no backoff.
+                    tracing::warn!(changed, delivered, "the fleet watch missed a change (a connection gone silent?); watching again");
+                    return Ok(());
                 }
             }
             () = fleet.wake.notified() => {
@@ -117,8 +128,9 @@ async fn follow(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<(), StoreE
 /// of its canaries (and its guard has not sent it back), else the fleet's version in
 /// force (a canary whose rollout ended without promotion goes back to it as a
 /// rollback). A rollout that is over is ended first, so no canary takes again what
-/// its rollout decided against. Whether it put something in force.
-async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, StoreError> {
+/// its rollout decided against. The revision of the last change it read (of the
+/// version in force or the rollout).
+async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<i64, StoreError> {
     let store = fleet.store();
     let (mut in_force, mut rollout) = rollout::read_state(store).await?;
     if rollout
@@ -128,6 +140,7 @@ async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, S
     {
         (in_force, rollout) = rollout::read_state(store).await?;
     }
+    let rollout_revision = rollout.as_ref().map(|(_, revision)| *revision);
     let rollout = rollout.map(|(r, _)| r);
     let node = store.node();
     let returned = fleet.returned_from();
@@ -139,13 +152,22 @@ async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, S
         {
             (r.version, Adoption::Canary)
         }
+        // Back from a rollout that did not promote: to the version it started from (a
+        // rollback, not watched); a version applied since is taken as any other.
         Some(r) if r.state != State::Promoted && applier.current() == r.version => {
-            (in_force.version, Adoption::Return)
+            let how = if in_force.version == r.previous {
+                Adoption::Return
+            } else {
+                Adoption::InForce
+            };
+            (in_force.version, how)
         }
         _ => (in_force.version, Adoption::InForce),
     };
+    let changed = in_force
+        .mod_revision
+        .max(rollout_revision.unwrap_or_default());
     fleet.set_rollout(rollout);
-    let before = applier.current();
     if let Some(reason) = catch_up(fleet, applier, desired, how).await? {
         if fleet.canary_of(desired).is_some() {
             let verdict = Verdict {
@@ -156,7 +178,7 @@ async fn reconcile(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, S
             rollout::put_verdict(store, &verdict).await?;
         }
     }
-    Ok(applier.current() != before)
+    Ok(changed)
 }
 
 /// Ends the rollout in progress when [`rollout::decide`] says so (every node does
@@ -172,7 +194,7 @@ async fn coordinate(fleet: &Arc<Fleet>, applier: &Arc<Applier>) -> Result<bool, 
     }
     let verdicts = rollout::verdicts(store).await?;
     let live = rollout::live_nodes(store).await?;
-    let expired = !rollout::deadline_holds(store).await?;
+    let expired = !rollout::deadline_holds(store, rollout.version).await?;
     let Some(decision) = rollout::decide(&rollout, &verdicts, &live, expired) else {
         return Ok(false);
     };
@@ -228,6 +250,7 @@ async fn catch_up(
             key: String::from_utf8_lossy(&store.keys().version(id)).into_owned(),
             detail: "the version to serve is missing".into(),
         })?;
+    let version_for_report = version.clone();
     let adopting = Arc::clone(applier);
     match blocking(move || adopting.adopt(&version, how)).await? {
         Ok(()) => {
@@ -235,7 +258,15 @@ async fn catch_up(
             Ok(None)
         }
         Err(reason) => {
-            tracing::error!(version = id, "ALARM: this node cannot put the fleet's version in force and keeps serving version {}: {reason}", applier.current());
+            // Said (log, journal) when it is news; a retry that fails the same way is
+            // quiet.
+            let news = fleet
+                .refusal()
+                .is_none_or(|r| r.version != id || r.reason != reason);
+            if news {
+                tracing::error!(version = id, "ALARM: this node cannot put the fleet's version in force and keeps serving version {}: {reason}", applier.current());
+                applier.report_refusal(&version_for_report, applier.current(), &reason);
+            }
             fleet.refused(id, &reason);
             Ok(Some(reason))
         }
@@ -310,10 +341,9 @@ async fn report_forever(fleet: Arc<Fleet>, applier: Arc<Applier>, monitor: Arc<M
         match report_once(&fleet, &report, &mut lease).await {
             Ok(()) => {
                 fleet.reached();
-                // Journal entries a failed write left behind.
-                if let Err(e) = fleet.store().flush_journal().await {
-                    fleet.failed(&e.to_string());
-                }
+                // Journal entries a failed write left behind, written in the
+                // background: the heartbeat must not wait for a backlog.
+                fleet.store().flush_soon();
             }
             Err(e) => {
                 if fleet.unreachable().is_none() {

@@ -91,7 +91,7 @@ impl Validator {
                 "invalid-value",
                 prefix.span(),
                 format!("`store.prefix` {:?} is not a key prefix", prefix.get_ref()),
-                "start with / and use letters, digits, - _ . between single slashes, with no trailing / and not ending in a name the fleet uses for its keys (head, current..., versions, rejected, journal, nodes): prefix = \"/evenkeel/prod\"",
+                "start with / and use letters, digits, - _ . between single slashes, with no trailing / and no segment named as the fleet's own keys (head, current..., versions, rejected, journal, nodes): prefix = \"/evenkeel/prod\"",
             );
         }
         if let Some(node) = raw.node.as_ref().filter(|n| !valid_node(n.get_ref())) {

@@ -159,6 +159,8 @@ pub struct EtcdStore {
     pending: Arc<Pending>,
     /// Whether a task is writing `pending` (one at a time, in order).
     flushing: Arc<std::sync::atomic::AtomicBool>,
+    /// The journal's size is to be checked after the next flush.
+    prune_due: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Journal entries (key, value) waiting for etcd.
@@ -204,6 +206,7 @@ impl EtcdStore {
             journal_writes: AtomicU64::new(0),
             pending: Default::default(),
             flushing: Default::default(),
+            prune_due: Default::default(),
         }
     }
 
@@ -234,13 +237,22 @@ impl EtcdStore {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        self.block_within(WAIT, call)
+    }
+
+    /// [`EtcdStore::block`], waiting at most `wait`.
+    pub fn block_within<T, F>(&self, wait: Duration, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
             let _ = sender.send(call.await);
         });
-        receiver.recv_timeout(WAIT).unwrap_or_else(|_| {
+        receiver.recv_timeout(wait).unwrap_or_else(|_| {
             Err(StoreError::Etcd(GatewayError::Unreachable(format!(
-                "no answer within {WAIT:?}"
+                "no answer within {wait:?}"
             ))))
         })
     }
@@ -340,7 +352,9 @@ async fn record(
             ),
         };
         if let (true, Some(seen)) = (applied, new.seen) {
-            if in_force != seen {
+            // A canary's rollback ends its rollout: it saw the rollout's version.
+            let canary = preempted.as_ref().is_some_and(|r| r.version == seen);
+            if in_force != seen && !canary {
                 return Err(StoreError::Conflict { in_force, seen });
             }
         }
@@ -495,27 +509,13 @@ impl Store for EtcdStore {
             }
             pending.push_back((key, value));
         }
-        let prune = self.journal_writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0;
+        if self.journal_writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0 {
+            self.prune_due.store(true, Ordering::Relaxed);
+        }
         // Written by the fleet thread, never waited for: the monitor must not stall
         // on etcd (its alarms and guard run on the same thread). What etcd does not
         // take now is kept and written when it answers again.
-        let (gateway, keys, pending) = (
-            Arc::clone(&self.gateway),
-            self.keys.clone(),
-            Arc::clone(&self.pending),
-        );
-        if !self.flushing.swap(true, Ordering::AcqRel) {
-            let flushing = Arc::clone(&self.flushing);
-            self.runtime.spawn(async move {
-                let written = flush(&gateway, &pending).await;
-                flushing.store(false, Ordering::Release);
-                if prune && written.is_ok() {
-                    if let Err(e) = prune_journal(&gateway, &keys).await {
-                        tracing::warn!(error = %e, "cannot prune the fleet journal");
-                    }
-                }
-            });
-        }
+        self.flush_soon();
         Ok(0)
     }
 
@@ -592,24 +592,45 @@ impl Store for EtcdStore {
     }
 }
 
-/// Writes the journal entries kept while etcd was away, oldest first; the revision of
-/// the last one written (0: none was pending).
-async fn flush(gateway: &Gateway, pending: &Pending) -> Result<i64, GatewayError> {
-    let mut revision = 0;
+/// Journal entries written in one transaction.
+const FLUSH_BATCH: usize = 64;
+
+/// Writes the journal entries waiting in `pending`, oldest first, [`FLUSH_BATCH`] to a
+/// transaction; stops at the first failure (they wait for the next attempt).
+async fn flush(gateway: &Gateway, pending: &Pending) -> Result<(), GatewayError> {
     loop {
-        let next = pending
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .front()
-            .cloned();
-        let Some((key, value)) = next else {
-            return Ok(revision);
-        };
-        revision = gateway.put(&key, &value, 0).await?;
-        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.front().is_some_and(|(k, _)| *k == key) {
-            pending.pop_front();
+            .iter()
+            .take(FLUSH_BATCH)
+            .cloned()
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
         }
+        let operations: Vec<Operation> = batch
+            .iter()
+            .map(|(key, value)| Operation::Put(key.clone(), value.clone()))
+            .collect();
+        gateway.txn(&[], &operations, &[]).await?;
+        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+        // What is still at the front of what was written (another flush, at shutdown,
+        // may have taken some already): never an entry that was not.
+        for (key, _) in &batch {
+            if pending.front().is_some_and(|(k, _)| k == key) {
+                pending.pop_front();
+            }
+        }
+    }
+}
+
+/// Clears the flusher's flag when the flusher ends, however it ends.
+struct Flushing(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -658,15 +679,50 @@ impl EtcdStore {
         })
     }
 
-    /// Writes the journal entries kept while etcd was away (on the fleet thread, when
-    /// etcd answers again).
-    pub async fn flush_journal(&self) -> Result<(), GatewayError> {
+    /// Writes the journal entries waiting for etcd, waiting at most `wait` (at
+    /// shutdown: the last events of a node must not be lost).
+    pub fn flush_within(&self, wait: Duration) -> Result<(), StoreError> {
+        let (gateway, pending) = (Arc::clone(&self.gateway), Arc::clone(&self.pending));
+        self.block_within(wait, async move { Ok(flush(&gateway, &pending).await?) })
+    }
+
+    /// Starts writing the journal entries waiting for etcd, on the fleet thread,
+    /// unless a flusher is at it already (one at a time, so entries stay in order); it
+    /// prunes the journal after, when that is due.
+    pub fn flush_soon(&self) {
         if self.flushing.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return;
         }
-        let written = flush(&self.gateway, &self.pending).await;
-        self.flushing.store(false, Ordering::Release);
-        written.map(drop)
+        let mut guard = Flushing(Arc::clone(&self.flushing));
+        let (gateway, keys, pending, prune_due) = (
+            Arc::clone(&self.gateway),
+            self.keys.clone(),
+            Arc::clone(&self.pending),
+            Arc::clone(&self.prune_due),
+        );
+        self.runtime.spawn(async move {
+            loop {
+                if let Err(e) = flush(&gateway, &pending).await {
+                    tracing::debug!(error = %e, "journal entries wait for etcd");
+                    return;
+                }
+                if prune_due.swap(false, Ordering::Relaxed) {
+                    if let Err(e) = prune_journal(&gateway, &keys).await {
+                        prune_due.store(true, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "cannot prune the fleet journal");
+                    }
+                }
+                let flushing = Arc::clone(&guard.0);
+                drop(guard);
+                // An entry queued after the last batch, while the flag was still up,
+                // would wait for the next one: look again.
+                let more = !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+                if !more || flushing.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                guard = Flushing(flushing);
+            }
+        });
     }
 }
 
