@@ -151,41 +151,51 @@ fn alarms(node: &Proxy) -> Vec<String> {
         .collect()
 }
 
-/// `evenkeel apply` of `text` to `node`, through the CLI.
-fn apply(node: &Proxy, text: &str) -> crate::util::Run {
+/// `evenkeel ARGS --admin ADDR --token-file FILE`, aimed at `node`'s admin API.
+fn cli(node: &Proxy, args: &[&str]) -> crate::util::Run {
+    let admin = node.admin.expect("admin").to_string();
+    let token = node.dir().join("admin.token");
+    let token = token.to_string_lossy();
+    let mut all = args.to_vec();
+    all.extend(["--admin", &admin, "--token-file", &token]);
+    run(&all)
+}
+
+/// `evenkeel apply` of `text` to `node`, through the CLI, with `flags`.
+fn apply_with(node: &Proxy, text: &str, flags: &[&str]) -> crate::util::Run {
     let file = node
         .dir()
         .join(format!("apply-{}.toml", std::process::id()));
     std::fs::write(&file, text).expect("write");
-    let admin = node.admin.expect("admin").to_string();
-    let token = node.dir().join("admin.token");
-    run(&[
-        "apply",
-        "-c",
-        &file.to_string_lossy(),
-        "--admin",
-        &admin,
-        "--token-file",
-        &token.to_string_lossy(),
-    ])
+    let file = file.to_string_lossy();
+    let mut args = vec!["apply", "-c", &file];
+    args.extend(flags);
+    cli(node, &args)
+}
+
+/// `evenkeel apply` of `text` to `node`.
+fn apply(node: &Proxy, text: &str) -> crate::util::Run {
+    apply_with(node, text, &[])
 }
 
 /// `evenkeel fleet status --format json` asked of `node`.
 fn fleet_status(node: &Proxy) -> serde_json::Value {
-    let admin = node.admin.expect("admin").to_string();
-    let token = node.dir().join("admin.token");
-    let out = run(&[
-        "fleet",
-        "status",
-        "--format",
-        "json",
-        "--admin",
-        &admin,
-        "--token-file",
-        &token.to_string_lossy(),
-    ]);
+    let out = cli(node, &["fleet", "status", "--format", "json"]);
     assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
     serde_json::from_str(&out.stdout).expect("JSON")
+}
+
+/// Nodes `ids` on `etcd`, each with `text`.
+fn start_nodes(etcd: &Etcd, ids: &[&str], text: &str) -> Vec<Proxy> {
+    ids.iter().map(|id| start_node(etcd, id, text)).collect()
+}
+
+/// `clients` load clients on each node, `pause` between their requests.
+fn load_each(nodes: &[Proxy], clients: usize, pause: Duration) -> Vec<Load> {
+    nodes
+        .iter()
+        .map(|n| Load::start(n.addr(), clients, "/", pause))
+        .collect()
 }
 
 fn node_ids(status: &serde_json::Value) -> Vec<String> {
@@ -476,14 +486,8 @@ fn the_guard_rolls_a_bad_fleet_version_back_everywhere() {
     let (good, bad) = (Backend::start("good"), Backend::start("bad"));
     bad.set_answer(crate::util::Answer::Status(500));
     let guard = "[guard]\nwatch = \"20s\"\nmin_requests = 50\nmax_error_rate = 0.05\n";
-    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&good], guard)))
-        .collect();
-    let loads: Vec<Load> = nodes
-        .iter()
-        .map(|n| Load::start(n.addr(), 2, "/", Duration::from_millis(5)))
-        .collect();
+    let nodes = start_nodes(&etcd, &["n1", "n2", "n3"], &fleet_text(&[&good], guard));
+    let loads = load_each(&nodes, 2, Duration::from_millis(5));
     std::thread::sleep(Duration::from_secs(2));
     let bad_text = fleet_text(&[&bad], guard);
     let applied = apply(&nodes[0], &bad_text);
@@ -534,28 +538,12 @@ fn the_guard_rolls_a_bad_fleet_version_back_everywhere() {
 
 /// `evenkeel apply --canary ... [--wait]` of `text` to `node`.
 fn apply_canary(node: &Proxy, text: &str, canary: &str, wait: bool) -> crate::util::Run {
-    let file = node
-        .dir()
-        .join(format!("canary-{}.toml", std::process::id()));
-    std::fs::write(&file, text).expect("write");
-    let admin = node.admin.expect("admin").to_string();
-    let token = node.dir().join("admin.token");
-    let mut args = vec![
-        "apply".to_string(),
-        "-c".into(),
-        file.to_string_lossy().into_owned(),
-        "--canary".into(),
-        canary.into(),
-        "--admin".into(),
-        admin,
-        "--token-file".into(),
-        token.to_string_lossy().into_owned(),
-    ];
-    if wait {
-        args.push("--wait".into());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&args)
+    let flags: &[&str] = if wait {
+        &["--canary", canary, "--wait"]
+    } else {
+        &["--canary", canary]
+    };
+    apply_with(node, text, flags)
 }
 
 /// A bad change staged on one canary under load: the canary's guard breaches, the
@@ -567,14 +555,8 @@ fn a_bad_canary_is_rolled_back_and_never_reaches_the_other_nodes() {
     let (good, bad) = (Backend::start("good"), Backend::start("bad"));
     bad.set_answer(crate::util::Answer::Status(500));
     let guard = "[guard]\nwatch = \"10s\"\nmin_requests = 50\nmax_error_rate = 0.05\n";
-    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&good], guard)))
-        .collect();
-    let loads: Vec<Load> = nodes
-        .iter()
-        .map(|n| Load::start(n.addr(), 2, "/", Duration::from_millis(5)))
-        .collect();
+    let nodes = start_nodes(&etcd, &["n1", "n2", "n3"], &fleet_text(&[&good], guard));
+    let loads = load_each(&nodes, 2, Duration::from_millis(5));
     std::thread::sleep(Duration::from_secs(1));
     let bad_text = fleet_text(&[&bad], guard);
     let staged = apply_canary(&nodes[0], &bad_text, "1", true);
@@ -650,14 +632,8 @@ fn a_good_canary_is_promoted_once_every_canary_held() {
     let etcd = Etcd::start();
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let guard = "[guard]\nwatch = \"4s\"\nmin_requests = 20\n";
-    let nodes: Vec<Proxy> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], guard)))
-        .collect();
-    let loads: Vec<Load> = nodes
-        .iter()
-        .map(|n| Load::start(n.addr(), 1, "/", Duration::from_millis(10)))
-        .collect();
+    let nodes = start_nodes(&etcd, &["n1", "n2", "n3"], &fleet_text(&[&a], guard));
+    let loads = load_each(&nodes, 1, Duration::from_millis(10));
     let staged = apply_canary(&nodes[0], &fleet_text(&[&b], guard), "34%", false);
     assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
     assert!(
@@ -709,10 +685,7 @@ fn a_canary_without_evidence_or_gone_fails_the_rollout() {
     let etcd = Etcd::start();
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let guard = "[guard]\nwatch = \"2s\"\nmin_requests = 1000\n";
-    let mut nodes: Vec<Proxy> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], guard)))
-        .collect();
+    let mut nodes = start_nodes(&etcd, &["n1", "n2", "n3"], &fleet_text(&[&a], guard));
     let quiet = apply_canary(&nodes[0], &fleet_text(&[&b], guard), "1", true);
     assert_eq!(quiet.code, Some(1), "{}{}", quiet.stdout, quiet.stderr);
     assert!(
@@ -827,10 +800,7 @@ fn a_rollback_during_a_rollout_ends_it() {
         Backend::start("c"),
     );
     let long = "[guard]\nwatch = \"60s\"\n";
-    let nodes: Vec<Proxy> = ["n1", "n2"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&a], long)))
-        .collect();
+    let nodes = start_nodes(&etcd, &["n1", "n2"], &fleet_text(&[&a], long));
     let applied = apply(&nodes[0], &fleet_text(&[&b], long));
     assert_eq!(
         applied.code,
@@ -852,15 +822,7 @@ fn a_rollback_during_a_rollout_ends_it() {
         "{}",
         busy.stdout
     );
-    let admin = nodes[1].admin.expect("admin").to_string();
-    let token = nodes[1].dir().join("admin.token");
-    let rolled = run(&[
-        "rollback",
-        "--admin",
-        &admin,
-        "--token-file",
-        &token.to_string_lossy(),
-    ]);
+    let rolled = cli(&nodes[1], &["rollback"]);
     assert_eq!(rolled.code, Some(0), "{}{}", rolled.stdout, rolled.stderr);
     assert!(
         eventually(Duration::from_secs(5), || nodes
@@ -882,16 +844,11 @@ fn a_rollback_during_a_rollout_ends_it() {
     // From the canary itself (it serves the staged version): the rollout ends the same
     // way, and the canary comes back.
     let rollback_on = |node: &Proxy, to: Option<u64>| {
-        let admin = node.admin.expect("admin").to_string();
-        let token = node.dir().join("admin.token");
         let to = to.map(|v| v.to_string());
-        let mut args = vec!["rollback", "--admin", &admin, "--token-file"];
-        let token = token.to_string_lossy();
-        args.push(&token);
-        if let Some(to) = &to {
-            args.extend(["--to", to]);
+        match &to {
+            Some(to) => cli(node, &["rollback", "--to", to]),
+            None => cli(node, &["rollback"]),
         }
-        run(&args)
     };
     let staged = apply_canary(&nodes[0], &fleet_text(&[&c], long), "1", false);
     assert_eq!(staged.code, Some(0), "{}{}", staged.stdout, staged.stderr);
@@ -1077,10 +1034,7 @@ fn a_silent_watch_connection_does_not_leave_a_node_behind() {
 fn concurrent_applies_through_two_nodes_conflict_cleanly() {
     let etcd = Etcd::start();
     let backends: Vec<Backend> = (0..4).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let nodes: Vec<Proxy> = ["n1", "n2"]
-        .iter()
-        .map(|n| start_node(&etcd, n, &fleet_text(&[&backends[0]], "")))
-        .collect();
+    let nodes = start_nodes(&etcd, &["n1", "n2"], &fleet_text(&[&backends[0]], ""));
     assert!(eventually(Duration::from_secs(5), || nodes
         .iter()
         .all(|n| version(n) == 1)));
