@@ -44,8 +44,25 @@ pub fn run(args: &Args) -> CommandResult {
     let current = answer.json["current"].as_u64();
     let versions: Vec<Version> = serde_json::from_value(answer.json["versions"].clone())
         .map_err(|e| Failure::new(Exit::Runtime, anyhow::anyhow!("unexpected history: {e}")))?;
+    // In a fleet, which node wrote each version.
+    let fleet = versions.iter().any(|v| v.node.is_some());
+    let width = versions
+        .iter()
+        .filter_map(|v| v.node.as_deref().map(str::len))
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let node_of = |v: &Version| match fleet {
+        true => format!("{:<width$}  ", v.node.as_deref().unwrap_or("-")),
+        false => String::new(),
+    };
+    let node_header = if fleet {
+        format!("{:<width$}  ", "node")
+    } else {
+        String::new()
+    };
     println!(
-        "  {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  note",
+        "  {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  {node_header}note",
         "version", "time", "origin", "result", "sha256"
     );
     for v in &versions {
@@ -55,12 +72,13 @@ pub fn run(args: &Args) -> CommandResult {
             None => v.detail.lines().next().unwrap_or("").to_string(),
         };
         println!(
-            "{mark} {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  {note}",
+            "{mark} {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  {}{note}",
             v.id,
             v.time,
             v.origin.as_str(),
             v.outcome.as_str(),
-            &v.sha256[..12.min(v.sha256.len())]
+            &v.sha256[..12.min(v.sha256.len())],
+            node_of(v)
         );
     }
     Ok(Exit::Success)
