@@ -288,8 +288,16 @@ fn an_apply_on_one_node_reaches_the_whole_fleet() {
     );
     assert_eq!(answered_by(&third), "a");
     let text = cli(&third, &["history"]);
-    assert!(text.stdout.lines().next().unwrap_or("").contains("node"), "{}", text.stdout);
-    assert!(text.stdout.lines().nth(2).unwrap_or("").contains(" n2 "), "{}", text.stdout);
+    assert!(
+        text.stdout.lines().next().unwrap_or("").contains("node"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.lines().nth(2).unwrap_or("").contains(" n2 "),
+        "{}",
+        text.stdout
+    );
     let (code, history) = third.admin_request("GET", "/config/history");
     assert_eq!(code, 200);
     let written_by: Vec<&str> = history["versions"]

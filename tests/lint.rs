@@ -240,6 +240,12 @@ fn cases() -> Vec<Case> {
             admin("127.0.0.1:9901", "admin.token"),
         ),
         case(
+            "etcd-credentials-in-clear",
+            format!("{}[store]\nkind = \"etcd\"\nendpoints = [\"http://10.0.0.5:2379\"]\nprefix = \"/f\"\nuser = \"lb\"\npassword_file = \"etcd.password\"\n", web("", TWO)),
+            "|[store]",
+            format!("{}[store]\nkind = \"etcd\"\nendpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/f\"\nuser = \"lb\"\npassword_file = \"etcd.password\"\n", web("", TWO)),
+        ),
+        case(
             "certificate-expired",
             https("", "expired.pem", "expired.key"),
             "[|{ cert = \"expired.pem\"",

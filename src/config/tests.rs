@@ -770,3 +770,24 @@ fn a_fleet_version_loads_with_the_nodes_own_sections() {
         checked.findings
     );
 }
+
+#[test]
+fn an_etcd_password_over_http_to_another_host_is_a_warning() {
+    let store = |endpoint: &str| {
+        format!(
+            "{BASE}[store]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nprefix = \"/f\"\nuser = \"lb\"\npassword_file = \"p\"\n"
+        )
+    };
+    assert!(warnings(&store("http://10.0.0.5:2379")).contains(&"etcd-credentials-in-clear"));
+    for quiet in [
+        "http://127.0.0.1:2379",
+        "http://localhost:2379",
+        "http://[::1]:2379",
+        "https://10.0.0.5:2379",
+    ] {
+        assert!(
+            !warnings(&store(quiet)).contains(&"etcd-credentials-in-clear"),
+            "{quiet}"
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! Lints about what the load balancer exposes: the admin API.
+//! Lints about what the load balancer exposes: the admin API, and a fleet's etcd
+//! credentials.
 //!
 //! `admin-token-missing` reads the admin token file through [`files::read_admin_token`],
 //! the function `serve` decides with, so `check` never passes a token `serve` refuses
@@ -71,5 +72,47 @@ stand-in token of the same length in the file for the check.",
                 admin.token_file.display()
             )),
         );
+    },
+};
+
+pub const ETCD_CREDENTIALS_IN_CLEAR: Rule = Rule {
+    name: "etcd-credentials-in-clear",
+    severity: Severity::Warning,
+    summary: "an etcd password sent over plain http:// to another host",
+    explain: "With `[store] user` and `password_file`, every node logs in to etcd with the \
+password and then sends etcd's token with every call. Over an http:// endpoint on another \
+host, both cross the network in clear: whoever can see that traffic can read and rewrite \
+the fleet's config, and so steer all of its traffic. Use https:// endpoints (with `ca`, \
+and `cert`/`key` for etcd's client-certificate authentication), or allow the rule with the \
+reason (a private link you trust). Loopback endpoints are not reported.",
+    check: |config, out| {
+        let crate::config::store::StoreKind::Etcd(etcd) = &config.store else {
+            return;
+        };
+        if etcd.user.is_none() {
+            return;
+        }
+        let loopback = |host: &str| {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        for endpoint in etcd
+            .endpoints
+            .iter()
+            .filter(|e| !e.tls && !loopback(&e.host))
+        {
+            out.push(
+                Finding::warning(
+                    "",
+                    Some(etcd.span.clone()),
+                    format!("the etcd password and token go in clear to {endpoint}"),
+                )
+                .with_help(
+                    "use an https:// endpoint with `ca` (and `cert`/`key` for client certificates)",
+                ),
+            );
+        }
     },
 };

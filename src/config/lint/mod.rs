@@ -115,6 +115,7 @@ pub static RULES: &[Rule] = &[
     routes::SHADOWED_ROUTE,
     exposure::ADMIN_OFF_LOOPBACK,
     exposure::ADMIN_TOKEN_MISSING,
+    exposure::ETCD_CREDENTIALS_IN_CLEAR,
     certificates::CERTIFICATE_EXPIRED,
     certificates::CERTIFICATE_KEY_MISMATCH,
     certificates::CERTIFICATE_EXPIRING,

@@ -287,6 +287,12 @@ fn cases() -> Vec<Case> {
             clean: format!("[admin]\ntoken_file = \"admin.token\"\n\n{}", web("", TWO)),
         },
         case(
+            "etcd-credentials-in-clear",
+            format!("{}[store]\nkind = \"etcd\"\nendpoints = [\"http://10.0.0.5:2379\"]\nprefix = \"/f\"\nuser = \"lb\"\npassword_file = \"etcd.password\"\n", web("", TWO)),
+            "|[store]",
+            format!("{}[store]\nkind = \"etcd\"\nendpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/f\"\nuser = \"lb\"\npassword_file = \"etcd.password\"\n", web("", TWO)),
+        ),
+        case(
             "certificate-expired",
             https("", "cert = \"expired.pem\", key = \"expired.key\""),
             "[|{ cert = \"expired",
