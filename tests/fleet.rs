@@ -1112,3 +1112,26 @@ fn concurrent_applies_through_two_nodes_conflict_cleanly() {
     assert_eq!(applied, landed, "{conflicts} conflicts: {history}");
     assert_eq!(landed + conflicts, 8);
 }
+
+/// Two processes started with one node id overwrite each other's report: each says
+/// so (an ALARM in its log), naming the other.
+#[test]
+fn two_nodes_with_one_id_are_told() {
+    let etcd = Etcd::start();
+    let a = Backend::start("a");
+    let first = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let second = start_node(&etcd, "n1", &fleet_text(&[&a], ""));
+    let said = "another process reports under this node's id";
+    assert!(
+        eventually(Duration::from_secs(10), || second.stderr().contains(said)
+            && first.stderr().contains(said)),
+        "{}\n{}",
+        first.stderr(),
+        second.stderr()
+    );
+    assert!(
+        second.stderr().contains(&format!("pid {}", first.pid())),
+        "{}",
+        second.stderr()
+    );
+}

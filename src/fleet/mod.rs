@@ -66,6 +66,8 @@ struct State {
     returned_from: Option<u64>,
     /// When the refusal was last tried.
     refused_at: Option<std::time::Instant>,
+    /// Another process reporting under this node's id, in words.
+    duplicate: Option<String>,
 }
 
 /// etcd could not be reached.
@@ -199,6 +201,16 @@ impl Fleet {
                 && r.version == version
                 && r.canaries.iter().any(|c| c == self.store.node())
         })
+    }
+
+    /// Another process reports under this node's id (`Some`: who), or no longer.
+    /// Said once per episode: two nodes sharing an id overwrite each other's report.
+    pub fn set_duplicate(&self, other: Option<String>) {
+        let mut state = self.state();
+        if let (Some(other), None) = (&other, &state.duplicate) {
+            tracing::error!(node = self.store.node(), other = %other, "ALARM: another process reports under this node's id: give each node its own [store] node (or, after a crash, this node's previous process: its report goes within 10 s)");
+        }
+        state.duplicate = other;
     }
 
     fn set_lease(&self, lease: i64) {

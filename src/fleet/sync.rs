@@ -10,7 +10,7 @@ use super::{Fleet, BACKOFF_MAX, HEARTBEAT, LEASE_TTL};
 use crate::apply::{Adoption, Applier};
 use crate::health::Event;
 use crate::monitor::Monitor;
-use crate::store::etcd::gateway::{GatewayError, WatchMessage};
+use crate::store::etcd::gateway::{Compare, GatewayError, Operation, WatchMessage};
 use crate::store::etcd::EtcdStore;
 use crate::store::StoreError;
 
@@ -373,9 +373,34 @@ async fn report_once(
         fleet.set_lease(*lease);
     }
     let value = serde_json::to_vec(report).unwrap_or_default();
-    gateway
-        .put(&store.keys().node(store.node()), &value, *lease)
+    let key = store.keys().node(store.node());
+    // Written only over this node's own report; what else held the key says whether
+    // another process reports under this node id.
+    let answer = gateway
+        .txn(
+            &[Compare::Lease(key.clone(), *lease)],
+            &[Operation::PutLeased(key.clone(), value.clone(), *lease)],
+            &[Operation::Get(key.clone())],
+        )
         .await?;
+    if answer.succeeded {
+        fleet.set_duplicate(None);
+        return Ok(());
+    }
+    let holder = answer.ranges.first().and_then(|r| r.kvs.first());
+    if let Some(kv) = holder.filter(|kv| kv.lease != 0 && kv.lease != *lease) {
+        let other = serde_json::from_slice::<NodeReport>(&kv.value)
+            .map(|o| {
+                format!(
+                    "pid {} on admin {}",
+                    o.pid,
+                    o.admin.as_deref().unwrap_or("-")
+                )
+            })
+            .unwrap_or_else(|_| "an unreadable report".into());
+        fleet.set_duplicate(Some(other));
+    }
+    gateway.put(&key, &value, *lease).await?;
     Ok(())
 }
 

@@ -131,6 +131,8 @@ pub struct RangeOptions {
 pub enum Compare {
     /// The key was last changed at this revision (0: the key does not exist).
     ModRevision(Vec<u8>, i64),
+    /// The key is bound to this lease (0: to none, or the key does not exist).
+    Lease(Vec<u8>, i64),
 }
 
 /// One operation of a transaction.
@@ -283,6 +285,12 @@ impl Gateway {
                     "target": "MOD",
                     "result": "EQUAL",
                     "mod_revision": revision.to_string(),
+                }),
+                Compare::Lease(key, lease) => json!({
+                    "key": BASE64.encode(key),
+                    "target": "LEASE",
+                    "result": "EQUAL",
+                    "lease": lease.to_string(),
                 }),
             })
             .collect();
