@@ -10,6 +10,7 @@ mod demo;
 mod differential;
 mod failures;
 mod fleet;
+mod foreign;
 mod grpc;
 mod hardening;
 mod history;

@@ -9,14 +9,26 @@ use crate::config::{self, diagnostic};
 ///
 /// Exit code 0 when the config can be served, 1 when it has errors (or warnings under
 /// --deny-warnings), 2 when the file cannot be read.
+///
+/// With `--from nginx`, the file is an NGINX config (its includes read too): it is
+/// translated into evenkeel's model and judged by the same rules, each finding at the
+/// NGINX file and line it came from, with help in NGINX's terms; what could not be
+/// translated is a note at its line.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage\n  evenkeel check -c evenkeel.toml --traffic status.json   # the split saved from `evenkeel status --format json`"
+    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check --from nginx /etc/nginx/nginx.conf\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage\n  evenkeel check -c evenkeel.toml --traffic status.json   # the split saved from `evenkeel status --format json`"
 )]
 pub struct Args {
     /// The config file.
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "file")]
+    config: Option<PathBuf>,
+    /// The config file (instead of -c).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+    /// Read another load balancer's config: `nginx` (open source; its `include`s are
+    /// read too, relative to the file's folder as NGINX's prefix).
+    #[arg(long, value_enum, value_name = "PRODUCT", conflicts_with_all = ["coverage", "traffic"])]
+    from: Option<Foreign>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -31,6 +43,13 @@ pub struct Args {
     traffic: super::traffic::TrafficArgs,
 }
 
+/// A product whose configs `check --from` reads.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Foreign {
+    /// NGINX (open source).
+    Nginx,
+}
+
 /// How findings are printed.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
@@ -41,8 +60,17 @@ pub enum Format {
 }
 
 pub fn run(args: &Args) -> CommandResult {
-    let traffic = args.traffic.observed(false, &args.config)?;
-    let checked = config::check_file_with(&args.config, traffic.as_ref())
+    let Some(path) = args.config.as_ref().or(args.file.as_ref()) else {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("name the config: -c FILE"),
+        ));
+    };
+    if let Some(Foreign::Nginx) = args.from {
+        return run_nginx(args, path);
+    }
+    let traffic = args.traffic.observed(false, path)?;
+    let checked = config::check_file_with(path, traffic.as_ref())
         .map_err(|e| Failure::new(Exit::Usage, e))?;
     if let Some(config) = &checked.config {
         super::traffic::matching(traffic.as_ref(), config)?;
@@ -53,6 +81,70 @@ pub fn run(args: &Args) -> CommandResult {
         print!("{}", config::lint::coverage::render(config));
     }
     Ok(if checked.is_rejected(args.deny_warnings) {
+        Exit::Rejected
+    } else {
+        Exit::Success
+    })
+}
+
+/// `check --from nginx`.
+fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
+    use config::foreign::{self, nginx};
+    let parsed = nginx::parse::read(path).map_err(|e| match e {
+        nginx::parse::ParseError::File(e) => Failure::new(Exit::Usage, e),
+        syntax => Failure::new(Exit::Rejected, anyhow::anyhow!("{syntax}")),
+    })?;
+    let translated = nginx::translate(&parsed);
+    let report = foreign::check(&translated, &config::folder_of(path), nginx::reword);
+    match args.format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = report
+                .sources
+                .iter()
+                .enumerate()
+                .flat_map(|(i, source)| {
+                    let findings: Vec<diagnostic::Finding> = report
+                        .findings
+                        .iter()
+                        .filter(|(file, _)| *file == i)
+                        .map(|(_, f)| f.clone())
+                        .collect();
+                    diagnostic::json_findings(source, &findings)
+                        .into_iter()
+                        .filter_map(|row| serde_json::to_value(row).ok())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        }
+        Format::Text => {
+            for (i, source) in report.sources.iter().enumerate() {
+                let findings: Vec<diagnostic::Finding> = report
+                    .findings
+                    .iter()
+                    .filter(|(file, _)| *file == i)
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                print!("{}", diagnostic::render_text(source, &findings));
+            }
+            let (errors, warnings, notes) = (
+                report.count(diagnostic::Severity::Error),
+                report.count(diagnostic::Severity::Warning),
+                report.count(diagnostic::Severity::Note),
+            );
+            println!(
+                "{}: read as NGINX ({} file(s)): {errors} error(s), {warnings} warning(s), {notes} note(s) on what is not translated or only approximately",
+                path.display(),
+                report.sources.len()
+            );
+        }
+    }
+    let errors = report.count(diagnostic::Severity::Error);
+    let warnings = report.count(diagnostic::Severity::Warning);
+    Ok(if errors > 0 || (args.deny_warnings && warnings > 0) {
         Exit::Rejected
     } else {
         Exit::Success

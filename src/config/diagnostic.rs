@@ -83,6 +83,18 @@ impl Finding {
         }
     }
 
+    /// A note of `rule` at `span`: worth knowing, never fails anything.
+    pub fn note(
+        rule: &'static str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Finding {
+            severity: Severity::Note,
+            ..Finding::error(rule, span, message)
+        }
+    }
+
     /// The same finding with a `help:` line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());

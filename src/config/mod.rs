@@ -18,6 +18,7 @@ pub mod backend_tls;
 pub mod diagnostic;
 pub mod diff;
 pub mod files;
+pub mod foreign;
 pub mod lint;
 pub mod model;
 pub mod raw;

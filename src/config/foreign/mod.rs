@@ -1,0 +1,125 @@
+//! Other load balancers' configs, checked with evenkeel's rules (`check --from`).
+//!
+//! ```text
+//!  nginx.conf (+ includes) ──parse──► directives ──translate──► evenkeel TOML text
+//!                                                                + where each part came from
+//!                                                                + what was not translated
+//!                 findings on the original files ◄──map spans── check (validate + lint)
+//! ```
+//!
+//! The translation is evenkeel's config model written as text, so every rule `check`
+//! runs judges it as it judges a native config; each finding is then placed back on
+//! the directive it came from, with help in the other product's terms where evenkeel's
+//! would not help.
+
+pub mod nginx;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::diagnostic::{Finding, Severity, Source};
+
+/// A config translated from another product.
+#[derive(Clone, Debug)]
+pub struct Translated {
+    /// The product (`NGINX`).
+    pub product: &'static str,
+    /// The evenkeel config text.
+    pub text: String,
+    /// For byte ranges of `text`: the file and range of the directive they came from.
+    pub origins: Vec<(Range<usize>, usize, Range<usize>)>,
+    /// The files read, the main one first.
+    pub sources: Vec<Arc<Source>>,
+    /// What was not translated, or only approximately: (file, finding on that file).
+    pub notes: Vec<(usize, Finding)>,
+}
+
+/// Findings on the files of a translated config.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The files, the main one first.
+    pub sources: Vec<Arc<Source>>,
+    /// Findings, by file index.
+    pub findings: Vec<(usize, Finding)>,
+}
+
+impl Report {
+    /// Errors and warnings not silenced.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|(_, f)| f.severity == severity && f.allowed.is_none())
+            .count()
+    }
+}
+
+/// Checks `translated` with every rule `check` runs (relative paths resolve against
+/// `base_dir`), and puts each finding on the directive it came from.
+pub fn check(translated: &Translated, base_dir: &Path, reword: fn(&mut Finding)) -> Report {
+    let generated = Source {
+        path: translated.sources[0].path.with_extension("evenkeel.toml"),
+        text: translated.text.clone(),
+    };
+    let checked = super::check_source_in(generated, base_dir);
+    let mut findings: Vec<(usize, Finding)> = translated.notes.clone();
+    for mut finding in checked.findings {
+        let origin = finding.span.as_ref().and_then(|span| {
+            translated
+                .origins
+                .iter()
+                .filter(|(range, _, _)| {
+                    range.start <= span.start && span.start < range.end.max(range.start + 1)
+                })
+                .min_by_key(|(range, _, _)| range.end - range.start)
+        });
+        let file = match origin {
+            Some((_, file, span)) => {
+                finding.span = Some(span.clone());
+                *file
+            }
+            None => {
+                finding.span = None;
+                0
+            }
+        };
+        reword(&mut finding);
+        findings.push((file, finding));
+    }
+    findings.sort_by_key(|(file, f)| {
+        (
+            std::cmp::Reverse(f.severity),
+            *file,
+            f.span.as_ref().map(|s| s.start),
+        )
+    });
+    Report {
+        sources: translated.sources.clone(),
+        findings,
+    }
+}
+
+/// Builds the evenkeel text line by line, remembering where each line came from.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    pub(crate) text: String,
+    pub(crate) origins: Vec<(Range<usize>, usize, Range<usize>)>,
+}
+
+impl Writer {
+    /// Writes `line` (and a newline), from `origin` (file, span) when given.
+    pub(crate) fn line(&mut self, line: &str, origin: Option<(usize, &Range<usize>)>) {
+        let start = self.text.len();
+        self.text.push_str(line);
+        self.text.push('\n');
+        if let Some((file, span)) = origin {
+            self.origins
+                .push((start..self.text.len(), file, span.clone()));
+        }
+    }
+}
+
+/// A TOML string literal of `value`.
+pub(crate) fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
