@@ -464,16 +464,11 @@ impl Translator {
                 other => ("", other),
             };
             if matches!(modifier, "=" | "~" | "~*") || prefix.starts_with('@') {
-                if host.is_none() || !self.routes.iter().any(|r| r.span == location.span) {
-                    self.note(
-                        location,
-                        NOT_TRANSLATED,
-                        format!(
-                            "location {} {} is not translated: evenkeel routes on path prefixes",
-                            modifier, prefix
-                        ),
-                    );
-                }
+                self.note(
+                    location,
+                    NOT_TRANSLATED,
+                    format!("location {modifier} {prefix} is not translated: evenkeel routes on path prefixes"),
+                );
                 continue;
             }
             let mut proxy = server.clone();
@@ -486,9 +481,7 @@ impl Translator {
                 .flatten()
                 .find(|d| d.name == "proxy_pass")
             else {
-                if !self.routes.iter().any(|r| r.span == location.span) {
-                    self.note(location, NOT_TRANSLATED, format!("location {prefix} answers by itself (no proxy_pass): not a route to a pool"));
-                }
+                self.note(location, NOT_TRANSLATED, format!("location {prefix} answers by itself (no proxy_pass): not a route to a pool"));
                 continue;
             };
             let Some(pool) = self.pool_of(pass) else {
@@ -641,6 +634,10 @@ impl Translator {
                 );
             }
         }
+        // A location read once per host and per listen says its note once.
+        let mut seen = std::collections::HashSet::new();
+        self.notes
+            .retain(|(file, f)| seen.insert((*file, f.span.clone(), f.message.clone())));
         Translated {
             product: "NGINX",
             text: w.text,
@@ -788,6 +785,31 @@ fn hash_key(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn translated(text: &str) -> Translated {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).expect("write");
+        translate(&parse::read(&path).expect("parses"))
+    }
+
+    #[test]
+    fn a_location_read_for_several_hosts_and_ports_is_noted_once() {
+        let t = translated(
+            "upstream a { server 127.0.0.1:9001; }\n\
+             server { listen 80; location / { proxy_pass http://a; } }\n\
+             server { listen 80; listen 8080; server_name x.example y.example;\n\
+               location ~ \\.php$ { proxy_pass http://a; } location / { proxy_pass http://a; } }\n",
+        );
+        let regex = t
+            .notes
+            .iter()
+            .filter(|(_, f)| f.message.contains(".php"))
+            .count();
+        assert_eq!(regex, 1, "{:?}", t.notes);
+        assert!(t.text.contains("host = \"y.example\""), "{}", t.text);
+        assert!(t.text.contains("listen = \"0.0.0.0:8080\""), "{}", t.text);
+    }
 
     #[test]
     fn nginx_values_become_evenkeel_values() {
