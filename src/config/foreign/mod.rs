@@ -33,6 +33,9 @@ pub struct Translated {
     pub sources: Vec<Arc<Source>>,
     /// What was not translated, or only approximately: (file, finding on that file).
     pub notes: Vec<(usize, Finding)>,
+    /// Pools the translation made up (a backup pool for `backup` servers): rules about
+    /// a pool's own shape say nothing about the other product's config there.
+    pub made_up: Vec<String>,
 }
 
 /// Findings on the files of a translated config.
@@ -63,15 +66,57 @@ pub fn check(translated: &Translated, base_dir: &Path, reword: fn(&mut Finding))
     };
     let checked = super::check_source_in(generated, base_dir);
     let mut findings: Vec<(usize, Finding)> = translated.notes.clone();
+    // The pool a finding names (`pool "NAME"`), as every pool rule words it.
+    let pool_of = |f: &Finding| {
+        f.message
+            .split_once("pool \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(name, _)| name.to_string())
+    };
     for mut finding in checked.findings {
+        match finding.rule {
+            // Said of the translation, not of the other product's config: its pools
+            // are all proxied to, and its servers answering locally are noted already.
+            "unused-pool" | "listener-without-routes" => continue,
+            "no-listener" => {
+                findings.push((
+                    0,
+                    Finding::note(
+                        "not-translated",
+                        None,
+                        "nothing to judge: no server proxies to an upstream",
+                    ),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        let pool = pool_of(&finding);
+        if pool
+            .as_ref()
+            .is_some_and(|p| translated.made_up.contains(p))
+            && matches!(finding.rule, "single-backend-pool" | "no-health-check")
+        {
+            continue;
+        }
+        // Passive checks are what the other product has: with them, the absence of
+        // active checks is worth knowing, not a warning to fix.
+        let passive = pool
+            .as_ref()
+            .and_then(|p| checked.config.as_ref().and_then(|c| c.pool(p)))
+            .is_some_and(|p| p.outlier.consecutive_failures > 0);
+        if finding.rule == "no-health-check" && passive {
+            finding.severity = Severity::Note;
+        }
+        // Origins are lines in order, none overlapping: the last starting at or before
+        // the finding is its line.
         let origin = finding.span.as_ref().and_then(|span| {
-            translated
+            let at = translated
                 .origins
-                .iter()
-                .filter(|(range, _, _)| {
-                    range.start <= span.start && span.start < range.end.max(range.start + 1)
-                })
-                .min_by_key(|(range, _, _)| range.end - range.start)
+                .partition_point(|(range, _, _)| range.start <= span.start);
+            at.checked_sub(1)
+                .map(|i| &translated.origins[i])
+                .filter(|(range, _, _)| span.start < range.end)
         });
         let file = match origin {
             Some((_, file, span)) => {

@@ -52,7 +52,7 @@ pub fn reword(finding: &mut Finding) {
 /// NGINX's words for what to do, for the rules whose evenkeel help would not help.
 fn help(rule: &str) -> Option<&'static str> {
     Some(match rule {
-        "no-health-check" => "NGINX open source checks backends only passively: set max_fails and fail_timeout on each server so failures take it out quickly, or put a balancer with active checks in front (`health_check` is NGINX Plus only; Debian's nginx -t rejects it)",
+        "no-health-check" => "NGINX open source checks backends only passively (max_fails within fail_timeout, on by default): keep max_fails above 0, and put a balancer with active checks in front for failures requests do not show (`health_check` is NGINX Plus only; Debian's nginx -t rejects it)",
         "single-backend-pool" => "add another server to the upstream, or a `backup` server",
         "load-ratio" => "this server's weight= sends it more than its share of the capacity: check the upstream's weight= values against what each server can take",
         "near-zero-weight" => "this server's weight= is so far below the others' that it gets almost nothing: raise it, or mark the server `down`",
@@ -66,6 +66,7 @@ fn help(rule: &str) -> Option<&'static str> {
 /// Directives with no bearing on balancing: skipped without a note.
 const IRRELEVANT: &[&str] = &[
     "user",
+    "worker_shutdown_timeout",
     "worker_processes",
     "worker_rlimit_nofile",
     "pid",
@@ -161,6 +162,8 @@ struct Server {
 struct Proxy {
     connect: Option<String>,
     read: Option<String>,
+    /// Where the last timeout was set (findings about timeouts point there).
+    at: Option<(usize, Range<usize>)>,
     no_retries: bool,
     tries: Option<u64>,
 }
@@ -183,8 +186,15 @@ struct Translator {
     routes: Vec<Route>,
     /// Pool → proxy settings of the first location using it.
     pool_proxy: BTreeMap<String, Proxy>,
-    /// Listener → whether a default server took it already.
-    defaults: BTreeMap<String, bool>,
+    /// Listener → its default server (file, start of its `server`): the one marked
+    /// `default_server`, else the first.
+    defaults: BTreeMap<String, (usize, usize)>,
+    /// Pools some `proxy_pass` names (judged even when no route reaches them).
+    judged: std::collections::BTreeSet<String>,
+    /// Listeners whose default server is marked `default_server`.
+    marked: std::collections::BTreeSet<String>,
+    /// `worker_shutdown_timeout`, as an evenkeel duration.
+    shutdown: Option<String>,
 }
 
 /// Translates a parsed NGINX config (the `http` context; a file with no `http` block is
@@ -197,6 +207,13 @@ pub fn translate(parsed: &Parsed) -> Translated {
         routes: Vec::new(),
         pool_proxy: BTreeMap::new(),
         defaults: BTreeMap::new(),
+        judged: std::collections::BTreeSet::new(),
+        marked: std::collections::BTreeSet::new(),
+        shutdown: parsed
+            .directives
+            .iter()
+            .find(|d| d.name == "worker_shutdown_timeout")
+            .and_then(|d| duration(d.arg(0))),
     };
     let http: Vec<&Directive> = parsed
         .directives
@@ -235,10 +252,39 @@ pub fn translate(parsed: &Parsed) -> Translated {
             _ => t.skip(d),
         }
     }
-    for d in context
+    let servers: Vec<&&Directive> = context
         .iter()
         .filter(|d| d.name == "server" && d.block.is_some())
-    {
+        .collect();
+    for d in &servers {
+        let mut listens = d
+            .block
+            .iter()
+            .flatten()
+            .filter(|l| l.name == "listen")
+            .peekable();
+        if listens.peek().is_none() {
+            t.defaults
+                .entry("listen-0-0-0-0-80".into())
+                .or_insert((d.file, d.span.start));
+        }
+        for listen in listens {
+            let Some(address) = listen_address(listen.arg(0)) else {
+                continue;
+            };
+            let marked = listen
+                .args
+                .iter()
+                .any(|(a, _)| a == "default_server" || a == "default");
+            let name = listener_name(&address);
+            if marked && t.marked.insert(name.clone()) {
+                t.defaults.insert(name, (d.file, d.span.start));
+            } else {
+                t.defaults.entry(name).or_insert((d.file, d.span.start));
+            }
+        }
+    }
+    for d in servers {
         t.server(d, &proxy);
     }
     t.write(parsed)
@@ -260,13 +306,18 @@ impl Translator {
 
     fn proxy_setting(&mut self, d: &Directive, proxy: &mut Proxy) {
         match d.name.as_str() {
-            "proxy_connect_timeout" => proxy.connect = duration(d.arg(0)),
+            "proxy_connect_timeout" => {
+                proxy.connect = Some(d.arg(0).to_string());
+                proxy.at = Some((d.file, d.span.clone()));
+            }
             "proxy_read_timeout" => {
-                proxy.read = duration(d.arg(0));
+                proxy.read = Some(d.arg(0).to_string());
+                proxy.at = Some((d.file, d.span.clone()));
                 self.note(d, APPROXIMATE, "proxy_read_timeout (between two reads) is taken as evenkeel's per-try timeout (the whole try)");
             }
             "proxy_next_upstream" => proxy.no_retries = d.arg(0) == "off",
-            "proxy_next_upstream_tries" => proxy.tries = d.arg(0).parse().ok(),
+            // 0: no limit (every server may be tried), evenkeel's default.
+            "proxy_next_upstream_tries" => proxy.tries = d.arg(0).parse().ok().filter(|t| *t > 0),
             _ => {}
         }
     }
@@ -315,7 +366,8 @@ impl Translator {
                 _ => self.skip(inner),
             }
         }
-        self.upstreams.insert(name, upstream);
+        // NGINX finds upstreams by name without regard to case.
+        self.upstreams.insert(name.to_lowercase(), upstream);
     }
 
     fn server_line(&mut self, d: &Directive) -> Option<Server> {
@@ -411,10 +463,7 @@ impl Translator {
             listens.push(("0.0.0.0:80".to_string(), false, d.clone()));
         }
         for (address, default_server, listen) in listens {
-            let listener = format!(
-                "listen-{}",
-                address.replace([':', '.', '[', ']'], "-").trim_matches('-')
-            );
+            let listener = listener_name(&address);
             self.listeners.entry(listener.clone()).or_insert((
                 address,
                 listen.file,
@@ -422,13 +471,14 @@ impl Translator {
             ));
             // The first server of a port, or the one marked default_server, takes the
             // hosts no server_name matches: its routes carry no host.
-            let taken = self.defaults.get(&listener).copied().unwrap_or(false);
-            let is_default = !taken || default_server;
-            if is_default {
-                self.defaults.insert(listener.clone(), true);
-            }
-            let hosts: Vec<Option<String>> = if is_default || names.is_empty() {
+            let _ = default_server;
+            let is_default = self.defaults.get(&listener) == Some(&(d.file, d.span.start));
+            let hosts: Vec<Option<String>> = if is_default {
                 vec![None]
+            } else if names.is_empty() {
+                // Not the default, and no name evenkeel can match: no request reaches it.
+                self.note(d, NOT_TRANSLATED, format!("this server on {listener} has no server_name evenkeel matches and is not the default server: its locations are not judged"));
+                vec![]
             } else {
                 names.iter().cloned().map(Some).collect()
             };
@@ -464,6 +514,15 @@ impl Translator {
                 other => ("", other),
             };
             if matches!(modifier, "=" | "~" | "~*") || prefix.starts_with('@') {
+                // Not a route, but its upstream is judged (a weight typo there is one).
+                if let Some(pass) = location
+                    .block
+                    .iter()
+                    .flatten()
+                    .find(|d| d.name == "proxy_pass")
+                {
+                    self.pool_of(pass);
+                }
                 self.note(
                     location,
                     NOT_TRANSLATED,
@@ -474,6 +533,13 @@ impl Translator {
             let mut proxy = server.clone();
             for inner in location.block.iter().flatten() {
                 self.proxy_setting(inner, &mut proxy);
+                if matches!(inner.name.as_str(), "location" | "if" | "limit_except") {
+                    self.note(
+                        inner,
+                        NOT_TRANSLATED,
+                        format!("a nested `{}` block is not translated", inner.name),
+                    );
+                }
             }
             let Some(pass) = location
                 .block
@@ -532,23 +598,39 @@ impl Translator {
             );
             return None;
         }
-        let (authority, uri) = rest.split_once('/').map_or((rest, ""), |(a, u)| (a, u));
-        if !uri.is_empty() {
+        let (authority, uri) = match rest.split_once('/') {
+            Some((a, u)) => (a, Some(u)),
+            None => (rest, None),
+        };
+        // Any URI, `/` included, replaces the matched prefix: a rewrite.
+        if let Some(uri) = uri {
             self.note(
                 pass,
                 NOT_TRANSLATED,
                 format!("the URI part /{uri} of proxy_pass (a rewrite) is not translated"),
             );
         }
-        if self.upstreams.contains_key(authority) {
-            return Some(authority.to_string());
+        if self.upstreams.contains_key(&authority.to_lowercase()) {
+            let key = authority.to_lowercase();
+            self.judged.insert(key.clone());
+            return Some(key);
         }
-        let address = if authority.contains(':') {
+        if authority.starts_with("unix:") {
+            self.note(
+                pass,
+                NOT_TRANSLATED,
+                "a unix socket upstream is not translated (evenkeel balances TCP addresses)",
+            );
+            return None;
+        }
+        let address = if authority.contains(':') && !authority.ends_with(']') {
             authority.to_string()
         } else {
             format!("{authority}:80")
         };
-        let name = format!("direct-{}", address.replace([':', '.', '[', ']'], "-"));
+        // Keyed on the whole address: two addresses never share a pool.
+        let name = format!("direct:{address}");
+        self.judged.insert(name.clone());
         self.upstreams
             .entry(name.clone())
             .or_insert_with(|| Upstream {
@@ -569,6 +651,33 @@ impl Translator {
     }
 
     fn write(mut self, parsed: &Parsed) -> Translated {
+        // evenkeel's names: letters, digits, - and _, unique (NGINX allows more).
+        let mut taken = std::collections::HashSet::new();
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for key in &self.judged {
+            let Some(upstream) = self.upstreams.get(key) else {
+                continue;
+            };
+            if upstream.servers.iter().all(|s| s.backup) {
+                if let Some(d) = &upstream.directive {
+                    self.notes.push((d.file, Finding::note(NOT_TRANSLATED, Some(d.span.clone()), format!("upstream {} has no server evenkeel can balance (unix sockets, or backups only): not judged", d.arg(0)))));
+                }
+                continue;
+            }
+            let shown = match key.strip_prefix("direct:") {
+                Some(address) => format!("direct-{address}"),
+                None => upstream
+                    .directive
+                    .as_ref()
+                    .map_or(key.clone(), |d| d.arg(0).to_string()),
+            };
+            let name = unique_name(&shown, &mut taken);
+            if upstream.servers.iter().any(|s| s.backup) {
+                let backup = unique_name(&format!("{name}-backup"), &mut taken);
+                names.insert(format!("{key}\0backup"), backup);
+            }
+            names.insert(key.clone(), name);
+        }
         let mut w = Writer::default();
         w.line(
             &format!(
@@ -577,6 +686,23 @@ impl Translator {
             ),
             None,
         );
+        // NGINX lets requests finish at a graceful stop as long as they take (unless
+        // worker_shutdown_timeout says otherwise): never shorter than a request.
+        let longest = self
+            .pool_proxy
+            .values()
+            .map(|p| {
+                let read = p.read.as_deref().and_then(millis).unwrap_or(60_000);
+                read.max(p.connect.as_deref().and_then(millis).unwrap_or(0))
+                    .max(30_000)
+            })
+            .max()
+            .unwrap_or(30_000);
+        let drain = self
+            .shutdown
+            .clone()
+            .unwrap_or_else(|| duration_text(longest));
+        w.line(&format!("drain_timeout = {}", quoted(&drain)), None);
         for (name, (address, file, span)) in &self.listeners {
             w.line("[[listener]]", Some((*file, span)));
             w.line(&format!("name = {}", quoted(name)), Some((*file, span)));
@@ -588,50 +714,47 @@ impl Translator {
         }
         for route in &self.routes {
             let origin = Some((route.file, &route.span));
+            let Some(pool) = names.get(&route.pool) else {
+                continue;
+            };
             w.line("[[route]]", origin);
             w.line(&format!("listener = {}", quoted(&route.listener)), origin);
             if let Some(host) = &route.host {
                 w.line(&format!("host = {}", quoted(host)), origin);
             }
             w.line(&format!("path_prefix = {}", quoted(&route.prefix)), origin);
-            w.line(&format!("pool = {}", quoted(&route.pool)), origin);
+            w.line(&format!("pool = {}", quoted(pool)), origin);
             w.line("", None);
         }
-        let used: std::collections::BTreeSet<String> =
-            self.routes.iter().map(|r| r.pool.clone()).collect();
         let upstreams = std::mem::take(&mut self.upstreams);
-        for (name, upstream) in &upstreams {
+        for (key, upstream) in &upstreams {
             let Some(d) = &upstream.directive else {
                 continue;
             };
-            if !used.contains(name) {
-                // An upstream no location proxies to: NGINX does not use it either.
+            if !self.judged.contains(key) {
+                // An upstream no proxy_pass names: NGINX does not use it either.
                 continue;
             }
+            let Some(name) = names.get(key) else {
+                continue;
+            };
             let (main, backup): (Vec<&Server>, Vec<&Server>) =
                 upstream.servers.iter().partition(|s| !s.backup);
-            let proxy = self.pool_proxy.get(name).cloned().unwrap_or_default();
+            let proxy = self.pool_proxy.get(key).cloned().unwrap_or_default();
             self.pool(
                 &mut w,
                 name,
                 d,
                 upstream,
                 &main,
-                (!backup.is_empty())
-                    .then(|| format!("{name}-backup"))
-                    .as_deref(),
+                names.get(&format!("{key}\0backup")).map(String::as_str),
                 &proxy,
             );
-            if !backup.is_empty() {
-                self.pool(
-                    &mut w,
-                    &format!("{name}-backup"),
-                    d,
-                    upstream,
-                    &backup,
-                    None,
-                    &proxy,
-                );
+            if let Some(backup_name) = names
+                .get(&format!("{key}\0backup"))
+                .filter(|_| !backup.is_empty())
+            {
+                self.pool(&mut w, backup_name, d, upstream, &backup, None, &proxy);
             }
         }
         // A location read once per host and per listen says its note once.
@@ -644,6 +767,11 @@ impl Translator {
             origins: w.origins,
             sources: parsed.sources.clone(),
             notes: self.notes,
+            made_up: names
+                .iter()
+                .filter(|(key, _)| key.ends_with("\0backup"))
+                .map(|(_, name)| name.clone())
+                .collect(),
         }
     }
 
@@ -675,15 +803,25 @@ impl Translator {
         if let Some(backup) = backup {
             w.line(&format!("backup = {}", quoted(backup)), origin);
         }
-        let mut timeouts = Vec::new();
-        if let Some(connect) = &proxy.connect {
-            timeouts.push(format!("connect = {}", quoted(connect)));
-        }
-        if let Some(read) = &proxy.read {
-            timeouts.push(format!("per_try = {}", quoted(read)));
-        }
-        if !timeouts.is_empty() {
-            w.line(&format!("timeouts = {{ {} }}", timeouts.join(", ")), origin);
+        // NGINX has no timeout on a whole request; its defaults are 60 s to connect and
+        // 60 s between reads. evenkeel wants connect <= per_try <= request.
+        if proxy.connect.is_some() || proxy.read.is_some() {
+            let connect = proxy.connect.as_deref().and_then(millis);
+            let read = proxy.read.as_deref().and_then(millis).unwrap_or(60_000);
+            let per_try = read.max(connect.unwrap_or(0));
+            let request = per_try.max(30_000);
+            let mut timeouts = Vec::new();
+            if let Some(connect) = connect {
+                timeouts.push(format!("connect = {}", quoted(&duration_text(connect))));
+            }
+            timeouts.push(format!("per_try = {}", quoted(&duration_text(per_try))));
+            timeouts.push(format!("request = {}", quoted(&duration_text(request))));
+            let at = proxy
+                .at
+                .as_ref()
+                .map(|(file, span)| (*file, span))
+                .or(origin);
+            w.line(&format!("timeouts = {{ {} }}", timeouts.join(", ")), at);
         }
         if proxy.no_retries || proxy.tries.is_some() {
             let attempts = if proxy.no_retries {
@@ -720,29 +858,110 @@ impl Translator {
                 &format!("consecutive_failures = {}", first.max_fails),
                 Some((first.file, &first.span)),
             );
-            w.line(
-                &format!("ejection = {}", quoted(&first.fail_timeout)),
-                Some((first.file, &first.span)),
-            );
+            if first.fail_timeout == "0s" {
+                // fail_timeout=0: NGINX takes the server out for no time at all.
+                self.note(
+                    d,
+                    APPROXIMATE,
+                    format!(
+                        "fail_timeout=0 in upstream {name}: evenkeel ejects for its default 30 s"
+                    ),
+                );
+            } else {
+                w.line(
+                    &format!("ejection = {}", quoted(&first.fail_timeout)),
+                    Some((first.file, &first.span)),
+                );
+            }
         }
         w.line("", None);
     }
 }
 
-/// An NGINX time (`10s`, `1m`, `500ms`, `30`: seconds) as an evenkeel duration.
-fn duration(value: &str) -> Option<String> {
+/// An NGINX time (`10s`, `1m30s`, `500ms`, `1d`, `30`: seconds) in milliseconds.
+fn millis(value: &str) -> Option<u64> {
     if value.is_empty() {
         return None;
     }
     if value.chars().all(|c| c.is_ascii_digit()) {
-        return Some(format!("{value}s"));
+        return value.parse::<u64>().ok()?.checked_mul(1000);
     }
-    let known = ["ms", "s", "m", "h", "d"].iter().any(|u| {
-        value
-            .strip_suffix(u)
-            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-    });
-    known.then(|| value.to_string())
+    let mut total: u64 = 0;
+    let mut rest = value;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = [
+            ("ms", 1, 2),
+            ("s", 1000, 1),
+            ("m", 60_000, 1),
+            ("h", 3_600_000, 1),
+            ("d", 86_400_000, 1),
+            ("w", 604_800_000, 1),
+            ("M", 2_592_000_000, 1),
+            ("y", 31_536_000_000, 1),
+        ]
+        .iter()
+        .find(|(u, _, _)| rest.starts_with(u))
+        .map(|(_, unit, len)| (*unit, *len))?;
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+/// Milliseconds as an evenkeel duration.
+fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// An NGINX time as an evenkeel duration.
+fn duration(value: &str) -> Option<String> {
+    millis(value).map(duration_text)
+}
+
+/// `shown` as an evenkeel name (letters, digits, `-`, `_`; at most 48 characters), not
+/// one of `taken`.
+fn unique_name(shown: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let clean: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let base: String = if clean.is_empty() {
+        "pool".into()
+    } else {
+        clean.chars().take(48).collect()
+    };
+    let mut name = base.clone();
+    let mut n = 2;
+    while !taken.insert(name.clone()) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The evenkeel listener of `address`.
+fn listener_name(address: &str) -> String {
+    format!(
+        "listen-{}",
+        address.replace([':', '.', '[', ']'], "-").trim_matches('-')
+    )
 }
 
 /// `listen`'s address as `host:port`.
@@ -815,7 +1034,11 @@ mod tests {
     fn nginx_values_become_evenkeel_values() {
         assert_eq!(duration("30").as_deref(), Some("30s"));
         assert_eq!(duration("500ms").as_deref(), Some("500ms"));
-        assert_eq!(duration("1m").as_deref(), Some("1m"));
+        assert_eq!(duration("1m").as_deref(), Some("60s"));
+        assert_eq!(duration("1m30s").as_deref(), Some("90s"));
+        assert_eq!(duration("1d").as_deref(), Some("86400s"));
+        assert_eq!(duration("1s500ms").as_deref(), Some("1500ms"));
+        assert_eq!(duration("5x"), None);
         assert_eq!(duration("1x"), None);
         assert_eq!(listen_address("80").as_deref(), Some("0.0.0.0:80"));
         assert_eq!(listen_address("*:8080").as_deref(), Some("0.0.0.0:8080"));

@@ -15,8 +15,11 @@ use std::sync::Arc;
 use crate::config::diagnostic::Source;
 use crate::config::files;
 
-/// Files read through `include`, at most (a loop of includes stops here).
-const MAX_FILES: usize = 256;
+/// Files read through `include`, at most (one file included many times counts each
+/// time: Debian's `include proxy_params;` in every location).
+const MAX_FILES: usize = 4096;
+/// Bytes read in all, at most.
+const MAX_BYTES: usize = 64 << 20;
 /// Blocks nested deeper than this are refused (a hostile file must not exhaust the
 /// stack).
 const MAX_DEPTH: usize = 64;
@@ -84,6 +87,8 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
     let mut parser = Parser {
         prefix,
         sources: Vec::new(),
+        reading: Vec::new(),
+        bytes: 0,
     };
     let directives = parser.file(path, 0)?;
     Ok(Parsed {
@@ -95,18 +100,26 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
 struct Parser {
     prefix: PathBuf,
     sources: Vec<Arc<Source>>,
+    /// The files being read, outermost first (an include of one of them is a loop).
+    reading: Vec<PathBuf>,
+    /// Bytes read so far.
+    bytes: usize,
 }
 
 impl Parser {
     fn file(&mut self, path: &Path, depth: usize) -> Result<Vec<Directive>, ParseError> {
         let source = Source::read(path)?;
+        self.bytes += source.text.len();
         let file = self.sources.len();
         self.sources.push(Arc::new(source));
         let source = Arc::clone(&self.sources[file]);
         let tokens = tokenize(&source, file)?;
         let mut at = 0;
-        let directives = self.block(&source, file, &tokens, &mut at, depth, false)?;
-        Ok(directives)
+        self.reading
+            .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        let directives = self.block(&source, file, &tokens, &mut at, depth, false);
+        self.reading.pop();
+        directives
     }
 
     fn syntax(source: &Source, offset: usize, message: impl Into<String>) -> ParseError {
@@ -229,7 +242,15 @@ impl Parser {
         } else {
             self.prefix.join(pattern)
         };
-        let mut paths: Vec<PathBuf> = match glob::glob(&full.to_string_lossy()) {
+        // As glob(3), which NGINX uses: `**` is `*` (no recursion), and a leading dot
+        // is matched only by a dot.
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let pattern_text = full.to_string_lossy().replace("**", "*");
+        let mut paths: Vec<PathBuf> = match glob::glob_with(&pattern_text, options) {
             Ok(paths) => paths
                 .filter_map(Result::ok)
                 .filter(|p| p.is_file())
@@ -242,7 +263,12 @@ impl Parser {
                 ));
             }
         };
-        paths.sort();
+        // In byte order, as glob(3) sorts (the order decides NGINX's default server).
+        paths.sort_by(|a, b| {
+            a.as_os_str()
+                .as_encoded_bytes()
+                .cmp(b.as_os_str().as_encoded_bytes())
+        });
         // Like NGINX: a pattern matching nothing is fine, a plain path that is not
         // there is an error.
         if paths.is_empty() && !pattern.contains(['*', '?', '[']) {
@@ -254,11 +280,22 @@ impl Parser {
         }
         let mut directives = Vec::new();
         for path in paths {
-            if self.sources.len() >= MAX_FILES {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if self.reading.contains(&canonical) {
                 return Err(Self::syntax(
                     source,
                     directive.span.start,
-                    format!("more than {MAX_FILES} files included (an include loop?)"),
+                    format!("{} includes itself (an include loop)", path.display()),
+                ));
+            }
+            if self.sources.len() >= MAX_FILES || self.bytes >= MAX_BYTES {
+                return Err(Self::syntax(
+                    source,
+                    directive.span.start,
+                    format!(
+                        "more than {MAX_FILES} files or {} MiB included",
+                        MAX_BYTES >> 20
+                    ),
                 ));
             }
             directives.extend(self.file(&path, depth + 1)?);
@@ -349,7 +386,9 @@ fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>,
                 while i < text.len() {
                     let b = text[i];
                     match b {
-                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b'}' => {
+                        // NGINX ends a word at whitespace, `;` and `{` (a `}` inside a
+                        // word is part of it).
+                        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' => {
                             // `${var}` inside a word.
                             if b == b'{' && word.last() == Some(&b'$') {
                                 while i < text.len() && text[i] != b'}' {
@@ -364,9 +403,17 @@ fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>,
                             }
                             break;
                         }
-                        // Kept with what it escapes (a regex's `\.` stays one).
+                        // As in quotes: \" \' \\ and \n \r \t are escapes; any
+                        // other backslash stays (a regex's `\.` is one).
                         b'\\' if i + 1 < text.len() => {
-                            word.extend([b'\\', text[i + 1]]);
+                            let next = text[i + 1];
+                            match next {
+                                b'"' | b'\'' | b'\\' => word.push(next),
+                                b'n' => word.push(b'\n'),
+                                b'r' => word.push(b'\r'),
+                                b't' => word.push(b'\t'),
+                                other => word.extend([b'\\', other]),
+                            }
                             i += 2;
                         }
                         _ => {
@@ -464,6 +511,54 @@ mod tests {
         ));
         std::fs::write(dir.path().join("missing.conf"), "include nope.conf;\n").expect("write");
         assert!(read(&dir.path().join("missing.conf")).is_err());
+    }
+
+    #[test]
+    fn words_end_where_nginx_ends_them_and_escape_as_nginx_does() {
+        let d = parse("return 200 a}b;\nset $x a\\\"b\\\\c;\nlocation ~ \\.php$ { }\n")
+            .expect("parses");
+        assert_eq!(d[0].arg(1), "a}b", "a closing brace inside a word is part of it");
+        assert_eq!(d[1].arg(1), "a\"b\\c");
+        assert_eq!(d[2].arg(1), "\\.php$", "a regex keeps its backslash");
+    }
+
+    #[test]
+    fn an_included_file_includes_against_the_prefix_and_a_loop_is_named() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        std::fs::create_dir_all(dir.path().join("sites")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("snippets")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("snippets/proxy.conf"),
+            "proxy_connect_timeout 2s;\n",
+        )
+        .expect("write");
+        // Relative to the prefix (the main file's folder), not to sites/.
+        std::fs::write(
+            dir.path().join("sites/a.conf"),
+            "server { include snippets/proxy.conf; }\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("sites/.a.conf.swp"), "not nginx at all {").expect("write");
+        std::fs::write(dir.path().join("nginx.conf"), "http { include sites/*; }\n")
+            .expect("write");
+        let parsed =
+            read(&dir.path().join("nginx.conf")).expect("parses (a hidden file is not matched)");
+        let server = &parsed.directives[0].block.as_ref().expect("http")[0];
+        assert_eq!(
+            server.block.as_ref().expect("server")[0].name,
+            "proxy_connect_timeout"
+        );
+        std::fs::write(
+            dir.path().join("snippets/proxy.conf"),
+            "include sites/a.conf;\n",
+        )
+        .expect("write");
+        match read(&dir.path().join("nginx.conf")) {
+            Err(ParseError::Syntax { message, .. }) => {
+                assert!(message.contains("includes itself"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
