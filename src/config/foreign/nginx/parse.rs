@@ -517,7 +517,11 @@ mod tests {
     fn words_end_where_nginx_ends_them_and_escape_as_nginx_does() {
         let d = parse("return 200 a}b;\nset $x a\\\"b\\\\c;\nlocation ~ \\.php$ { }\n")
             .expect("parses");
-        assert_eq!(d[0].arg(1), "a}b", "a closing brace inside a word is part of it");
+        assert_eq!(
+            d[0].arg(1),
+            "a}b",
+            "a closing brace inside a word is part of it"
+        );
         assert_eq!(d[1].arg(1), "a\"b\\c");
         assert_eq!(d[2].arg(1), "\\.php$", "a regex keeps its backslash");
     }
