@@ -216,6 +216,36 @@ fn a_fixed_nginx_config_keeps_only_what_nginx_cannot_fix() {
     );
 }
 
+/// `--allow RULE=REASON` silences a rule on purpose (unequal weights meant as they
+/// are), shows the reason, and no longer counts it; an unknown rule is a usage error.
+#[test]
+fn a_rule_can_be_allowed_with_a_reason() {
+    let dir = Dir::new();
+    let conf = write_config(&dir);
+    let conf = conf.to_string_lossy();
+    let out = run(&[
+        "check",
+        "--from",
+        "nginx",
+        &conf,
+        "--allow",
+        "load-ratio=the big server has 18 cores",
+    ]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("allowed: the big server has 18 cores"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("0 error(s), 3 warning(s)"),
+        "{}",
+        out.stdout
+    );
+    let bad = run(&["check", "--from", "nginx", &conf, "--allow", "load-raito=x"]);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+}
+
 /// A syntax error is said as nginx -t says it (file and line) and exits 1; a file that
 /// cannot be read exits 2.
 #[test]

@@ -29,6 +29,11 @@ pub struct Args {
     /// read too, relative to the file's folder as NGINX's prefix).
     #[arg(long, value_enum, value_name = "PRODUCT", conflicts_with_all = ["coverage", "traffic"])]
     from: Option<Foreign>,
+    /// With --from: silence a rule, with the reason shown in its findings (what
+    /// `[lint.allow]` does in evenkeel's own configs), e.g.
+    /// --allow load-ratio="the big server has 18 cores". Repeatable.
+    #[arg(long, value_name = "RULE=REASON", requires = "from", value_parser = parse_allow)]
+    allow: Vec<(String, String)>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -87,6 +92,20 @@ pub fn run(args: &Args) -> CommandResult {
     })
 }
 
+/// `--allow RULE=REASON`: a rule `explain` knows, and a reason.
+fn parse_allow(text: &str) -> Result<(String, String), String> {
+    let (rule, reason) = text
+        .split_once('=')
+        .filter(|(_, reason)| !reason.trim().is_empty())
+        .ok_or("expected RULE=REASON, such as load-ratio=\"the big server has 18 cores\"")?;
+    if config::lint::rule(rule).is_none() {
+        return Err(format!(
+            "{rule:?} is not a rule (evenkeel explain lists them)"
+        ));
+    }
+    Ok((rule.to_string(), reason.to_string()))
+}
+
 /// `check --from nginx`.
 fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
     use config::foreign::{self, nginx};
@@ -95,7 +114,12 @@ fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
         syntax => Failure::new(Exit::Rejected, anyhow::anyhow!("{syntax}")),
     })?;
     let translated = nginx::translate(&parsed);
-    let report = foreign::check(&translated, &config::folder_of(path), nginx::reword);
+    let mut report = foreign::check(&translated, &config::folder_of(path), nginx::reword);
+    for (_, finding) in &mut report.findings {
+        if let Some((_, reason)) = args.allow.iter().find(|(rule, _)| rule == finding.rule) {
+            finding.allowed = Some(reason.clone());
+        }
+    }
     match args.format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = report

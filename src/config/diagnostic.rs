@@ -262,7 +262,7 @@ fn render_one(out: &mut String, source: &Source, lines: &LineIndex<'_>, finding:
         let _ = writeln!(out, "{gutter} = help: {help}");
     }
     if let Some(reason) = &finding.allowed {
-        let _ = writeln!(out, "{gutter} = note: allowed by [lint.allow]: {reason}");
+        let _ = writeln!(out, "{gutter} = note: allowed: {reason}");
     }
 }
 
