@@ -182,32 +182,8 @@ impl Applier {
         store: Arc<dyn Store>,
         config_path: PathBuf,
     ) -> Result<Applier, StoreError> {
-        let config = Arc::clone(&runtime.snapshot().config);
-        let version = store.record(NewVersion {
-            origin: Origin::Start,
-            text: &config.source.text,
-            identity: Some(&config.identity()),
-            certificates: &CertificateRecord::of(&config),
-            outcome: Outcome::Applied,
-            detail: "",
-            restores: None,
-            seen: None,
-            expect_shift: false,
-        })?;
-        let counts = ApplyCounts::default();
-        counts.count(Origin::Start, Outcome::Applied);
-        Ok(Applier {
-            runtime,
-            store,
-            config_path,
-            current: Mutex::new(version.id),
-            in_force: AtomicU64::new(version.id),
-            kept: AtomicU64::new(0),
-            counts,
-            local: None,
-            fleet: Default::default(),
-            file_read: Mutex::new(None),
-        })
+        let version = record_start(&runtime, &*store, None)?;
+        Ok(Applier::new(runtime, store, config_path, None, version.id))
     }
 
     /// An applier for a node of a fleet: `runtime` serves fleet version `version`
@@ -220,6 +196,17 @@ impl Applier {
         local: config::NodeLocal,
         version: u64,
     ) -> Applier {
+        Applier::new(runtime, store, config_path, Some(local), version)
+    }
+
+    /// An applier with `version` in force (counted as the start's apply).
+    fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn Store>,
+        config_path: PathBuf,
+        local: Option<config::NodeLocal>,
+        version: u64,
+    ) -> Applier {
         let counts = ApplyCounts::default();
         counts.count(Origin::Start, Outcome::Applied);
         Applier {
@@ -230,7 +217,7 @@ impl Applier {
             in_force: AtomicU64::new(version),
             kept: AtomicU64::new(0),
             counts,
-            local: Some(local),
+            local,
             fleet: Default::default(),
             file_read: Mutex::new(None),
         }
@@ -244,18 +231,7 @@ impl Applier {
         if *current != 0 {
             return Ok(None);
         }
-        let config = Arc::clone(&self.runtime.snapshot().config);
-        let recorded = self.store.record(NewVersion {
-            origin: Origin::Start,
-            text: &config.source.text,
-            identity: Some(&config.identity()),
-            certificates: &CertificateRecord::of(&config),
-            outcome: Outcome::Applied,
-            detail: "",
-            restores: None,
-            seen: Some(0),
-            expect_shift: false,
-        });
+        let recorded = record_start(&self.runtime, &*self.store, Some(0));
         match recorded {
             Ok(version) => {
                 *current = version.id;
@@ -967,6 +943,27 @@ impl Applier {
         };
         self.guard_verdict(version, reason, restored);
     }
+}
+
+/// Records the config `runtime` serves as a version from the start (`seen`: the
+/// version a fleet must be at, 0 for an empty fleet).
+fn record_start(
+    runtime: &Runtime,
+    store: &dyn Store,
+    seen: Option<u64>,
+) -> Result<Version, StoreError> {
+    let config = Arc::clone(&runtime.snapshot().config);
+    store.record(NewVersion {
+        origin: Origin::Start,
+        text: &config.source.text,
+        identity: Some(&config.identity()),
+        certificates: &CertificateRecord::of(&config),
+        outcome: Outcome::Applied,
+        detail: "",
+        restores: None,
+        seen,
+        expect_shift: false,
+    })
 }
 
 /// Why a node puts a fleet version in force ([`Applier::adopt`]).

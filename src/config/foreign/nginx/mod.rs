@@ -157,6 +157,23 @@ struct Server {
     span: Range<usize>,
 }
 
+impl Server {
+    /// A server at `address` written by `d`, with NGINX's defaults (weight 1,
+    /// max_fails 1, fail_timeout 10 s).
+    fn new(address: String, d: &Directive) -> Server {
+        Server {
+            address,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: "10s".into(),
+            backup: false,
+            down: false,
+            file: d.file,
+            span: d.span.clone(),
+        }
+    }
+}
+
 /// Proxy settings, inherited http → server → location.
 #[derive(Clone, Debug, Default)]
 struct Proxy {
@@ -385,16 +402,7 @@ impl Translator {
         } else {
             format!("{address}:80")
         };
-        let mut server = Server {
-            address,
-            weight: 1,
-            max_fails: 1,
-            fail_timeout: "10s".into(),
-            backup: false,
-            down: false,
-            file: d.file,
-            span: d.span.clone(),
-        };
+        let mut server = Server::new(address, d);
         for (arg, _) in d.args.iter().skip(1) {
             let (key, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
             match key {
@@ -635,16 +643,7 @@ impl Translator {
             .entry(name.clone())
             .or_insert_with(|| Upstream {
                 directive: Some(pass.clone()),
-                servers: vec![Server {
-                    address,
-                    weight: 1,
-                    max_fails: 1,
-                    fail_timeout: "10s".into(),
-                    backup: false,
-                    down: false,
-                    file: pass.file,
-                    span: pass.span.clone(),
-                }],
+                servers: vec![Server::new(address, pass)],
                 ..Upstream::default()
             });
         Some(name)

@@ -313,6 +313,19 @@ fn describe(token: &Token) -> &'static str {
     }
 }
 
+/// Appends to `word` what a backslash followed by `next` stands for, as NGINX reads it
+/// (quoted or not): `\"` `\'` `\\` and `\n` `\r` `\t` are escapes; any other
+/// backslash stays (a regex's `\.` is one).
+fn unescape(next: u8, word: &mut Vec<u8>) {
+    match next {
+        b'"' | b'\'' | b'\\' => word.push(next),
+        b'n' => word.push(b'\n'),
+        b'r' => word.push(b'\r'),
+        b't' => word.push(b'\t'),
+        other => word.extend([b'\\', other]),
+    }
+}
+
 /// The tokens of `source`, each with its byte range.
 fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>, ParseError> {
     let text = source.text.as_bytes();
@@ -355,14 +368,7 @@ fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>,
                         Some(&b'\\') if i + 1 < text.len() => {
                             // NGINX keeps the backslash except before the quote, a
                             // backslash, and the escapes \n, \r, \t.
-                            let next = text[i + 1];
-                            match next {
-                                b'"' | b'\'' | b'\\' => word.push(next),
-                                b'n' => word.push(b'\n'),
-                                b'r' => word.push(b'\r'),
-                                b't' => word.push(b'\t'),
-                                other => word.extend([b'\\', other]),
-                            }
+                            unescape(text[i + 1], &mut word);
                             i += 2;
                         }
                         Some(&q) if q == c => {
@@ -406,14 +412,7 @@ fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>,
                         // As in quotes: \" \' \\ and \n \r \t are escapes; any
                         // other backslash stays (a regex's `\.` is one).
                         b'\\' if i + 1 < text.len() => {
-                            let next = text[i + 1];
-                            match next {
-                                b'"' | b'\'' | b'\\' => word.push(next),
-                                b'n' => word.push(b'\n'),
-                                b'r' => word.push(b'\r'),
-                                b't' => word.push(b'\t'),
-                                other => word.extend([b'\\', other]),
-                            }
+                            unescape(text[i + 1], &mut word);
                             i += 2;
                         }
                         _ => {
@@ -435,6 +434,17 @@ fn tokenize(source: &Source, _file: usize) -> Result<Vec<(Token, Range<usize>)>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes each (path under `dir`, text), making folders as needed.
+    fn write_files(dir: &Path, files: &[(&str, &str)]) {
+        for (path, text) in files {
+            let path = dir.join(path);
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder).expect("mkdir");
+            }
+            std::fs::write(path, text).expect("write");
+        }
+    }
 
     fn parse(text: &str) -> Result<Vec<Directive>, ParseError> {
         let dir = tempfile::tempdir().expect("temporary folder");
@@ -482,22 +492,17 @@ mod tests {
     #[test]
     fn includes_resolve_globs_against_the_prefix_and_stop_on_loops() {
         let dir = tempfile::tempdir().expect("temporary folder");
-        std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("conf.d/b.conf"),
-            "upstream b { server 10.0.0.2; }\n",
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("conf.d/a.conf"),
-            "upstream a { server 10.0.0.1; }\n",
-        )
-        .expect("write");
-        std::fs::write(
-            dir.path().join("nginx.conf"),
-            "http { include conf.d/*.conf; include nothing/*.conf; }\n",
-        )
-        .expect("write");
+        write_files(
+            dir.path(),
+            &[
+                ("conf.d/b.conf", "upstream b { server 10.0.0.2; }\n"),
+                ("conf.d/a.conf", "upstream a { server 10.0.0.1; }\n"),
+                (
+                    "nginx.conf",
+                    "http { include conf.d/*.conf; include nothing/*.conf; }\n",
+                ),
+            ],
+        );
         let parsed = read(&dir.path().join("nginx.conf")).expect("parses");
         let http = parsed.directives[0].block.as_ref().expect("block");
         let names: Vec<&str> = http.iter().map(|d| d.arg(0)).collect();
@@ -529,22 +534,16 @@ mod tests {
     #[test]
     fn an_included_file_includes_against_the_prefix_and_a_loop_is_named() {
         let dir = tempfile::tempdir().expect("temporary folder");
-        std::fs::create_dir_all(dir.path().join("sites")).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("snippets")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("snippets/proxy.conf"),
-            "proxy_connect_timeout 2s;\n",
-        )
-        .expect("write");
-        // Relative to the prefix (the main file's folder), not to sites/.
-        std::fs::write(
-            dir.path().join("sites/a.conf"),
-            "server { include snippets/proxy.conf; }\n",
-        )
-        .expect("write");
-        std::fs::write(dir.path().join("sites/.a.conf.swp"), "not nginx at all {").expect("write");
-        std::fs::write(dir.path().join("nginx.conf"), "http { include sites/*; }\n")
-            .expect("write");
+        write_files(
+            dir.path(),
+            &[
+                ("snippets/proxy.conf", "proxy_connect_timeout 2s;\n"),
+                // Relative to the prefix (the main file's folder), not to sites/.
+                ("sites/a.conf", "server { include snippets/proxy.conf; }\n"),
+                ("sites/.a.conf.swp", "not nginx at all {"),
+                ("nginx.conf", "http { include sites/*; }\n"),
+            ],
+        );
         let parsed =
             read(&dir.path().join("nginx.conf")).expect("parses (a hidden file is not matched)");
         let server = &parsed.directives[0].block.as_ref().expect("http")[0];
