@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((_, length))) = parse_proxy_header(data) {
         assert!(length <= data.len() && length <= 4096);
         let whole = parse_proxy_header(&data[..length]).ok().flatten();
-        assert_eq!(whole.map(|(_, l)| l), Some(length), "the header alone reads the same");
+        assert_eq!(
+            whole.map(|(_, l)| l),
+            Some(length),
+            "the header alone reads the same"
+        );
         for cut in 0..length {
             assert!(
                 matches!(parse_proxy_header(&data[..cut]), Ok(None)),
@@ -30,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let port = u16::from_be_bytes([data[0], data[1]]);
         let ip = IpAddr::V4(Ipv4Addr::new(data[2], data[3], data[4], data[5]));
         let client = SocketAddr::new(ip, port);
-        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), u16::from_be_bytes([data[6], data[7]]));
+        let local = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            u16::from_be_bytes([data[6], data[7]]),
+        );
         let mut header = v2_header(client, local);
         let length = header.len();
         header.extend_from_slice(&data[8..]);
