@@ -10,13 +10,13 @@ use crate::config::{self, diagnostic};
 /// Exit code 0 when the config can be served, 1 when it has errors (or warnings under
 /// --deny-warnings), 2 when the file cannot be read.
 ///
-/// With `--from nginx`, the file is an NGINX config (its includes read too): it is
-/// translated into evenkeel's model and judged by the same rules, each finding at the
-/// NGINX file and line it came from, with help in NGINX's terms; what could not be
-/// translated is a note at its line.
+/// With `--from nginx` or `--from haproxy`, the file is that product's config (NGINX's
+/// includes read too): it is translated into evenkeel's model and judged by the same
+/// rules, each finding at the file and line it came from, with help in that product's
+/// terms; what could not be translated is a note at its line.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check --from nginx /etc/nginx/nginx.conf\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage\n  evenkeel check -c evenkeel.toml --traffic status.json   # the split saved from `evenkeel status --format json`"
+    after_help = "Example:\n  evenkeel check -c evenkeel.toml --deny-warnings\n  evenkeel check --from nginx /etc/nginx/nginx.conf\n  evenkeel check --from haproxy /etc/haproxy/haproxy.cfg\n  evenkeel check -c evenkeel.toml --format json | jq '.[].rule'\n  evenkeel check -c evenkeel.toml --coverage\n  evenkeel check -c evenkeel.toml --traffic status.json   # the split saved from `evenkeel status --format json`"
 )]
 pub struct Args {
     /// The config file.
@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(value_name = "FILE", conflicts_with = "config")]
     file: Option<PathBuf>,
     /// Read another load balancer's config: `nginx` (open source; its `include`s are
-    /// read too, relative to the file's folder as NGINX's prefix).
+    /// read too, relative to the file's folder as NGINX's prefix) or `haproxy` (a
+    /// file, or a folder of `*.cfg` files as `haproxy -f DIR` reads).
     #[arg(long, value_enum, value_name = "PRODUCT", conflicts_with_all = ["coverage", "traffic"])]
     from: Option<Foreign>,
     /// With --from: silence a rule, with the reason shown in its findings (what
@@ -48,11 +49,22 @@ pub struct Args {
     traffic: super::traffic::TrafficArgs,
 }
 
-/// A product whose configs `check --from` reads.
+/// A product whose configs `check --from`, `plan --from` and `import --from` read.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Foreign {
     /// NGINX (open source).
     Nginx,
+    /// HAProxy.
+    Haproxy,
+}
+
+impl From<Foreign> for config::foreign::Product {
+    fn from(product: Foreign) -> Self {
+        match product {
+            Foreign::Nginx => config::foreign::Product::Nginx,
+            Foreign::Haproxy => config::foreign::Product::Haproxy,
+        }
+    }
 }
 
 /// How findings are printed.
@@ -71,8 +83,8 @@ pub fn run(args: &Args) -> CommandResult {
             anyhow::anyhow!("name the config: -c FILE"),
         ));
     };
-    if let Some(Foreign::Nginx) = args.from {
-        return run_nginx(args, path);
+    if let Some(product) = args.from {
+        return run_foreign(args, product, path);
     }
     let traffic = args.traffic.observed(false, path)?;
     let checked = config::check_file_with(path, traffic.as_ref())
@@ -106,34 +118,61 @@ fn parse_allow(text: &str) -> Result<(String, String), String> {
     Ok((rule.to_string(), reason.to_string()))
 }
 
-/// `check --from nginx`.
-fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
-    use config::foreign::{self, nginx};
-    let parsed = nginx::parse::read(path).map_err(|e| match e {
-        nginx::parse::ParseError::File(e) => Failure::new(Exit::Usage, e),
-        syntax => Failure::new(Exit::Rejected, anyhow::anyhow!("{syntax}")),
-    })?;
-    let translated = nginx::translate(&parsed);
-    let mut report = foreign::check(&translated, &config::folder_of(path), nginx::reword);
+/// `check --from PRODUCT`.
+fn run_foreign(args: &Args, product: Foreign, path: &std::path::Path) -> CommandResult {
+    let (_, mut report) = audit(product, path)?;
     for (_, finding) in &mut report.findings {
         if let Some((_, reason)) = args.allow.iter().find(|(rule, _)| rule == finding.rule) {
             finding.allowed = Some(reason.clone());
         }
     }
-    match args.format {
+    print_report(&report, args.format, path, product);
+    let errors = report.count(diagnostic::Severity::Error);
+    let warnings = report.count(diagnostic::Severity::Warning);
+    Ok(if errors > 0 || (args.deny_warnings && warnings > 0) {
+        Exit::Rejected
+    } else {
+        Exit::Success
+    })
+}
+
+/// Reads, translates and checks another product's config; a file that cannot be read
+/// is a usage error (exit 2), one the product itself would refuse exit 1.
+pub(super) fn audit(
+    product: Foreign,
+    path: &std::path::Path,
+) -> Result<(config::foreign::Translated, config::foreign::Report), Failure> {
+    use config::foreign::{self, ParseError};
+    foreign::audit(product.into(), path).map_err(|e| match e {
+        ParseError::File(e) => Failure::new(Exit::Usage, e),
+        syntax => Failure::new(Exit::Rejected, anyhow::anyhow!("{syntax}")),
+    })
+}
+
+/// Prints the findings of a translated config on its own files: rustc-style text with
+/// a summary line, or the JSON array.
+pub(super) fn print_report(
+    report: &config::foreign::Report,
+    format: Format,
+    path: &std::path::Path,
+    product: Foreign,
+) {
+    let on_file = |i: usize| -> Vec<diagnostic::Finding> {
+        report
+            .findings
+            .iter()
+            .filter(|(file, _)| *file == i)
+            .map(|(_, f)| f.clone())
+            .collect()
+    };
+    match format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = report
                 .sources
                 .iter()
                 .enumerate()
                 .flat_map(|(i, source)| {
-                    let findings: Vec<diagnostic::Finding> = report
-                        .findings
-                        .iter()
-                        .filter(|(file, _)| *file == i)
-                        .map(|(_, f)| f.clone())
-                        .collect();
-                    diagnostic::json_findings(source, &findings)
+                    diagnostic::json_findings(source, &on_file(i))
                         .into_iter()
                         .filter_map(|row| serde_json::to_value(row).ok())
                         .collect::<Vec<_>>()
@@ -146,13 +185,7 @@ fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
         }
         Format::Text => {
             for (i, source) in report.sources.iter().enumerate() {
-                let findings: Vec<diagnostic::Finding> = report
-                    .findings
-                    .iter()
-                    .filter(|(file, _)| *file == i)
-                    .map(|(_, f)| f.clone())
-                    .collect();
-                print!("{}", diagnostic::render_text(source, &findings));
+                print!("{}", diagnostic::render_text(source, &on_file(i)));
             }
             let (errors, warnings, notes) = (
                 report.count(diagnostic::Severity::Error),
@@ -160,19 +193,13 @@ fn run_nginx(args: &Args, path: &std::path::Path) -> CommandResult {
                 report.count(diagnostic::Severity::Note),
             );
             println!(
-                "{}: read as NGINX ({} file(s)): {errors} error(s), {warnings} warning(s), {notes} note(s) on what is not translated or only approximately",
+                "{}: read as {} ({} file(s)): {errors} error(s), {warnings} warning(s), {notes} note(s) on what is not translated or only approximately",
                 path.display(),
+                config::foreign::Product::from(product).name(),
                 report.sources.len()
             );
         }
     }
-    let errors = report.count(diagnostic::Severity::Error);
-    let warnings = report.count(diagnostic::Severity::Warning);
-    Ok(if errors > 0 || (args.deny_warnings && warnings > 0) {
-        Exit::Rejected
-    } else {
-        Exit::Success
-    })
 }
 
 /// Prints a checked config's findings as `check` does: rustc-style text with a summary

@@ -12,6 +12,7 @@
 //! the directive it came from, with help in the other product's terms where evenkeel's
 //! would not help.
 
+pub mod haproxy;
 pub mod nginx;
 
 use std::ops::Range;
@@ -19,11 +20,51 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::diagnostic::{Finding, Severity, Source};
+use super::files;
+
+/// A product whose configs evenkeel reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// NGINX (open source): `nginx.conf` and its includes.
+    Nginx,
+    /// HAProxy: `haproxy.cfg`, or a folder of `*.cfg` files.
+    Haproxy,
+}
+
+impl Product {
+    /// Its name as people write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Nginx => "NGINX",
+            Product::Haproxy => "HAProxy",
+        }
+    }
+}
+
+/// Reads and translates the config of `product` at `path`.
+pub fn read(product: Product, path: &Path) -> Result<Translated, ParseError> {
+    Ok(match product {
+        Product::Nginx => nginx::translate(&nginx::parse::read(path)?),
+        Product::Haproxy => haproxy::translate(&haproxy::parse::read(path)?),
+    })
+}
+
+/// Reads, translates and checks the config of `product` at `path`: what `check --from`
+/// prints.
+pub fn audit(product: Product, path: &Path) -> Result<(Translated, Report), ParseError> {
+    let translated = read(product, path)?;
+    let reword = match product {
+        Product::Nginx => nginx::reword,
+        Product::Haproxy => haproxy::reword,
+    };
+    let report = check(&translated, &super::folder_of(path), reword);
+    Ok((translated, report))
+}
 
 /// A config translated from another product.
 #[derive(Clone, Debug)]
 pub struct Translated {
-    /// The product (`NGINX`).
+    /// The product (`NGINX`, `HAProxy`).
     pub product: &'static str,
     /// The evenkeel config text.
     pub text: String,
@@ -45,6 +86,8 @@ pub struct Report {
     pub sources: Vec<Arc<Source>>,
     /// Findings, by file index.
     pub findings: Vec<(usize, Finding)>,
+    /// The translation as `check` judged it (its config, when it has no errors).
+    pub checked: super::Checked,
 }
 
 impl Report {
@@ -73,7 +116,7 @@ pub fn check(translated: &Translated, base_dir: &Path, reword: fn(&mut Finding))
             .and_then(|(_, rest)| rest.split_once('"'))
             .map(|(name, _)| name.to_string())
     };
-    for mut finding in checked.findings {
+    for mut finding in checked.findings.clone() {
         match finding.rule {
             // Said of the translation, not of the other product's config: its pools
             // are all proxied to, and its servers answering locally are noted already.
@@ -141,6 +184,7 @@ pub fn check(translated: &Translated, base_dir: &Path, reword: fn(&mut Finding))
     Report {
         sources: translated.sources.clone(),
         findings,
+        checked,
     }
 }
 
@@ -167,4 +211,76 @@ impl Writer {
 /// A TOML string literal of `value`.
 pub(crate) fn quoted(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
+}
+
+/// Milliseconds as an evenkeel duration.
+pub(crate) fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// `shown` as an evenkeel name (letters, digits, `-`, `_`; at most 48 characters), not
+/// one of `taken`.
+pub(crate) fn unique_name(shown: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let clean: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let base: String = if clean.is_empty() {
+        "pool".into()
+    } else {
+        clean.chars().take(48).collect()
+    };
+    let mut name = base.clone();
+    let mut n = 2;
+    while !taken.insert(name.clone()) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The evenkeel listener of `address`.
+pub(crate) fn listener_name(address: &str) -> String {
+    format!(
+        "listen-{}",
+        address.replace([':', '.', '[', ']'], "-").trim_matches('-')
+    )
+}
+
+/// Why a configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A file could not be read.
+    #[error("{0}")]
+    File(#[from] files::FileError),
+    /// The syntax is wrong.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The line, from 1.
+        line: usize,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// A syntax error at byte `offset` of `source`.
+pub(crate) fn syntax(source: &Source, offset: usize, message: impl Into<String>) -> ParseError {
+    ParseError::Syntax {
+        file: source.path.display().to_string(),
+        line: source.locate(offset).line,
+        message: message.into(),
+    }
 }

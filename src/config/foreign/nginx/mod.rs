@@ -25,7 +25,7 @@ pub mod parse;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use super::{quoted, Translated, Writer};
+use super::{duration_text, listener_name, quoted, unique_name, Translated, Writer};
 use crate::config::diagnostic::Finding;
 use parse::{Directive, Parsed};
 
@@ -680,7 +680,7 @@ impl Translator {
         let mut w = Writer::default();
         w.line(
             &format!(
-                "# Translated from NGINX ({}) by evenkeel check --from nginx.",
+                "# Translated from NGINX ({}) by evenkeel.",
                 parsed.sources[0].path.display()
             ),
             None,
@@ -913,54 +913,9 @@ fn millis(value: &str) -> Option<u64> {
     Some(total)
 }
 
-/// Milliseconds as an evenkeel duration.
-fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 /// An NGINX time as an evenkeel duration.
 fn duration(value: &str) -> Option<String> {
     millis(value).map(duration_text)
-}
-
-/// `shown` as an evenkeel name (letters, digits, `-`, `_`; at most 48 characters), not
-/// one of `taken`.
-fn unique_name(shown: &str, taken: &mut std::collections::HashSet<String>) -> String {
-    let clean: String = shown
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let clean = clean.trim_matches('-');
-    let base: String = if clean.is_empty() {
-        "pool".into()
-    } else {
-        clean.chars().take(48).collect()
-    };
-    let mut name = base.clone();
-    let mut n = 2;
-    while !taken.insert(name.clone()) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
-/// The evenkeel listener of `address`.
-fn listener_name(address: &str) -> String {
-    format!(
-        "listen-{}",
-        address.replace([':', '.', '[', ']'], "-").trim_matches('-')
-    )
 }
 
 /// `listen`'s address as `host:port`.

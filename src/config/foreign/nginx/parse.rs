@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::diagnostic::Source;
-use crate::config::files;
 
 /// Files read through `include`, at most (one file included many times counts each
 /// time: Debian's `include proxy_params;` in every location).
@@ -55,23 +54,7 @@ pub struct Parsed {
     pub sources: Vec<Arc<Source>>,
 }
 
-/// Why a configuration could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    /// A file could not be read.
-    #[error("{0}")]
-    File(#[from] files::FileError),
-    /// The syntax is wrong.
-    #[error("{file}:{line}: {message}")]
-    Syntax {
-        /// The file.
-        file: String,
-        /// The line, from 1.
-        line: usize,
-        /// What was expected.
-        message: String,
-    },
-}
+pub use crate::config::foreign::ParseError;
 
 #[derive(Clone, Debug, PartialEq)]
 enum Token {
@@ -79,6 +62,26 @@ enum Token {
     Semicolon,
     Open,
     Close,
+}
+
+/// Reads `text` as the file at `path`, and every file it includes (against the folder
+/// of `path`).
+pub fn parse_text(path: &Path, text: String) -> Result<Parsed, ParseError> {
+    let mut parser = Parser {
+        prefix: crate::config::folder_of(path),
+        sources: Vec::new(),
+        reading: Vec::new(),
+        bytes: 0,
+    };
+    let source = Source {
+        path: path.to_path_buf(),
+        text,
+    };
+    let directives = parser.file(source, 0)?;
+    Ok(Parsed {
+        directives,
+        sources: parser.sources,
+    })
 }
 
 /// Reads `path` and every file it includes.
@@ -90,7 +93,7 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
         reading: Vec::new(),
         bytes: 0,
     };
-    let directives = parser.file(path, 0)?;
+    let directives = parser.file(Source::read(path)?, 0)?;
     Ok(Parsed {
         directives,
         sources: parser.sources,
@@ -107,8 +110,8 @@ struct Parser {
 }
 
 impl Parser {
-    fn file(&mut self, path: &Path, depth: usize) -> Result<Vec<Directive>, ParseError> {
-        let source = Source::read(path)?;
+    fn file(&mut self, source: Source, depth: usize) -> Result<Vec<Directive>, ParseError> {
+        let path = source.path.clone();
         self.bytes += source.text.len();
         let file = self.sources.len();
         self.sources.push(Arc::new(source));
@@ -116,18 +119,14 @@ impl Parser {
         let tokens = tokenize(&source, file)?;
         let mut at = 0;
         self.reading
-            .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+            .push(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
         let directives = self.block(&source, file, &tokens, &mut at, depth, false);
         self.reading.pop();
         directives
     }
 
     fn syntax(source: &Source, offset: usize, message: impl Into<String>) -> ParseError {
-        ParseError::Syntax {
-            file: source.path.display().to_string(),
-            line: source.locate(offset).line,
-            message: message.into(),
-        }
+        super::super::syntax(source, offset, message)
     }
 
     fn block(
@@ -298,7 +297,7 @@ impl Parser {
                     ),
                 ));
             }
-            directives.extend(self.file(&path, depth + 1)?);
+            directives.extend(self.file(Source::read(&path)?, depth + 1)?);
         }
         Ok(directives)
     }

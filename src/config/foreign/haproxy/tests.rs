@@ -1,0 +1,317 @@
+use super::*;
+use crate::config::diagnostic::Severity;
+
+fn translated(text: &str) -> Translated {
+    translate(
+        &parse::parse_text(
+            std::path::Path::new("/nonexistent/haproxy.cfg"),
+            text.to_string(),
+        )
+        .expect("parses"),
+    )
+}
+
+/// (rule, line) of each finding `check` makes, notes included.
+fn findings(text: &str) -> Vec<(&'static str, Severity, usize)> {
+    let t = translated(text);
+    let report = super::super::check(&t, std::path::Path::new("/nonexistent"), reword);
+    report
+        .findings
+        .iter()
+        .map(|(file, f)| {
+            let line = f
+                .span
+                .as_ref()
+                .map_or(0, |s| report.sources[*file].locate(s.start).line);
+            (f.rule, f.severity, line)
+        })
+        .collect()
+}
+
+const SHOP: &str = "\
+global
+    daemon
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 20s
+    option redispatch
+    retries 3
+frontend web
+    bind :8080
+    acl is_api path_beg /api/
+    acl is_shop hdr(host) -i shop.example
+    use_backend api if is_api
+    use_backend shop if is_shop
+    default_backend app
+backend api
+    balance leastconn
+    option httpchk GET /health
+    http-check expect status 200
+    server a1 10.0.0.1:80 check inter 1s fall 2 rise 3
+    server a2 10.0.0.2:80 check inter 1s fall 2 rise 3
+backend shop
+    server s1 10.0.1.1:80 weight 3 check
+    server s2 10.0.1.2:80 weight 1 check
+backend app
+    server p1 10.0.2.1:80
+    server p2 10.0.2.2:80
+";
+
+#[test]
+fn a_typical_config_becomes_listeners_routes_and_pools() {
+    let t = translated(SHOP);
+    let text = &t.text;
+    let config: toml::Table = text.parse().expect("valid TOML");
+    assert_eq!(
+        config["listener"][0]["listen"].as_str(),
+        Some("0.0.0.0:8080"),
+        "{text}"
+    );
+    let routes = config["route"].as_array().expect("routes");
+    let route = |pool: &str| {
+        routes
+            .iter()
+            .find(|r| r["pool"].as_str() == Some(pool))
+            .unwrap_or_else(|| panic!("{pool}: {text}"))
+    };
+    assert_eq!(route("api")["path_prefix"].as_str(), Some("/api/"));
+    assert_eq!(route("shop")["host"].as_str(), Some("shop.example"));
+    assert_eq!(route("app")["path_prefix"].as_str(), Some("/"));
+    let api = &config["pool"]["api"];
+    assert_eq!(api["algorithm"].as_str(), Some("least_connections"));
+    assert_eq!(api["health"]["path"].as_str(), Some("/health"));
+    assert_eq!(api["health"]["expect_status"].as_str(), Some("200"));
+    assert_eq!(api["health"]["interval"].as_str(), Some("1s"));
+    assert_eq!(api["health"]["unhealthy_after"].as_integer(), Some(2));
+    assert_eq!(api["health"]["healthy_after"].as_integer(), Some(3));
+    assert_eq!(api["timeouts"]["connect"].as_str(), Some("5s"));
+    assert_eq!(api["timeouts"]["per_try"].as_str(), Some("20s"));
+    assert_eq!(
+        api["retries"]["attempts"].as_integer(),
+        Some(1),
+        "redispatch"
+    );
+    assert_eq!(
+        api["outlier"]["consecutive_failures"].as_integer(),
+        Some(0),
+        "no observe"
+    );
+    let shop = &config["pool"]["shop"];
+    assert_eq!(shop["algorithm"].as_str(), Some("weighted_round_robin"));
+    assert_eq!(
+        shop["health"]["type"].as_str(),
+        Some("tcp"),
+        "check without httpchk"
+    );
+    assert!(config["pool"]["app"].get("health").is_none());
+}
+
+#[test]
+fn findings_land_on_haproxy_lines_in_haproxy_terms() {
+    let found = findings(SHOP);
+    // backend app (line 26) has no `check`: HAProxy keeps sending to a dead server.
+    assert!(
+        found.contains(&("no-health-check", Severity::Warning, 26)),
+        "{found:?}"
+    );
+    // A TCP check (`check` without `option httpchk`) never sees a server answering 500,
+    // and HAProxy without `observe` takes no server out for failing requests.
+    assert!(
+        found.contains(&("undetected-failure", Severity::Warning, 24)),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|(rule, _, line)| *rule == "undetected-failure" && *line < 23),
+        "{found:?}"
+    );
+    let t = translated(SHOP);
+    let report = super::super::check(&t, std::path::Path::new("/nonexistent"), reword);
+    let help = report
+        .findings
+        .iter()
+        .find(|(_, f)| f.rule == "no-health-check")
+        .and_then(|(_, f)| f.help.clone())
+        .unwrap_or_default();
+    assert!(help.contains("`check`"), "{help}");
+    assert!(
+        !found.iter().any(|(_, s, _)| *s == Severity::Error),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn without_redispatch_a_failed_request_is_never_retried_elsewhere() {
+    let text = SHOP.replace("    option redispatch\n", "");
+    let config: toml::Table = translated(&text).text.parse().expect("TOML");
+    assert_eq!(
+        config["pool"]["api"]["retries"]["attempts"].as_integer(),
+        Some(0)
+    );
+}
+
+#[test]
+fn first_match_order_is_kept() {
+    let t = translated(
+        "defaults\n mode http\nfrontend f\n bind 127.0.0.1:80\n\
+         use_backend a if { path_beg /api/ }\n\
+         use_backend b if { path_beg /api/v2/ }\n\
+         use_backend c if { hdr(host) x.example }\n\
+         backend a\n server a 10.0.0.1:80\nbackend b\n server b 10.0.0.2:80\nbackend c\n server c 10.0.0.3:80\n",
+    );
+    let config: toml::Table = t.text.parse().expect("TOML");
+    let routes: Vec<(Option<&str>, &str, &str)> = config["route"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            (
+                r.get("host").and_then(|h| h.as_str()),
+                r["path_prefix"].as_str().unwrap_or(""),
+                r["pool"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // /api/v2/ is never reached (the /api/ rule wins first); x.example/api/ stays with a.
+    assert_eq!(
+        routes,
+        [
+            (None, "/api/", "a"),
+            (Some("x.example"), "/api/", "a"),
+            (Some("x.example"), "/", "c")
+        ],
+        "{}",
+        t.text
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|(_, f)| f.message.contains("never reached")),
+        "{:?}",
+        t.notes
+    );
+}
+
+#[test]
+fn what_cannot_be_translated_is_noted_at_its_line() {
+    let found = findings(
+        "defaults\n mode http\nfrontend f\n bind :80\n use_backend a unless { path_beg /x }\n\
+         http-request deny if { src 10.0.0.0/8 }\n default_backend a\n\
+         backend a\n cookie SRV insert\n balance url_param id\n server a 10.0.0.1:80 check\n server b unix@/run/b.sock\n",
+    );
+    for line in [5, 6, 9, 10, 12] {
+        assert!(
+            found.contains(&(NOT_TRANSLATED, Severity::Note, line)),
+            "line {line}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn defaults_are_inherited_from_the_last_section_or_by_name() {
+    let config: toml::Table = translated(
+        "defaults base\n mode http\n balance leastconn\n timeout server 7s\n\
+         defaults other\n mode http\n\
+         backend one from base\n server a 10.0.0.1:80\n server b 10.0.0.2:80\n\
+         backend two\n server a 10.0.0.1:80\n server b 10.0.0.2:80\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    assert_eq!(
+        config["pool"]["one"]["algorithm"].as_str(),
+        Some("least_connections")
+    );
+    assert_eq!(
+        config["pool"]["one"]["timeouts"]["per_try"].as_str(),
+        Some("7s")
+    );
+    assert_eq!(
+        config["pool"]["two"]["algorithm"].as_str(),
+        Some("round_robin")
+    );
+}
+
+#[test]
+fn default_server_and_backup_servers() {
+    let config: toml::Table = translated(
+        "defaults\n mode http\nlisten web\n bind :80\n default-server check inter 3s weight 2\n\
+         server a 10.0.0.1:80\n server b 10.0.0.2:80 weight 1\n server c 10.0.0.3:80 backup\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    let web = &config["pool"]["web"];
+    assert_eq!(web["backup"].as_str(), Some("web-backup"));
+    assert_eq!(web["algorithm"].as_str(), Some("weighted_round_robin"));
+    assert_eq!(web["health"]["interval"].as_str(), Some("3s"));
+    assert_eq!(web["backends"][0]["weight"].as_integer(), Some(2));
+    assert_eq!(web["backends"][1]["weight"].as_integer(), Some(1));
+    assert_eq!(
+        config["pool"]["web-backup"]["backends"][0]["address"].as_str(),
+        Some("10.0.0.3:80")
+    );
+    assert_eq!(config["route"][0]["pool"].as_str(), Some("web"));
+}
+
+#[test]
+fn tcp_frontends_become_tcp_listeners() {
+    let config: toml::Table = translated(
+        "frontend db\n bind 127.0.0.1:6379 accept-proxy\n default_backend redis\n\
+         backend redis\n balance source\n server r1 10.0.0.1:6379 check send-proxy-v2\n server r2 10.0.0.2:6379 check\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    assert_eq!(config["listener"][0]["mode"].as_str(), Some("tcp"));
+    assert_eq!(config["listener"][0]["pool"].as_str(), Some("redis"));
+    assert_eq!(
+        config["listener"][0]["accept_proxy_protocol"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        config["pool"]["redis"]["hash_key"].as_str(),
+        Some("client_ip")
+    );
+    assert_eq!(
+        config["pool"]["redis"]["proxy_protocol"].as_str(),
+        Some("v2")
+    );
+    assert!(config.get("route").is_none());
+}
+
+#[test]
+fn haproxy_values_become_evenkeel_values() {
+    assert_eq!(millis("5000"), Some(5000));
+    assert_eq!(millis("5s"), Some(5000));
+    assert_eq!(millis("2m"), Some(120_000));
+    assert_eq!(millis("1500us"), Some(2));
+    assert_eq!(millis("1d"), Some(86_400_000));
+    assert_eq!(millis("5x"), None);
+    assert_eq!(millis("s"), None);
+    assert_eq!(bind_address(":80").as_deref(), Some("0.0.0.0:80"));
+    assert_eq!(bind_address("*:443").as_deref(), Some("0.0.0.0:443"));
+    assert_eq!(bind_address(":::80").as_deref(), Some("[::]:80"));
+    assert_eq!(bind_address("ipv6@::1:8080").as_deref(), Some("[::1]:8080"));
+    assert_eq!(bind_address("127.0.0.1:8000-8010"), None);
+    assert_eq!(bind_address("unix@/run/x.sock"), None);
+    assert_eq!(bind_address("/run/x.sock"), None);
+    assert_eq!(
+        server_address("10.0.0.1:8080"),
+        Some(("10.0.0.1:8080".into(), true))
+    );
+    assert_eq!(
+        server_address("app.internal"),
+        Some(("app.internal:80".into(), false))
+    );
+    assert_eq!(
+        server_address("10.0.0.1:+1000"),
+        Some(("10.0.0.1:80".into(), false))
+    );
+    assert_eq!(server_address("::1:80"), Some(("[::1]:80".into(), true)));
+    assert_eq!(server_address("[::1]:80"), Some(("[::1]:80".into(), true)));
+    assert_eq!(server_address("unix@/run/a.sock"), None);
+}
