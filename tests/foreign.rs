@@ -270,3 +270,365 @@ fn broken_nginx_configs_are_refused_with_their_line() {
     ]);
     assert_eq!(missing.code, Some(2), "{}", missing.stderr);
 }
+
+/// `haproxy -c` on `cfg`, so every HAProxy input here is one HAProxy takes.
+fn haproxy_accepts(cfg: &Path) {
+    let out = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(cfg)
+        .output()
+        .expect("run haproxy -c (apt install haproxy)");
+    assert!(
+        out.status.success(),
+        "haproxy -c refused {}: {}{}",
+        cfg.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An HAProxy config of the seed incidents' shape: weights of 6, 1 and 1 on servers of
+/// one capacity, a backend without `check`, a hash on a header, a route order that matters.
+fn haproxy_cfg(port: u16, servers: &[String]) -> String {
+    format!(
+        "global
+    log stdout format raw local0 crit
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+    option redispatch
+    retries 2
+frontend web
+    bind 127.0.0.1:{port}
+    acl is_api path_beg /api/
+    acl is_shop hdr(host) -i shop.example
+    use_backend api if is_api
+    use_backend shop if is_shop
+    default_backend app
+backend app
+    balance roundrobin
+    server a1 {} weight 6
+    server a2 {} weight 1
+    server a3 {} weight 1
+backend api
+    balance hdr(X-User)
+    hash-type consistent
+    option httpchk GET /healthz
+    server p1 {} check inter 1s
+    server p2 {} check inter 1s
+backend shop
+    server s1 {} check
+",
+        servers[0], servers[1], servers[2], servers[3], servers[4], servers[5]
+    )
+}
+
+/// Each finding's rule and line, from `check --format json`.
+fn rules_and_lines(json: &str) -> Vec<(String, u64)> {
+    let rows: serde_json::Value = serde_json::from_str(json).expect("JSON findings");
+    rows.as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default().to_string(),
+                r["line"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The rules of an HAProxy config, at HAProxy's lines and in HAProxy's words: the 6:1:1
+/// weights on equal servers (load ratio), a backend with no `check` (HAProxy keeps
+/// sending to a dead server), a hash on a header requests may lack, a single server.
+#[test]
+fn an_haproxy_config_is_judged_at_its_own_lines() {
+    let dir = Dir::new();
+    let servers: Vec<String> = (0..6).map(|i| format!("127.0.0.1:{}", 19301 + i)).collect();
+    let cfg = dir.write("haproxy.cfg", &haproxy_cfg(18490, &servers));
+    haproxy_accepts(&cfg);
+    let out = run(&[
+        "check",
+        "--from",
+        "haproxy",
+        &cfg.to_string_lossy(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let found = rules_and_lines(&out.stdout);
+    for (rule, line) in [
+        ("load-ratio", 19),
+        ("no-health-check", 17),
+        ("hash-key-may-be-missing", 23),
+        ("single-backend-pool", 28),
+        ("approximate", 23),
+    ] {
+        assert!(
+            found.contains(&(rule.to_string(), line)),
+            "{rule} at line {line}: {found:?}"
+        );
+    }
+    let text = run(&["check", "--from", "haproxy", &cfg.to_string_lossy()]);
+    assert!(
+        text.stdout.contains("add `check` to the backend's servers"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("read as HAProxy (1 file(s))"),
+        "{}",
+        text.stdout
+    );
+    // --deny-warnings makes it a CI gate.
+    let gate = run(&[
+        "check",
+        "--from",
+        "haproxy",
+        &cfg.to_string_lossy(),
+        "--deny-warnings",
+    ]);
+    assert_eq!(gate.code, Some(1));
+}
+
+/// A config HAProxy refuses is refused with its line, and a missing file is a usage
+/// error.
+#[test]
+fn broken_haproxy_configs_are_refused_with_their_line() {
+    let dir = Dir::new();
+    let cfg = dir.write(
+        "haproxy.cfg",
+        "defaults\n  mode http\nbackend b\n  server a \"127.0.0.1:80\n",
+    );
+    let out = run(&["check", "--from", "haproxy", &cfg.to_string_lossy()]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("haproxy.cfg:4: unmatched quote"),
+        "{}",
+        out.stderr
+    );
+    let missing = run(&["check", "--from", "haproxy", "/nonexistent/haproxy.cfg"]);
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+}
+
+/// `plan --from haproxy` shows what a change to an HAProxy config does to the split
+/// before it ships: weights 6:1:1 made 18:1:1 send 90% to one server, a load ratio
+/// flagged.
+#[test]
+fn plan_from_haproxy_shows_a_weight_change() {
+    let dir = Dir::new();
+    let servers: Vec<String> = (0..6).map(|i| format!("127.0.0.1:{}", 19311 + i)).collect();
+    let old = dir.write("old.cfg", &haproxy_cfg(18491, &servers));
+    let new_text = haproxy_cfg(18491, &servers).replace("weight 6", "weight 18");
+    let new = dir.write("new.cfg", &new_text);
+    haproxy_accepts(&new);
+    let out = run(&[
+        "plan",
+        "--from",
+        "haproxy",
+        &old.to_string_lossy(),
+        &new.to_string_lossy(),
+        "--deny-flags",
+    ]);
+    assert!(out.stdout.contains("weight 6 → 18"), "{}", out.stdout);
+    assert!(out.stdout.contains("90.0%"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("new.cfg:19"),
+        "findings at NEW's lines: {}",
+        out.stdout
+    );
+    assert_eq!(
+        out.code,
+        Some(1),
+        "a flagged change under --deny-flags: {}",
+        out.stdout
+    );
+}
+
+/// A free port on loopback (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Requests sent through `addr` with `Host: host`, counted per backend by name.
+fn spread(
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    backends: &[&crate::util::Backend],
+) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.requests()).collect();
+    for _ in 0..requests {
+        let mut client = crate::util::Client::connect(addr);
+        let reply = client.get(path);
+        assert_eq!(reply.status, 200, "{path} through {addr}");
+    }
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, n)| b.requests() - n)
+        .collect()
+}
+
+/// `import --from haproxy` writes a config evenkeel serves the way HAProxy served the
+/// original: real HAProxy and then evenkeel on the imported config, the same backends,
+/// the same requests — the same 6:1:1 split and the same route for /api/.
+#[test]
+fn an_imported_haproxy_config_splits_traffic_as_haproxy_did() {
+    use crate::util::{Backend, Proxy};
+    let backends: Vec<Backend> = (0..6).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addresses: Vec<String> = backends.iter().map(Backend::address).collect();
+    let dir = Dir::new();
+    let port = free_port();
+    let cfg = dir.write("haproxy.cfg", &haproxy_cfg(port, &addresses));
+    haproxy_accepts(&cfg);
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let up = crate::util::eventually(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let app = [&backends[0], &backends[1], &backends[2]];
+    let through_haproxy = up.then(|| {
+        (
+            spread(addr, "/", 80, &app),
+            spread(addr, "/api/x", 10, &[&backends[3], &backends[4]]),
+        )
+    });
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let (haproxy_app, haproxy_api) = through_haproxy.expect("haproxy listening");
+    assert_eq!(haproxy_app, [60, 10, 10], "HAProxy's own 6:1:1");
+
+    let out_path = dir.path().join("evenkeel.toml");
+    let imported = run(&[
+        "import",
+        "--from",
+        "haproxy",
+        &cfg.to_string_lossy(),
+        "-o",
+        &out_path.to_string_lossy(),
+    ]);
+    assert_eq!(imported.code, Some(0), "{}", imported.stderr);
+    let text = std::fs::read_to_string(&out_path).expect("written");
+    assert!(text.contains("# haproxy.cfg:19: server a1"), "{text}");
+    let checked = run(&["check", "-c", &out_path.to_string_lossy()]);
+    assert_eq!(checked.code, Some(0), "{}", checked.stdout);
+    let proxy = Proxy::start(
+        &text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0"),
+        1,
+    );
+    let evenkeel_app = spread(proxy.addr(), "/", 80, &app);
+    let evenkeel_api = spread(proxy.addr(), "/api/x", 10, &[&backends[3], &backends[4]]);
+    assert_eq!(evenkeel_app, haproxy_app, "the same split as HAProxy");
+    assert_eq!(
+        evenkeel_api.iter().sum::<u64>(),
+        haproxy_api.iter().sum::<u64>(),
+        "/api/ to the api backend"
+    );
+}
+
+/// `import` writes nothing and exits 1 when something was not translated, lists it
+/// with its line, and writes it all with --allow-partial.
+#[test]
+fn import_refuses_a_partial_translation_unless_allowed() {
+    let dir = Dir::new();
+    let cfg = dir.write(
+        "haproxy.cfg",
+        "defaults\n  mode http\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+         frontend f\n  bind 127.0.0.1:18492\n  http-request deny if { src 10.0.0.0/8 }\n  default_backend b\n\
+         backend b\n  server a 127.0.0.1:19321 check\n  server c 127.0.0.1:19322 check\n",
+    );
+    haproxy_accepts(&cfg);
+    let out_path = dir.path().join("out.toml");
+    let refused = run(&[
+        "import",
+        "--from",
+        "haproxy",
+        &cfg.to_string_lossy(),
+        "-o",
+        &out_path.to_string_lossy(),
+    ]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("haproxy.cfg:8: `http-request deny` is not translated"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out_path.exists(), "nothing written");
+    let partial = run(&[
+        "import",
+        "--from",
+        "haproxy",
+        &cfg.to_string_lossy(),
+        "-o",
+        &out_path.to_string_lossy(),
+        "--allow-partial",
+    ]);
+    assert_eq!(partial.code, Some(0), "{}", partial.stderr);
+    let text = std::fs::read_to_string(&out_path).expect("written");
+    assert!(
+        text.contains("#   haproxy.cfg:8: `http-request deny` is not translated"),
+        "{text}"
+    );
+    let checked = run(&["check", "-c", &out_path.to_string_lossy()]);
+    assert_eq!(checked.code, Some(0), "{}", checked.stdout);
+}
+
+/// `import --from nginx` too: the NGINX config above becomes an evenkeel config that
+/// passes check, each part under the NGINX line it came from.
+#[test]
+fn an_nginx_config_imports_with_its_origins() {
+    let dir = Dir::new();
+    let conf = write_config(&dir);
+    nginx_accepts(&conf);
+    let out = run(&[
+        "import",
+        "--from",
+        "nginx",
+        &conf.to_string_lossy(),
+        "--allow-partial",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("# nginx.conf:8: server 127.0.0.1:9001 weight=18;"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("# admin.conf:2: server 127.0.0.1:9021;"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("location ~ \\.php$"),
+        "the regex location listed: {}",
+        out.stdout
+    );
+    let imported = dir.write("evenkeel.toml", &out.stdout);
+    let checked = run(&["check", "-c", &imported.to_string_lossy()]);
+    assert_eq!(checked.code, Some(0), "{}", checked.stdout);
+    let strict = run(&["import", "--from", "nginx", &conf.to_string_lossy()]);
+    assert_eq!(strict.code, Some(1));
+    assert!(
+        strict.stdout.is_empty(),
+        "nothing written: {}",
+        strict.stdout
+    );
+}

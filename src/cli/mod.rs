@@ -14,6 +14,7 @@ mod explain;
 mod failures;
 mod fleet;
 mod history;
+mod import;
 mod loadtest;
 mod plan;
 mod preflight;
@@ -66,6 +67,7 @@ enum Command {
     Explain(explain::Args),
     Fleet(fleet::Args),
     History(history::Args),
+    Import(import::Args),
     Rollback(rollback::Args),
     Loadtest(loadtest::Args),
     Plan(plan::Args),
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Fleet(args) => fleet::run(&args),
         Command::History(args) => history::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Rollback(args) => rollback::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
         Command::Plan(args) => plan::run(&args),

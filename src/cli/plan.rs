@@ -41,7 +41,8 @@ use crate::sim::plan::{compare, ExpectedShare, Flag, PoolComparison};
 #[command(after_help = "Examples:
   evenkeel plan evenkeel.toml evenkeel.new.toml
   evenkeel plan live.toml proposed.toml --deny-flags   # a CI gate: exit 1 on any flag
-  evenkeel plan live.toml proposed.toml --traffic status.json   # servers shared by pools, at the real split")]
+  evenkeel plan live.toml proposed.toml --traffic status.json   # servers shared by pools, at the real split
+  evenkeel plan --from haproxy haproxy.cfg haproxy.new.cfg   # a change to an HAProxy config, before it ships")]
 pub struct Args {
     /// The config in force (the baseline).
     #[arg(value_name = "OLD")]
@@ -52,21 +53,37 @@ pub struct Args {
     /// Exit 1 when any backend is flagged.
     #[arg(long)]
     deny_flags: bool,
+    /// OLD and NEW are another load balancer's configs: `nginx` or `haproxy` (as
+    /// `check --from` reads them); the plan is that of the change between them.
+    #[arg(long, value_enum, value_name = "PRODUCT", conflicts_with = "traffic")]
+    from: Option<super::check::Foreign>,
     #[command(flatten)]
     traffic: super::traffic::TrafficArgs,
 }
 
 pub fn run(args: &Args) -> CommandResult {
     let read = |path: &PathBuf| config::check_file(path).map_err(|e| Failure::new(Exit::Usage, e));
-    let old = read(&args.old)?;
-    let new = read(&args.new)?;
+    // With --from, the findings in NEW are shown on its own files.
+    let (old, new, new_report) = match args.from {
+        None => (read(&args.old)?, read(&args.new)?, None),
+        Some(product) => {
+            let (_, old) = super::check::audit(product, &args.old)?;
+            let (_, new) = super::check::audit(product, &args.new)?;
+            (old.checked, new.checked.clone(), Some((product, new)))
+        }
+    };
     let valid = |c: &config::Checked| c.config.clone().filter(|_| c.errors() == 0);
     let (old_config, new_config) = (valid(&old), valid(&new));
     let mut out = String::new();
     let _ = writeln!(out, "plan {} → {}", args.old.display(), args.new.display());
     let Some(new_config) = new_config else {
         print!("{out}\nNEW does not pass check, so it cannot be applied:\n\n");
-        print_findings(&new, Format::Text);
+        match &new_report {
+            Some((product, report)) => {
+                super::check::print_report(report, Format::Text, &args.new, *product)
+            }
+            None => print_findings(&new, Format::Text),
+        }
         return Ok(Exit::Rejected);
     };
 
@@ -121,13 +138,21 @@ pub fn run(args: &Args) -> CommandResult {
     out.push_str(&servers);
     let flags: usize = pools.iter().map(PoolComparison::flags).sum::<usize>() + server_flags;
     print!("{out}");
-    if !new.findings.is_empty() {
-        println!("\nFindings in NEW:\n");
-        print!("{}", diagnostic::render_text(&new.source, &new.findings));
-    } else {
-        println!();
+    match &new_report {
+        Some((product, report)) => {
+            println!("\nFindings in NEW:\n");
+            super::check::print_report(report, Format::Text, &args.new, *product);
+        }
+        None => {
+            if !new.findings.is_empty() {
+                println!("\nFindings in NEW:\n");
+                print!("{}", diagnostic::render_text(&new.source, &new.findings));
+            } else {
+                println!();
+            }
+            println!("{}", super::check::summary(&new));
+        }
     }
-    println!("{}", super::check::summary(&new));
     let verdict = if flags > 0 && args.deny_flags {
         "refused under --deny-flags"
     } else {

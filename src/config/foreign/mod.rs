@@ -284,3 +284,98 @@ pub(crate) fn syntax(source: &Source, offset: usize, message: impl Into<String>)
         message: message.into(),
     }
 }
+
+/// The evenkeel config `import --from` writes: the translation with, before each part,
+/// a comment naming the source line it came from, and at the top the list of what was
+/// not translated and what only approximately (file:line and why).
+pub fn annotated(translated: &Translated) -> String {
+    let indexes: Vec<super::diagnostic::LineIndex> = translated
+        .sources
+        .iter()
+        .map(|s| super::diagnostic::LineIndex::new(&s.text))
+        .collect();
+    let name = |file: usize| {
+        translated.sources[file]
+            .path
+            .file_name()
+            .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned())
+    };
+    // A comment holds one line and no control characters (TOML refuses them).
+    let clean = |text: &str| -> String {
+        let line = text.lines().next().unwrap_or_default().trim();
+        let mut out: String = line
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .take(160)
+            .collect();
+        if line.chars().count() > 160 {
+            out.push('…');
+        }
+        out
+    };
+    let mut out = String::new();
+    let mut lines = translated.text.split_inclusive('\n');
+    if let Some(first) = lines.next() {
+        out.push_str(first);
+    }
+    for (rule, title) in [
+        (
+            nginx::NOT_TRANSLATED,
+            "Not translated (evenkeel's config does without them):",
+        ),
+        (nginx::APPROXIMATE, "Translated approximately:"),
+    ] {
+        let notes: Vec<&(usize, Finding)> = translated
+            .notes
+            .iter()
+            .filter(|(_, f)| f.rule == rule)
+            .collect();
+        if notes.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("#\n# {title}\n"));
+        for (file, finding) in notes {
+            let line = finding
+                .span
+                .as_ref()
+                .map_or(0, |s| indexes[*file].locate(s.start).line);
+            out.push_str(&format!(
+                "#   {}:{line}: {}\n",
+                name(*file),
+                clean(&finding.message)
+            ));
+        }
+    }
+    let mut offset = translated
+        .text
+        .split_inclusive('\n')
+        .next()
+        .map_or(0, str::len);
+    let mut last = None;
+    for line in lines {
+        let at = translated
+            .origins
+            .partition_point(|(range, _, _)| range.start <= offset)
+            .checked_sub(1)
+            .map(|i| &translated.origins[i])
+            .filter(|(range, _, _)| offset < range.end);
+        if let Some((_, file, span)) = at {
+            let key = (*file, span.start);
+            if last != Some(key) && line.trim() != "]" {
+                let source = &translated.sources[*file];
+                let number = indexes[*file].locate(span.start).line;
+                let text = source.text.get(span.clone()).unwrap_or_default();
+                let indent = if line.starts_with("  ") { "  " } else { "" };
+                out.push_str(&format!(
+                    "{indent}# {}:{number}: {}\n",
+                    name(*file),
+                    clean(text)
+                ));
+                last = Some(key);
+            }
+        }
+        out.push_str(line);
+        offset += line.len();
+    }
+    out
+}
