@@ -3,7 +3,8 @@
 #
 # Usage: bench/fuzz.sh TARGET MINUTES [LIBFUZZER-FLAG...]
 #        bench/fuzz.sh all MINUTES     (every target, one after the other)
-#   TARGET   request_head | response_head | chunked_body | config | proxy_header
+#   TARGET   request_head | response_head | chunked_body | config | proxy_header |
+#            nginx_config | haproxy_config
 #            (fuzz/fuzz_targets/)
 #   MINUTES  how long (decimals allowed: 0.5 is 30 s)
 # The corpus grows in fuzz/corpus/TARGET (not committed), seeded from fuzz/seeds/TARGET
@@ -21,7 +22,7 @@ self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1
-targets=(request_head response_head chunked_body config proxy_header)
+targets=(request_head response_head chunked_body config proxy_header nginx_config haproxy_config)
 if [[ $target == all ]]; then
   for t in "${targets[@]}"; do "$self" "$t" "$minutes" "$@"; done
   exit 0

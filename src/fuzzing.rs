@@ -284,6 +284,49 @@ pub fn check_config(text: &str) -> (bool, Vec<(String, String)>) {
     (checked.config.is_some(), findings)
 }
 
+pub use crate::config::foreign::{Product, Report, Translated};
+
+/// Reads `text` as another product's config file (`/nonexistent/fuzz.conf`), translates
+/// and checks it as `check --from` does, with host names never resolved, and writes it
+/// as `import --from` would: None when the product's syntax refuses it, or when it
+/// includes a file by an absolute path or through `..` (the fuzzer must not read the
+/// machine's files).
+pub fn audit_foreign(product: Product, text: &str) -> Option<(Translated, Report, String)> {
+    use crate::config::foreign::{self, haproxy, nginx};
+    crate::config::values::resolve_offline();
+    if product == Product::Nginx && reaches_out(text) {
+        return None;
+    }
+    let path = std::path::Path::new("/nonexistent/fuzz.conf");
+    let (translated, reword): (Translated, fn(&mut crate::config::diagnostic::Finding)) =
+        match product {
+            Product::Nginx => (
+                nginx::translate(&nginx::parse::parse_text(path, text.to_string()).ok()?),
+                nginx::reword,
+            ),
+            Product::Haproxy => (
+                haproxy::translate(&haproxy::parse::parse_text(path, text.to_string()).ok()?),
+                haproxy::reword,
+            ),
+        };
+    let report = foreign::check(&translated, std::path::Path::new("/nonexistent"), reword);
+    let annotated = foreign::annotated(&translated);
+    Some((translated, report, annotated))
+}
+
+/// Whether an NGINX text may include a file outside `/nonexistent`.
+fn reaches_out(text: &str) -> bool {
+    text.match_indices("include").any(|(at, _)| {
+        let rest = text[at + "include".len()..]
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\');
+        rest.starts_with(['/', '~', '$'])
+            || rest
+                .split(|c: char| c.is_whitespace() || c == ';')
+                .next()
+                .is_some_and(|arg| arg.contains(".."))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,13 @@ pub use super::nginx::{APPROXIMATE, NOT_TRANSLATED};
 
 /// Puts `finding` in HAProxy's terms where evenkeel's would not help.
 pub fn reword(finding: &mut Finding) {
+    if finding.rule == "hash-key-may-be-missing" {
+        // HAProxy balances requests without the header round robin.
+        finding.message = finding.message.replace(
+            "are spread at random instead of sticking to one backend",
+            "are balanced round robin by HAProxy instead of sticking to one server",
+        );
+    }
     let rule = if finding.rule == "undetected-failure"
         && finding.message.contains("no active health check")
     {

@@ -1,0 +1,2 @@
+//! Properties shared by several fuzz targets.
+pub mod foreign;
