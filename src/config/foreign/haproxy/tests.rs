@@ -1,3 +1,4 @@
+use super::servers::server_address;
 use super::*;
 use crate::config::diagnostic::Severity;
 
