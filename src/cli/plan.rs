@@ -104,9 +104,18 @@ pub fn run(args: &Args) -> CommandResult {
             let _ = writeln!(
                 out,
                 "\nOLD does not pass check ({} error{}), so there is nothing valid to compare \
-                 with: showing NEW alone (evenkeel check -c {} shows OLD's findings).",
+                 with: showing NEW alone (evenkeel check {}{} shows OLD's findings).",
                 old.errors(),
                 if old.errors() == 1 { "" } else { "s" },
+                match args.from {
+                    Some(product) => format!(
+                        "--from {} ",
+                        config::foreign::Product::from(product)
+                            .name()
+                            .to_lowercase()
+                    ),
+                    None => "-c ".to_string(),
+                },
                 args.old.display()
             );
         }

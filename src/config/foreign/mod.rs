@@ -295,19 +295,17 @@ pub fn annotated(translated: &Translated) -> String {
         .map(|s| super::diagnostic::LineIndex::new(&s.text))
         .collect();
     let name = |file: usize| {
-        translated.sources[file]
-            .path
-            .file_name()
-            .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned())
+        comment(
+            &translated.sources[file]
+                .path
+                .file_name()
+                .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned()),
+        )
     };
-    // A comment holds one line and no control characters (TOML refuses them).
+    // The first line of a statement, at most 160 characters of it.
     let clean = |text: &str| -> String {
         let line = text.lines().next().unwrap_or_default().trim();
-        let mut out: String = line
-            .chars()
-            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-            .take(160)
-            .collect();
+        let mut out: String = comment(&line.chars().take(160).collect::<String>());
         if line.chars().count() > 160 {
             out.push('…');
         }
@@ -378,4 +376,26 @@ pub fn annotated(translated: &Translated) -> String {
         offset += line.len();
     }
     out
+}
+
+/// `text` made fit for a TOML comment: no line breaks or other control characters
+/// (TOML refuses them in comments), each replaced by `?`.
+pub(crate) fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
+}
+
+/// The file at `path` as another product reads it: any bytes (NGINX and HAProxy take
+/// Latin-1 comments and names), those that are not UTF-8 shown as U+FFFD; at most
+/// [`files::MAX_CONFIG_BYTES`].
+pub(crate) fn read_source(path: &Path) -> Result<Source, files::FileError> {
+    let bytes = files::read_limited_bytes(path, files::MAX_CONFIG_BYTES)?;
+    Ok(Source {
+        path: path.to_path_buf(),
+        text: match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        },
+    })
 }

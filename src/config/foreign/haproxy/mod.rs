@@ -229,6 +229,10 @@ impl Translator<'_> {
 
     /// Applies a statement that `defaults` may hold; false when it is none of those.
     fn setting(&mut self, line: &Line, s: &mut Settings) -> bool {
+        if let Some(word) = line.words.iter().find(|w| w.env) {
+            self.note(line, NOT_TRANSLATED, format!("{} takes {} from the environment, unknown here: the statement is not translated", line.word(0), word.text));
+            return true;
+        }
         let at = |ms: u64| Some((ms, line.file, line.span.clone()));
         match line.word(0) {
             "mode" => s.mode = Some(line.word(1).to_string()),
@@ -271,6 +275,8 @@ impl Translator<'_> {
                 }
                 "ssl-hello-chk" | "mysql-check" | "pgsql-check" | "redis-check" | "smtpchk"
                 | "ldap-check" | "spop-check" | "tcp-check" => {
+                    // The last check option wins: an inherited httpchk no longer applies.
+                    s.http_check = None;
                     self.note(line, APPROXIMATE, format!("option {} is taken as a TCP connect check", line.word(1)));
                 }
                 "prefer-last-server" => {
@@ -348,23 +354,33 @@ impl Translator<'_> {
         }
         let is_front = kind != "backend";
         let is_back = kind != "frontend";
+        // HAProxy resolves an ACL's name when the section is read whole: an `acl` line
+        // after the rule that uses it still adds to it.
+        for line in section
+            .lines
+            .iter()
+            .filter(|l| l.word(0) == "acl" && is_front)
+        {
+            if line.words.iter().any(|w| w.env) {
+                continue;
+            }
+            let matches = self.acl(line);
+            acls.entry(line.word(1).to_string())
+                .or_default()
+                .extend(matches.unwrap_or_default());
+        }
         for line in &section.lines {
             if self.setting(line, &mut settings) {
                 continue;
             }
             match line.word(0) {
+                "acl" if is_front => {}
                 "server" if is_back => {
                     if let Some(server) = self.server(line, &settings) {
                         servers.push(server);
                     }
                 }
                 "bind" if is_front => binds.push((line.word(1).to_string(), line.clone())),
-                "acl" if is_front => {
-                    let matches = self.acl(line);
-                    acls.entry(line.word(1).to_string())
-                        .or_default()
-                        .extend(matches.unwrap_or_default());
-                }
                 "use_backend" if is_front => {
                     if let Some(routes) = self.use_backend(line, &acls) {
                         rules.push((routes, line.clone()));
@@ -372,6 +388,14 @@ impl Translator<'_> {
                 }
                 "cookie" => self.note(line, NOT_TRANSLATED, "cookie persistence is not translated: evenkeel judges the split without it (a client sticks to one server in HAProxy)"),
                 "stick-table" | "stick" | "stick-on" => self.note(line, NOT_TRANSLATED, "stick tables are not translated: evenkeel judges the split without them"),
+                // A rewritten Host changes which rules match; evenkeel routes on the
+                // Host the client sent.
+                "http-request"
+                    if matches!(line.word(1), "set-header" | "add-header" | "del-header" | "replace-header" | "replace-value")
+                        && line.word(2).eq_ignore_ascii_case("host") =>
+                {
+                    self.skip(line)
+                }
                 "http-request" => {
                     if !matches!(line.word(1), "set-header" | "add-header" | "del-header" | "replace-header" | "set-var" | "unset-var" | "capture" | "set-log-level" | "track-sc0" | "track-sc1" | "track-sc2") {
                         self.skip(line);
@@ -426,9 +450,19 @@ impl Translator<'_> {
             .default_backend
             .clone()
             .or_else(|| (kind == "listen").then(|| (name.clone(), section.header.clone())));
+        let mut default = default;
         if tcp {
-            for (_, line) in &rules {
-                self.note(line, NOT_TRANSLATED, "use_backend in a TCP frontend is not translated: its connections are judged as going to the default backend");
+            // The first rule without a condition takes every connection.
+            let unconditional = rules.iter().position(|(_, l)| l.word(2).is_empty());
+            for (_, line) in &rules[..unconditional.unwrap_or(rules.len())] {
+                self.note(line, NOT_TRANSLATED, "a use_backend rule with a condition in a TCP frontend is not translated: its connections are judged as going where the frontend sends the others");
+            }
+            if let Some(at) = unconditional {
+                let line = rules[at].1.clone();
+                default = Some((line.word(1).to_string(), line));
+            }
+            if default.is_none() {
+                self.note(&section.header, NOT_TRANSLATED, format!("TCP {kind} {name} has no default_backend: HAProxy closes its connections, and it is not judged"));
             }
             rules.clear();
         }

@@ -25,6 +25,8 @@ pub use crate::config::foreign::ParseError;
 const MAX_FILES: usize = 4096;
 /// Bytes read in all, at most.
 const MAX_BYTES: usize = 64 << 20;
+/// Words on a line, at most (HAProxy's MAX_LINE_ARGS).
+const MAX_WORDS: usize = 64;
 
 /// The keywords that open a section.
 pub const SECTIONS: &[&str] = &[
@@ -141,7 +143,7 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
     let mut sources = Vec::new();
     let mut bytes = 0;
     for path in paths {
-        let source = Source::read(&path)?;
+        let source = super::super::read_source(&path)?;
         bytes += source.text.len();
         if bytes > MAX_BYTES {
             return Err(syntax(
@@ -175,11 +177,27 @@ fn parse_sources(sources: Vec<Source>) -> Result<Parsed, ParseError> {
         let source = Arc::clone(&parsed.sources[file]);
         // The open `.if` blocks: the line of the outermost and how many lines it holds.
         let mut depth = 0usize;
+        // Each file starts outside any section.
+        let mut in_section = false;
+        // A section opened inside a conditional block: the lines after the block
+        // belong to a section evenkeel cannot know, and are held with the block.
+        let mut orphaned = false;
         let mut offset = 0;
         for raw in source.text.split_inclusive('\n') {
             let start = offset;
             offset += raw.len();
-            let words = words(&source, raw, start)?;
+            let mut words = words(&source, raw, start)?;
+            if words.len() > MAX_WORDS {
+                return Err(syntax(
+                    &source,
+                    words[MAX_WORDS].span.start,
+                    format!("too many words on a line (HAProxy reads at most {MAX_WORDS})"),
+                ));
+            }
+            // HAProxy's keywords read their arguments up to the first empty one.
+            if let Some(empty) = words.iter().position(|w| w.text.is_empty()) {
+                words.truncate(empty);
+            }
             let Some(first) = words.first() else {
                 continue;
             };
@@ -209,6 +227,13 @@ fn parse_sources(sources: Vec<Source>) -> Result<Parsed, ParseError> {
                     if let Some((_, held)) = parsed.conditional.last_mut() {
                         *held += 1;
                     }
+                    orphaned |= SECTIONS.contains(&line.word(0));
+                    continue;
+                }
+                word if orphaned && !SECTIONS.contains(&word) => {
+                    if let Some((_, held)) = parsed.conditional.last_mut() {
+                        *held += 1;
+                    }
                     continue;
                 }
                 ".diag" | ".notice" | ".warning" => continue,
@@ -222,11 +247,13 @@ fn parse_sources(sources: Vec<Source>) -> Result<Parsed, ParseError> {
                 _ => {}
             }
             if SECTIONS.contains(&line.word(0)) {
+                orphaned = false;
+                in_section = true;
                 parsed.sections.push(Section {
                     header: line,
                     lines: Vec::new(),
                 });
-            } else if let Some(section) = parsed.sections.last_mut() {
+            } else if let Some(section) = parsed.sections.last_mut().filter(|_| in_section) {
                 section.lines.push(line);
             } else {
                 return Err(syntax(
@@ -297,7 +324,8 @@ fn words(source: &Source, raw: &str, start: usize) -> Result<Vec<Word>, ParseErr
         }
         match c {
             b'\n' | b'\r' if quote.is_none() => break,
-            b' ' | b'\t' if quote.is_none() => {
+            // isspace(3) but the line ends: space, tab, vertical tab, form feed.
+            b' ' | b'\t' | 0x0b | 0x0c if quote.is_none() => {
                 finish(&mut word, i, &mut words);
                 i += 1;
             }
@@ -398,7 +426,12 @@ mod tests {
             ["a", "x # y", r#"p \" q"#]
         );
         assert_eq!(words_of(r"a \. z"), ["a", r"\.", "z"]);
-        assert_eq!(words_of("a \"\" b"), ["a", "", "b"]);
+        assert_eq!(
+            words_of("a \"\" b"),
+            ["a"],
+            "HAProxy stops at an empty word"
+        );
+        assert_eq!(words_of("a\x0cb\x0bc"), ["a", "b", "c"]);
         assert_eq!(words_of("\ta\tb  \r"), ["a", "b"]);
     }
 

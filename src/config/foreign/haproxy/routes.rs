@@ -24,48 +24,107 @@ pub(super) struct Route {
 }
 
 impl Translator<'_> {
-    /// HAProxy's first-match order made into evenkeel's most-specific routes: a route
-    /// an earlier one always wins over is left out, and where evenkeel would prefer a
-    /// later route with a host over an earlier one without, a route keeping HAProxy's
-    /// choice is added.
+    /// HAProxy's first-match order made into evenkeel's most-specific routes.
+    ///
+    /// HAProxy takes the first rule that matches; evenkeel takes a route with the
+    /// request's host before one without, then the longest prefix. For each host the
+    /// rules name, the rules that apply to it (its own and those without a host) are
+    /// walked in order and a rule whose prefix starts with an earlier kept rule's is
+    /// dropped (HAProxy never reaches it there). Among the kept ones, the longest
+    /// matching prefix is then always the earliest matching rule. A kept rule without
+    /// a host is written again under the host when a later kept rule of that host has
+    /// a shorter prefix (evenkeel would prefer that one); otherwise the host falls back
+    /// to the routes without a host, which give the same answer. A rule dropped
+    /// everywhere it applies is noted with the rule that wins over it.
     pub(super) fn ordered(&mut self, rules: Vec<(Vec<Route>, Line)>) -> Vec<Route> {
-        let mut kept: Vec<Route> = Vec::new();
-        for (routes, line) in rules {
-            for route in routes {
-                let covered = kept.iter().find(|k| {
-                    (k.host.is_none() || k.host == route.host)
-                        && route.prefix.starts_with(&k.prefix)
-                });
-                if let Some(earlier) = covered {
-                    let at = self.parsed.sources[earlier.file]
-                        .locate(earlier.span.start)
-                        .line;
-                    self.note(&line, NOT_TRANSLATED, format!("never reached for {}{}: HAProxy sends those requests to {} by the rule at line {at}", route.host.as_deref().unwrap_or("any host"), route.prefix, earlier.backend));
+        let flat: Vec<(usize, Route)> = rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (routes, _))| routes.iter().map(move |r| (i, r.clone())))
+            .collect();
+        let mut hosts: Vec<Option<String>> = vec![None];
+        for (_, route) in &flat {
+            if route.host.is_some() && !hosts.contains(&route.host) {
+                hosts.push(route.host.clone());
+            }
+        }
+        // Per route: kept somewhere it applies, else the first route seen winning over it.
+        let mut kept_anywhere = vec![false; flat.len()];
+        let mut beaten_by: Vec<Option<usize>> = vec![None; flat.len()];
+        let mut out = Vec::new();
+        for scope in &hosts {
+            // The kept routes of this scope: prefix → position in `flat`.
+            let mut kept: std::collections::HashMap<&str, usize> = Default::default();
+            let mut order = Vec::new();
+            for (at, (_, route)) in flat.iter().enumerate() {
+                if route.host.is_some() && route.host != *scope {
                     continue;
                 }
-                let mut added = Vec::new();
-                if route.host.is_some() {
-                    for earlier in kept
+                let cover = (1..=route.prefix.len())
+                    .filter(|&n| route.prefix.is_char_boundary(n))
+                    .find_map(|n| kept.get(&route.prefix[..n]).copied());
+                match cover {
+                    Some(winner) => {
+                        beaten_by[at].get_or_insert(winner);
+                    }
+                    None => {
+                        kept.insert(&route.prefix, at);
+                        kept_anywhere[at] = true;
+                        order.push(at);
+                    }
+                }
+            }
+            match scope {
+                None => out.extend(
+                    order
                         .iter()
-                        .filter(|k| k.host.is_none() && k.prefix.starts_with(&route.prefix))
-                    {
-                        let keep = Route {
-                            host: route.host.clone(),
-                            ..earlier.clone()
-                        };
-                        if !kept
-                            .iter()
-                            .any(|k| k.host == keep.host && k.prefix == keep.prefix)
-                        {
-                            added.push(keep);
+                        .filter(|&&at| flat[at].1.host.is_none())
+                        .map(|&at| flat[at].1.clone()),
+                ),
+                Some(host) => {
+                    // The prefixes of this host's own kept routes, with their positions.
+                    let own: std::collections::HashMap<&str, usize> = order
+                        .iter()
+                        .filter(|&&at| flat[at].1.host.is_some())
+                        .map(|&at| (flat[at].1.prefix.as_str(), at))
+                        .collect();
+                    for &at in &order {
+                        let route = &flat[at].1;
+                        let write = route.host.is_some()
+                            || (1..=route.prefix.len())
+                                .filter(|&n| route.prefix.is_char_boundary(n))
+                                .any(|n| {
+                                    own.get(&route.prefix[..n]).is_some_and(|&later| later > at)
+                                });
+                        if write {
+                            out.push(Route {
+                                host: Some(host.clone()),
+                                ..route.clone()
+                            });
                         }
                     }
                 }
-                kept.extend(added);
-                kept.push(route);
             }
         }
-        kept
+        for (at, (rule, route)) in flat.iter().enumerate() {
+            if kept_anywhere[at] {
+                continue;
+            }
+            let Some(winner) = beaten_by[at].map(|w| &flat[w].1) else {
+                continue;
+            };
+            let line = self.parsed.sources[winner.file]
+                .locate(winner.span.start)
+                .line;
+            let message = format!(
+                "never reached for {}{}: HAProxy sends those requests to {} by the rule at line {line}",
+                route.host.as_deref().unwrap_or("any host"),
+                route.prefix,
+                winner.backend
+            );
+            self.note(&rules[*rule].1, NOT_TRANSLATED, message);
+        }
+        out
     }
 
     /// The matches of an `acl` line; None (noted) when evenkeel cannot route on it.
@@ -73,11 +132,16 @@ impl Translator<'_> {
         let criterion = line.word(2).to_ascii_lowercase();
         let mut words = line.rest(3).peekable();
         let mut method = None;
-        while let Some(flag) = words.peek().copied().filter(|w| w.starts_with('-')) {
+        let mut ignore_case = false;
+        while let Some(flag) = words.peek().copied() {
+            if !matches!(flag, "--" | "-i" | "-n" | "-M" | "-m" | "-f" | "-u") {
+                break;
+            }
             words.next();
             match flag {
                 "--" => break,
-                "-i" | "-n" | "-M" => {}
+                "-i" => ignore_case = true,
+                "-n" | "-M" => {}
                 "-m" => method = words.next().map(str::to_string),
                 "-f" | "-u" => {
                     self.note(
@@ -103,12 +167,23 @@ impl Translator<'_> {
                 for value in values.iter().filter(|v| !v.ends_with('/')) {
                     self.note(line, APPROXIMATE, format!("path_beg {value} also matches {value}x...; evenkeel's prefix {value} matches only at a / ({value} and {value}/...)"));
                 }
+                if ignore_case {
+                    self.note(line, APPROXIMATE, "path_beg -i matches without regard to case in HAProxy; evenkeel's path prefixes match by case");
+                }
                 values.iter().map(|v| Match::Prefix(v.clone())).collect()
             }
-            (_, None | Some("str")) if host_header => values
-                .iter()
-                .map(|v| Match::Host(v.to_ascii_lowercase()))
-                .collect(),
+            (_, None | Some("str")) if host_header => {
+                let case = if ignore_case {
+                    ""
+                } else {
+                    ", and by case without -i"
+                };
+                self.note(line, APPROXIMATE, format!("hdr(host) compares the whole Host field in HAProxy (its port too{case}); evenkeel compares the host name, without port or case"));
+                values
+                    .iter()
+                    .map(|v| Match::Host(v.to_ascii_lowercase()))
+                    .collect()
+            }
             ("always_true" | "true", _) => vec![Match::Any],
             _ => {
                 self.note(line, NOT_TRANSLATED, format!("acl {} on {criterion} is not translated (evenkeel routes on path prefixes and exact host names)", line.word(1)));

@@ -8,6 +8,8 @@ use super::{millis, Settings, Translator, APPROXIMATE, NOT_TRANSLATED};
 pub(super) struct Server {
     pub(super) address: String,
     pub(super) weight: u64,
+    /// `disabled` (maintenance): no traffic, whatever its weight; `enabled` undoes it.
+    pub(super) disabled: bool,
     pub(super) check: bool,
     pub(super) inter: u64,
     pub(super) fall: u64,
@@ -55,6 +57,7 @@ impl Translator<'_> {
         let mut server = Server {
             address,
             weight: 1,
+            disabled: false,
             check: false,
             inter: 2000,
             fall: 3,
@@ -92,7 +95,8 @@ impl Translator<'_> {
                 "rise" => server.rise = number().unwrap_or(2),
                 "backup" => server.backup = true,
                 "no-backup" => server.backup = false,
-                "disabled" => server.weight = 0,
+                "disabled" => server.disabled = true,
+                "enabled" => server.disabled = false,
                 "maxconn" => server.maxconn = number().filter(|n| *n > 0),
                 "slowstart" => server.slowstart = millis(value),
                 "ssl" => server.ssl = true,
@@ -172,4 +176,15 @@ pub(super) fn server_address(value: &str) -> Option<(String, bool)> {
         Some(port) => (format!("{host}:{port}"), true),
         None => (format!("{host}:80"), false),
     })
+}
+
+impl Server {
+    /// The weight it is served with: 0 while `disabled`.
+    pub(super) fn served_weight(&self) -> u64 {
+        if self.disabled {
+            0
+        } else {
+            self.weight
+        }
+    }
 }

@@ -316,3 +316,220 @@ fn haproxy_values_become_evenkeel_values() {
     assert_eq!(server_address("[::1]:80"), Some(("[::1]:80".into(), true)));
     assert_eq!(server_address("unix@/run/a.sock"), None);
 }
+
+/// (host, path_prefix, pool) of each route of a translation.
+fn routes_of(t: &Translated) -> Vec<(Option<String>, String, String)> {
+    let config: toml::Table = t.text.parse().expect("TOML");
+    config
+        .get("route")
+        .and_then(|r| r.as_array())
+        .map(|routes| {
+            routes
+                .iter()
+                .map(|r| {
+                    (
+                        r.get("host").and_then(|h| h.as_str()).map(str::to_string),
+                        r["path_prefix"].as_str().unwrap_or_default().to_string(),
+                        r["pool"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pool evenkeel picks for (host, path): routes of the host first, then those
+/// without one; the longest prefix (the prefixes here all end in `/`).
+fn evenkeel_picks(
+    routes: &[(Option<String>, String, String)],
+    host: &str,
+    path: &str,
+) -> Option<String> {
+    let best = |with_host: bool| {
+        routes
+            .iter()
+            .filter(|(h, prefix, _)| {
+                (if with_host {
+                    h.as_deref() == Some(host)
+                } else {
+                    h.is_none()
+                }) && path.starts_with(prefix.as_str())
+            })
+            .max_by_key(|(_, prefix, _)| prefix.len())
+            .map(|(_, _, pool)| pool.clone())
+    };
+    best(true).or_else(|| best(false))
+}
+
+proptest::proptest! {
+    /// Found in review: a route added to keep HAProxy's order overrode an earlier rule
+    /// of the same host. For any list of rules on a few hosts and nested prefixes,
+    /// evenkeel's routes pick, for every host and path, the backend HAProxy's first
+    /// matching rule picks.
+    #[test]
+    fn routes_pick_what_haproxys_first_match_picks(
+        rules in proptest::collection::vec((0usize..3, 0usize..5, 0usize..4), 1..9)
+    ) {
+        let hosts = [None, Some("a.example"), Some("b.example")];
+        let prefixes = ["/", "/x/", "/x/y/", "/z/", "/x/y/w/"];
+        let mut text = String::from("defaults\n mode http\nfrontend f\n bind 127.0.0.1:80\n");
+        for (i, (host, prefix, backend)) in rules.iter().enumerate() {
+            let mut condition = format!("{{ path_beg {} }}", prefixes[*prefix]);
+            if let Some(host) = hosts[*host] {
+                text.push_str(&format!(" acl h{i} hdr(host) -i {host}\n"));
+                condition = format!("h{i} {condition}");
+            }
+            text.push_str(&format!(" use_backend be{backend} if {condition}\n"));
+        }
+        for backend in 0..4 {
+            text.push_str(&format!("backend be{backend}\n server s 10.0.0.{}:80\n server t 10.0.1.{}:80\n", backend + 1, backend + 1));
+        }
+        let routes = routes_of(&translated(&text));
+        for host in ["a.example", "b.example", "c.example"] {
+            for path in ["/", "/q", "/x/", "/x/q", "/x/y/", "/x/y/q", "/x/y/w/q", "/z/q"] {
+                let haproxy = rules.iter().find(|(h, prefix, _)| {
+                    hosts[*h].is_none_or(|h| h == host) && path.starts_with(prefixes[*prefix])
+                }).map(|(_, _, backend)| format!("be{backend}"));
+                proptest::prop_assert_eq!(evenkeel_picks(&routes, host, path), haproxy, "{} {} with {:?}\n{}", host, path, routes, text);
+            }
+        }
+    }
+}
+
+/// Found in review: an `acl` line after the rule that uses it was left out; HAProxy
+/// reads the section whole.
+#[test]
+fn an_acl_line_after_its_rule_still_counts() {
+    let routes = routes_of(&translated(
+        "defaults\n mode http\nfrontend f\n bind :80\n acl api path_beg /api/\n use_backend a if api\n acl api path_beg /x/\n default_backend b\n\
+         backend a\n server a 10.0.0.1:80\nbackend b\n server b 10.0.0.2:80\n",
+    ));
+    assert!(
+        routes.contains(&(None, "/x/".into(), "a".into())),
+        "{routes:?}"
+    );
+}
+
+/// Found in review: `disabled` was read as weight 0 and `enabled` ignored; a backend
+/// whose active servers are all out is served by its backups.
+#[test]
+fn disabled_servers_and_their_backups() {
+    let config: toml::Table = translated(
+        "defaults\n mode http\nbackend b\n default-server disabled\n server s1 10.0.0.1:80 enabled\n\
+         server s2 10.0.0.2:80 weight 5 disabled\n server s3 10.0.0.3:80 weight 2 enabled\n\
+         backend c\n server c1 10.0.1.1:80 disabled\n server c2 10.0.1.2:80 backup\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    let weights: Vec<i64> = config["pool"]["b"]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["weight"].as_integer().unwrap_or(-1))
+        .collect();
+    assert_eq!(weights, [1, 0, 2]);
+    assert_eq!(
+        config["pool"]["c"]["backends"][0]["address"].as_str(),
+        Some("10.0.1.2:80")
+    );
+    assert!(config["pool"]["c"].get("backup").is_none());
+}
+
+/// Found in review: a backend's own check option did not replace an inherited
+/// `option httpchk`; `balance random` draws two servers in HAProxy.
+#[test]
+fn the_last_check_option_wins_and_random_draws_two() {
+    let config: toml::Table = translated(
+        "defaults\n mode http\n option httpchk GET /health\nbackend b\n balance random\n option mysql-check user x\n\
+         server s1 10.0.0.1:80 check\n server s2 10.0.0.2:80 check\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    assert_eq!(config["pool"]["b"]["health"]["type"].as_str(), Some("tcp"));
+    assert_eq!(
+        config["pool"]["b"]["algorithm"].as_str(),
+        Some("least_request")
+    );
+}
+
+/// Found in review: a section opened inside `.if` takes the lines after `.endif` in
+/// HAProxy; they are held with the block, not given to the section before it.
+#[test]
+fn a_section_opened_in_a_conditional_block_keeps_the_lines_after_it() {
+    let t = translated(
+        "defaults\n mode http\nbackend a\n server s1 10.0.0.1:80\n.if defined(X)\nbackend b\n.endif\n server s2 10.0.0.2:80\n",
+    );
+    let config: toml::Table = t.text.parse().expect("TOML");
+    assert_eq!(
+        config["pool"]["a"]["backends"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|(_, f)| f.message.contains("2 statement(s)")),
+        "{:?}",
+        t.notes
+    );
+}
+
+/// Found in review: an unconditional use_backend in a TCP frontend is where its
+/// connections go.
+#[test]
+fn an_unconditional_use_backend_takes_a_tcp_frontends_connections() {
+    let config: toml::Table = translated(
+        "frontend f\n bind 127.0.0.1:6379\n use_backend r\nbackend r\n server a 10.0.0.1:6379\n server b 10.0.0.2:6379\n",
+    )
+    .text
+    .parse()
+    .expect("TOML");
+    assert_eq!(config["listener"][0]["pool"].as_str(), Some("r"));
+}
+
+/// Found in review: environment variables in values were read as their names, or
+/// made errors; the statement is noted instead.
+#[test]
+fn values_from_the_environment_are_noted_not_guessed() {
+    let found = findings(
+        "defaults\n mode http\nfrontend f\n bind \"${ADDR}:80\"\n bind :80\n default_backend b\n\
+         backend b\n server s1 10.0.0.1:80 weight \"${W1}\"\n server s2 10.0.0.2:80\n server s3 10.0.0.3:80\n",
+    );
+    assert!(
+        found.contains(&(NOT_TRANSLATED, Severity::Note, 4)),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(NOT_TRANSLATED, Severity::Note, 8)),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|(_, s, _)| *s == Severity::Error),
+        "{found:?}"
+    );
+}
+
+/// Found in review: a file name with a line break in it broke the TOML `import`
+/// writes; a second file starts outside any section, as in HAProxy.
+#[test]
+fn import_comments_hold_any_file_name_and_files_start_outside_sections() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::write(dir.path().join("a.cfg"), "defaults\n mode http\nlisten web\n bind :80\n server a 10.0.0.1:80\n server b 10.0.0.2:80\n").expect("write");
+    std::fs::write(
+        dir.path().join("b\nx = 1 .cfg"),
+        "backend c\n server c 10.0.1.1:80\n server d 10.0.1.2:80\n",
+    )
+    .expect("write");
+    let parsed = parse::read(dir.path()).expect("reads the folder");
+    let text = super::super::annotated(&translate(&parsed));
+    let table: Result<toml::Table, _> = text.parse();
+    assert!(table.is_ok(), "{text}");
+    std::fs::write(dir.path().join("c.cfg"), " server e 10.0.2.1:80\n").expect("write");
+    assert!(matches!(
+        parse::read(dir.path()),
+        Err(parse::ParseError::Syntax { .. })
+    ));
+}

@@ -5,13 +5,28 @@ use std::collections::{BTreeMap, HashSet};
 use super::servers::Server;
 use super::{Backend, Settings, Translator, APPROXIMATE, NOT_TRANSLATED};
 use crate::config::diagnostic::Finding;
-use crate::config::foreign::{duration_text, quoted, unique_name, Translated, Writer};
+use crate::config::foreign::{comment, duration_text, quoted, unique_name, Translated, Writer};
 
 impl Translator<'_> {
     pub(super) fn write(mut self) -> Translated {
         let mut taken = HashSet::new();
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         let mut backups: BTreeMap<String, String> = BTreeMap::new();
+        // Every active server disabled or of weight 0: HAProxy serves the backups.
+        for (key, backend) in self.backends.iter_mut() {
+            let active_dead = backend
+                .servers
+                .iter()
+                .filter(|s| !s.backup)
+                .all(|s| s.served_weight() == 0);
+            if active_dead && backend.servers.iter().any(|s| s.backup && !s.disabled) {
+                backend.servers.retain(|s| s.backup);
+                for server in &mut backend.servers {
+                    server.backup = false;
+                }
+                self.notes.push((backend.header.file, Finding::note(APPROXIMATE, Some(backend.header.span.clone()), format!("every active server of backend {key} is disabled or of weight 0: judged as its backup servers, which HAProxy serves"))));
+            }
+        }
         for (key, backend) in &self.backends {
             if backend.servers.iter().all(|s| s.backup) {
                 self.notes.push((
@@ -37,7 +52,7 @@ impl Translator<'_> {
         w.line(
             &format!(
                 "# Translated from HAProxy ({}) by evenkeel.",
-                self.parsed.sources[0].path.display()
+                comment(&self.parsed.sources[0].path.display().to_string())
             ),
             None,
         );
@@ -58,6 +73,11 @@ impl Translator<'_> {
         let frontends = std::mem::take(&mut self.frontends);
         for frontend in &frontends {
             let mut listeners = Vec::new();
+            // A TCP listener needs its pool: without one nothing is judged.
+            let tcp_pool = frontend.routes.first().and_then(|r| names.get(&r.backend));
+            if frontend.tcp && tcp_pool.is_none() {
+                continue;
+            }
             for (address, accept_proxy, file, span) in &frontend.binds {
                 let origin = Some((*file, span));
                 let name = unique_name(&frontend.name, &mut listener_names);
@@ -75,16 +95,8 @@ impl Translator<'_> {
                 }
                 if frontend.tcp {
                     w.line("mode = \"tcp\"", origin);
-                    let pool = frontend.routes.first().and_then(|r| names.get(&r.backend));
-                    match pool {
-                        Some(pool) => w.line(&format!("pool = {}", quoted(pool)), origin),
-                        None => {
-                            // A TCP listener needs its pool: without one nothing is judged.
-                            w.text
-                                .truncate(w.text.rfind("[[listener]]").unwrap_or(w.text.len()));
-                            w.origins.retain(|(range, _, _)| range.end <= w.text.len());
-                            continue;
-                        }
+                    if let Some(pool) = tcp_pool {
+                        w.line(&format!("pool = {}", quoted(pool)), origin);
                     }
                     if *accept_proxy {
                         w.line("accept_proxy_protocol = true", origin);
@@ -276,7 +288,7 @@ impl Translator<'_> {
                 &format!(
                     "  {{ address = {}, weight = {} }},",
                     quoted(&server.address),
-                    server.weight
+                    server.served_weight()
                 ),
                 Some((server.file, &server.span)),
             );
@@ -284,11 +296,23 @@ impl Translator<'_> {
         w.line("]", origin);
         if differ(&|x| {
             format!(
-                "{}/{}/{}/{}/{:?}/{:?}/{}",
-                x.check, x.inter, x.fall, x.rise, x.maxconn, x.slowstart, x.observe
+                "{}/{}/{}/{}/{:?}/{:?}/{}/{}/{}/{:?}/{}/{}/{}",
+                x.check,
+                x.inter,
+                x.fall,
+                x.rise,
+                x.maxconn,
+                x.slowstart,
+                x.observe,
+                x.error_limit,
+                x.ssl,
+                x.sni,
+                x.verify_none,
+                x.h2,
+                x.proxy_v2
             )
         }) {
-            self.notes.push((header.file, Finding::note(APPROXIMATE, Some(header.span.clone()), format!("the servers of backend {} differ in check, inter, fall, rise, maxconn, slowstart or observe: judged with the first server's", header.word(1)))));
+            self.notes.push((header.file, Finding::note(APPROXIMATE, Some(header.span.clone()), format!("the servers of backend {} differ in check, inter, fall, rise, maxconn, slowstart, observe, ssl, sni, verify, proto or send-proxy-v2: judged with the first server's", header.word(1)))));
         }
         let checked = servers.iter().find(|x| x.check);
         if let Some(checked) = checked {
@@ -352,7 +376,9 @@ impl Translator<'_> {
 
     /// evenkeel's algorithm (and hash key) for a backend's `balance`.
     fn algorithm(&mut self, s: &Settings, servers: &[&Server]) -> (&'static str, Option<String>) {
-        let weighted = servers.iter().any(|x| x.weight != servers[0].weight);
+        let weighted = servers
+            .iter()
+            .any(|x| x.served_weight() != servers[0].served_weight());
         let round_robin = if weighted {
             "weighted_round_robin"
         } else {
@@ -385,8 +411,8 @@ impl Translator<'_> {
                 hashed(self, "the path");
                 ("consistent_hash", Some("path".into()))
             }
-            "random" => ("random", None),
-            a if a.starts_with("random(") => {
+            // HAProxy draws two servers by default and keeps the less loaded.
+            a if a == "random" || a.starts_with("random(") => {
                 let draws: u64 = a
                     .trim_start_matches("random(")
                     .trim_end_matches(')')

@@ -681,7 +681,7 @@ impl Translator {
         w.line(
             &format!(
                 "# Translated from NGINX ({}) by evenkeel.",
-                parsed.sources[0].path.display()
+                super::comment(&parsed.sources[0].path.display().to_string())
             ),
             None,
         );

@@ -93,7 +93,7 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
         reading: Vec::new(),
         bytes: 0,
     };
-    let directives = parser.file(Source::read(path)?, 0)?;
+    let directives = parser.file(super::super::read_source(path)?, 0)?;
     Ok(Parsed {
         directives,
         sources: parser.sources,
@@ -297,7 +297,7 @@ impl Parser {
                     ),
                 ));
             }
-            directives.extend(self.file(Source::read(&path)?, depth + 1)?);
+            directives.extend(self.file(super::super::read_source(&path)?, depth + 1)?);
         }
         Ok(directives)
     }
