@@ -9,7 +9,8 @@
 //!   `leastconn`, `source`, `uri`, `hdr(NAME)` (consistent hashing on the client address,
 //!   the path, a header: HAProxy maps keys to other servers than evenkeel does, and with
 //!   `hash-type map-based`, its default, most keys move when a server comes or goes),
-//!   `random` (`random(2)` and more draws as least requests). Anything else is noted
+//!   `random` (two draws by default, and `random(N)` with N >= 2, as least requests;
+//!   `random(1)` as random). Anything else is noted
 //!   and judged as round robin.
 //! - `server ADDR`: `weight`, `disabled` (weight 0), `backup` (a backup pool: HAProxy
 //!   sends to the first backup only, unless `option allbackups`), `check` with `inter`,
