@@ -1347,11 +1347,7 @@ impl Validator {
                 None => None,
                 Some(h) => {
                     let host = h.get_ref();
-                    let valid = !host.is_empty()
-                        && host
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-                    if !valid {
+                    if !super::values::is_route_host(host) {
                         self.error(
                             "invalid-value",
                             h.span(),

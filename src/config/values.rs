@@ -207,3 +207,12 @@ mod tests {
         assert!(parse_status_range("99-200").is_err());
     }
 }
+
+/// Whether `host` is a host name a route can match (`route.host`): letters, digits,
+/// `.` and `-`, not empty.
+pub(crate) fn is_route_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}

@@ -399,3 +399,5 @@ pub(crate) fn read_source(path: &Path) -> Result<Source, files::FileError> {
         },
     })
 }
+
+pub(crate) use super::values::is_route_host as routable_host;

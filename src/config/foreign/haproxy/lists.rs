@@ -15,8 +15,6 @@ pub(super) const IRRELEVANT: &[&str] = &[
     "errorloc",
     "errorloc302",
     "errorloc303",
-    "stats",
-    "monitor-uri",
     "monitor",
     "compression",
     "description",

@@ -240,23 +240,31 @@ impl Translator<'_> {
             "balance" => s.balance = Some(line.clone()),
             "hash-type" => s.hash_type = Some(line.clone()),
             "retries" => s.retries = line.word(1).parse().ok(),
-            "maxconn" => s.maxconn = line.word(1).parse().ok(),
+            "maxconn" => s.maxconn = line.word(1).parse().ok().filter(|n| *n > 0),
             "default-server" => s.default_server.extend(line.words.iter().skip(1).cloned()),
             "default_backend" => {
                 s.default_backend = Some((line.word(1).to_string(), line.clone()));
             }
             "timeout" => {
-                let value = millis(line.word(2));
-                if value.is_none() {
+                let Some(value) = millis(line.word(2)) else {
                     self.note(line, NOT_TRANSLATED, format!("the time {:?} is not translated", line.word(2)));
                     return true;
-                }
+                };
+                // 0 is no timeout in HAProxy: evenkeel's default is judged instead.
+                let value = if value == 0 {
+                    if matches!(line.word(1), "connect" | "server" | "check" | "http-request" | "tunnel") {
+                        self.note(line, APPROXIMATE, format!("timeout {} 0 is no timeout in HAProxy: judged with evenkeel's default", line.word(1)));
+                    }
+                    None
+                } else {
+                    at(value)
+                };
                 match line.word(1) {
-                    "connect" => s.connect = at(value.unwrap_or_default()),
-                    "server" => s.server = at(value.unwrap_or_default()),
-                    "check" => s.check = at(value.unwrap_or_default()),
-                    "http-request" => s.http_request = at(value.unwrap_or_default()),
-                    "tunnel" => s.tunnel = at(value.unwrap_or_default()),
+                    "connect" => s.connect = value,
+                    "server" => s.server = value,
+                    "check" => s.check = value,
+                    "http-request" => s.http_request = value,
+                    "tunnel" => s.tunnel = value,
                     "client" | "queue" | "http-keep-alive" | "client-fin" | "server-fin"
                     | "tarpit" => {}
                     _ => self.skip(line),
@@ -333,6 +341,13 @@ impl Translator<'_> {
                 "disable-on-404" | "comment" => {}
                 _ => self.skip(line),
             },
+            // HAProxy answers these paths itself.
+            "monitor-uri" => self.note(line, NOT_TRANSLATED, format!("monitor-uri {}: HAProxy answers this path itself; evenkeel's routes send it to a backend", line.word(1))),
+            "stats" => {
+                if matches!(line.word(1), "enable" | "uri") {
+                    self.note(line, NOT_TRANSLATED, "the stats page: HAProxy answers its path itself (/haproxy?stats unless `stats uri`); evenkeel's routes send it to a backend");
+                }
+            }
             "retry-on" => self.note(line, APPROXIMATE, "retry-on is not translated: evenkeel retries connect failures, resets and 5xx of idempotent requests"),
             name if IRRELEVANT.contains(&name) => {}
             _ => return false,
@@ -403,6 +418,7 @@ impl Translator<'_> {
                     }
                 }
                 "server-template" => self.note(line, NOT_TRANSLATED, "server-template (servers found through DNS) is not translated"),
+
                 _ => self.skip(line),
             }
         }

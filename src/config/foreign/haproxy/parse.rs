@@ -137,6 +137,15 @@ pub fn read(path: &Path) -> Result<Parsed, ParseError> {
                 .cmp(b.as_os_str().as_encoded_bytes())
         });
         paths.truncate(MAX_FILES);
+        if paths.is_empty() {
+            return Err(ParseError::File(crate::config::files::FileError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the folder holds no *.cfg file",
+                ),
+            }));
+        }
     } else {
         paths.push(path.to_path_buf());
     }

@@ -42,10 +42,21 @@ impl Translator<'_> {
             .enumerate()
             .flat_map(|(i, (routes, _))| routes.iter().map(move |r| (i, r.clone())))
             .collect();
+        // The routes without a host, and each host's own, by position: a host's scope
+        // walks those two lists merged, so the work is the size of what is written.
+        let mut shared = Vec::new();
         let mut hosts: Vec<Option<String>> = vec![None];
-        for (_, route) in &flat {
-            if route.host.is_some() && !hosts.contains(&route.host) {
-                hosts.push(route.host.clone());
+        let mut own_routes: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+        for (at, (_, route)) in flat.iter().enumerate() {
+            match &route.host {
+                None => shared.push(at),
+                Some(host) => {
+                    let list = own_routes.entry(host).or_default();
+                    if list.is_empty() {
+                        hosts.push(Some(host.clone()));
+                    }
+                    list.push(at);
+                }
             }
         }
         // Per route: kept somewhere it applies, else the first route seen winning over it.
@@ -53,13 +64,23 @@ impl Translator<'_> {
         let mut beaten_by: Vec<Option<usize>> = vec![None; flat.len()];
         let mut out = Vec::new();
         for scope in &hosts {
+            let own = scope
+                .as_deref()
+                .and_then(|h| own_routes.get(h))
+                .map_or(&[][..], Vec::as_slice);
             // The kept routes of this scope: prefix → position in `flat`.
             let mut kept: std::collections::HashMap<&str, usize> = Default::default();
             let mut order = Vec::new();
-            for (at, (_, route)) in flat.iter().enumerate() {
-                if route.host.is_some() && route.host != *scope {
-                    continue;
-                }
+            let (mut a, mut b) = (0, 0);
+            while a < shared.len() || b < own.len() {
+                let at = if b >= own.len() || (a < shared.len() && shared[a] < own[b]) {
+                    a += 1;
+                    shared[a - 1]
+                } else {
+                    b += 1;
+                    own[b - 1]
+                };
+                let route = &flat[at].1;
                 let cover = (1..=route.prefix.len())
                     .filter(|&n| route.prefix.is_char_boundary(n))
                     .find_map(|n| kept.get(&route.prefix[..n]).copied());
@@ -320,7 +341,18 @@ impl Translator<'_> {
                 if !ok {
                     continue;
                 }
-                let host = host.map(|h| h.split(':').next().unwrap_or_default().to_string());
+                // The host name without a port; one evenkeel cannot route on (an IPv6
+                // literal, an underscore) is noted and its requests judged elsewhere.
+                let host = host.map(|h| match h.rsplit_once(':') {
+                    Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                        name.to_string()
+                    }
+                    _ => h,
+                });
+                if let Some(name) = host.as_deref().filter(|h| !super::super::routable_host(h)) {
+                    self.note(line, NOT_TRANSLATED, format!("the host {name:?} is not one evenkeel routes on (letters, digits, . and -): requests for it are judged as going elsewhere"));
+                    continue;
+                }
                 routes.push(Route {
                     host,
                     prefix: prefix.unwrap_or_else(|| "/".into()),

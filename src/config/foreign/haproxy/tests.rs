@@ -533,3 +533,87 @@ fn import_comments_hold_any_file_name_and_files_start_outside_sections() {
         Err(parse::ParseError::Syntax { .. })
     ));
 }
+
+/// Found in the second review: HAProxy has no panic mode, and `timeout X 0` or
+/// `maxconn 0` (none) were refused as evenkeel values.
+#[test]
+fn no_panic_mode_and_zero_means_none() {
+    let text = "defaults\n mode http\n timeout connect 0\n timeout server 0\n timeout check 0\n\
+                frontend f\n bind :80\n maxconn 0\n timeout http-request 0\n default_backend b\n\
+                backend b\n option httpchk\n server s1 10.0.0.1:80 check\n server s2 10.0.0.2:80 check\n";
+    let config: toml::Table = translated(text).text.parse().expect("TOML");
+    assert_eq!(config["pool"]["b"]["panic_threshold"].as_integer(), Some(0));
+    assert_eq!(
+        config["pool"]["b"]["health"]["timeout"].as_str(),
+        Some("2s"),
+        "inter"
+    );
+    let found = findings(text);
+    assert!(
+        !found.iter().any(|(_, s, _)| *s == Severity::Error),
+        "{found:?}"
+    );
+}
+
+/// Found in the second review: with every active server out, HAProxy serves the
+/// first usable backup only (without `option allbackups`); backups that take no
+/// traffic are no backup; a backend serving nothing is noted, not an error.
+#[test]
+fn the_backups_haproxy_serves() {
+    let t = translated(
+        "defaults\n mode http\nbackend b\n server s1 10.0.0.1:80 disabled\n server k1 10.0.1.1:80 backup weight 0\n\
+         server k2 10.0.1.2:80 backup\n server k3 10.0.1.3:80 backup\n\
+         backend c\n server c1 10.0.2.1:80 check\n server c2 10.0.2.2:80 check\n server c3 10.0.2.3:80 backup disabled\n\
+         backend d\n server d1 10.0.3.1:80 disabled\n",
+    );
+    let config: toml::Table = t.text.parse().expect("TOML");
+    let b = &config["pool"]["b"];
+    assert_eq!(
+        b["backends"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        t.text
+    );
+    assert_eq!(b["backends"][0]["address"].as_str(), Some("10.0.1.2:80"));
+    assert_eq!(
+        config["pool"]["b-backup"]["backends"][0]["address"].as_str(),
+        Some("10.0.1.3:80")
+    );
+    assert!(config["pool"]["c"].get("backup").is_none(), "{}", t.text);
+    assert!(config["pool"].get("d").is_none());
+}
+
+/// Found in the second review: paths HAProxy answers itself, hosts evenkeel cannot
+/// route on and an address two frontends bind are noted, not dropped or refused.
+#[test]
+fn what_haproxy_does_itself_and_what_evenkeel_cannot_route_is_noted() {
+    let text = "defaults\n mode http\n option redispatch\nfrontend f\n bind :80\n monitor-uri /healthz\n stats enable\n\
+                acl v6 hdr(host) [::1]:8080\n acl under hdr(host) a_b.example\n use_backend b if v6\n use_backend b if under\n default_backend b\n\
+                frontend g\n bind :80\n default_backend b\n\
+                backend b\n server s1 10.0.0.1:80 check\n server s2 10.0.0.2:80 check\n";
+    let found = findings(text);
+    for line in [6, 7, 10, 11, 14] {
+        assert!(
+            found.contains(&(NOT_TRANSLATED, Severity::Note, line)),
+            "line {line}: {found:?}"
+        );
+    }
+    assert!(
+        found.contains(&(APPROXIMATE, Severity::Note, 16)),
+        "redispatch: {found:?}"
+    );
+    assert!(
+        !found.iter().any(|(_, s, _)| *s == Severity::Error),
+        "{found:?}"
+    );
+}
+
+/// Found in the second review: an empty folder panicked.
+#[test]
+fn an_empty_folder_is_a_file_error() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    assert!(matches!(
+        parse::read(dir.path()),
+        Err(parse::ParseError::File(_))
+    ));
+}

@@ -12,20 +12,41 @@ impl Translator<'_> {
         let mut taken = HashSet::new();
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         let mut backups: BTreeMap<String, String> = BTreeMap::new();
-        // Every active server disabled or of weight 0: HAProxy serves the backups.
+        // Backup servers that take no traffic are no backup; every active server
+        // disabled or of weight 0: HAProxy serves the first usable backup (all of them
+        // with `option allbackups`), or nothing.
+        let mut serving_nothing = Vec::new();
         for (key, backend) in self.backends.iter_mut() {
+            let header = (backend.header.file, backend.header.span.clone());
+            backend
+                .servers
+                .retain(|s| !s.backup || s.served_weight() > 0);
             let active_dead = backend
                 .servers
                 .iter()
                 .filter(|s| !s.backup)
                 .all(|s| s.served_weight() == 0);
-            if active_dead && backend.servers.iter().any(|s| s.backup && !s.disabled) {
-                backend.servers.retain(|s| s.backup);
-                for server in &mut backend.servers {
-                    server.backup = false;
-                }
-                self.notes.push((backend.header.file, Finding::note(APPROXIMATE, Some(backend.header.span.clone()), format!("every active server of backend {key} is disabled or of weight 0: judged as its backup servers, which HAProxy serves"))));
+            if !active_dead {
+                continue;
             }
+            backend.servers.retain(|s| s.backup);
+            if backend.servers.is_empty() {
+                serving_nothing.push(key.clone());
+                self.notes.push((header.0, Finding::note(NOT_TRANSLATED, Some(header.1), format!("no server of backend {key} takes traffic (all disabled or of weight 0): HAProxy answers 503, and it is not judged"))));
+                continue;
+            }
+            let promoted = if backend.settings.allbackups {
+                backend.servers.len()
+            } else {
+                1
+            };
+            for server in backend.servers.iter_mut().take(promoted) {
+                server.backup = false;
+            }
+            self.notes.push((header.0, Finding::note(APPROXIMATE, Some(header.1), format!("every active server of backend {key} is disabled or of weight 0: judged as the backup server(s) HAProxy serves then"))));
+        }
+        for key in serving_nothing {
+            self.backends.remove(&key);
         }
         for (key, backend) in &self.backends {
             if backend.servers.iter().all(|s| s.backup) {
@@ -70,6 +91,7 @@ impl Translator<'_> {
             None,
         );
         let mut listener_names = HashSet::new();
+        let mut bound: std::collections::HashMap<String, String> = Default::default();
         let frontends = std::mem::take(&mut self.frontends);
         for frontend in &frontends {
             let mut listeners = Vec::new();
@@ -80,6 +102,13 @@ impl Translator<'_> {
             }
             for (address, accept_proxy, file, span) in &frontend.binds {
                 let origin = Some((*file, span));
+                // HAProxy binds an address twice (SO_REUSEPORT: the kernel splits the
+                // connections); evenkeel listens once.
+                if let Some(first) = bound.get(address) {
+                    self.notes.push((*file, Finding::note(NOT_TRANSLATED, Some(span.clone()), format!("{address} is bound by frontend {first} too (HAProxy lets the kernel split connections between them): judged as {first}'s only"))));
+                    continue;
+                }
+                bound.insert(address.clone(), frontend.name.clone());
                 let name = unique_name(&frontend.name, &mut listener_names);
                 w.line("[[listener]]", origin);
                 w.line(&format!("name = {}", quoted(&name)), origin);
@@ -273,6 +302,12 @@ impl Translator<'_> {
             (_, true) => 1,
         };
         w.line(&format!("retries = {{ attempts = {attempts} }}"), origin);
+        if attempts > 0 {
+            self.notes.push((header.file, Finding::note(APPROXIMATE, Some(header.span.clone()), "option redispatch is taken as one retry on another server: HAProxy retries failed connections only (retry-on conn-failure), evenkeel also 502, 503 and 504 answers of idempotent requests")));
+        }
+        // HAProxy has no panic mode: a server marked down gets nothing, however few
+        // are left.
+        w.line("panic_threshold = 0", origin);
         if let Some(maxconn) = first.maxconn {
             w.line(
                 &format!(

@@ -459,6 +459,8 @@ impl Translator {
                     for (name, _) in &inner.args {
                         if name.starts_with('~') || name.contains('*') || name.starts_with('.') {
                             self.note(inner, NOT_TRANSLATED, format!("server_name {name} (a wildcard or regular expression) is not translated: evenkeel matches exact host names"));
+                        } else if !name.is_empty() && name != "_" && !super::routable_host(name) {
+                            self.note(inner, NOT_TRANSLATED, format!("server_name {name} is not a host name evenkeel routes on (letters, digits, . and -)"));
                         } else if !name.is_empty() && name != "_" {
                             names.push(name.clone());
                         }
