@@ -141,6 +141,15 @@ pub fn parse_status_range(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(lo..=hi)
 }
 
+/// Whether `host` is a host name a route can match (`route.host`): letters, digits,
+/// `.` and `-`, not empty.
+pub(crate) fn is_route_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,13 +215,4 @@ mod tests {
         assert!(parse_status_range("2xx").is_err());
         assert!(parse_status_range("99-200").is_err());
     }
-}
-
-/// Whether `host` is a host name a route can match (`route.host`): letters, digits,
-/// `.` and `-`, not empty.
-pub(crate) fn is_route_host(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
