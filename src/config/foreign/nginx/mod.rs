@@ -65,6 +65,13 @@ fn help(rule: &str) -> Option<&'static str> {
 
 /// Directives with no bearing on balancing: skipped without a note.
 const IRRELEVANT: &[&str] = &[
+    "daemon",
+    "master_process",
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
     "user",
     "worker_shutdown_timeout",
     "worker_processes",
