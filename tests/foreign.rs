@@ -394,26 +394,6 @@ fn an_haproxy_config_is_judged_at_its_own_lines() {
     assert_eq!(gate.code, Some(1));
 }
 
-/// A config HAProxy refuses is refused with its line, and a missing file is a usage
-/// error.
-#[test]
-fn broken_haproxy_configs_are_refused_with_their_line() {
-    let dir = Dir::new();
-    let cfg = dir.write(
-        "haproxy.cfg",
-        "defaults\n  mode http\nbackend b\n  server a \"127.0.0.1:80\n",
-    );
-    let out = run(&["check", "--from", "haproxy", &cfg.to_string_lossy()]);
-    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stderr.contains("haproxy.cfg:4: unmatched quote"),
-        "{}",
-        out.stderr
-    );
-    let missing = run(&["check", "--from", "haproxy", "/nonexistent/haproxy.cfg"]);
-    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
-}
-
 /// `plan --from haproxy` shows what a change to an HAProxy config does to the split
 /// before it ships: weights 6:1:1 made 18:1:1 send 90% to one server, a load ratio
 /// flagged.
@@ -753,7 +733,8 @@ fn an_nginx_config_imports_with_its_origins() {
 }
 
 /// Hostile inputs to both readers — an unterminated block, a stray quote, 10 MB on one
-/// line, 10 MB of statements — end in a located error or a judgement, never a panic.
+/// line, 10 MB of statements — end in a located error (exit 1, as `haproxy -c` says
+/// it) or a judgement, never a panic; a file that cannot be read exits 2.
 #[test]
 fn hostile_configs_get_a_located_error_never_a_panic() {
     let dir = Dir::new();
@@ -798,6 +779,13 @@ fn hostile_configs_get_a_located_error_never_a_panic() {
         ),
         ("haproxy", "many.cfg", many, None),
     ];
+    let missing = run(&["check", "--from", "haproxy", "/nonexistent/haproxy.cfg"]);
+    assert_eq!(
+        missing.code,
+        Some(2),
+        "a file that cannot be read: {}",
+        missing.stderr
+    );
     for (product, name, text, error) in cases {
         let path = dir.write(name, &text);
         let out = run(&["check", "--from", product, &path.to_string_lossy()]);
