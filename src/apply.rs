@@ -474,7 +474,8 @@ impl Applier {
     }
 
     /// Checks `text` as this node would load it (a fleet node with its own sections).
-    fn check(&self, text: String, label: PathBuf) -> config::Checked {
+    /// Checks `text` as an apply would (in a fleet, with this node's local sections).
+    pub(crate) fn check(&self, text: String, label: PathBuf) -> config::Checked {
         let base_dir = config::folder_of(&self.config_path);
         let source = Source { path: label, text };
         match &self.local {

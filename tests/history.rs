@@ -390,3 +390,61 @@ fn sighup_with_a_fifo_config_or_token_file_is_refused_and_admin_keeps_answering(
         StatusCode::OK
     );
 }
+
+/// `POST /config?dry_run=true` answers with the findings and the plan (the dashboard's
+/// preview) and changes nothing: no version, the same split; a broken config gets its
+/// findings and no plan. `GET /config/diff?from=1&to=2` shows what version 2 changed.
+#[test]
+fn a_dry_run_changes_nothing_and_a_diff_shows_what_a_version_changed() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = Dir::new();
+    let proxy = Proxy::start(
+        &config(&dir, None, &[(a.address(), 1), (b.address(), 1)]),
+        1,
+    );
+    let admin_addr = proxy.admin.expect("admin address");
+    let skewed = config(
+        &dir,
+        Some(admin_addr),
+        &[(a.address(), 3), (b.address(), 1)],
+    );
+
+    let (status, preview) = admin(admin_addr, Method::POST, "/config?dry_run=true", &skewed);
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["would_apply"], true, "{preview}");
+    let changes = preview["plan"]["changes"].to_string();
+    assert!(changes.contains("weight 1 → 3"), "{changes}");
+    let backend = &preview["plan"]["pools"][0]["backends"][0];
+    assert_eq!(backend["before"]["share"].as_f64(), Some(0.5), "{preview}");
+    assert_eq!(backend["after"]["share"].as_f64(), Some(0.75), "{preview}");
+    assert_eq!(history(&proxy).len(), 1, "nothing recorded");
+    let tally = shares(&proxy, 40);
+    assert_eq!((tally["a"], tally["b"]), (20, 20), "nothing applied");
+
+    let broken = skewed.replace("weighted_round_robin", "weighted_round_robbin");
+    let (status, refused) = admin(admin_addr, Method::POST, "/config?dry_run=true", &broken);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(refused["would_apply"], false, "{refused}");
+    assert!(refused["plan"].is_null());
+    assert!(
+        refused["findings"][0]["line"].as_u64().is_some(),
+        "{refused}"
+    );
+
+    let (status, _) = admin(admin_addr, Method::POST, "/config", &skewed);
+    assert_eq!(status, StatusCode::OK);
+    let (status, diff) = admin(admin_addr, Method::GET, "/config/diff?from=1&to=2", "");
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert_eq!(
+        diff["plan"]["pools"][0]["backends"][0]["after"]["share"].as_f64(),
+        Some(0.75)
+    );
+    assert!(
+        diff["plan"]["changes"].to_string().contains("weight 1 → 3"),
+        "{diff}"
+    );
+    let (status, _) = admin(admin_addr, Method::GET, "/config/diff?from=1&to=9", "");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = admin(admin_addr, Method::GET, "/config/diff?from=x", "");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -28,6 +28,7 @@
 
 mod listener;
 pub mod metrics;
+mod preview;
 mod status;
 
 use std::io;
@@ -193,6 +194,23 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &serde_json::json!({ "error": e.to_string() }),
             ),
+        },
+        (Method::POST, "/config") if flag(&query, "dry_run") => {
+            let body = match read_body(request, limits.header_timeout).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let deny_warnings = flag(&query, "deny_warnings");
+            let preview = off_thread(applier, move |a| preview::dry_run(a, body, deny_warnings));
+            json(StatusCode::OK, &preview.await)
+        }
+        (Method::GET, "/config/diff") => match preview::versions_asked(&query) {
+            Ok((from, to)) => {
+                let (status, body) =
+                    off_thread(applier, move |a| preview::versions(a, from, to)).await;
+                json(status, &body)
+            }
+            Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
         },
         (Method::POST, "/config") => {
             let body = match read_body(request, limits.header_timeout).await {
