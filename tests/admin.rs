@@ -315,3 +315,40 @@ fn metrics_can_require_the_token() {
     let open = Proxy::start_with_admin(&config(&backend), 1);
     assert_eq!(get(open.admin.expect("admin"), "/metrics", None), Some(200));
 }
+
+/// The dashboard's page and assets are served without the token, hold no data (no
+/// backend address), and carry a Content-Security-Policy that allows only the page's
+/// own script and style and calls to its own origin; the data still needs the token.
+#[test]
+fn the_dashboard_page_is_open_holds_no_data_and_is_locked_down() {
+    let backend = Backend::start("a");
+    let proxy = Proxy::start_with_admin(&config(&backend), 1);
+    let admin = proxy.admin.expect("admin");
+    for path in ["/ui", "/ui/app.js", "/ui/style.css"] {
+        let reply = raw_exchange(
+            admin,
+            format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(reply.status, Some(200), "{path}: {}", reply.text);
+        let head = reply.text.to_ascii_lowercase();
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("x-content-type-options: nosniff"), "{path}");
+        assert!(
+            !reply.text.contains(&backend.address()),
+            "{path} holds data"
+        );
+    }
+    assert_eq!(
+        get(admin, "/status", None),
+        Some(401),
+        "the data needs the token"
+    );
+    assert_eq!(
+        get(admin, "/ui/other", None),
+        Some(401),
+        "only the page's own assets are open"
+    );
+}

@@ -6,6 +6,7 @@ mod util;
 mod admin;
 mod backend_tls;
 mod check;
+mod dashboard;
 mod demo;
 mod differential;
 mod failures;

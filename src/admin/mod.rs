@@ -30,6 +30,7 @@ mod listener;
 pub mod metrics;
 mod preview;
 mod status;
+mod ui;
 
 use std::io;
 use std::net::SocketAddr;
@@ -150,11 +151,17 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
         metrics_require_token,
     } = state;
     let path = request.uri().path().to_string();
-    // The only two endpoints open without the token: they change nothing and tell
-    // nothing a token protects (DESIGN "Admin API") — though /metrics names backend
-    // addresses, so the operator may close it too.
+    // The only endpoints open without the token: they change nothing and tell nothing
+    // a token protects (DESIGN "Admin API") — though /metrics names backend addresses,
+    // so the operator may close it too; the dashboard's page and assets hold no data.
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        // The dashboard's page and assets: no data in them (see ui.rs).
+        (&Method::GET, path) if path == "/ui" || path.starts_with("/ui/") => {
+            if let Some(asset) = ui::asset(path) {
+                return asset;
+            }
+        }
         (&Method::GET, "/metrics") if !metrics_require_token => {
             return metrics_response(runtime, applier, monitor)
         }

@@ -268,6 +268,7 @@ fn print_intro(
   load balancer  http://{listen}
   https          https://localhost:{https_port}
   admin API      http://{admin}
+  dashboard      http://{admin}/ui   (token: the line in {token})
   backends       {names}
   config         {config}
 
