@@ -431,6 +431,32 @@ fn a_dry_run_changes_nothing_and_a_diff_shows_what_a_version_changed() {
         "{refused}"
     );
 
+    // Found in review: any other spelling of dry_run applied for real.
+    for query in ["dry_run", "dry_run=yes", "dry_run=True"] {
+        let (status, answer) = admin(
+            admin_addr,
+            Method::POST,
+            &format!("/config?{query}"),
+            &skewed,
+        );
+        assert_eq!(
+            (status, &answer["dry_run"]),
+            (StatusCode::OK, &serde_json::json!(true)),
+            "{query}"
+        );
+    }
+    assert_eq!(history(&proxy).len(), 1, "nothing recorded");
+    // Found in review: the preview said yes where the apply says no (listeners).
+    let moved = skewed.replacen(
+        "listen = \"127.0.0.1:0\"\n\n[[route]]",
+        "listen = \"127.0.0.1:1\"\n\n[[route]]",
+        1,
+    );
+    assert_ne!(moved, skewed);
+    let (_, answer) = admin(admin_addr, Method::POST, "/config?dry_run=true", &moved);
+    assert_eq!(answer["would_apply"], false, "{answer}");
+    assert!(answer["reason"].as_str().is_some(), "{answer}");
+
     let (status, _) = admin(admin_addr, Method::POST, "/config", &skewed);
     assert_eq!(status, StatusCode::OK);
     let (status, diff) = admin(admin_addr, Method::GET, "/config/diff?from=1&to=2", "");

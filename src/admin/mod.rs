@@ -202,13 +202,16 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 &serde_json::json!({ "error": e.to_string() }),
             ),
         },
-        (Method::POST, "/config") if flag(&query, "dry_run") => {
+        // A dry run whenever `dry_run` is there and not false: a typo never applies.
+        (Method::POST, "/config") if dry_run(&query) => {
             let body = match read_body(request, limits.header_timeout).await {
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let deny_warnings = flag(&query, "deny_warnings");
-            let preview = off_thread(applier, move |a| preview::dry_run(a, body, deny_warnings));
+            let (deny_warnings, force) = (flag(&query, "deny_warnings"), flag(&query, "force"));
+            let preview = off_thread(applier, move |a| {
+                preview::dry_run(a, body, deny_warnings, force)
+            });
             json(StatusCode::OK, &preview.await)
         }
         (Method::GET, "/config/diff") => match preview::versions_asked(&query) {
@@ -415,6 +418,15 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Whether a `POST /config` is a dry run: `dry_run` given, bare or with any value but
+/// `false` or `0`.
+fn dry_run(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        name == "dry_run" && value != "false" && value != "0"
+    })
 }
 
 fn flag(query: &str, name: &str) -> bool {

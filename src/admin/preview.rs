@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::apply::Applier;
 use crate::config::{diagnostic, diff, Config};
 use crate::sim::plan::{compare, ExpectedShare};
+use crate::store;
 
 /// The plan of going from `old` (none: nothing to compare with) to `new`.
 pub fn plan(old: Option<&Config>, new: &Config) -> Value {
@@ -52,9 +53,11 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Value {
     json!({ "changes": changes, "pools": pools, "flags": flags })
 }
 
-/// `POST /config?dry_run=true`: `text` checked as an apply would check it, and its plan
-/// against the config in force; nothing applied, nothing recorded.
-pub fn dry_run(applier: &Applier, text: String, deny_warnings: bool) -> Value {
+/// `POST /config?dry_run=true`: `text` judged as an apply would judge it — its
+/// findings, a config the guard rolled back (unless `force`), listeners that cannot
+/// change without a restart — and its plan against the config in force; nothing
+/// applied, nothing recorded.
+pub fn dry_run(applier: &Applier, text: String, deny_warnings: bool, force: bool) -> Value {
     let checked = applier.check(text, "POST /config?dry_run=true".into());
     let findings = diagnostic::json_findings(&checked.source, &checked.findings);
     let running = applier.runtime().snapshot();
@@ -62,9 +65,26 @@ pub fn dry_run(applier: &Applier, text: String, deny_warnings: bool) -> Value {
         .config
         .as_ref()
         .map(|new| plan(Some(&running.config), new));
+    let mut reason = None;
+    if let Some(config) = checked.config.as_ref() {
+        if !force {
+            if let Some(rejection) =
+                store::rejection_of(&**applier.store(), &config.identity(), &checked.source.text)
+            {
+                reason = Some(format!(
+                    "this config (version {}) was rolled back by the guard at {}: {}; apply it again with force if you mean it",
+                    rejection.version, rejection.time, rejection.reason
+                ));
+            }
+        }
+        if let Err(e) = applier.runtime().can_replace(config) {
+            reason.get_or_insert(e.to_string());
+        }
+    }
     json!({
         "dry_run": true,
-        "would_apply": checked.config.is_some() && !checked.is_rejected(deny_warnings),
+        "would_apply": checked.config.is_some() && !checked.is_rejected(deny_warnings) && reason.is_none(),
+        "reason": reason,
         "in_force": applier.current(),
         "findings": findings,
         "plan": plan,

@@ -15,17 +15,20 @@ use hyper::{Response, StatusCode};
 const INDEX: &str = include_str!("ui/index.html");
 const APP: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/style.css");
+const ICON: &str = include_str!("ui/favicon.svg");
 
 /// Only the page's own script and style, calls to its own origin, no frames, no forms
 /// posted elsewhere, no plugins.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The asset at `path` (`/ui`, `/ui/`, `/ui/app.js`, `/ui/style.css`), if it is one.
+/// The asset at `path` (`/ui`, `/ui/`, `/ui/app.js`, `/ui/style.css`,
+/// `/ui/favicon.svg`), if it is one.
 pub fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
     let (body, kind) = match path {
         "/ui" | "/ui/" | "/ui/index.html" => (INDEX, "text/html; charset=utf-8"),
         "/ui/app.js" => (APP, "text/javascript; charset=utf-8"),
         "/ui/style.css" => (STYLE, "text/css; charset=utf-8"),
+        "/ui/favicon.svg" => (ICON, "image/svg+xml"),
         _ => return None,
     };
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));

@@ -36,6 +36,9 @@ try {
   });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
 
   // 1. Without the token: the login form, no data, and the API refuses the page.
   await page.goto(`${ADMIN}/ui`);
@@ -45,6 +48,7 @@ try {
   const refused = await page.evaluate(async () => (await fetch("/status")).status);
   if (refused !== 401) throw new Error(`GET /status without the token answered ${refused}`);
   step("without a token the page shows no data");
+  errors.length = 0; // the 401 just asked for is no error of the page's
 
   // 2. With it: the live split, 75/25 within 5 s of traffic.
   await page.fill("#token", TOKEN);
@@ -61,7 +65,8 @@ try {
 
   // 3. Drain B from the page: its share falls to 0%; enable it again.
   await row(B).locator("button.drain").click();
-  await until(12, "B drained to 0%", async () => {
+  // The monitor's window (up to 10 s) must roll past B's last requests.
+  await until(30, "B drained to 0%", async () => {
     const b = Number(await row(B).getAttribute("data-observed"));
     return b <= 0.005 && (await row(B).innerText()).includes("draining") && `${b}`;
   });
@@ -85,6 +90,10 @@ try {
 
   // 5. A skewed apply: previewed (90% to A), applied, alarmed, rolled back by the guard.
   await page.fill("#config-text", SKEWED);
+  await page.click("#preview");
+  await until(5, "previewed", async () => !(await page.isDisabled("#apply")));
+  await page.type("#config-text", " ");
+  if (!(await page.isDisabled("#apply"))) throw new Error("text edited after the preview can be applied");
   await page.click("#preview");
   await until(5, "the preview's share", async () =>
     (await page.locator(`#preview-result tr[data-address="${A}"] td.share-after`).innerText()) === "90.0%",
@@ -129,9 +138,16 @@ try {
   if (!dialogs.some((d) => d.includes("Roll back"))) throw new Error(`no confirmation: ${dialogs}`);
   step("the rollback button asked first, rolled back, and history shows it");
 
-  // 7. Forgetting the token clears the data.
+  // 7. Forgetting the token clears the data: no backend, no config text, no journal.
   await page.click("#logout");
-  if ((await page.locator("tr.backend").count()) !== 0) throw new Error("data left after logout");
+  const left = await page.evaluate(() => [
+    document.querySelectorAll("tr.backend, #timeline li, #history tbody tr").length,
+    document.getElementById("config-text").value.length,
+    document.getElementById("filter-pool").options.length,
+  ]);
+  if (left.join() !== "0,0,1") throw new Error(`data left after logout: ${left}`);
+  await page.waitForTimeout(1500);
+  if ((await page.locator("tr.backend").count()) !== 0) throw new Error("polling went on after logout");
   if (errors.length) throw new Error(`page errors: ${errors}`);
   step("forgetting the token clears the page");
 } finally {

@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let timer = null;
+let ticking = false;
 let lastEvent = 0;
 let events = [];
 let shownVersion = null;
@@ -63,8 +64,11 @@ function showLogin(message) {
   $("login").hidden = false;
   // Nothing the token protected stays in the page.
   for (const id of ["pools", "alarms", "timeline", "diff", "preview-result"]) $(id).replaceChildren();
+  for (const id of ["apply-result", "rollback-result", "version", "updated"]) $(id).textContent = "";
+  for (const id of ["filter-pool", "filter-kind"]) $(id).replaceChildren($(id).options[0]);
   $("history").tBodies[0].replaceChildren();
-  $("version").textContent = "";
+  $("config-text").value = "";
+  $("apply").disabled = true;
   $("login-error").textContent = message || "";
   events = [];
   lastEvent = 0;
@@ -72,20 +76,27 @@ function showLogin(message) {
 }
 
 async function open() {
+  if (timer) return;
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
   const config = await api("GET", "/config");
   if (typeof config.data === "string" && !$("config-text").value) $("config-text").value = config.data;
-  await tick();
   timer = setInterval(tick, 1000);
+  await tick();
 }
 
 async function tick() {
+  // One at a time: an action's refresh and the timer's never overlap.
+  if (ticking || !token) return;
+  ticking = true;
   try {
     const status = await api("GET", "/status");
+    if (status.status !== 200) throw new Error(`GET /status answered ${status.status}`);
     renderStatus(status.data);
-    const fresh = await api("GET", `/events?since=${lastEvent}`);
+    // The first time, the last hour only (a long journal would take a while).
+    const since = lastEvent || new Date(Date.now() - 3600 * 1000).toISOString();
+    const fresh = await api("GET", `/events?since=${since}`);
     addEvents(fresh.data.events || []);
     if (status.data.version !== shownVersion) {
       shownVersion = status.data.version;
@@ -95,7 +106,9 @@ async function tick() {
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (e instanceof Unauthorized) showLogin("the admin API refused the token");
-    else $("updated").textContent = `cannot reach the admin API: ${e.message}`;
+    else $("updated").textContent = `cannot read the admin API: ${e.message}`;
+  } finally {
+    ticking = false;
   }
 }
 
@@ -125,8 +138,11 @@ function renderStatus(status) {
       const rows = pool.backends.map((b) => {
         const w = live.get(b.address);
         // The window's split once it has traffic; since start before that.
-        const observed = w && window.requests > 0 ? w.observed_share : b.observed_share;
-        const loadRatio = w && window.requests > 0 ? w.load_ratio : null;
+        const windowed = w && window.requests > 0;
+        const observed = windowed ? w.observed_share : b.observed_share;
+        // The window's capacity share (of the usable backends), which its load ratio uses.
+        const capacity = w ? w.capacity_share : b.capacity_share;
+        const loadRatio = windowed ? w.load_ratio : null;
         const action = b.draining ? "enable" : "drain";
         return el(
           "tr",
@@ -137,7 +153,7 @@ function renderStatus(status) {
           el(
             "td",
             { class: "bars" },
-            ...[["intended", b.intended_share], ["observed", observed], ["capacity", b.capacity_share]].map(([kind, share]) => {
+            ...[["intended", b.intended_share], ["observed", observed], ["capacity", capacity]].map(([kind, share]) => {
               const bar = el("div", { class: `bar ${kind}`, title: `${kind} ${percent(share)}` });
               bar.style.width = `${Math.max(0, Math.min(1, share || 0)) * 100}%`;
               return bar;
@@ -145,12 +161,12 @@ function renderStatus(status) {
           ),
           el("td", { class: "num" }, percent(b.intended_share)),
           el("td", { class: "num observed" }, percent(observed)),
-          el("td", { class: "num" }, percent(b.capacity_share)),
+          el("td", { class: "num" }, percent(capacity)),
           el("td", { class: `num${loadRatio !== null && loadRatio > limit ? " over" : ""}` }, loadRatio === null ? "–" : loadRatio.toFixed(2)),
           el("td", { class: "num" }, b.in_flight),
           el("td", { class: "num" }, ms(w && w.p50_ms)),
           el("td", { class: "num" }, ms(w && w.p99_ms)),
-          el("td", {}, el("button", { type: "button", class: action, onclick: () => drainOrEnable(pool.name, b.address, action) }, action === "drain" ? "Drain" : "Enable")),
+          el("td", {}, el("button", { type: "button", class: action, onclick: guard(() => drainOrEnable(pool.name, b.address, action)) }, action === "drain" ? "Drain" : "Enable")),
         );
       });
       const facts = [
@@ -180,26 +196,31 @@ function renderStatus(status) {
 }
 
 async function drainOrEnable(pool, address, action) {
-  try {
-    // The admin API reads the path as written: `:` and IPv6 brackets stay as they are.
-    const segment = (x) => encodeURIComponent(x).replace(/%3A/gi, ":").replace(/%5B/gi, "[").replace(/%5D/gi, "]");
-    await api("POST", `/backends/${segment(pool)}/${segment(address)}/${action}`);
-    await tick();
-  } catch (e) {
-    if (e instanceof Unauthorized) showLogin("the admin API refused the token");
-  }
+  // The admin API reads the path as written: `:` and IPv6 brackets stay as they are.
+  const segment = (x) => encodeURIComponent(x).replace(/%3A/gi, ":").replace(/%5B/gi, "[").replace(/%5D/gi, "]");
+  const answer = await api("POST", `/backends/${segment(pool)}/${segment(address)}/${action}`);
+  $("updated").textContent =
+    answer.status === 200 ? `${action === "drain" ? "draining" : "enabled"} ${address}` : `${action} ${address}: ${answer.data.error || answer.status}`;
+  await tick();
 }
 
 function addEvents(fresh) {
   for (const event of fresh) {
-    lastEvent = Math.max(lastEvent, event.id);
+    // Each event once, in order, whatever answers overlap.
+    if (event.id <= lastEvent) continue;
+    lastEvent = event.id;
     events.push(event);
   }
   if (events.length > 1000) events = events.slice(-1000);
-  // The filters offer what the journal holds.
+  // The filters offer what the shown journal holds (and keep what is chosen).
   const offer = (select, values) => {
-    const have = new Set([...select.options].map((o) => o.value));
-    for (const value of values) if (value && !have.has(value)) select.append(el("option", { value }, value));
+    const chosen = select.value;
+    const all = [...new Set(values.filter(Boolean).concat(chosen ? [chosen] : []))].sort();
+    const current = [...select.options].slice(1).map((o) => o.value);
+    if (all.join("\n") !== current.join("\n")) {
+      select.replaceChildren(select.options[0], ...all.map((value) => el("option", { value }, value)));
+      select.value = chosen;
+    }
   };
   offer($("filter-pool"), events.map((e) => e.data && e.data.pool));
   offer($("filter-kind"), events.map((e) => e.kind));
@@ -237,7 +258,7 @@ function renderHistory(history) {
           "td",
           {},
           previous && v.outcome === "applied"
-            ? el("button", { type: "button", onclick: () => showDiff(previous, v.id) }, `diff ${previous} → ${v.id}`)
+            ? el("button", { type: "button", onclick: guard(() => showDiff(previous, v.id)) }, `diff ${previous} → ${v.id}`)
             : null,
           el("button", { type: "button", onclick: () => showText(v) }, "text"),
         ),
@@ -320,7 +341,7 @@ async function preview() {
   const answer = await api("POST", "/config?dry_run=true", $("config-text").value);
   const data = answer.data;
   $("preview-result").replaceChildren(
-    el("p", { class: data.would_apply ? "" : "finding-error" }, data.would_apply ? "This config can be applied:" : "This config would be refused:"),
+    el("p", { class: data.would_apply ? "" : "finding-error" }, data.would_apply ? "This config can be applied:" : `This config would be refused${data.reason ? `: ${data.reason}` : ":"}`),
     renderFindings(data.findings || []),
     ...renderPlan(data.plan),
   );
@@ -346,6 +367,7 @@ async function rollback() {
   await tick();
 }
 
+/** `action`, sending the page back to the login form when the token is refused. */
 function guard(action) {
   return async () => {
     try {
@@ -373,6 +395,10 @@ $("logout").addEventListener("click", () => showLogin(""));
 $("filter-pool").addEventListener("change", renderTimeline);
 $("filter-kind").addEventListener("change", renderTimeline);
 $("preview").addEventListener("click", guard(preview));
+// Only the text previewed can be applied.
+$("config-text").addEventListener("input", () => {
+  $("apply").disabled = true;
+});
 $("apply").addEventListener("click", guard(apply));
 $("rollback").addEventListener("click", guard(rollback));
 
