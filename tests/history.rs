@@ -431,19 +431,27 @@ fn a_dry_run_changes_nothing_and_a_diff_shows_what_a_version_changed() {
         "{refused}"
     );
 
-    // Found in review: any other spelling of dry_run applied for real.
-    for query in ["dry_run", "dry_run=yes", "dry_run=True"] {
+    // Found in review: any other spelling of dry_run applied for real. A bare
+    // `dry_run` is one; a parameter or value POST /config does not know is refused.
+    let (status, answer) = admin(admin_addr, Method::POST, "/config?dry_run", &skewed);
+    assert_eq!(
+        (status, &answer["dry_run"]),
+        (StatusCode::OK, &serde_json::json!(true))
+    );
+    for query in [
+        "dry_run=yes",
+        "dry_run=True",
+        "dry-run=true",
+        "dry%5Frun=true",
+        "force=yes",
+    ] {
         let (status, answer) = admin(
             admin_addr,
             Method::POST,
             &format!("/config?{query}"),
             &skewed,
         );
-        assert_eq!(
-            (status, &answer["dry_run"]),
-            (StatusCode::OK, &serde_json::json!(true)),
-            "{query}"
-        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
     }
     assert_eq!(history(&proxy).len(), 1, "nothing recorded");
     // Found in review: the preview said yes where the apply says no (listeners).

@@ -202,7 +202,13 @@ async fn handle(request: Request<Incoming>, state: &AdminState) -> Response<Full
                 &serde_json::json!({ "error": e.to_string() }),
             ),
         },
-        // A dry run whenever `dry_run` is there and not false: a typo never applies.
+        // A parameter it does not know (`dry-run`), or a flag neither true nor false,
+        // is refused: a typo never applies anything.
+        (Method::POST, "/config") if config_query_error(&query).is_some() => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": config_query_error(&query) }),
+        ),
+        // A dry run whenever `dry_run` is there and not false.
         (Method::POST, "/config") if dry_run(&query) => {
             let body = match read_body(request, limits.header_timeout).await {
                 Ok(body) => body,
@@ -418,6 +424,26 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// What is wrong with the parameters of a `POST /config`, if anything: one it does not
+/// know, or a flag that is not `true`, `1`, `false` or `0` (`dry_run` may be bare).
+fn config_query_error(query: &str) -> Option<String> {
+    query.split('&').filter(|p| !p.is_empty()).find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "canary" => None,
+            "dry_run" | "deny_warnings" | "expect_shift" | "force" => {
+                let bare = value.is_empty() && !pair.contains('=') && name == "dry_run";
+                (!bare && !matches!(value, "true" | "1" | "false" | "0")).then(|| {
+                    format!("`{name}` is true or false, not {value:?}")
+                })
+            }
+            _ => Some(format!(
+                "unknown parameter {name:?}: POST /config takes dry_run, deny_warnings, expect_shift, force and canary"
+            )),
+        }
+    })
 }
 
 /// Whether a `POST /config` is a dry run: `dry_run` given, bare or with any value but

@@ -58,9 +58,17 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Value {
 /// change without a restart — and its plan against the config in force; nothing
 /// applied, nothing recorded.
 pub fn dry_run(applier: &Applier, text: String, deny_warnings: bool, force: bool) -> Value {
-    let checked = applier.check(text, "POST /config?dry_run=true".into());
-    let findings = diagnostic::json_findings(&checked.source, &checked.findings);
+    let mut checked = applier.check(text, "POST /config?dry_run=true".into());
     let running = applier.runtime().snapshot();
+    // As an apply does: a certificate that expired while in force keeps serving.
+    checked.tolerate_expired(
+        &running
+            .config
+            .certificates()
+            .map(|(l, c)| crate::config::served_key(&l.name, &c.fingerprint))
+            .collect(),
+    );
+    let findings = diagnostic::json_findings(&checked.source, &checked.findings);
     let plan = checked
         .config
         .as_ref()

@@ -45,10 +45,14 @@ try {
   await page.waitForSelector("#login-form");
   if (await page.isVisible("#app")) throw new Error("the data part is shown without a token");
   if ((await page.locator("tr.backend").count()) !== 0) throw new Error("backends shown without a token");
-  const refused = await page.evaluate(async () => (await fetch("/status")).status);
+  // The API refuses the page's origin without the token (asked from another tab, so
+  // the 401 is no console error of the page under test).
+  const probe = await browser.newPage();
+  await probe.goto(`${ADMIN}/ui`);
+  const refused = await probe.evaluate(async () => (await fetch("/status")).status);
+  await probe.close();
   if (refused !== 401) throw new Error(`GET /status without the token answered ${refused}`);
   step("without a token the page shows no data");
-  errors.length = 0; // the 401 just asked for is no error of the page's
 
   // 2. With it: the live split, 75/25 within 5 s of traffic.
   await page.fill("#token", TOKEN);
@@ -60,6 +64,9 @@ try {
     return Math.abs(a - 0.75) <= 0.05 && Math.abs(b - 0.25) <= 0.05 && `${a} ${b}`;
   });
   const shown = await row(A).locator("td.observed").innerText();
+  // The capacity share beside the load ratio: of the usable backends (C has weight 0).
+  const capacities = [await row(A).locator("td.capacity").innerText(), await row(B).locator("td.capacity").innerText()];
+  if (capacities.join() !== "50.0%,50.0%") throw new Error(`capacity shares ${capacities}`);
   step(`3:1 weights shown as ${shown} / ${await row(B).locator("td.observed").innerText()}`);
   await page.screenshot({ path: `${SHOTS}/dashboard.png` });
 
@@ -110,6 +117,8 @@ try {
   await until(40, "the guard's rollback on the timeline", async () =>
     (await page.locator('#timeline li[data-kind="guard"]').allInnerTexts()).find((t) => t.includes("rolled_back")),
   );
+  const ids = await page.locator("#timeline li").evaluateAll((items) => items.map((i) => i.dataset.id));
+  if (new Set(ids).size !== ids.length) throw new Error(`events shown twice: ${ids}`);
   await page.selectOption("#filter-kind", "guard");
   const kinds = await page.locator("#timeline li").evaluateAll((items) => items.map((i) => i.dataset.kind));
   if (!kinds.length || kinds.some((k) => k !== "guard")) throw new Error(`filtered timeline: ${kinds}`);
@@ -146,8 +155,12 @@ try {
     document.getElementById("filter-pool").options.length,
   ]);
   if (left.join() !== "0,0,1") throw new Error(`data left after logout: ${left}`);
-  await page.waitForTimeout(1500);
-  if ((await page.locator("tr.backend").count()) !== 0) throw new Error("polling went on after logout");
+  let calls = 0;
+  page.on("request", (r) => {
+    if (!r.url().includes("/ui")) calls += 1;
+  });
+  await page.waitForTimeout(2500);
+  if (calls !== 0 || (await page.locator("tr.backend").count()) !== 0) throw new Error(`polling went on after logout: ${calls} calls`);
   if (errors.length) throw new Error(`page errors: ${errors}`);
   step("forgetting the token clears the page");
 } finally {

@@ -14,9 +14,18 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
 let timer = null;
 let ticking = false;
+let ticks = 0;
+// Bumped at every login and logout: an answer to an older session is dropped.
+let session = 0;
+let opening = false;
+let configLoaded = false;
 let lastEvent = 0;
 let events = [];
 let shownVersion = null;
+// The text the last preview judged appliable, and the version then in force.
+let previewSeq = 0;
+let previewed = null;
+let previewedFor = null;
 
 /** An element with attributes and children (strings become text nodes). */
 function el(tag, attrs = {}, ...children) {
@@ -42,11 +51,14 @@ class Unauthorized extends Error {}
 
 /** Calls the admin API with the token; the JSON answer (or text). */
 async function api(method, path, body) {
+  if (!token) throw new Unauthorized();
+  // A request that hangs must not hold the page: 10 s at most.
   const response = await fetch(path, {
     method,
     headers: { Authorization: `Bearer ${token}` },
     body,
     cache: "no-store",
+    signal: AbortSignal.timeout(10000),
   });
   if (response.status === 401) throw new Unauthorized();
   const type = response.headers.get("content-type") || "";
@@ -55,9 +67,13 @@ async function api(method, path, body) {
 }
 
 function showLogin(message) {
+  session += 1;
   clearInterval(timer);
   timer = null;
   token = null;
+  configLoaded = false;
+  previewed = null;
+  previewSeq += 1;
   sessionStorage.removeItem(TOKEN_KEY);
   $("app").hidden = true;
   $("logout").hidden = true;
@@ -77,31 +93,54 @@ function showLogin(message) {
 
 async function open() {
   if (timer) return;
+  session += 1;
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
-  const config = await api("GET", "/config");
-  if (typeof config.data === "string" && !$("config-text").value) $("config-text").value = config.data;
   timer = setInterval(tick, 1000);
   await tick();
 }
 
-async function tick() {
+async function tick(refreshHistory = false) {
   // One at a time: an action's refresh and the timer's never overlap.
   if (ticking || !token) return;
   ticking = true;
+  const mine = session;
+  const current = () => mine === session;
   try {
+    if (!configLoaded) {
+      const config = await api("GET", "/config");
+      if (!current()) return;
+      if (config.status === 200 && typeof config.data === "string") {
+        configLoaded = true;
+        if (!$("config-text").value) $("config-text").value = config.data;
+      }
+    }
     const status = await api("GET", "/status");
+    if (!current()) return;
     if (status.status !== 200) throw new Error(`GET /status answered ${status.status}`);
     renderStatus(status.data);
     // The first time, the last hour only (a long journal would take a while).
     const since = lastEvent || new Date(Date.now() - 3600 * 1000).toISOString();
     const fresh = await api("GET", `/events?since=${since}`);
+    if (!current()) return;
+    if (fresh.status !== 200) throw new Error(`GET /events answered ${fresh.status}`);
     addEvents(fresh.data.events || []);
-    if (status.data.version !== shownVersion) {
-      shownVersion = status.data.version;
+    ticks += 1;
+    // The history when the version in force changes, after an action, and every
+    // 10 s (a refused apply changes no version).
+    if (status.data.version !== shownVersion || refreshHistory || ticks % 10 === 0) {
       const history = await api("GET", "/config/history");
+      if (!current()) return;
+      if (history.status !== 200) throw new Error(`GET /config/history answered ${history.status}`);
+      shownVersion = status.data.version;
       renderHistory(history.data);
+    }
+    // A preview is for the version it was judged against.
+    if (previewed !== null && status.data.version !== previewedFor) {
+      previewed = null;
+      $("apply").disabled = true;
+      $("apply-result").textContent = `version ${status.data.version} is in force now, not the ${previewedFor} previewed against: preview again`;
     }
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
@@ -161,7 +200,7 @@ function renderStatus(status) {
           ),
           el("td", { class: "num" }, percent(b.intended_share)),
           el("td", { class: "num observed" }, percent(observed)),
-          el("td", { class: "num" }, percent(capacity)),
+          el("td", { class: "num capacity" }, percent(capacity)),
           el("td", { class: `num${loadRatio !== null && loadRatio > limit ? " over" : ""}` }, loadRatio === null ? "–" : loadRatio.toFixed(2)),
           el("td", { class: "num" }, b.in_flight),
           el("td", { class: "num" }, ms(w && w.p50_ms)),
@@ -201,7 +240,7 @@ async function drainOrEnable(pool, address, action) {
   const answer = await api("POST", `/backends/${segment(pool)}/${segment(address)}/${action}`);
   $("updated").textContent =
     answer.status === 200 ? `${action === "drain" ? "draining" : "enabled"} ${address}` : `${action} ${address}: ${answer.data.error || answer.status}`;
-  await tick();
+  await tick(true);
 }
 
 function addEvents(fresh) {
@@ -235,7 +274,7 @@ function renderTimeline() {
     ...shown
       .slice()
       .reverse()
-      .map((e) => el("li", { data: { kind: e.kind } }, el("time", {}, e.time), el("span", { class: "kind" }, e.kind), e.message)),
+      .map((e) => el("li", { data: { kind: e.kind, id: String(e.id) } }, el("time", {}, e.time), el("span", { class: "kind" }, e.kind), e.message)),
   );
 }
 
@@ -336,35 +375,73 @@ function renderPlan(plan) {
 }
 
 async function preview() {
+  const text = $("config-text").value;
+  const seq = ++previewSeq;
+  previewed = null;
   $("apply").disabled = true;
   $("apply-result").textContent = "";
-  const answer = await api("POST", "/config?dry_run=true", $("config-text").value);
+  let answer;
+  try {
+    answer = await api("POST", "/config?dry_run=true", text);
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    if (seq === previewSeq) $("preview-result").replaceChildren(el("p", { class: "finding-error" }, `the preview failed: ${e.message}`));
+    return;
+  }
+  // A newer preview, or an edit, since this one was asked for: it judged other text.
+  if (seq !== previewSeq) return;
   const data = answer.data;
+  if (answer.status !== 200) {
+    $("preview-result").replaceChildren(el("p", { class: "finding-error" }, `the preview was refused (${answer.status}): ${data.error || data}`));
+    return;
+  }
   $("preview-result").replaceChildren(
     el("p", { class: data.would_apply ? "" : "finding-error" }, data.would_apply ? "This config can be applied:" : `This config would be refused${data.reason ? `: ${data.reason}` : ":"}`),
     renderFindings(data.findings || []),
     ...renderPlan(data.plan),
   );
-  $("apply").disabled = !data.would_apply;
+  if (data.would_apply) {
+    previewed = text;
+    previewedFor = data.in_force;
+    $("apply").disabled = false;
+  }
 }
 
 async function apply() {
+  // Only the text previewed, against the version it was previewed against.
+  const text = previewed;
   $("apply").disabled = true;
-  const answer = await api("POST", "/config", $("config-text").value);
+  previewed = null;
+  if (text === null) return;
+  let answer;
+  try {
+    answer = await api("POST", "/config", text);
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    $("apply-result").textContent = `the apply failed: ${e.message}`;
+    return;
+  }
   const data = answer.data;
   $("apply-result").textContent =
     answer.status === 200 ? `${data.result || "applied"}: version ${data.version}` : `refused (${answer.status}): ${data.reason || data.error || "see the findings"}`;
   if (answer.status !== 200 && data.findings) $("apply-result").append(renderFindings(data.findings));
-  await tick();
+  await tick(true);
 }
 
 async function rollback() {
   if (!window.confirm("Roll back to the previous good version of the config?")) return;
-  const answer = await api("POST", "/config/rollback");
+  let answer;
+  try {
+    answer = await api("POST", "/config/rollback");
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    $("rollback-result").textContent = `the rollback failed: ${e.message}`;
+    return;
+  }
   const data = answer.data;
   $("rollback-result").textContent =
     answer.status === 200 ? `rolled back: version ${data.version} in force` : `not rolled back (${answer.status}): ${data.error || data.reason || ""}`;
-  await tick();
+  await tick(true);
 }
 
 /** `action`, sending the page back to the login form when the token is refused. */
@@ -374,13 +451,15 @@ function guard(action) {
       await action();
     } catch (e) {
       if (e instanceof Unauthorized) showLogin("the admin API refused the token");
-      else throw e;
+      else $("updated").textContent = `the admin API did not answer: ${e.message}`;
     }
   };
 }
 
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (opening || timer) return;
+  opening = true;
   token = $("token").value.trim();
   $("token").value = "";
   try {
@@ -389,14 +468,18 @@ $("login-form").addEventListener("submit", async (event) => {
     await open();
   } catch (e) {
     showLogin(e instanceof Unauthorized ? "the admin API refused this token" : `cannot reach the admin API: ${e.message}`);
+  } finally {
+    opening = false;
   }
 });
 $("logout").addEventListener("click", () => showLogin(""));
 $("filter-pool").addEventListener("change", renderTimeline);
 $("filter-kind").addEventListener("change", renderTimeline);
 $("preview").addEventListener("click", guard(preview));
-// Only the text previewed can be applied.
+// Only the text previewed can be applied: an edit calls for a new preview.
 $("config-text").addEventListener("input", () => {
+  previewSeq += 1;
+  previewed = null;
   $("apply").disabled = true;
 });
 $("apply").addEventListener("click", guard(apply));
