@@ -187,7 +187,20 @@ fn fleet_status(node: &Proxy) -> serde_json::Value {
 
 /// Nodes `ids` on `etcd`, each with `text`.
 fn start_nodes(etcd: &Etcd, ids: &[&str], text: &str) -> Vec<Proxy> {
-    ids.iter().map(|id| start_node(etcd, id, text)).collect()
+    let nodes: Vec<Proxy> = ids.iter().map(|id| start_node(etcd, id, text)).collect();
+    // Every node has reported before a test counts them: a canary share is of the
+    // nodes the fleet knows (found by CI on a loaded machine: 34% of 3 made 1 canary
+    // while the third node had not reported yet).
+    assert!(
+        eventually(Duration::from_secs(10), || node_ids(&fleet_status(
+            &nodes[0]
+        ))
+        .len()
+            == ids.len()),
+        "every node reports: {}",
+        fleet_status(&nodes[0])
+    );
+    nodes
 }
 
 /// `clients` load clients on each node, `pause` between their requests.
