@@ -524,6 +524,45 @@ fn serve_imported(product: &str, source: &Path, addr: std::net::SocketAddr) -> c
     crate::util::Proxy::start(&text.replace(&addr.to_string(), "127.0.0.1:0"), 1)
 }
 
+/// The round trip: the same requests through the peer (`peer`, listening on `addr`)
+/// and then through evenkeel on `source` imported — 2,000 to `/` over `app` (the
+/// peer's split must be its own 6:1:1; evenkeel's within 2 points of it) and 10,000
+/// keyed ones to `/api/x` over `api` (within 5 points).
+fn round_trip(
+    product: &str,
+    source: &Path,
+    peer: &mut Command,
+    addr: std::net::SocketAddr,
+    app: &[&crate::util::Backend],
+    api: &[&crate::util::Backend],
+) {
+    let running = start_peer(peer, addr);
+    let (peer_app, peer_api) = (
+        shares(addr, "/", 2000, false, app),
+        shares(addr, "/api/x", 10_000, true, api),
+    );
+    drop(running);
+    agree(
+        &peer_app,
+        &[0.75, 0.125, 0.125],
+        1.0,
+        &format!("{product}'s own 6:1:1"),
+    );
+    let proxy = serve_imported(product, source, addr);
+    agree(
+        &peer_app,
+        &shares(proxy.addr(), "/", 2000, false, app),
+        2.0,
+        "weighted",
+    );
+    agree(
+        &peer_api,
+        &shares(proxy.addr(), "/api/x", 10_000, true, api),
+        5.0,
+        "hash on X-User",
+    );
+}
+
 /// `import --from haproxy` writes a config evenkeel serves the way HAProxy served the
 /// original: real HAProxy, then evenkeel on the imported config, in front of the same
 /// backends — 2,000 requests split 6:1:1 alike within 2 points, 10,000 keys hashed on
@@ -541,34 +580,11 @@ fn an_imported_haproxy_config_splits_traffic_as_haproxy_did() {
     haproxy_accepts(&cfg);
     let app = [&backends[0], &backends[1], &backends[2]];
     let api = [&backends[3], &backends[4]];
-    let haproxy = start_peer(Command::new("haproxy").arg("-db").arg("-f").arg(&cfg), addr);
-    let (haproxy_app, haproxy_api) = (
-        shares(addr, "/", 2000, false, &app),
-        shares(addr, "/api/x", 10_000, true, &api),
-    );
-    drop(haproxy);
-    agree(
-        &haproxy_app,
-        &[0.75, 0.125, 0.125],
-        1.0,
-        "HAProxy's own 6:1:1",
-    );
-
-    let proxy = serve_imported("haproxy", &cfg, addr);
+    let mut haproxy = Command::new("haproxy");
+    haproxy.arg("-db").arg("-f").arg(&cfg);
+    round_trip("haproxy", &cfg, &mut haproxy, addr, &app, &api);
     let text = std::fs::read_to_string(cfg.with_file_name("evenkeel.toml")).expect("written");
     assert!(text.contains("# haproxy.cfg:19: server a1"), "{text}");
-    agree(
-        &haproxy_app,
-        &shares(proxy.addr(), "/", 2000, false, &app),
-        2.0,
-        "weighted",
-    );
-    agree(
-        &haproxy_api,
-        &shares(proxy.addr(), "/api/x", 10_000, true, &api),
-        5.0,
-        "hash on X-User",
-    );
 }
 
 /// The same round trip through a real NGINX: weights 6:1:1, and `hash $http_x_user
@@ -611,32 +627,11 @@ fn an_imported_nginx_config_splits_traffic_as_nginx_did() {
     );
     let app = [&backends[0], &backends[1], &backends[2]];
     let api = [&backends[3], &backends[4]];
-    let nginx = start_peer(
-        Command::new("nginx")
-            .args(["-e", &format!("{d}/error.log"), "-c"])
-            .arg(&conf),
-        addr,
-    );
-    let (nginx_app, nginx_api) = (
-        shares(addr, "/", 2000, false, &app),
-        shares(addr, "/api/x", 10_000, true, &api),
-    );
-    drop(nginx);
-    agree(&nginx_app, &[0.75, 0.125, 0.125], 1.0, "NGINX's own 6:1:1");
-
-    let proxy = serve_imported("nginx", &conf, addr);
-    agree(
-        &nginx_app,
-        &shares(proxy.addr(), "/", 2000, false, &app),
-        2.0,
-        "weighted",
-    );
-    agree(
-        &nginx_api,
-        &shares(proxy.addr(), "/api/x", 10_000, true, &api),
-        5.0,
-        "hash on X-User",
-    );
+    let mut nginx = Command::new("nginx");
+    nginx
+        .args(["-e", &format!("{d}/error.log"), "-c"])
+        .arg(&conf);
+    round_trip("nginx", &conf, &mut nginx, addr, &app, &api);
 }
 
 /// `import` writes nothing and exits 1 when something was not translated, lists it
