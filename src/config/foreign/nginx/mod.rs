@@ -404,11 +404,7 @@ impl Translator {
             );
             return None;
         }
-        let address = if address.contains(':') && !address.ends_with(']') {
-            address.to_string()
-        } else {
-            format!("{address}:80")
-        };
+        let address = with_port(address);
         let mut server = Server::new(address, d);
         for (arg, _) in d.args.iter().skip(1) {
             let (key, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
@@ -640,11 +636,7 @@ impl Translator {
             );
             return None;
         }
-        let address = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let address = with_port(authority);
         // Keyed on the whole address: two addresses never share a pool.
         let name = format!("direct:{address}");
         self.judged.insert(name.clone());
@@ -925,6 +917,15 @@ fn millis(value: &str) -> Option<u64> {
 /// An NGINX time as an evenkeel duration.
 fn duration(value: &str) -> Option<String> {
     millis(value).map(duration_text)
+}
+
+/// An upstream address as `host:port`: NGINX's port 80 when it names none.
+fn with_port(address: &str) -> String {
+    if address.contains(':') && !address.ends_with(']') {
+        address.to_string()
+    } else {
+        format!("{address}:80")
+    }
 }
 
 /// `listen`'s address as `host:port`.
