@@ -2,23 +2,28 @@
 """bench/idle_connections.py -- resident memory a proxy adds per idle keep-alive client
 connection: evenkeel, NGINX and HAProxy, one after another in the same run.
 
-Starts a stand-in backend on 127.0.0.1, then each proxy in turn (release evenkeel;
-Debian's nginx and haproxy, same worker/thread count, keep-alive timeouts raised to 120 s
-so idle connections are held). For each: one warm-up request, the proxy's resident
-memory (VmRSS summed over all its processes: NGINX's master and workers), then N client
-connections that each send one keep-alive GET, read the answer and stay open and idle,
-and the memory again. Reports bytes per idle connection and each proxy's figure over the
-best of the two peers'. Everything is on loopback and stops by itself.
+Starts an NGINX backend on 127.0.0.1 (`return 200`), then each proxy in turn (release
+evenkeel; Debian's nginx and haproxy, same worker/thread count, keep-alive timeouts
+raised to 120 s so idle connections are held). For each proxy, twice:
+- configured for 512 connections: one warm-up request, then its resident memory
+  (VmRSS summed over all its processes: NGINX's master and workers) -- the baseline;
+- configured for N + 100 connections: one warm-up request, its memory, then N client
+  connections that each send one keep-alive GET, read the answer and stay open and
+  idle, and its memory again once they have idled for IDLE_WAIT seconds.
+Reports per connection both the growth while connections open and the cost over the
+small baseline (what holding N costs, a connection table allocated up front included:
+NGINX allocates and touches all `worker_connections` entries when it starts), and
+evenkeel's figures over the best peer's. Everything is on loopback and stops by itself.
 
-Usage: bench/idle_connections.py [N] [WORKERS] [TARGETS]
+Usage: bench/idle_connections.py [N] [WORKERS] [TARGETS] [IDLE_WAIT]
   N        connections held (default 9000: HAProxy needs two descriptors per
            connection, and a container may cap them at 20,000)
   WORKERS  worker threads/processes of every proxy (default 1)
   TARGETS  comma list of evenkeel,nginx,haproxy (default all three)
-Needs a prior `cargo build --release`, nginx and haproxy installed, and a hard limit on
+  IDLE_WAIT  seconds the connections idle before the second reading (default 5)
+Needs a prior `cargo build --release` (or EVENKEEL_BINARY=path), nginx and haproxy installed, and a hard limit on
 open files above N + 200 (the script raises its own soft limit to it).
 """
-import http.server
 import os
 import resource
 import shutil
@@ -27,16 +32,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from procs import start_evenkeel as run_evenkeel, family, free_port, wait_port
+from procs import start_evenkeel as run_evenkeel, start_nginx as run_nginx, family, free_port, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-binary = os.path.join(root, "target", "release", "evenkeel")
+# EVENKEEL_BINARY measures another build (a baseline kept aside) in the same way.
+binary = os.environ.get("EVENKEEL_BINARY") or os.path.join(root, "target", "release", "evenkeel")
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
 workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 targets = (sys.argv[3] if len(sys.argv) > 3 else "evenkeel,nginx,haproxy").split(",")
+idle_wait = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
+SMALL = 512
 
 # HAProxy wants about two descriptors per connection it may hold; root may raise the
 # hard limit, anyone else needs it above N + 200 (and HAProxy then holds fewer).
@@ -48,19 +55,6 @@ except (ValueError, OSError):
     if hard != resource.RLIM_INFINITY and hard < count + 200:
         raise SystemExit(f"the hard limit on open files ({hard}) is below {count + 200}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class Answer(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("content-length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-
-    def log_message(self, *args):
-        pass
 
 
 def rss_kib(pids):
@@ -76,38 +70,24 @@ def rss_kib(pids):
     return total
 
 
-def start_evenkeel(folder, backend_port):
+def start_evenkeel(folder, backend_port, room):
     return run_evenkeel(
         binary, folder,
         '[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\nheader_timeout = "120s"\n'
-        f'max_connections = {count + 100}\n[[route]]\npool = "web"\n'
+        f'max_connections = {room}\n[[route]]\npool = "web"\n'
         f'[pool.web]\nbackends = [{{ address = "127.0.0.1:{backend_port}" }}]\n'
         '[pool.web.health]\npath = "/"\n',
         workers,
     )
 
 
-def start_nginx(folder, backend_port):
+def start_nginx(folder, backend_port, room):
     port = free_port()
-    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
-    conf = os.path.join(folder, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""daemon off;
-master_process on;
-worker_processes {workers};
-worker_rlimit_nofile {count + 1000};
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections {count + 500}; }}
-http {{
-    access_log off;
+    proxy = run_nginx(folder, "nginx",
+                      f"master_process on;\nworker_processes {workers};\n"
+                      f"worker_rlimit_nofile {room + 1000};", room + 400, f"""
     keepalive_requests 1000000;
     keepalive_timeout 120s;
-    client_body_temp_path {folder}/tmp/client_body;
-    proxy_temp_path {folder}/tmp/proxy;
-    fastcgi_temp_path {folder}/tmp/fastcgi;
-    uwsgi_temp_path {folder}/tmp/uwsgi;
-    scgi_temp_path {folder}/tmp/scgi;
     upstream backends {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -116,27 +96,21 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-""")
-    proxy = subprocess.Popen(
-        ["nginx", "-p", folder, "-e", f"{folder}/error.log", "-c", conf],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    }}""")
     return proxy, port
 
 
-def start_haproxy(folder, backend_port):
+def start_haproxy(folder, backend_port, room):
     port = free_port()
     conf = os.path.join(folder, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(f"""global
     nbthread {workers}
-    maxconn {count + 100}
+    maxconn {room}
 
 defaults
     mode http
-    maxconn {count + 100}
+    maxconn {room}
     timeout connect 5s
     timeout client 120s
     timeout server 120s
@@ -166,10 +140,13 @@ def get(port):
     return s
 
 
-def measure(name, start, backend_port):
+def measure(name, start, backend_port, room, hold):
+    """RSS (KiB) of proxy `name` configured for `room` connections: after a warm-up
+    request, and after `hold` idle keep-alive connections have been open for
+    `idle_wait` seconds."""
     folder = tempfile.mkdtemp(prefix=f"evenkeel-idle-{name}-")
     os.chmod(folder, 0o755)
-    proxy, port = start(folder, backend_port)
+    proxy, port = start(folder, backend_port, room)
     held = []
     try:
         wait_port(port)
@@ -178,9 +155,9 @@ def measure(name, start, backend_port):
         get(port).close()
         time.sleep(0.5)
         before = rss_kib(family(proxy.pid))
-        for _ in range(count):
+        for _ in range(hold):
             held.append(get(port))
-        time.sleep(2.0)
+        time.sleep(idle_wait if hold else 0)
         after = rss_kib(family(proxy.pid))
         return before, after
     finally:
@@ -195,32 +172,50 @@ def measure(name, start, backend_port):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class Backend(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # a proxy closing its upstream connections when it stops
+def start_backend(folder):
+    """An NGINX answering every request with 200 and 3 bytes, sized for every
+    connection a proxy could open to it; (process, port)."""
+    port = free_port()
+    backend = run_nginx(folder, "backend",
+                        f"master_process off;\nworker_rlimit_nofile {count + 1000};",
+                        count + 500, f"""
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}""")
+    wait_port(port)
+    return backend, port
 
 
 starters = {"evenkeel": start_evenkeel, "nginx": start_nginx, "haproxy": start_haproxy}
-backend = Backend(("127.0.0.1", 0), Answer)
-threading.Thread(target=backend.serve_forever, daemon=True).start()
+backend_folder = tempfile.mkdtemp(prefix="evenkeel-idle-backend-")
+os.chmod(backend_folder, 0o755)
+backend, backend_port = start_backend(backend_folder)
 results = {}
 try:
     for name in targets:
-        before, after = measure(name, starters[name], backend.server_address[1])
-        results[name] = (before, after, (after - before) * 1024 / count)
-        print(f"{name:9} {count} idle keep-alive connections, {workers} worker(s): "
-              f"RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB "
-              f"({results[name][2]:.0f} bytes per connection)", flush=True)
+        _, small = measure(name, starters[name], backend_port, SMALL, 0)
+        before, after = measure(name, starters[name], backend_port, count + 100, count)
+        growth = (after - before) * 1024 / count
+        cost = (after - small) * 1024 / count
+        results[name] = (small, before, after, growth, cost)
+        print(f"{name:9} {count} idle keep-alive connections, {workers} worker(s): RSS "
+              f"{small / 1024:.1f} MiB (room for {SMALL}), {before / 1024:.1f} MiB (room "
+              f"for {count + 100}) -> {after / 1024:.1f} MiB holding them: {growth:.0f} B "
+              f"growth, {cost:.0f} B over the small baseline, per connection", flush=True)
 finally:
-    backend.shutdown()
-# NGINX allocates its connection table (worker_connections entries) when it starts, so
-# part of what a connection costs it is in its baseline: compare the totals too.
+    backend.terminate()
+    backend.wait(timeout=15)
+    shutil.rmtree(backend_folder, ignore_errors=True)
 peers = [p for p in ("nginx", "haproxy") if p in results]
 if "evenkeel" in results and peers:
     ours = results["evenkeel"]
-    growth = min(peers, key=lambda p: results[p][2])
-    total = min(peers, key=lambda p: results[p][1])
-    print(f"evenkeel / best peer, growth per connection: {ours[2] / results[growth][2]:.2f} "
-          f"({ours[2]:.0f} vs {growth} {results[growth][2]:.0f} bytes)")
-    print(f"evenkeel / best peer, RSS holding them: {ours[1] / results[total][1]:.2f} "
-          f"({ours[1] / 1024:.1f} vs {total} {results[total][1] / 1024:.1f} MiB)")
+    for label, i in (("growth", 3), ("over the small baseline", 4)):
+        best = min(peers, key=lambda p: results[p][i])
+        print(f"evenkeel / best peer, per connection, {label}: "
+              f"{ours[i] / results[best][i]:.2f} ({ours[i]:.0f} vs {best} {results[best][i]:.0f} B)")
+    best = min(peers, key=lambda p: results[p][2])
+    print(f"evenkeel / best peer, RSS holding them: {ours[2] / results[best][2]:.2f} "
+          f"({ours[2] / 1024:.1f} vs {best} {results[best][2] / 1024:.1f} MiB)")

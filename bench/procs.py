@@ -86,3 +86,27 @@ def start_evenkeel(binary, folder, config_text, workers):
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = int(proxy.stdout.readline().strip().rsplit(":", 1)[1])
     return proxy, port
+
+
+def start_nginx(folder, name, main, connections, http):
+    """Runs Debian's nginx in the foreground on FOLDER/NAME.conf: `main` (process
+    directives), `worker_connections` CONNECTIONS, and an `http` block of `http` with
+    access logging off and every temporary path under FOLDER/tmp; the process."""
+    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+    conf = os.path.join(folder, f"{name}.conf")
+    temp = "\n".join(f"    {kind}_temp_path {folder}/tmp/{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+{main}
+pid {folder}/{name}.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+{temp}
+{http}
+}}
+""")
+    return subprocess.Popen(["nginx", "-p", folder, "-e", f"{folder}/error.log", "-c", conf],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

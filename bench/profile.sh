@@ -16,12 +16,14 @@
 #
 # Usage: bench/profile.sh [callgrind|perf] [DURATION] [CONNECTIONS]
 #        (defaults: callgrind 10 16). Needs nginx, wrk, valgrind / perf and a prior
-#        `cargo build --release`. Output files stay in bench/results/profile-*.
+#        `cargo build --release` (or EVENKEEL_BINARY=path). Output files stay in
+#        bench/results/profile-*.
 # Every process it starts listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 mode=${1:-callgrind} duration=${2:-10} conns=${3:-16}
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$root/target/release/evenkeel
+# EVENKEEL_BINARY profiles another build (a baseline kept aside) the same way.
+bin=${EVENKEEL_BINARY:-$root/target/release/evenkeel}
 [[ -x $bin ]] || { echo "profile.sh: $bin is missing: run cargo build --release" >&2; exit 2; }
 for tool in nginx wrk; do
   command -v "$tool" >/dev/null || { echo "profile.sh: $tool is missing (apt-get install $tool)" >&2; exit 2; }

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from procs import start_evenkeel as run_evenkeel, cpu_seconds, family, free_port, start_all, stop_all, wait_port
+from procs import start_evenkeel as run_evenkeel, start_nginx as run_nginx, cpu_seconds, family, free_port, start_all, stop_all, wait_port
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 binary = os.path.join(root, "target", "release", "evenkeel")
@@ -83,23 +83,8 @@ def start_evenkeel(folder, backend):
 
 def start_nginx(folder, backend):
     port = free_port()
-    os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
-    conf = os.path.join(folder, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""daemon off;
-master_process on;
-worker_processes {workers};
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder}/tmp/client_body;
-    proxy_temp_path {folder}/tmp/proxy;
-    fastcgi_temp_path {folder}/tmp/fastcgi;
-    uwsgi_temp_path {folder}/tmp/uwsgi;
-    scgi_temp_path {folder}/tmp/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    proxy = run_nginx(folder, "nginx", f"master_process on;\nworker_processes {workers};", 4096,
+                      f"""    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -109,11 +94,7 @@ http {{
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 1h;
         }}
-    }}
-}}
-""")
-    proxy = subprocess.Popen(["nginx", "-p", folder, "-e", f"{folder}/error.log", "-c", conf],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    }}""")
     return proxy, port
 
 

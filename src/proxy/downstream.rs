@@ -2,10 +2,12 @@
 //! request head and writing a response head are [`h1::server`]'s; this loop owns the
 //! connection around them.
 //!
-//! An idle connection holds no buffer: a connection that waits for its next request
-//! waits for readability first, and drops its read buffer once a request has been read
-//! to its end (hyper's server, which evenkeel used before, kept two 8 KiB buffers per
-//! connection for its whole life: 10,000 idle keep-alive clients cost 21.8 KB each).
+//! An idle connection holds no buffer and no request state: a connection that waits
+//! for its next request waits for readability first, drops its read buffer once a
+//! request has been read to its end, and after a second without a request drops the
+//! boxed state it serves requests in (see [`serve`]). hyper's server, which evenkeel
+//! used before, kept two 8 KiB buffers per connection for its whole life: 10,000 idle
+//! keep-alive clients cost 21.8 KB each.
 //! The response head and a body that is already at hand go out in one write.
 //!
 //! What the loop decides (RFC 9112):
@@ -27,7 +29,7 @@
 //! Requests are served one at a time; pipelined ones wait in the read buffer.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -41,6 +43,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::server::{self, parse_head, Head, ReadError, ResponseFraming};
@@ -48,6 +51,7 @@ use super::h1::{self, FieldSpan, Framing};
 use super::outbox::{self, pump, Outbox, PumpError};
 use super::spill::Spill;
 use super::stall::Stall;
+use super::tunnel::Tunnel;
 
 /// Room asked for by the first read of a request.
 const FIRST_READ: usize = 4096;
@@ -65,6 +69,10 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client connection's bytes: plain TCP, or TLS over TCP.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// Whether [`Self::poll_idle`] waits for the socket (so a connection can wait for
+    /// its next request without its busy state); not over TLS.
+    const WAITS_UNBUFFERED: bool;
+
     /// The TCP socket underneath (to peek for a close, and to set a reset on close).
     fn tcp(&self) -> &TcpStream;
 
@@ -81,6 +89,8 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
 }
 
 impl ClientStream for TcpStream {
+    const WAITS_UNBUFFERED: bool = true;
+
     fn tcp(&self) -> &TcpStream {
         self
     }
@@ -111,6 +121,8 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    const WAITS_UNBUFFERED: bool = false;
+
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }
@@ -197,27 +209,38 @@ impl<S: ClientStream> Body for RequestBody<S> {
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
 /// it closes, fails, breaks the protocol, exceeds `header_timeout`, or — once
 /// `shutdown` turns true — has finished the request it was serving.
+///
+/// The connection lives in two phases. Idle, it waits for readability in this small
+/// future, with neither a read buffer nor the state of a request: an idle keep-alive
+/// connection costs its task and little more. Busy, it reads and serves requests in a
+/// boxed future that stays while requests keep coming and is dropped after a second
+/// without one, so a busy connection allocates it once, not per request.
 pub async fn serve<S: ClientStream>(
     stream: S,
     worker: Rc<Worker>,
     listener: usize,
     client: Rc<Client>,
     header_timeout: Duration,
-    first_head_by: tokio::time::Instant,
+    first_head_by: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let inbound = Rc::new(RefCell::new(Inbound {
-        stream,
-        read: BytesMut::new(),
-        body: Framing::Done,
-        continue_left: 0,
-        continue_unflushed: false,
-    }));
-    let mut spans = Vec::new();
-    // The client closed or broke its side: nothing of it is left to read.
-    let mut client_done = false;
-    // Cut the connection with a reset rather than a close (see [`Ended::Aborted`]).
-    let mut reset = false;
+    let mut connection = Connection {
+        inbound: Rc::new(RefCell::new(Inbound {
+            stream,
+            read: BytesMut::new(),
+            body: Framing::Done,
+            continue_left: 0,
+            continue_unflushed: false,
+        })),
+        worker,
+        listener,
+        client,
+        header_timeout,
+        head_by: first_head_by,
+        spans: Vec::new(),
+        client_done: false,
+        reset: false,
+    };
     // One shutdown waiter and one head timer for the connection's life, re-armed per
     // request: making and dropping them per request cost about 10% of its instructions.
     let mut stopping = shutdown.clone();
@@ -225,145 +248,228 @@ pub async fn serve<S: ClientStream>(
     tokio::pin!(stop);
     let head_timer = tokio::time::sleep_until(first_head_by);
     tokio::pin!(head_timer);
-    let mut first = true;
-    // The tunnel a 101 opened: the connection is its client side from there.
-    let mut switched = None;
-    loop {
-        if !first {
-            head_timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + header_timeout);
-        }
-        first = false;
-        let next = tokio::select! {
-            biased;
-            next = read_head(&inbound, &mut spans) => next,
-            _ = &mut head_timer => {
-                tracing::debug!(client = %client.addr, "no request head within header_timeout; closed");
-                break;
-            }
-            _ = &mut stop => break,
-        };
-        let head = match next {
-            Ok(Some(head)) => head,
-            Ok(None) | Err(ReadError::Io) => {
-                client_done = true;
-                break;
-            }
-            Err(ReadError::Malformed) => {
-                refuse(&inbound, b"400 Bad Request").await;
-                break;
-            }
-            Err(ReadError::TooLarge) => {
-                refuse(&inbound, b"431 Request Header Fields Too Large").await;
-                break;
-            }
-            Err(ReadError::Expectation) => {
-                refuse(&inbound, b"417 Expectation Failed").await;
-                break;
-            }
-        };
-        let version = head.request.version();
-        let is_head = head.request.method() == Method::HEAD;
-        // A client that asked to switch protocols and was not switched may have sent
-        // bytes of the other protocol already: its connection closes after the answer.
-        let asked_upgrade = head.asks_upgrade;
-        {
-            let mut inbound = inbound.borrow_mut();
-            inbound.body = head.framing;
-            inbound.continue_left = if head.expects_continue
-                && version == Version::HTTP_11
-                && head.framing != Framing::Done
-            {
-                CONTINUE.len()
-            } else {
-                0
-            };
-        }
-        let request = head.request.map(|()| RequestBody(Rc::clone(&inbound)));
-        let handled =
-            Rc::clone(&worker).handle(request, listener, Rc::clone(&client), asked_upgrade);
-        tokio::pin!(handled);
-        // A client that closes its connection while its request is served cancels it:
-        // the upstream exchange is dropped, and its backend connection with it.
-        let mut response = tokio::select! {
-            biased;
-            Ok(response) = &mut handled => response,
-            () = client_gone(&inbound) => {
-                tracing::debug!(client = %client.addr, "the client closed its connection; request cancelled");
-                client_done = true;
-                break;
-            }
-        };
-        // A body left unread (a refusal, a client that never got its 100 Continue)
-        // cannot be skipped safely: close after this response.
-        let body_read = inbound.borrow().body == Framing::Done;
-        let keep_alive = head.keep_alive && body_read && !asked_upgrade && !*shutdown.borrow();
-        let tunnel = response.body_mut().take_tunnel();
-        match write_response(&inbound, response, is_head, version, keep_alive).await {
-            Ok(_) if tunnel.is_some() => {
-                switched = tunnel;
-                break;
-            }
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(Ended::Client(e)) => {
-                tracing::debug!(client = %client.addr, error = %e, "writing a response failed");
-                // A client that takes nothing would not take a graceful close either
-                // (over TLS, the close_notify waits behind the unsent tail): reset.
-                reset = true;
-                break;
-            }
-            Err(Ended::Aborted { close_delimited }) => {
-                reset = close_delimited;
-                break;
+    let switched = loop {
+        if connection.inbound.borrow().read.is_empty() {
+            // Idle: a client that closes or errs is found by the read that follows.
+            tokio::select! {
+                biased;
+                _ = poll_fn(|cx| connection.inbound.borrow().stream.poll_idle(cx)) => {}
+                _ = &mut head_timer => {
+                    connection.timed_out();
+                    break None;
+                }
+                _ = &mut stop => break None,
             }
         }
-        // Waiting for the next request: no buffer unless one is already pipelined.
-        let mut inbound = inbound.borrow_mut();
-        if inbound.read.is_empty() {
-            inbound.read = BytesMut::new();
+        let busy = connection.busy(head_timer.as_mut(), stop.as_mut(), shutdown);
+        match Box::pin(busy).await {
+            Phase::Idle => {}
+            Phase::Closing => break None,
+            Phase::Switched(tunnel) => break Some(tunnel),
         }
-    }
-    let Ok(inbound) = Rc::try_unwrap(inbound) else {
-        return; // a request body outlived its request: just close
     };
-    let Inbound {
-        mut stream, read, ..
-    } = inbound.into_inner();
-    if let Some(tunnel) = switched {
-        // What the client sent behind its request is the tunnel's first bytes; each
-        // side's end is passed on to the other, so there is nothing left to close.
-        tunnel.run(&mut stream, read).await;
-        return;
+    // Boxed for the same reason: what closing holds (a linger buffer, a tunnel's copy)
+    // would otherwise be part of every connection's task, idle ones included.
+    Box::pin(connection.close(switched)).await;
+}
+
+/// How long a connection that has served a request keeps its busy state (and its read
+/// buffer) for the next; then it waits as an idle one (see [`serve`]).
+const BUSY_GRACE: Duration = Duration::from_secs(1);
+
+/// What a busy connection turned into.
+enum Phase {
+    /// It waits for its next request without a buffer.
+    Idle,
+    /// It closes.
+    Closing,
+    /// A 101 made it the client side of a tunnel.
+    Switched(Tunnel),
+}
+
+/// One client connection, between its phases.
+struct Connection<S> {
+    inbound: Shared<S>,
+    worker: Rc<Worker>,
+    listener: usize,
+    client: Rc<Client>,
+    header_timeout: Duration,
+    /// When the next request head must have been read.
+    head_by: Instant,
+    spans: Vec<FieldSpan>,
+    /// The client closed or broke its side: nothing of it is left to read.
+    client_done: bool,
+    /// Cut the connection with a reset rather than a close (see [`Ended::Aborted`]).
+    reset: bool,
+}
+
+impl<S: ClientStream> Connection<S> {
+    fn timed_out(&self) {
+        tracing::debug!(client = %self.client.addr, "no request head within header_timeout; closed");
     }
-    if reset {
-        let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
-        return;
-    }
-    // Our side first, so what was written reaches the client before the close. Over
-    // TLS this writes (close_notify, and whatever the session still holds): bounded, so
-    // a client that stops reading cannot keep the connection, and its slot, open.
-    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
-    if !client_done {
-        // Lingering close (RFC 9112 §9.6): closing with unread bytes from the client
-        // would reset the connection and could destroy the answer just sent (a 400, a
-        // 431, a response whose request body was not read), so read and drop what
-        // still comes, briefly.
-        let linger = async {
-            let mut sink = [0u8; 4096];
-            let mut total = 0;
-            while let Ok(read @ 1..) = stream.read(&mut sink).await {
-                total += read;
-                if total > LINGER_BYTES {
-                    break;
+
+    /// Serves requests until the connection closes, switches protocols, or has waited
+    /// [`BUSY_GRACE`] for its next request with nothing read of it.
+    async fn busy(
+        &mut self,
+        mut head_timer: Pin<&mut Sleep>,
+        mut stop: Pin<&mut impl Future>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Phase {
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = read_head(&self.inbound, &mut self.spans) => next,
+                _ = head_timer.as_mut() => {
+                    if Instant::now() >= self.head_by {
+                        self.timed_out();
+                        return Phase::Closing;
+                    }
+                    head_timer.as_mut().reset(self.head_by);
+                    let mut inbound = self.inbound.borrow_mut();
+                    if inbound.read.is_empty() {
+                        inbound.read = BytesMut::new();
+                        self.spans = Vec::new();
+                        return Phase::Idle;
+                    }
+                    continue;
+                }
+                _ = stop.as_mut() => return Phase::Closing,
+            };
+            let head = match next {
+                Ok(Some(head)) => head,
+                Ok(None) | Err(ReadError::Io) => {
+                    self.client_done = true;
+                    return Phase::Closing;
+                }
+                Err(ReadError::Malformed) => {
+                    refuse(&self.inbound, b"400 Bad Request").await;
+                    return Phase::Closing;
+                }
+                Err(ReadError::TooLarge) => {
+                    refuse(&self.inbound, b"431 Request Header Fields Too Large").await;
+                    return Phase::Closing;
+                }
+                Err(ReadError::Expectation) => {
+                    refuse(&self.inbound, b"417 Expectation Failed").await;
+                    return Phase::Closing;
+                }
+            };
+            let version = head.request.version();
+            let is_head = head.request.method() == Method::HEAD;
+            // A client that asked to switch protocols and was not switched may have sent
+            // bytes of the other protocol already: its connection closes after the answer.
+            let asked_upgrade = head.asks_upgrade;
+            {
+                let mut inbound = self.inbound.borrow_mut();
+                inbound.body = head.framing;
+                inbound.continue_left = if head.expects_continue
+                    && version == Version::HTTP_11
+                    && head.framing != Framing::Done
+                {
+                    CONTINUE.len()
+                } else {
+                    0
+                };
+            }
+            let request = head.request.map(|()| RequestBody(Rc::clone(&self.inbound)));
+            let handled = Rc::clone(&self.worker).handle(
+                request,
+                self.listener,
+                Rc::clone(&self.client),
+                asked_upgrade,
+            );
+            tokio::pin!(handled);
+            // A client that closes its connection while its request is served cancels it:
+            // the upstream exchange is dropped, and its backend connection with it.
+            let mut response = tokio::select! {
+                biased;
+                Ok(response) = &mut handled => response,
+                () = client_gone(&self.inbound) => {
+                    tracing::debug!(client = %self.client.addr, "the client closed its connection; request cancelled");
+                    self.client_done = true;
+                    return Phase::Closing;
+                }
+            };
+            // A body left unread (a refusal, a client that never got its 100 Continue)
+            // cannot be skipped safely: close after this response.
+            let body_read = self.inbound.borrow().body == Framing::Done;
+            let keep_alive = head.keep_alive && body_read && !asked_upgrade && !*shutdown.borrow();
+            let tunnel = response.body_mut().take_tunnel();
+            match write_response(&self.inbound, response, is_head, version, keep_alive).await {
+                Ok(_) if tunnel.is_some() => return Phase::Switched(tunnel.expect("checked")),
+                Ok(true) => {}
+                Ok(false) => return Phase::Closing,
+                Err(Ended::Client(e)) => {
+                    tracing::debug!(client = %self.client.addr, error = %e, "writing a response failed");
+                    // A client that takes nothing would not take a graceful close either
+                    // (over TLS, the close_notify waits behind the unsent tail): reset.
+                    self.reset = true;
+                    return Phase::Closing;
+                }
+                Err(Ended::Aborted { close_delimited }) => {
+                    self.reset = close_delimited;
+                    return Phase::Closing;
                 }
             }
+            // `header_timeout` bounds the wait for the next head; a plain connection
+            // turns idle sooner (over TLS, bytes may wait inside the session, where
+            // an idle wait would not see them).
+            let now = Instant::now();
+            self.head_by = now + self.header_timeout;
+            head_timer.as_mut().reset(if S::WAITS_UNBUFFERED {
+                self.head_by.min(now + BUSY_GRACE)
+            } else {
+                self.head_by
+            });
+            // Waiting for the next request: no buffer unless one is already pipelined.
+            let mut inbound = self.inbound.borrow_mut();
+            if inbound.read.is_empty() {
+                inbound.read = BytesMut::new();
+            }
+        }
+    }
+
+    /// Closes the connection: runs the tunnel a 101 opened, or resets, or shuts our
+    /// side and lingers.
+    async fn close(self, switched: Option<Tunnel>) {
+        let Ok(inbound) = Rc::try_unwrap(self.inbound) else {
+            return; // a request body outlived its request: just close
         };
-        // Boxed: its 4 KiB buffer would otherwise be part of every connection's task,
-        // idle ones included (a task of 8.1 KB instead of 5.3; bench/idle_connections.py).
-        // A closing connection pays the allocation, requests do not.
-        let _ = tokio::time::timeout(LINGER, Box::pin(linger)).await;
+        let Inbound {
+            mut stream, read, ..
+        } = inbound.into_inner();
+        if let Some(tunnel) = switched {
+            // What the client sent behind its request is the tunnel's first bytes; each
+            // side's end is passed on to the other, so there is nothing left to close.
+            tunnel.run(&mut stream, read).await;
+            return;
+        }
+        if self.reset {
+            let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
+            return;
+        }
+        // Our side first, so what was written reaches the client before the close. Over
+        // TLS this writes (close_notify, and whatever the session still holds): bounded,
+        // so a client that stops reading cannot keep the connection, and its slot, open.
+        let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+        if !self.client_done {
+            // Lingering close (RFC 9112 §9.6): closing with unread bytes from the client
+            // would reset the connection and could destroy the answer just sent (a 400,
+            // a 431, a response whose request body was not read), so read and drop what
+            // still comes, briefly.
+            let linger = async {
+                let mut sink = [0u8; 4096];
+                let mut total = 0;
+                while let Ok(read @ 1..) = stream.read(&mut sink).await {
+                    total += read;
+                    if total > LINGER_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, linger).await;
+        }
     }
 }
 
