@@ -2,12 +2,13 @@
 //! request head and writing a response head are [`h1::server`]'s; this loop owns the
 //! connection around them.
 //!
-//! An idle connection holds no buffer and no request state: a connection that waits
-//! for its next request waits for readability first, drops its read buffer once a
-//! request has been read to its end, and after a second without a request drops the
-//! boxed state it serves requests in (see [`serve`]). hyper's server, which evenkeel
-//! used before, kept two 8 KiB buffers per connection for its whole life: 10,000 idle
-//! keep-alive clients cost 21.8 KB each.
+//! An idle plain connection holds no buffer and no request state: a connection that
+//! waits for its next request waits for readability first, drops its read buffer once
+//! a request has been read to its end, and after a second without a request drops the
+//! boxed state it serves requests in (see [`serve`]; an idle TLS connection keeps that
+//! state and its read buffer, as decrypted bytes may wait inside the session). hyper's
+//! server, which evenkeel used before, kept two 8 KiB buffers per connection for its
+//! whole life: 10,000 idle keep-alive clients cost 21.8 KB each.
 //! The response head and a body that is already at hand go out in one write.
 //!
 //! What the loop decides (RFC 9112):
@@ -53,8 +54,6 @@ use super::spill::Spill;
 use super::stall::Stall;
 use super::tunnel::Tunnel;
 
-/// Room asked for by the first read of a request.
-const FIRST_READ: usize = 4096;
 /// Response bytes gathered before a write; larger body pieces are written as they are.
 const GATHER: usize = 16 * 1024;
 /// How long, and how many bytes, a closing connection reads and drops what the
@@ -73,6 +72,12 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// its next request without its busy state); not over TLS.
     const WAITS_UNBUFFERED: bool;
 
+    /// Room asked for by the first read of a request. A request whose head and body
+    /// arrive together in it (an 8 KiB upload) is read in one system call and goes to
+    /// its backend in one write; with 4 KiB it took two of each (strace: 7 system calls
+    /// per request against HAProxy's 4, whose buffers are 16 KiB).
+    const FIRST_READ: usize;
+
     /// The TCP socket underneath (to peek for a close, and to set a reset on close).
     fn tcp(&self) -> &TcpStream;
 
@@ -90,6 +95,8 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
 
 impl ClientStream for TcpStream {
     const WAITS_UNBUFFERED: bool = true;
+    /// The buffer is taken once bytes wait, and dropped after the request.
+    const FIRST_READ: usize = 16 * 1024;
 
     fn tcp(&self) -> &TcpStream {
         self
@@ -122,6 +129,8 @@ impl ClientStream for TcpStream {
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     const WAITS_UNBUFFERED: bool = false;
+    /// Smaller: an idle TLS connection holds its buffer while it waits.
+    const FIRST_READ: usize = 4096;
 
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
@@ -211,8 +220,9 @@ impl<S: ClientStream> Body for RequestBody<S> {
 /// `shutdown` turns true — has finished the request it was serving.
 ///
 /// The connection lives in two phases. Idle, it waits for readability in this small
-/// future, with neither a read buffer nor the state of a request: an idle keep-alive
-/// connection costs its task and little more. Busy, it reads and serves requests in a
+/// future, with neither a read buffer nor the state of a request: an idle plain
+/// keep-alive connection costs its task and little more (a TLS one never goes idle:
+/// see [`ClientStream::WAITS_UNBUFFERED`]). Busy, it reads and serves requests in a
 /// boxed future that stays while requests keep coming and is dropped after a second
 /// without one, so a busy connection allocates it once, not per request.
 pub async fn serve<S: ClientStream>(
@@ -515,7 +525,7 @@ async fn read_head<S: ClientStream>(
             if inbound.read.capacity() == 0 {
                 // Idle: take a buffer only once there is something to read.
                 ready!(inbound.stream.poll_idle(cx))?;
-                inbound.read.reserve(FIRST_READ);
+                inbound.read.reserve(S::FIRST_READ);
             }
             h1::poll_fill(&mut inbound.stream, &mut inbound.read, cx)
         })

@@ -537,7 +537,6 @@ fn serve_connection(
                 protocol = detect_protocol(&stream, header_timeout) => protocol,
                 _ = shutdown.wait_for(|stopping| *stopping) => None,
             };
-            let peer = Rc::new(Client::new(client));
             match protocol {
                 None => tracing::debug!(%client, "client sent no request head in time; closed"),
                 Some(Speaks::Http1) => {
@@ -548,7 +547,7 @@ fn serve_connection(
                         stream,
                         worker,
                         index,
-                        peer,
+                        Rc::new(Client::new(client)),
                         header_timeout,
                         first_head_by,
                         &mut shutdown,
@@ -556,6 +555,7 @@ fn serve_connection(
                     .await;
                 }
                 Some(Speaks::Http2) => {
+                    let peer = Rc::new(Client::new(client));
                     Box::pin(serve_http2(&serving, stream, peer, &mut shutdown)).await;
                 }
             }
