@@ -700,6 +700,45 @@ fn an_early_answer_from_the_backend_is_the_response_not_a_502() {
     assert_eq!(status["failures"], 0, "{status}");
 }
 
+/// The same with a small body read whole, which goes out in one write with its head:
+/// the backend reads the head only, answers 413 and closes with the body unread (a
+/// reset); its answer is still the response, and it is not counted as failing. The
+/// backend sees the chunked body announced by its length.
+#[test]
+fn an_early_answer_to_a_body_sent_with_its_head_is_the_response() {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let head_seen = Arc::clone(&seen);
+    let backend = raw_backend(move |mut stream| {
+        let Some(head) = read_head(&mut stream) else {
+            return;
+        };
+        *head_seen.lock().expect("lock") = head;
+        let _ = stream.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!",
+        );
+    });
+    let proxy = Proxy::start_with_admin(&config(&backend.to_string(), "", ""), 1);
+    for _ in 0..3 {
+        let mut stream = send(
+            proxy.addr(),
+            b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        stream
+            .write_all(format!("1000\r\n{}\r\n0\r\n\r\n", "s".repeat(4096)).as_bytes())
+            .expect("body");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let reply = util::read_response(&mut stream);
+        assert_eq!(reply.status, Some(413), "{}", reply.text);
+        assert!(reply.text.ends_with("big!"), "{}", reply.text);
+    }
+    let head = seen.lock().expect("lock").to_ascii_lowercase();
+    assert!(head.contains("content-length: 4096\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let status = proxy.backend_status("p", &backend.to_string());
+    assert_eq!(status["failures"], 0, "{status}");
+    assert_eq!(status["responses"][3], 3, "{status}");
+}
+
 /// From a review of the early-answer change: a backend that answers 200 at once and
 /// then reads the body (a streaming handler) must still get the whole body.
 #[test]

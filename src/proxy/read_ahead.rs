@@ -45,6 +45,18 @@ impl<B: RequestBody> ReadAhead<B> {
     }
 }
 
+impl<B> ReadAhead<B> {
+    /// The whole body, taken out (this body is then empty), when it was read to its
+    /// end and is not empty; with the budget its bytes are counted in.
+    pub fn take_whole(&mut self) -> Option<(VecDeque<Bytes>, Option<Reserved>)> {
+        if self.rest.is_some() || self.len == 0 {
+            return None;
+        }
+        self.len = 0;
+        Some((std::mem::take(&mut self.read), self._reserved.take()))
+    }
+}
+
 impl<B: RequestBody> Body for ReadAhead<B> {
     type Data = Bytes;
     type Error = B::Error;

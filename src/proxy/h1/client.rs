@@ -17,6 +17,7 @@
 //! back to the pool only when the response allowed it, its body was read to the end,
 //! and nothing followed it.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::io::Write as _;
@@ -55,6 +56,32 @@ pub struct Outgoing {
     /// What the request offers to switch to (an upgrade: `Connection: upgrade` and
     /// its `Upgrade` are sent); `None`: an ordinary request.
     pub upgrade: Option<Box<UpgradeOffer>>,
+    /// Bytes of body at the end of `head` ([`Outgoing::with_body`]).
+    inline: usize,
+}
+
+impl Outgoing {
+    /// The request with `body` (the whole body its `Content-Length` announced) behind
+    /// its head, so both go out in one write. Sent this way, a try that fails once the
+    /// head is out counts as sent, as one whose body failed after its head does.
+    pub fn with_body(self, body: &VecDeque<Bytes>) -> Outgoing {
+        let inline: usize = body.iter().map(Bytes::len).sum();
+        let mut head = Vec::with_capacity(self.head.len() + inline);
+        head.extend_from_slice(&self.head);
+        for piece in body {
+            head.extend_from_slice(piece);
+        }
+        Outgoing {
+            head: head.into(),
+            inline,
+            ..self
+        }
+    }
+
+    /// Whether the body goes out with the head ([`Outgoing::with_body`]).
+    pub fn has_inline_body(&self) -> bool {
+        self.inline > 0
+    }
 }
 
 /// How a request's body goes to the backend. The framing is always evenkeel's own,
@@ -172,6 +199,7 @@ pub fn encode(
         chunked,
         is_head: parts.method == Method::HEAD,
         upgrade: upgrade.map(|offer| Box::new(offer.clone())),
+        inline: 0,
     }
 }
 
@@ -335,7 +363,7 @@ impl Connection {
         limits: Limits,
     ) -> Result<ResponseHead, Failure> {
         // Only an upload takes long enough to be worth reading the clock for.
-        let started = body.is_some().then(tokio::time::Instant::now);
+        let started = (body.is_some() || request.inline > 0).then(tokio::time::Instant::now);
         self.send(request, body, limits.body_idle).await?;
         let deadline = limits.head + started.map_or(Duration::ZERO, |s| s.elapsed());
         let mut timer = match self.timer.take() {
@@ -373,17 +401,26 @@ impl Connection {
     ) -> Result<(), Failure> {
         let mut stall = Stall::new(body_idle);
         let stream = &mut self.stream;
+        let mut written = 0;
         let mut writer = |cx: &mut Context<'_>, slices: &[io::IoSlice<'_>]| {
-            poll_write_slices(Pin::new(&mut *stream), cx, slices)
+            let wrote = poll_write_slices(Pin::new(&mut *stream), cx, slices);
+            if let Poll::Ready(Ok(n)) = wrote {
+                written += n;
+            }
+            wrote
         };
         // A write to a connection the backend has closed fails at once, before anything
-        // reaches it.
-        write_all(&mut writer, &request.head, &mut stall)
-            .await
-            .map_err(|error| Failure {
-                error: error.into(),
-                progress: Progress::Unwritten,
-            })?;
+        // reaches it. A body sent with the head counts as sent once the head is out.
+        let head_only = request.head.len() - request.inline;
+        let wrote = write_all(&mut writer, &request.head, &mut stall).await;
+        wrote.map_err(|error| Failure {
+            error: error.into(),
+            progress: if request.inline > 0 && written >= head_only {
+                Progress::Unanswered
+            } else {
+                Progress::Unwritten
+            },
+        })?;
         let Some(body) = body.take() else {
             return Ok(());
         };

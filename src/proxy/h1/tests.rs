@@ -512,3 +512,82 @@ fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
         Some(http::StatusCode::UPGRADE_REQUIRED)
     );
 }
+
+/// A body sent with its head ([`Outgoing::with_body`]) reaches the backend as the same
+/// bytes a body sent apart would, behind a head that announces its length; a try on a
+/// connection the backend has already reset is unwritten (it may go out again, body
+/// and all, on another connection).
+#[test]
+fn a_body_sent_with_its_head_arrives_whole_and_a_reset_connection_leaves_it_unwritten() {
+    run(async {
+        let request = parts(http::Request::post("/up").header("host", "b"));
+        let outgoing = || {
+            let pieces: std::collections::VecDeque<Bytes> =
+                [Bytes::from_static(b"hello "), Bytes::from_static(b"world")].into();
+            encode(
+                &request,
+                BodyFraming::Length(11),
+                &HeaderValue::from_static("127.0.0.1"),
+                false,
+                Some(&HeaderValue::from_static("b")),
+                "b:80",
+                None,
+            )
+            .with_body(&pieces)
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"\r\n\r\nhello world") {
+                let mut piece = [0u8; 256];
+                match socket.read(&mut piece).await.unwrap_or(0) {
+                    0 => break,
+                    n => seen.extend_from_slice(&piece[..n]),
+                }
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("answer");
+            String::from_utf8(seen).expect("text")
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut connection = Connection::new(
+            Transport::Plain(stream),
+            Counted::new(&Arc::new(AtomicU64::new(0))),
+        );
+        let head = connection
+            .exchange(&outgoing(), &mut no_body(), later())
+            .await
+            .expect("answered");
+        assert_eq!(head.status, 200);
+        let seen = seen.await.expect("backend");
+        assert!(seen.starts_with("POST /up HTTP/1.1\r\n"), "{seen}");
+        assert!(seen.contains("\r\ncontent-length: 11\r\n"), "{seen}");
+        assert!(seen.ends_with("\r\n\r\nhello world"), "{seen}");
+
+        // A backend that resets the connection before anything is written.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (socket, _) = listener.accept().await.expect("accept");
+        socket2::SockRef::from(&socket)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .expect("linger");
+        drop(socket);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut connection = Connection::new(
+            Transport::Plain(stream),
+            Counted::new(&Arc::new(AtomicU64::new(0))),
+        );
+        let Err(failure) = connection
+            .exchange(&outgoing(), &mut no_body(), later())
+            .await
+        else {
+            panic!("a reset connection answered");
+        };
+        assert_eq!(failure.progress, Progress::Unwritten, "{:?}", failure.error);
+    });
+}
