@@ -33,6 +33,35 @@ fn a_good_config_passes_with_exit_0_and_a_summary() {
     );
 }
 
+/// A reader that goes away (`evenkeel check ... | head -1`) ends the command quietly
+/// with status 141, as SIGPIPE ends a C tool — not with a panic (status 101, "failed
+/// printing to stdout" on stderr), as `println!` did. The pipe's read end is closed
+/// before the command starts, so its first write fails.
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly_with_status_141() {
+    let dir = Dir::new();
+    let path = dir.write("lb.toml", GOOD);
+    let config = path.to_str().unwrap();
+    let commands: [&[&str]; 3] = [
+        &["check", "-c", config, "--coverage"],
+        &["explain"],
+        &["completions", "bash"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = crate::util::evenkeel()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run evenkeel");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// `--coverage` prints, per pool and kind of failure, what takes a failing backend out
 /// of traffic and how soon; a sensible config has a remover for every failure that
 /// stops service.

@@ -82,7 +82,7 @@ pub fn run(args: &Args) -> CommandResult {
     match (answer.status, answer.json["result"].as_str()) {
         (200, Some("applied")) => {
             print_findings(&answer.json["warnings"], &args.config);
-            println!("applied {file} as version {}", answer.json["version"]);
+            outln!("applied {file} as version {}", answer.json["version"]);
             match (args.wait, answer.json["version"].as_u64()) {
                 (true, Some(version)) => {
                     wait_for_guard(&admin, version, started, answer.json["node"].as_str())
@@ -98,7 +98,7 @@ pub fn run(args: &Args) -> CommandResult {
                 .flatten()
                 .filter_map(|c| c.as_str())
                 .collect();
-            println!(
+            outln!(
                 "staged {file} as version {} on canaries {}; every node gets it if their guards hold",
                 answer.json["version"],
                 canaries.join(", ")
@@ -109,7 +109,7 @@ pub fn run(args: &Args) -> CommandResult {
             }
         }
         (200, Some("unchanged")) => {
-            println!(
+            outln!(
                 "{file} is the config in force already (version {})",
                 answer.json["version"]
             );
@@ -125,7 +125,7 @@ pub fn run(args: &Args) -> CommandResult {
             ),
         )),
         (409, _) => {
-            println!(
+            outln!(
                 "not applied {file}: {}",
                 answer.json["error"].as_str().unwrap_or("conflict")
             );
@@ -134,12 +134,12 @@ pub fn run(args: &Args) -> CommandResult {
         (422, _) => {
             print_findings(&answer.json["findings"], &args.config);
             if let Some(reason) = answer.json["reason"].as_str() {
-                println!("reason: {reason}");
+                outln!("reason: {reason}");
             }
             let version = answer.json["version"]
                 .as_u64()
                 .map_or(String::new(), |v| format!(" (recorded as version {v})"));
-            println!("refused {file}{version}: the running config is unchanged");
+            outln!("refused {file}{version}: the running config is unchanged");
             Ok(Exit::Rejected)
         }
         (status, _) => Err(Failure::new(
@@ -157,7 +157,7 @@ fn parse_canary(text: &str) -> Result<String, String> {
 /// Polls the fleet until the rollout of `version` ends: exit 0 promoted, 1 rolled back;
 /// gives up after 15 minutes.
 fn wait_for_rollout(admin: &Admin, version: u64) -> CommandResult {
-    println!("waiting for the canaries' guards to judge version {version}...");
+    outln!("waiting for the canaries' guards to judge version {version}...");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
     while std::time::Instant::now() < deadline {
         let answer = admin.call(Method::GET, "/fleet", None)?;
@@ -166,11 +166,11 @@ fn wait_for_rollout(admin: &Admin, version: u64) -> CommandResult {
             let reason = rollout["reason"].as_str().unwrap_or("");
             match rollout["state"].as_str() {
                 Some("promoted") => {
-                    println!("version {version} promoted to every node: {reason}");
+                    outln!("version {version} promoted to every node: {reason}");
                     return Ok(Exit::Success);
                 }
                 Some("rolled_back") => {
-                    println!("version {version} rolled back on the canaries: {reason}");
+                    outln!("version {version} rolled back on the canaries: {reason}");
                     return Ok(Exit::Rejected);
                 }
                 _ => {}
@@ -194,7 +194,7 @@ fn wait_for_guard(
     started: std::time::SystemTime,
     node: Option<&str>,
 ) -> CommandResult {
-    println!("waiting for the guard to judge version {version}...");
+    outln!("waiting for the guard to judge version {version}...");
     let since =
         humantime::format_rfc3339_millis(started - std::time::Duration::from_secs(1)).to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
@@ -211,7 +211,7 @@ fn wait_for_guard(
             .find(|e| e["data"]["verdict"] != "passed")
             .or_else(|| verdicts.iter().find(|e| e["node"].as_str() == node));
         if let Some(event) = verdict {
-            println!("{}", event["message"].as_str().unwrap_or(""));
+            outln!("{}", event["message"].as_str().unwrap_or(""));
             return Ok(if event["data"]["verdict"] == "passed" {
                 Exit::Success
             } else {

@@ -94,8 +94,8 @@ pub fn run(args: &Args) -> CommandResult {
     }
     print_findings(&checked, args.format);
     if let (true, Format::Text, Some(config)) = (args.coverage, args.format, &checked.config) {
-        println!("\nfailure-detection coverage:");
-        print!("{}", config::lint::coverage::render(config));
+        outln!("\nfailure-detection coverage:");
+        out!("{}", config::lint::coverage::render(config));
     }
     Ok(if checked.is_rejected(args.deny_warnings) {
         Exit::Rejected
@@ -178,21 +178,21 @@ pub(super) fn print_report(
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
         }
         Format::Text => {
             for (i, source) in report.sources.iter().enumerate() {
-                print!("{}", diagnostic::render_text(source, &on_file(i)));
+                out!("{}", diagnostic::render_text(source, &on_file(i)));
             }
             let (errors, warnings, notes) = (
                 report.count(diagnostic::Severity::Error),
                 report.count(diagnostic::Severity::Warning),
                 report.count(diagnostic::Severity::Note),
             );
-            println!(
+            outln!(
                 "{}: read as {} ({} file(s)): {errors} error(s), {warnings} warning(s), {notes} note(s) on what is not translated or only approximately",
                 path.display(),
                 config::foreign::Product::from(product).name(),
@@ -206,16 +206,16 @@ pub(super) fn print_report(
 /// line, or the JSON array. `simulate` and `plan` print refused configs with it too.
 pub(super) fn print_findings(checked: &config::Checked, format: Format) {
     match format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             diagnostic::render_json(&checked.source, &checked.findings)
         ),
         Format::Text => {
-            print!(
+            out!(
                 "{}",
                 diagnostic::render_text(&checked.source, &checked.findings)
             );
-            println!("{}", summary(checked));
+            outln!("{}", summary(checked));
         }
     }
 }

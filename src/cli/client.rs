@@ -176,14 +176,14 @@ pub fn print_findings(findings: &serde_json::Value, file: &Path) {
             (Some(line), Some(column)) => format!("{}:{line}:{column}", file.display()),
             _ => file.display().to_string(),
         };
-        println!(
+        outln!(
             "{}[{}]: {}\n  --> {at}",
             f["severity"].as_str().unwrap_or("error"),
             f["rule"].as_str().unwrap_or("?"),
             f["message"].as_str().unwrap_or("")
         );
         if let Some(help) = f["help"].as_str() {
-            println!("   = help: {help}");
+            outln!("   = help: {help}");
         }
     }
 }

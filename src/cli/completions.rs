@@ -2,7 +2,6 @@
 //! the binary, made from the command line's own definition (clap_complete,
 //! clap_mangen), so they never disagree with it.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -35,7 +34,9 @@ pub struct ManpageArgs {
 
 pub fn completions(args: &CompletionsArgs) -> CommandResult {
     let mut command = Cli::command();
-    clap_complete::generate(args.shell, &mut command, "evenkeel", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "evenkeel", &mut script);
+    super::out::write_bytes(&script);
     Ok(Exit::Success)
 }
 
@@ -49,10 +50,7 @@ pub fn manpage(args: &ManpageArgs) -> CommandResult {
                 .render(&mut page)
                 .context("cannot render the man page")
                 .map_err(runtime)?;
-            std::io::stdout()
-                .write_all(&page)
-                .context("cannot write the man page")
-                .map_err(runtime)?;
+            super::out::write_bytes(&page);
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)

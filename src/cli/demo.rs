@@ -116,7 +116,7 @@ pub fn run(args: &Args) -> CommandResult {
     signals.wait(args.duration, || served_reload(&config_path, &served));
     drop(traffic);
     drop(summary);
-    println!("\nstopping: draining requests in flight");
+    outln!("\nstopping: draining requests in flight");
     served.stop();
     drop(backends);
     Ok(Exit::Success)
@@ -262,7 +262,7 @@ fn print_intro(
         .iter()
         .map(|b| format!("{} ({})", b.name, b.addr))
         .collect();
-    println!(
+    outln!(
         r#"evenkeel demo is running (pid {pid})
 
   load balancer  http://{listen}
@@ -328,7 +328,7 @@ fn start_traffic(target: SocketAddr, rate: u32) -> tokio::sync::watch::Sender<bo
                 Err(_) => sender = None,
             }
         }
-        println!(
+        outln!(
             "background traffic stopped after {} minutes",
             TRAFFIC_FOR.as_secs() / 60
         );
@@ -363,7 +363,7 @@ fn spawn_summary(
             }
             let state = monitor.state();
             for alarm in &state.alarms {
-                println!("ALARM {}: {}", alarm.subject.key, alarm.message);
+                outln!("ALARM {}: {}", alarm.subject.key, alarm.message);
             }
             for pool in state.pools.iter().filter(|p| p.requests > 0) {
                 let shares: Vec<String> = pool
@@ -381,7 +381,7 @@ fn spawn_summary(
                         )
                     })
                     .collect();
-                println!(
+                outln!(
                     "pool {:?}, last {:.0} s: {} requests · {}",
                     pool.name,
                     state.window_seconds,

@@ -16,7 +16,7 @@ pub struct Args {
 pub fn run(args: &Args) -> CommandResult {
     let Some(name) = &args.rule else {
         for rule in lint::RULES {
-            println!(
+            outln!(
                 "{:<24} {:<8} {}",
                 rule.name,
                 rule.severity.as_str(),
@@ -27,14 +27,14 @@ pub fn run(args: &Args) -> CommandResult {
     };
     match lint::rule(name) {
         Some(rule) => {
-            println!(
+            outln!(
                 "{} ({} by default): {}\n",
                 rule.name,
                 rule.severity.as_str(),
                 rule.summary
             );
-            println!("{}", textwrap(rule.explain, 88));
-            println!(
+            outln!("{}", textwrap(rule.explain, 88));
+            outln!(
                 "\nSilence it with a reason:\n  [lint.allow]\n  {} = \"why this is fine here\"",
                 rule.name
             );

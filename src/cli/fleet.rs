@@ -57,7 +57,7 @@ fn status(args: &StatusArgs) -> CommandResult {
         ));
     }
     if matches!(args.format, super::check::Format::Json) {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&answer.json).unwrap_or_default()
         );
@@ -65,7 +65,7 @@ fn status(args: &StatusArgs) -> CommandResult {
     }
     let fleet: FleetStatus = serde_json::from_value(answer.json)
         .map_err(|e| Failure::new(Exit::Runtime, anyhow::anyhow!("unexpected answer: {e}")))?;
-    print!("{}", render(&fleet));
+    out!("{}", render(&fleet));
     Ok(Exit::Success)
 }
 

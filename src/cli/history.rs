@@ -35,7 +35,7 @@ pub fn run(args: &Args) -> CommandResult {
         ));
     }
     if matches!(args.format, super::check::Format::Json) {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&answer.json).unwrap_or_default()
         );
@@ -61,9 +61,13 @@ pub fn run(args: &Args) -> CommandResult {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "  {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  {node_header}note",
-        "version", "time", "origin", "result", "sha256"
+        "version",
+        "time",
+        "origin",
+        "result",
+        "sha256"
     );
     for v in &versions {
         let mark = if Some(v.id) == current { "*" } else { " " };
@@ -71,7 +75,7 @@ pub fn run(args: &Args) -> CommandResult {
             Some(r) => format!("restores version {r}"),
             None => v.detail.lines().next().unwrap_or("").to_string(),
         };
-        println!(
+        outln!(
             "{mark} {:>7}  {:<24}  {:<8}  {:<7}  {:<12}  {}{note}",
             v.id,
             v.time,

@@ -78,12 +78,7 @@ pub fn run(args: &Args) -> CommandResult {
                 anyhow::anyhow!("cannot write {}: {e}", out.display()),
             )
         })?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes()).map_err(|e| {
-                Failure::new(Exit::Usage, anyhow::anyhow!("cannot write the output: {e}"))
-            })?;
-        }
+        None => super::out::write_bytes(text.as_bytes()),
     }
     let config = report.checked.config.as_ref();
     let warnings = report.count(Severity::Warning);

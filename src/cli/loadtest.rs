@@ -137,7 +137,7 @@ pub fn run(args: &Args) -> CommandResult {
     let report =
         loadgen::run_blocking(&spec, progress).map_err(|e| Failure::new(Exit::Runtime, e))?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
@@ -149,7 +149,7 @@ pub fn run(args: &Args) -> CommandResult {
             }
         };
         let protocol = if spec.http2 { "HTTP/2" } else { "HTTP/1.1" };
-        print!(
+        out!(
             "{}",
             report.render(
                 &format!("evenkeel loadtest {} ({mode}, {protocol})", spec.target.url),

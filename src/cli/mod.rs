@@ -4,6 +4,9 @@
 //! Exit codes (DESIGN.md contract): 0 success; 1 the input was read and rejected;
 //! 2 usage error or a file that cannot be read at all; 3 runtime failure.
 
+// First: its macros (`out!`, `outln!`) serve the modules below.
+#[macro_use]
+mod out;
 mod apply;
 mod check;
 mod client;

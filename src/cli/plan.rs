@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> CommandResult {
     let mut out = String::new();
     let _ = writeln!(out, "plan {} → {}", args.old.display(), args.new.display());
     let Some(new_config) = new_config else {
-        print!("{out}\nNEW does not pass check, so it cannot be applied:\n\n");
+        out!("{out}\nNEW does not pass check, so it cannot be applied:\n\n");
         match &new_report {
             Some((product, report)) => {
                 super::check::print_report(report, Format::Text, &args.new, *product)
@@ -146,20 +146,20 @@ pub fn run(args: &Args) -> CommandResult {
         super::failures::servers_plan(old_analysis.as_ref(), &new_analysis);
     out.push_str(&servers);
     let flags: usize = pools.iter().map(PoolComparison::flags).sum::<usize>() + server_flags;
-    print!("{out}");
+    out!("{out}");
     match &new_report {
         Some((product, report)) => {
-            println!("\nFindings in NEW:\n");
+            outln!("\nFindings in NEW:\n");
             super::check::print_report(report, Format::Text, &args.new, *product);
         }
         None => {
             if !new.findings.is_empty() {
-                println!("\nFindings in NEW:\n");
-                print!("{}", diagnostic::render_text(&new.source, &new.findings));
+                outln!("\nFindings in NEW:\n");
+                out!("{}", diagnostic::render_text(&new.source, &new.findings));
             } else {
-                println!();
+                outln!();
             }
-            println!("{}", super::check::summary(&new));
+            outln!("{}", super::check::summary(&new));
         }
     }
     let verdict = if flags > 0 && args.deny_flags {
@@ -169,7 +169,7 @@ pub fn run(args: &Args) -> CommandResult {
     };
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let changes = changed.map_or("no baseline".to_string(), |n| plural(n, "change"));
-    println!("plan: {changes}, {}; {verdict}", plural(flags, "flag"));
+    outln!("plan: {changes}, {}; {verdict}", plural(flags, "flag"));
     Ok(if flags > 0 && args.deny_flags {
         Exit::Rejected
     } else {

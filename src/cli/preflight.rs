@@ -58,16 +58,16 @@ pub fn run(args: &Args) -> CommandResult {
     let json = matches!(args.format, super::check::Format::Json);
     let Some(config) = checked.config.clone().filter(|_| checked.errors() == 0) else {
         if json {
-            println!(
+            outln!(
                 "{}",
                 diagnostic::render_json(&checked.source, &checked.findings)
             );
         } else {
-            print!(
+            out!(
                 "{}",
                 diagnostic::render_text(&checked.source, &checked.findings)
             );
-            println!(
+            outln!(
                 "{}: has errors; nothing was load-tested",
                 args.config.display()
             );
@@ -109,12 +109,12 @@ pub fn run(args: &Args) -> CommandResult {
         let mut value = serde_json::to_value(&report).unwrap_or_default();
         value["passed"] = report.passed().into();
         value["hash_key_findings"] = serde_json::to_value(&key_lint).unwrap_or_default();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        print!(
+        out!(
             "{}",
             render(
                 &report,

@@ -80,11 +80,11 @@ pub fn run(args: &Args) -> CommandResult {
     };
     match report::draft(&input) {
         Ok(report) => {
-            print!("{}", report.markdown);
+            out!("{}", report.markdown);
             Ok(Exit::Success)
         }
         Err(none) => {
-            println!("{none}");
+            outln!("{none}");
             Ok(Exit::Rejected)
         }
     }

@@ -37,14 +37,14 @@ pub fn run(args: &Args) -> CommandResult {
     let answer = admin.call(Method::POST, &path, None)?;
     match (answer.status, answer.json["result"].as_str()) {
         (200, Some("applied")) => {
-            println!(
+            outln!(
                 "rolled back: the config in force is now version {}",
                 answer.json["version"]
             );
             Ok(Exit::Success)
         }
         (200, Some("unchanged")) => {
-            println!(
+            outln!(
                 "that config is in force already (version {})",
                 answer.json["version"]
             );
@@ -53,9 +53,9 @@ pub fn run(args: &Args) -> CommandResult {
         (422, _) => {
             print_findings(&answer.json["findings"], &PathBuf::from("rollback"));
             if let Some(reason) = answer.json["reason"].as_str() {
-                println!("reason: {reason}");
+                outln!("reason: {reason}");
             }
-            println!("rollback refused: the running config is unchanged");
+            outln!("rollback refused: the running config is unchanged");
             Ok(Exit::Rejected)
         }
         (404 | 409, _) => {

@@ -160,10 +160,10 @@ pub fn run(args: &Args) -> CommandResult {
             .listener(name)
             .is_some_and(|l| l.tls.is_some());
         let scheme = if https { "https" } else { "http" };
-        println!("listening {name} {scheme}://{addr}");
+        outln!("listening {name} {scheme}://{addr}");
     }
     if let Some(admin) = served.admin {
-        println!("admin http://{admin}");
+        outln!("admin http://{admin}");
     }
     tracing::info!(workers, config = %args.config.display(), "evenkeel serving");
     super::systemd::ready(served.applier.current());

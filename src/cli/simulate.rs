@@ -137,13 +137,13 @@ pub fn run(args: &Args) -> CommandResult {
             if let Some((together, rows)) = &table {
                 value["failures"] = failures::failures_json(&analysis, rows, *together);
             }
-            println!("{value:#}");
+            outln!("{value:#}");
         }
         Format::Text => {
-            print!("{}", text(&prediction, &checked));
-            print!("{}", failures::servers_text(&analysis, &servers));
+            out!("{}", text(&prediction, &checked));
+            out!("{}", failures::servers_text(&analysis, &servers));
             if let Some((together, rows)) = &table {
-                print!("{}", failures::failures_text(&analysis, rows, *together));
+                out!("{}", failures::failures_text(&analysis, rows, *together));
             }
         }
     }

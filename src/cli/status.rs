@@ -137,7 +137,7 @@ pub fn run(args: &Args) -> CommandResult {
         ));
     }
     if matches!(args.format, Format::Json) {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&answer.json).unwrap_or_default()
         );
@@ -149,7 +149,7 @@ pub fn run(args: &Args) -> CommandResult {
             anyhow::anyhow!("the admin API answered an unexpected /status: {e}"),
         )
     })?;
-    print!("{}", render_status(&document));
+    out!("{}", render_status(&document));
     Ok(Exit::Success)
 }
 
