@@ -14,13 +14,15 @@
 #   perf       perf record (cpu-clock, call graphs) on the running evenkeel for
 #              DURATION seconds; prints the top of the flat profile.
 #
-# Usage: bench/profile.sh [callgrind|perf] [DURATION] [CONNECTIONS]
-#        (defaults: callgrind 10 16). Needs nginx, wrk, valgrind / perf and a prior
+# Usage: bench/profile.sh [callgrind|perf] [DURATION] [CONNECTIONS] [POST_BYTES]
+#        (defaults: callgrind 10 16 0). POST_BYTES > 0 makes every request a POST with
+#        a body of that many bytes (a wrk Lua script, as bench/uploads.sh sends).
+#        Needs nginx, wrk, valgrind / perf and a prior
 #        `cargo build --release` (or EVENKEEL_BINARY=path). Output files stay in
 #        bench/results/profile-*.
 # Every process it starts listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
-mode=${1:-callgrind} duration=${2:-10} conns=${3:-16}
+mode=${1:-callgrind} duration=${2:-10} conns=${3:-16} post_bytes=${4:-0}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # EVENKEEL_BINARY profiles another build (a baseline kept aside) the same way.
 bin=${EVENKEEL_BINARY:-$root/target/release/evenkeel}
@@ -38,6 +40,13 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
+
+wrk_args=()
+if (( post_bytes > 0 )); then
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' \
+    "$post_bytes" >"$tmp/post.lua"
+  wrk_args=(-s "$tmp/post.lua")
+fi
 
 backends=""
 for i in 1 2 3; do
@@ -90,11 +99,11 @@ else
 fi
 echo "profile.sh: evenkeel pid $evpid, backends $backends" >&2
 
-wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/" >/dev/null   # warm-up
+wrk -t1 -c"$conns" -d2s "${wrk_args[@]}" "http://127.0.0.1:$port/" >/dev/null   # warm-up
 case $mode in
   callgrind)
     callgrind_control -z "$evpid" >/dev/null
-    wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$port/" | tee "$out/wrk.txt"
+    wrk -t1 -c"$conns" -d"${duration}s" "${wrk_args[@]}" "http://127.0.0.1:$port/" | tee "$out/wrk.txt"
     callgrind_control -d "$evpid" >/dev/null
     sleep 1
     dump=$(ls -t "$out"/callgrind.out* | grep -v '\.out$' | head -1 || true)
@@ -110,7 +119,7 @@ case $mode in
   perf)
     perf record -F 1999 -g -e cpu-clock -p "$evpid" -o "$out/perf.data" -- sleep "$duration" >/dev/null 2>&1 &
     rec=$!
-    wrk -t1 -c"$conns" -d"${duration}s" "http://127.0.0.1:$port/" | tee "$out/wrk.txt"
+    wrk -t1 -c"$conns" -d"${duration}s" "${wrk_args[@]}" "http://127.0.0.1:$port/" | tee "$out/wrk.txt"
     wait $rec || true
     perf report -i "$out/perf.data" --no-children --stdio --percent-limit 0.7 2>/dev/null \
       | grep -v '^$' | grep -v '^#' | grep '%' | head -60 | tee "$out/flat.txt"
