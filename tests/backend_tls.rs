@@ -258,6 +258,65 @@ fn requests_and_health_checks_go_over_tls_verified_against_the_pools_ca() {
         .all(|n| n.as_deref() == Some("api.internal")));
 }
 
+/// Uploads of every size reach a TLS backend whole, on one pooled connection: bodies up
+/// to 16 KiB with their head go out in one write (one TLS record), larger ones read
+/// whole go out behind their head, one beyond `body_buffer` streams.
+#[test]
+fn uploads_of_every_size_reach_a_tls_backend_whole() {
+    let dir = Dir::new();
+    let ca = TestCertificate::authority("evenkeel test CA");
+    let backend = TlsBackend::start("b1", &TestCertificate::signed_by(&["api.internal"], &ca));
+    let address = backend.addr.to_string();
+    let tls = format!(
+        "{{ sni = \"api.internal\", ca = {} }}",
+        ca_at(dir.path(), "ca")
+    );
+    dir.write("ca.pem", &ca.pem);
+    let proxy = Proxy::start_with_admin(&config(&tls, &[&address]), 1);
+    wait_for_health(&proxy, &address, "healthy");
+    let sizes = [100usize, 6_000, 15_000, 17_000, 40_000, 200_000];
+    let bodies: Vec<String> = sizes
+        .iter()
+        .map(|&len| {
+            (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect()
+        })
+        .collect();
+    let mut client = Client::connect(proxy.addr());
+    for body in &bodies {
+        let request = Request::post("/up")
+            .header("host", "test.local")
+            .body(crate::util::full(body.clone()))
+            .expect("request");
+        let reply = client
+            .try_send(request)
+            .unwrap_or_else(|e| panic!("{} bytes: {e}; stderr:\n{}", body.len(), proxy.stderr()));
+        assert_eq!(
+            reply.status,
+            200,
+            "{} bytes: {}",
+            body.len(),
+            proxy.stderr()
+        );
+    }
+    let seen = lock(&backend.seen.bodies).clone();
+    assert_eq!(seen.len(), bodies.len());
+    for (seen, sent) in seen.iter().zip(&bodies) {
+        assert!(
+            seen == sent,
+            "{} bytes sent, {} arrived",
+            sent.len(),
+            seen.len()
+        );
+    }
+    assert!(
+        backend.handshakes() <= backend.probes() as usize + 2,
+        "the uploads shared a pooled connection: {} handshakes",
+        backend.handshakes()
+    );
+}
+
 /// A backend whose certificate the test CA signed, one whose certificate another CA
 /// signed (both for `api.internal`), and the pool `tls` that trusts the test CA (in
 /// the returned folder).

@@ -533,8 +533,9 @@ impl Worker {
         // The read-ahead bytes stay counted in the worker's budget while they are sent.
         let mut _held = None;
         if let h1::BodyFraming::Length(length) = framing {
+            // Asked only when it fits: taking the body takes it out of `body`.
             let fits = outgoing.head.len() as u64 + length + ANOTHER_HOST <= INLINE_WRITE;
-            if let Some((pieces, reserved)) = body.take_whole().filter(|_| fits) {
+            if let Some((pieces, reserved)) = fits.then(|| body.take_whole()).flatten() {
                 outgoing = outgoing.with_body(&pieces);
                 _held = reserved;
                 // Kept only to encode the request again for another backend.
