@@ -24,7 +24,7 @@ use super::stall::Stall;
 
 /// Most pieces given to one vectored write (Linux takes up to 1,024; the array is
 /// made for every write, so it is kept small).
-const MAX_SLICES: usize = 16;
+pub const MAX_SLICES: usize = 16;
 /// The last chunk of a chunked body, without trailers.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Pieces up to this size are copied behind the head rather than queued.
@@ -214,6 +214,7 @@ impl Outbox {
 /// vectored one (`writev`). No slices at all is a flush (`Ok(0)` once done): a TLS
 /// stream keeps what it has encrypted but not yet sent, and the writers here flush
 /// before they wait for more to write, or finish (for a TCP socket it returns at once).
+#[inline]
 pub fn poll_write_slices<S: AsyncWrite>(
     stream: Pin<&mut S>,
     cx: &mut Context<'_>,
@@ -262,6 +263,35 @@ where
         }
         stall.progressed();
         bytes = &bytes[written..];
+    }
+    flush(writer, stall).await
+}
+
+/// Writes `pieces` whole, in order, gathered into vectored writes as an [`Outbox`]
+/// gathers them (a small piece copied behind the one before), then flushes; a pause is
+/// bounded by `stall`.
+pub async fn write_all_pieces<'a, W>(
+    writer: &mut W,
+    pieces: impl IntoIterator<Item = &'a Bytes>,
+    stall: &mut Stall,
+) -> io::Result<()>
+where
+    W: FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+{
+    let mut outbox = Outbox::pooled();
+    for piece in pieces {
+        outbox.push(piece.clone());
+    }
+    while !outbox.is_empty() {
+        poll_fn(|cx| match outbox.poll_write(writer, cx) {
+            Poll::Pending => {
+                ready!(stall.poll_paused(cx));
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            written => written,
+        })
+        .await?;
+        stall.progressed();
     }
     flush(writer, stall).await
 }
@@ -473,6 +503,52 @@ mod tests {
         }
         assert_eq!(decoded.len(), 1000);
         assert_eq!(decoded[27], b'b');
+    }
+
+    /// [`write_all_pieces`] puts the pieces on the wire whole and in order, however
+    /// little each write takes (3 bytes here), and in one write when the writer takes
+    /// everything; a flush (no slices) follows.
+    #[test]
+    fn pieces_are_written_whole_in_order_through_partial_writes() {
+        let pieces: Vec<Bytes> = [300usize, 6000, 10, 0, 5000, 4096]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Bytes::from(vec![b'a' + i as u8; len]))
+            .collect();
+        let expected: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
+        for take in [3usize, usize::MAX] {
+            let mut out = Vec::new();
+            let mut writes = 0usize;
+            let mut writer = |_: &mut Context<'_>, slices: &[IoSlice<'_>]| {
+                if slices.is_empty() {
+                    return Poll::Ready(Ok(0));
+                }
+                writes += 1;
+                let mut n = 0;
+                for slice in slices {
+                    let part = &slice[..slice.len().min(take - n)];
+                    out.extend_from_slice(part);
+                    n += part.len();
+                    if n == take {
+                        break;
+                    }
+                }
+                Poll::Ready(Ok(n))
+            };
+            let mut stall = Stall::new(Duration::from_secs(1));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(write_all_pieces(&mut writer, &pieces, &mut stall))
+                .expect("written");
+            assert_eq!(out, expected, "{take} bytes a write");
+            if take == usize::MAX {
+                assert_eq!(writes, 1, "one vectored write");
+            } else {
+                assert_eq!(writes, expected.len().div_ceil(3));
+            }
+        }
     }
 
     /// Runs [`pump`] over `body` to its end (a failure fails the test).

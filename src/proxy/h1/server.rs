@@ -28,7 +28,6 @@
 //! close (HTTP/1.0); responses to `HEAD`, 1xx, 204 and 304 carry none.
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -289,7 +288,11 @@ pub(crate) fn write_response_head<B: Body>(
     if !no_body && !has_length {
         match body.size_hint().exact() {
             Some(length) => {
-                let _ = write!(out, "content-length: {length}\r\n");
+                put_field(
+                    out,
+                    b"content-length",
+                    itoa::Buffer::new().format(length).as_bytes(),
+                );
                 has_length = true;
             }
             None if version == Version::HTTP_11 => {

@@ -513,6 +513,45 @@ fn a_101_is_taken_only_as_the_answer_to_the_upgrade_offered() {
     );
 }
 
+/// A body read in more pieces than one vectored write takes beside its head is
+/// gathered into one piece (the same bytes), so head and body stay one write; a body
+/// in few pieces keeps them, shared, and empty pieces are left out.
+#[test]
+fn a_body_in_many_pieces_is_gathered_so_it_goes_in_one_write() {
+    let request = parts(http::Request::post("/up").header("host", "b"));
+    let head = || {
+        encode(
+            &request,
+            BodyFraming::Length(2000),
+            &HeaderValue::from_static("127.0.0.1"),
+            false,
+            Some(&HeaderValue::from_static("b")),
+            "b:80",
+            None,
+        )
+    };
+    let many: std::collections::VecDeque<Bytes> = (0..20u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 100]))
+        .collect();
+    let gathered = head().with_body(&many);
+    assert_eq!(gathered.inline.len(), 1);
+    let whole: Vec<u8> = many.iter().flat_map(|p| p.to_vec()).collect();
+    assert_eq!(gathered.inline[0], whole);
+    let few: std::collections::VecDeque<Bytes> = [
+        Bytes::from(vec![b'x'; 1500]),
+        Bytes::new(),
+        Bytes::from(vec![b'y'; 500]),
+    ]
+    .into();
+    let kept = head().with_body(&few);
+    assert_eq!(kept.inline.len(), 2);
+    assert_eq!(
+        kept.inline[0].as_ptr(),
+        few[0].as_ptr(),
+        "shared, not copied"
+    );
+}
+
 /// A body sent with its head ([`Outgoing::with_body`]) reaches the backend as the same
 /// bytes a body sent apart would, behind a head that announces its length; a try on a
 /// connection the backend has already reset is unwritten (it may go out again, body
