@@ -380,7 +380,8 @@ fn backends_closing_idle_connections_silently_fail_no_request() {
 
 /// Bodies of every size around the proxy's thresholds arrive whole, on one keep-alive
 /// connection: sent with their head (up to 16 KiB in all), read whole before the pick
-/// and sent behind their head (up to `body_buffer`, 64 KiB), and streamed beyond it.
+/// and sent behind their head (up to `body_buffer`, 64 KiB), and streamed beyond it;
+/// then the same sizes chunked.
 /// (Between 16 and 64 KiB the body was once taken for the single write, found too big
 /// for it, and dropped: the backend got a head announcing a body that never came.)
 #[test]
@@ -402,7 +403,34 @@ fn uploads_of_every_size_around_the_thresholds_arrive_whole() {
         assert_eq!(reply.status, StatusCode::OK, "{size} bytes");
         assert_eq!(reply.json()["body_bytes"], size, "{size} bytes");
     }
-    assert_eq!(backend.uploaded(), sizes.iter().sum::<u64>());
+    // The same sizes chunked (1,000-byte chunks): no length to judge by up front.
+    for size in sizes {
+        let mut request =
+            b"POST /upload HTTP/1.1\r\nhost: test.local\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        let mut left = size;
+        while left > 0 {
+            let chunk = left.min(1_000);
+            request.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
+            request.extend(std::iter::repeat_n(b'x', chunk as usize));
+            request.extend_from_slice(b"\r\n");
+            left -= chunk;
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        let reply = raw_exchange(proxy.addr(), &request);
+        assert_eq!(
+            reply.status,
+            Some(200),
+            "chunked {size} bytes: {}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains(&format!("\"body_bytes\":{size}")),
+            "chunked {size} bytes: {}",
+            reply.text
+        );
+    }
+    assert_eq!(backend.uploaded(), 2 * sizes.iter().sum::<u64>());
 }
 
 #[test]
