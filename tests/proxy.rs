@@ -378,33 +378,58 @@ fn backends_closing_idle_connections_silently_fail_no_request() {
 // ---------------------------------------------------------------------------------------
 // 3. Large bodies
 
-/// Bodies of every size around the proxy's thresholds arrive whole, on one keep-alive
-/// connection: sent with their head (up to 16 KiB in all), read whole before the pick
-/// and sent behind their head (up to `body_buffer`, 64 KiB), and streamed beyond it;
-/// then the same sizes chunked.
-/// (Between 16 and 64 KiB the body was once taken for the single write, found too big
-/// for it, and dropped: the backend got a head announcing a body that never came.)
+/// Bodies of every size around the proxy's thresholds arrive whole, both ways, on one
+/// keep-alive connection, with the default limits and with reading ahead turned off
+/// or made small. Uploads are sent with their head (up to 16 KiB in all), read whole
+/// before the pick and sent behind their head (up to `body_buffer`, 64 KiB by
+/// default), or streamed beyond it; then the same sizes chunked. Downloads are read
+/// ahead of the client up to `body_buffer`, then streamed (or spilled).
+/// (Between 16 and 64 KiB an upload's body was once taken for the single write, found
+/// too big for it, and dropped: the backend got a head announcing a body that never
+/// came.)
 #[test]
-fn uploads_of_every_size_around_the_thresholds_arrive_whole() {
-    let backend = Backend::start("a");
-    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+fn bodies_of_every_size_around_the_thresholds_arrive_whole_both_ways() {
+    for limits in [
+        "",
+        "limits = { body_buffer = 0 }\n",
+        "limits = { body_buffer = 1000, body_spill = 5000 }\n",
+    ] {
+        let backend = Backend::start("a");
+        let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], limits), 1);
+        let uploaded = bodies_around_the_thresholds(&proxy, limits);
+        assert_eq!(backend.uploaded(), uploaded, "{limits}");
+    }
+}
+
+/// Sizes around 4 KiB, 16 KiB (one write, one TLS record) and 64 KiB (the default
+/// `body_buffer`).
+const THRESHOLD_SIZES: [u64; 13] = [
+    0, 1, 100, 4_096, 6_000, 15_000, 16_384, 17_000, 40_000, 65_535, 65_536, 70_000, 300_000,
+];
+
+/// Sends every [`THRESHOLD_SIZES`] up and down through `proxy` (to a [`Backend`]),
+/// asserting each arrives whole; the body bytes uploaded.
+fn bodies_around_the_thresholds(proxy: &Proxy, limits: &str) -> u64 {
     let mut client = Client::connect(proxy.addr());
-    let sizes = [
-        1u64, 100, 4_096, 6_000, 15_000, 16_384, 17_000, 40_000, 65_535, 65_536, 70_000, 300_000,
-    ];
-    for size in sizes {
+    for size in THRESHOLD_SIZES {
         let upload = Request::post("/upload")
             .header("host", "test.local")
             .body(zeros(size))
             .unwrap();
         let reply = client
             .try_send(upload)
-            .unwrap_or_else(|e| panic!("{size} bytes: {e}; stderr:\n{}", proxy.stderr()));
-        assert_eq!(reply.status, StatusCode::OK, "{size} bytes");
-        assert_eq!(reply.json()["body_bytes"], size, "{size} bytes");
+            .unwrap_or_else(|e| panic!("{limits}: {size} bytes: {e}; stderr:\n{}", proxy.stderr()));
+        assert_eq!(reply.status, StatusCode::OK, "{limits}: {size} bytes");
+        assert_eq!(reply.json()["body_bytes"], size, "{limits}: {size} bytes");
+        let download = get(&format!("/download/{size}")).body(empty()).unwrap();
+        assert_eq!(
+            client.send_counting(download),
+            (StatusCode::OK, size),
+            "{limits}: download of {size} bytes"
+        );
     }
-    // The same sizes chunked (1,000-byte chunks): no length to judge by up front.
-    for size in sizes {
+    // The same uploads chunked (1,000-byte chunks): no length to judge by up front.
+    for size in THRESHOLD_SIZES {
         let mut request =
             b"POST /upload HTTP/1.1\r\nhost: test.local\r\ntransfer-encoding: chunked\r\n\r\n"
                 .to_vec();
@@ -418,19 +443,18 @@ fn uploads_of_every_size_around_the_thresholds_arrive_whole() {
         }
         request.extend_from_slice(b"0\r\n\r\n");
         let reply = raw_exchange(proxy.addr(), &request);
+        let text = &reply.text;
         assert_eq!(
             reply.status,
             Some(200),
-            "chunked {size} bytes: {}",
-            reply.text
+            "{limits}: chunked {size} bytes: {text}"
         );
         assert!(
-            reply.text.contains(&format!("\"body_bytes\":{size}")),
-            "chunked {size} bytes: {}",
-            reply.text
+            text.contains(&format!("\"body_bytes\":{size}")),
+            "{limits}: chunked {size} bytes: {text}"
         );
     }
-    assert_eq!(backend.uploaded(), 2 * sizes.iter().sum::<u64>());
+    2 * THRESHOLD_SIZES.iter().sum::<u64>()
 }
 
 #[test]
