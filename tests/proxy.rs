@@ -602,6 +602,51 @@ fn an_http2_prior_knowledge_client_is_served() {
     assert_eq!(backend.requests(), 2);
 }
 
+/// An HTTP/2 client's bodies around the thresholds ([`THRESHOLD_SIZES`]) arrive
+/// whole both ways, on one connection, to an HTTP/1 backend: the same forwarding path
+/// as HTTP/1 clients, with bodies read from HTTP/2 DATA frames.
+#[test]
+fn an_http2_clients_bodies_of_every_size_arrive_whole_both_ways() {
+    let backend = Backend::start("a");
+    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+    let addr = proxy.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(connection);
+            for size in THRESHOLD_SIZES {
+                let upload = Request::post(format!("http://{addr}/upload"))
+                    .body(zeros(size))
+                    .unwrap();
+                let response = sender.send_request(upload).await.expect("h2 response");
+                assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(echo["body_bytes"], size, "{size} bytes up");
+                let download = Request::get(format!("http://{addr}/download/{size}"))
+                    .body(empty())
+                    .unwrap();
+                let response = sender.send_request(download).await.expect("h2 response");
+                assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body.len() as u64, size, "{size} bytes down");
+            }
+        };
+        tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .expect("h2 exchanges in time")
+    });
+    assert_eq!(backend.uploaded(), THRESHOLD_SIZES.iter().sum::<u64>());
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. Malformed requests
 
