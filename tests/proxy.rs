@@ -931,6 +931,63 @@ fn wait_until_cut(stream: &mut TcpStream, started: Instant) -> (Duration, String
     (started.elapsed(), reply.text)
 }
 
+/// A keep-alive connection across its idle phase (after a second without a request
+/// a plain connection drops its buffer and busy state): the next request is served;
+/// a head begun before the idle second and finished after it is served (a partial
+/// head keeps the connection busy); two requests sent together after an idle second
+/// are both served, in order.
+#[test]
+fn a_connection_serves_across_its_idle_phase() {
+    let backend = Backend::start("a");
+    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: test.local\r\n\r\n");
+    let served = |stream: &mut TcpStream, path: &str| {
+        let reply = util::read_response(stream);
+        assert!(
+            reply.text.starts_with("HTTP/1.1 200"),
+            "{path}: {}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains(&format!("\"path\":\"{path}\"")),
+            "{path}: {}",
+            reply.text
+        );
+    };
+    std::io::Write::write_all(&mut stream, request("/first").as_bytes()).unwrap();
+    served(&mut stream, "/first");
+    std::thread::sleep(Duration::from_millis(1500));
+    std::io::Write::write_all(&mut stream, request("/after-idle").as_bytes()).unwrap();
+    served(&mut stream, "/after-idle");
+    let split = request("/split");
+    std::io::Write::write_all(&mut stream, &split.as_bytes()[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::io::Write::write_all(&mut stream, &split.as_bytes()[10..]).unwrap();
+    served(&mut stream, "/split");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pipelined = request("/one") + &request("/two");
+    std::io::Write::write_all(&mut stream, pipelined.as_bytes()).unwrap();
+    // Both answers, however the reads split them.
+    let mut both = String::new();
+    let mut piece = [0u8; 16 * 1024];
+    while !(both.contains("\"path\":\"/one\"") && both.contains("\"path\":\"/two\"")) {
+        match std::io::Read::read(&mut stream, &mut piece) {
+            Ok(0) | Err(_) => panic!("pipelined answers: {both}"),
+            Ok(n) => both.push_str(&String::from_utf8_lossy(&piece[..n])),
+        }
+    }
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    assert!(
+        both.find("/one").unwrap() < both.find("/two").unwrap(),
+        "{both}"
+    );
+    assert_eq!(backend.requests(), 5);
+}
+
 #[test]
 fn a_client_slower_than_header_timeout_is_cut_off() {
     let backend = Backend::start("a");
