@@ -546,16 +546,17 @@ fn a_backend_slower_than_per_try_gives_504_in_time() {
 // ---------------------------------------------------------------------------------------
 // 5. HTTP/2
 
-#[test]
-fn an_http2_prior_knowledge_client_is_served() {
-    let backend = Backend::start("a");
-    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
-    let addr = proxy.addr();
+/// Runs `exchanges` on an HTTP/2 connection (prior knowledge) to `addr`, within
+/// [`TIMEOUT`].
+fn over_http2<T>(
+    addr: SocketAddr,
+    exchanges: impl AsyncFnOnce(&mut hyper::client::conn::http2::SendRequest<util::ClientBody>) -> T,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (get_echo, post_echo) = rt.block_on(async {
+    rt.block_on(async {
         let exchange = async {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (mut sender, connection) =
@@ -563,28 +564,38 @@ fn an_http2_prior_knowledge_client_is_served() {
                     .await
                     .expect("h2 handshake");
             tokio::spawn(connection);
-            let mut results = Vec::new();
-            let requests = [
-                Request::get(format!("http://{addr}/h2?x=1"))
-                    .body(empty())
-                    .unwrap(),
-                Request::post(format!("http://{addr}/h2/upload"))
-                    .body(full(vec![7u8; 100_000]))
-                    .unwrap(),
-            ];
-            for request in requests {
-                let response = sender.send_request(request).await.expect("h2 response");
-                assert_eq!(response.status(), StatusCode::OK);
-                assert_eq!(response.version(), Version::HTTP_2);
-                assert_eq!(response.headers()["x-backend"], "a");
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                results.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
-            }
-            (results.remove(0), results.remove(0))
+            exchanges(&mut sender).await
         };
         tokio::time::timeout(TIMEOUT, exchange)
             .await
-            .expect("h2 exchange in time")
+            .expect("h2 exchanges in time")
+    })
+}
+
+#[test]
+fn an_http2_prior_knowledge_client_is_served() {
+    let backend = Backend::start("a");
+    let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
+    let addr = proxy.addr();
+    let (get_echo, post_echo) = over_http2(addr, async |sender| {
+        let mut results = Vec::new();
+        let requests = [
+            Request::get(format!("http://{addr}/h2?x=1"))
+                .body(empty())
+                .unwrap(),
+            Request::post(format!("http://{addr}/h2/upload"))
+                .body(full(vec![7u8; 100_000]))
+                .unwrap(),
+        ];
+        for request in requests {
+            let response = sender.send_request(request).await.expect("h2 response");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.version(), Version::HTTP_2);
+            assert_eq!(response.headers()["x-backend"], "a");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            results.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+        }
+        (results.remove(0), results.remove(0))
     });
     assert_eq!(get_echo["method"], "GET");
     assert_eq!(get_echo["path"], "/h2?x=1");
@@ -610,39 +621,24 @@ fn an_http2_clients_bodies_of_every_size_arrive_whole_both_ways() {
     let backend = Backend::start("a");
     let proxy = Proxy::start(&one_pool("round_robin", &[(&backend, 1)], ""), 1);
     let addr = proxy.addr();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let exchange = async {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .expect("h2 handshake");
-            tokio::spawn(connection);
-            for size in THRESHOLD_SIZES {
-                let upload = Request::post(format!("http://{addr}/upload"))
-                    .body(zeros(size))
-                    .unwrap();
-                let response = sender.send_request(upload).await.expect("h2 response");
-                assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(echo["body_bytes"], size, "{size} bytes up");
-                let download = Request::get(format!("http://{addr}/download/{size}"))
-                    .body(empty())
-                    .unwrap();
-                let response = sender.send_request(download).await.expect("h2 response");
-                assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(body.len() as u64, size, "{size} bytes down");
-            }
-        };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .expect("h2 exchanges in time")
+    over_http2(addr, async |sender| {
+        for size in THRESHOLD_SIZES {
+            let upload = Request::post(format!("http://{addr}/upload"))
+                .body(zeros(size))
+                .unwrap();
+            let response = sender.send_request(upload).await.expect("h2 response");
+            assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(echo["body_bytes"], size, "{size} bytes up");
+            let download = Request::get(format!("http://{addr}/download/{size}"))
+                .body(empty())
+                .unwrap();
+            let response = sender.send_request(download).await.expect("h2 response");
+            assert_eq!(response.status(), StatusCode::OK, "{size} bytes");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len() as u64, size, "{size} bytes down");
+        }
     });
     assert_eq!(backend.uploaded(), THRESHOLD_SIZES.iter().sum::<u64>());
 }
