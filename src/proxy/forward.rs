@@ -532,10 +532,10 @@ impl Worker {
         let mut inline = None;
         // The read-ahead bytes stay counted in the worker's budget while they are sent.
         let mut _held = None;
-        if let h1::BodyFraming::Length(length) = framing {
-            // Asked only when it fits: taking the body takes it out of `body`.
-            let fits = outgoing.head.len() as u64 + length + ANOTHER_HOST <= INLINE_WRITE;
-            if let Some((pieces, reserved)) = fits.then(|| body.take_whole()).flatten() {
+        if let h1::BodyFraming::Length(_) = framing {
+            let head = outgoing.head.len() as u64;
+            let fits = |length| head + length + ANOTHER_HOST <= INLINE_WRITE;
+            if let Some((pieces, reserved)) = body.take_whole_if(fits) {
                 outgoing = outgoing.with_body(&pieces);
                 _held = reserved;
                 // Kept only to encode the request again for another backend.

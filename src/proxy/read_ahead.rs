@@ -47,9 +47,15 @@ impl<B: RequestBody> ReadAhead<B> {
 
 impl<B> ReadAhead<B> {
     /// The whole body, taken out (this body is then empty), when it was read to its
-    /// end and is not empty; with the budget its bytes are counted in.
-    pub fn take_whole(&mut self) -> Option<(VecDeque<Bytes>, Option<Reserved>)> {
-        if self.rest.is_some() || self.len == 0 {
+    /// end, is not empty and its length passes `wanted`; with the budget its bytes are
+    /// counted in. Otherwise nothing is taken: the test comes with the taking, so a
+    /// caller cannot take a body and then find it does not want it (which once sent a
+    /// request's head without its body).
+    pub fn take_whole_if(
+        &mut self,
+        wanted: impl FnOnce(u64) -> bool,
+    ) -> Option<(VecDeque<Bytes>, Option<Reserved>)> {
+        if self.rest.is_some() || self.len == 0 || !wanted(self.len) {
             return None;
         }
         self.len = 0;
