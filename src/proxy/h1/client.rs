@@ -31,7 +31,7 @@ use hyper::body::Body;
 
 use super::body::{poll_body, poll_fill, Framing};
 use super::response::{parse_response, Asked, ResponseHead, MAX_HEADERS};
-use super::{put_field, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
+use super::{put_field, put_length, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
     connection_lists, is_replaced_toward_backend, tokens, UpgradeOffer, X_FORWARDED_FOR,
 };
@@ -190,11 +190,7 @@ pub fn encode(
     match framing {
         BodyFraming::None => {}
         BodyFraming::Length(length) => {
-            put_field(
-                &mut out,
-                b"content-length",
-                itoa::Buffer::new().format(length).as_bytes(),
-            );
+            put_length(&mut out, length);
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -363,9 +359,9 @@ impl Connection {
     /// head must then arrive by `limits.head` moved later by however long sending took
     /// (else [`Error::TimedOut`]), so a long upload is not cut for taking long, only
     /// for stopping (for a head, and a body sent with it, the clock is read only once a
-    /// write has to wait: most never do). The connection keeps one timer for all its exchanges, re-armed
-    /// each time: making and dropping a timer per request cost a few percent of its
-    /// instructions.
+    /// write has to wait: most never do). The connection keeps one timer for all its
+    /// exchanges, re-armed each time: making and dropping a timer per request cost a few
+    /// percent of its instructions.
     pub async fn exchange<B: RequestBody>(
         &mut self,
         request: &Outgoing,

@@ -194,6 +194,16 @@ impl Fields {
     }
 }
 
+/// Writes a `content-length: N` line (itoa: `write!` through core::fmt cost about 300
+/// instructions).
+fn put_length(out: &mut Vec<u8>, length: u64) {
+    put_field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(length).as_bytes(),
+    );
+}
+
 /// Writes one `name: value` line.
 fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);

@@ -37,7 +37,7 @@ use http::{response, Method, Request, StatusCode, Uri, Version};
 use hyper::body::Body;
 
 use super::body::{is_disguised_framing, parse_length, Chunk, Framing};
-use super::{put_field, FieldSpan, Fields, MAX_HEAD_BYTES};
+use super::{put_field, put_length, FieldSpan, Fields, MAX_HEAD_BYTES};
 use crate::proxy::headers::{tokens, ConnectionOptions};
 
 /// Most fields in a request head; more get 431.
@@ -288,11 +288,7 @@ pub(crate) fn write_response_head<B: Body>(
     if !no_body && !has_length {
         match body.size_hint().exact() {
             Some(length) => {
-                put_field(
-                    out,
-                    b"content-length",
-                    itoa::Buffer::new().format(length).as_bytes(),
-                );
+                put_length(out, length);
                 has_length = true;
             }
             None if version == Version::HTTP_11 => {
