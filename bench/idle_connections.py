@@ -20,7 +20,9 @@ Usage: bench/idle_connections.py [N] [WORKERS] [TARGETS] [IDLE_WAIT]
            connection, and a container may cap them at 20,000)
   WORKERS  worker threads/processes of every proxy (default 1)
   TARGETS  comma list of evenkeel,nginx,haproxy (default all three)
-  IDLE_WAIT  seconds the connections idle before the second reading (default 5)
+  IDLE_WAIT  seconds the connections idle before the second reading (default 15: past
+           khugepaged's 10-second scan, which once folded evenkeel's allocator arena into
+           huge pages about ten seconds in, after a 5-second reading had been taken)
 Needs a prior `cargo build --release` (or EVENKEEL_BINARY=path), nginx and haproxy installed, and a hard limit on
 open files above N + 200 (the script raises its own soft limit to it).
 """
@@ -42,7 +44,7 @@ binary = os.environ.get("EVENKEEL_BINARY") or os.path.join(root, "target", "rele
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
 workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 targets = (sys.argv[3] if len(sys.argv) > 3 else "evenkeel,nginx,haproxy").split(",")
-idle_wait = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
+idle_wait = float(sys.argv[4]) if len(sys.argv) > 4 else 15.0
 SMALL = 512
 
 # HAProxy wants about two descriptors per connection it may hold; root may raise the

@@ -984,6 +984,103 @@ fn a_connection_serves_across_its_idle_phase() {
     assert_eq!(backend.requests(), 5);
 }
 
+/// How long `stream` took to be closed by the other side, counted from `since`; `None`
+/// when it was still open `limit` after `since` (or sent bytes).
+fn closed_after(stream: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
+    let left = limit.checked_sub(since.elapsed())?;
+    stream.set_read_timeout(Some(left)).unwrap();
+    match std::io::Read::read(stream, &mut [0u8; 64]) {
+        Ok(0) => Some(since.elapsed()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(since.elapsed()),
+        _ => None,
+    }
+}
+
+/// Idle plain keep-alive connections wait parked by their worker, not in a task each
+/// (src/proxy/parking.rs): 40 connections over 2 workers, idle past the busy second,
+/// all asking again at once are all served, twice over; a silent one is closed at its
+/// `header_timeout`, counted from its last response; and SIGTERM closes the parked
+/// ones at once, so the process exits without waiting for `drain_timeout`.
+#[test]
+fn parked_connections_are_served_again_closed_at_header_timeout_and_at_shutdown() {
+    let backend = Backend::start("a");
+    let config = config_with(
+        "3s",
+        "20s",
+        &format!(
+            "[[route]]\npool = \"web\"\n\n{}",
+            pool("web", "round_robin", &[(&backend, 1)], "")
+        ),
+    );
+    let mut proxy = Proxy::start(&config, 2);
+    let connect = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let stream = TcpStream::connect(proxy.addr()).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                stream
+            })
+            .collect()
+    };
+    let ask_all = |streams: &mut [TcpStream], round: usize| {
+        let request = format!("GET /round/{round} HTTP/1.1\r\nhost: test.local\r\n\r\n");
+        for stream in streams.iter_mut() {
+            std::io::Write::write_all(stream, request.as_bytes()).unwrap();
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let reply = util::read_response(stream);
+            assert!(
+                reply.text.starts_with("HTTP/1.1 200")
+                    && reply.text.contains(&format!("\"path\":\"/round/{round}\"")),
+                "round {round}, connection {i}: {:?}",
+                reply.text
+            );
+        }
+    };
+    let mut streams = connect(40);
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1300));
+        }
+        ask_all(&mut streams, round);
+    }
+    let last_answer = Instant::now();
+    assert_eq!(backend.requests(), 120);
+    // Parked since about a second after their last answer; closed at 3 s.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let closed = closed_after(stream, last_answer, Duration::from_secs(6));
+        assert!(
+            closed.is_some_and(|after| after >= Duration::from_millis(2500)),
+            "connection {i}: closed after {closed:?}, header_timeout is 3 s"
+        );
+    }
+    let closed_by = last_answer.elapsed();
+    assert!(closed_by < Duration::from_millis(4500), "{closed_by:?}");
+
+    let mut parked = connect(10);
+    ask_all(&mut parked, 3);
+    std::thread::sleep(Duration::from_millis(1300));
+    let term_sent = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exit");
+    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+    assert!(
+        term_sent.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop with only idle connections (drain_timeout 20 s)",
+        term_sent.elapsed()
+    );
+    for (i, stream) in parked.iter_mut().enumerate() {
+        let closed = closed_after(stream, term_sent, Duration::from_secs(3));
+        assert!(
+            closed.is_some(),
+            "parked connection {i} still open after SIGTERM"
+        );
+    }
+    assert!(!proxy.stderr().contains("panicked"), "{}", proxy.stderr());
+}
+
 #[test]
 fn a_client_slower_than_header_timeout_is_cut_off() {
     let backend = Backend::start("a");

@@ -208,8 +208,10 @@ impl Served {
             force,
             monitor,
         } = options;
-        // Descriptors in reserve, before anything is opened (see `descriptors`).
+        // Descriptors in reserve, before anything is opened, and no huge pages (see
+        // `descriptors`).
         super::descriptors::raise_open_files_limit();
+        super::descriptors::disable_transparent_huge_pages();
         let admin = config.admin.clone();
         // Read the token before binding anything: a missing file is a usage error.
         let token = admin

@@ -2,13 +2,14 @@
 //! request head and writing a response head are [`h1::server`]'s; this loop owns the
 //! connection around them.
 //!
-//! An idle plain connection holds no buffer and no request state: a connection that
-//! waits for its next request waits for readability first, drops its read buffer once
-//! a request has been read to its end, and after a second without a request drops the
-//! boxed state it serves requests in (see [`serve`]; an idle TLS connection keeps that
-//! state and its read buffer, as decrypted bytes may wait inside the session). hyper's
-//! server, which evenkeel used before, kept two 8 KiB buffers per connection for its
-//! whole life: 10,000 idle keep-alive clients cost 21.8 KB each.
+//! An idle plain connection holds no buffer, no request state and no task: a connection
+//! that waits for its next request drops its read buffer once a request has been read
+//! to its end, takes one again only when bytes wait, and after a second without a
+//! request [`serve`] returns it to be parked by its worker ([`super::parking`]; an idle
+//! TLS connection keeps its task, state and read buffer, as decrypted bytes may wait
+//! inside the session). hyper's server, which evenkeel used before, kept two 8 KiB
+//! buffers per connection for its whole life: 10,000 idle keep-alive clients cost
+//! 21.8 KB each; parked, one costs about 830 B (docs/benchmarks.md).
 //! The response head and a body that is already at hand go out in one write.
 //!
 //! What the loop decides (RFC 9112):
@@ -68,8 +69,9 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client connection's bytes: plain TCP, or TLS over TCP.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
-    /// Whether [`Self::poll_idle`] waits for the socket (so a connection can wait for
-    /// its next request without its busy state); not over TLS.
+    /// Whether [`Self::poll_idle`] waits for the socket, so a connection can wait for
+    /// its next request parked, without its task and state ([`Served::Idle`]); not
+    /// over TLS.
     const WAITS_UNBUFFERED: bool;
 
     /// Room asked for by the first read of a request. A request whose head and body
@@ -215,16 +217,31 @@ impl<S: ClientStream> Body for RequestBody<S> {
     }
 }
 
+/// What became of a connection [`serve`] served.
+pub enum Served<S> {
+    /// It closed, or is closed by now.
+    Closed,
+    /// A plain connection waits for its next request with nothing read of it: it can
+    /// wait parked ([`super::parking`]) until `head_by`, its deadline for that head.
+    Idle {
+        /// The connection.
+        stream: S,
+        /// When the next request head must have been read.
+        head_by: Instant,
+    },
+}
+
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
-/// it closes, fails, breaks the protocol, exceeds `header_timeout`, or — once
-/// `shutdown` turns true — has finished the request it was serving.
+/// it closes, fails, breaks the protocol, exceeds `header_timeout` (the first head is
+/// due by `first_head_by`), or — once `shutdown` turns true — has finished the request
+/// it was serving; or, over plain TCP, until it has waited a second (`BUSY_GRACE`) for
+/// its next request with nothing read of it: then it is [`Served::Idle`], for the
+/// caller to park, with neither a buffer nor a task (a TLS connection never is:
+/// decrypted bytes may wait inside its session, where the socket shows nothing; see
+/// [`ClientStream::WAITS_UNBUFFERED`]).
 ///
-/// The connection lives in two phases. Idle, it waits for readability in this small
-/// future, with neither a read buffer nor the state of a request: an idle plain
-/// keep-alive connection costs its task and little more (a TLS one never goes idle:
-/// see [`ClientStream::WAITS_UNBUFFERED`]). Busy, it reads and serves requests in a
-/// boxed future that stays while requests keep coming and is dropped after a second
-/// without one, so a busy connection allocates it once, not per request.
+/// Requests are served in a boxed future that stays while requests keep coming, so a
+/// busy connection allocates it once, not per request.
 pub async fn serve<S: ClientStream>(
     stream: S,
     worker: Rc<Worker>,
@@ -233,7 +250,7 @@ pub async fn serve<S: ClientStream>(
     header_timeout: Duration,
     first_head_by: Instant,
     shutdown: &mut watch::Receiver<bool>,
-) {
+) -> Served<S> {
     let mut connection = Connection {
         inbound: Rc::new(RefCell::new(Inbound {
             stream,
@@ -251,45 +268,50 @@ pub async fn serve<S: ClientStream>(
         client_done: false,
         reset: false,
     };
-    // One shutdown waiter and one head timer for the connection's life, re-armed per
-    // request: making and dropping them per request cost about 10% of its instructions.
+    // One shutdown waiter and one head timer for the connection's busy life, re-armed
+    // per request: making and dropping them per request cost about 10% of its
+    // instructions.
     let mut stopping = shutdown.clone();
     let stop = stopping.wait_for(|stopping| *stopping);
     tokio::pin!(stop);
-    let head_timer = tokio::time::sleep_until(first_head_by);
+    let head_timer = tokio::time::sleep_until(if S::WAITS_UNBUFFERED {
+        first_head_by.min(Instant::now() + BUSY_GRACE)
+    } else {
+        first_head_by
+    });
     tokio::pin!(head_timer);
-    let switched = loop {
-        if connection.inbound.borrow().read.is_empty() {
-            // Idle: a client that closes or errs is found by the read that follows.
-            tokio::select! {
-                biased;
-                _ = poll_fn(|cx| connection.inbound.borrow().stream.poll_idle(cx)) => {}
-                _ = &mut head_timer => {
-                    connection.timed_out();
-                    break None;
+    let busy = connection.busy(head_timer.as_mut(), stop.as_mut(), shutdown);
+    let switched = match Box::pin(busy).await {
+        Phase::Idle => {
+            let head_by = connection.head_by;
+            return match Rc::try_unwrap(connection.inbound) {
+                Ok(inbound) => Served::Idle {
+                    stream: inbound.into_inner().stream,
+                    head_by,
+                },
+                // A request body outlived its request (nothing keeps one today): close.
+                Err(_) => {
+                    tracing::debug!("a request body outlived its request; connection closed");
+                    Served::Closed
                 }
-                _ = &mut stop => break None,
-            }
+            };
         }
-        let busy = connection.busy(head_timer.as_mut(), stop.as_mut(), shutdown);
-        match Box::pin(busy).await {
-            Phase::Idle => {}
-            Phase::Closing => break None,
-            Phase::Switched(tunnel) => break Some(tunnel),
-        }
+        Phase::Closing => None,
+        Phase::Switched(tunnel) => Some(tunnel),
     };
     // Boxed for the same reason: what closing holds (a linger buffer, a tunnel's copy)
-    // would otherwise be part of every connection's task, idle ones included.
+    // would otherwise be part of every connection's task.
     Box::pin(connection.close(switched)).await;
+    Served::Closed
 }
 
-/// How long a connection that has served a request keeps its busy state (and its read
-/// buffer) for the next; then it waits as an idle one (see [`serve`]).
+/// How long a plain connection that has served a request keeps its task and state for
+/// the next; then, with nothing read of it, it is parked (see [`serve`]).
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
 /// What a busy connection turned into.
 enum Phase {
-    /// It waits for its next request without a buffer.
+    /// It has waited [`BUSY_GRACE`] for its next request with nothing read of it.
     Idle,
     /// It closes.
     Closing,

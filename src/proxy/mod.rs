@@ -22,6 +22,8 @@
 //! - [`stall`]: bounds on pauses in a body or a write, made only when one pauses.
 //! - [`read_ahead`]: a request body read before a backend is picked.
 //! - [`outbox`]: copying a body from one side to the other, gathered into few writes.
+//! - [`parking`]: idle plain HTTP/1 connections, held by their worker until their next
+//!   request, their deadline or shutdown.
 //! - [`spill`]: a response's overflow in a temporary file, for slow readers.
 //! - [`budget`]: the bytes a worker may hold for read-ahead and spills.
 //! - [`tls`]: the TLS handshake on HTTPS listeners, and the certificate choice (SNI).
@@ -51,6 +53,7 @@ pub mod h2;
 pub mod headers;
 pub mod layer4;
 pub mod outbox;
+pub mod parking;
 pub mod proxy_protocol;
 pub mod read_ahead;
 pub mod retry;

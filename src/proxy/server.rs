@@ -45,6 +45,7 @@ use super::downstream::{self, ClientStream};
 use super::forward::{Client, ProxyBody, Worker};
 use super::h1::MAX_HEAD_BYTES;
 use super::h2::connections::H2Connections;
+use super::parking::{Parkable, Parking};
 use super::tls::{ClientTls, ListenerAcceptor};
 use super::upstream::UpstreamPool;
 use crate::config::Listener;
@@ -274,7 +275,11 @@ fn run_worker(
                 http2: Rc::clone(&http2),
                 shutdown: shutdown.clone(),
                 tls: RefCell::new(None),
+                parking: Parking::default(),
             });
+            if !serving.tcp {
+                tokio::task::spawn_local(run_parking(Rc::clone(&serving)));
+            }
             tokio::task::spawn_local(accept_loop(
                 listener,
                 Arc::clone(&limits[index]),
@@ -392,6 +397,8 @@ struct Serving {
     /// The handshake for the listener's TLS in force (made again when a reload brings
     /// new certificates).
     tls: RefCell<Option<ListenerAcceptor>>,
+    /// Its plain HTTP/1 connections waiting for their next request.
+    parking: Parking<Parked>,
 }
 
 impl Serving {
@@ -517,11 +524,15 @@ fn serve_connection(
     placed: Placed,
 ) {
     let _ = stream.set_nodelay(true);
-    let guard = serving.connections.opened();
+    let held = Held {
+        _permit: permit,
+        _open: serving.connections.opened(),
+        _placed: placed,
+    };
     let serving = Rc::clone(serving);
-    // Only what an idle plain HTTP/1 connection waits in is inline in its task; the
-    // TCP, TLS and HTTP/2 paths are boxed, so their larger state is not part of every
-    // connection's task (bench/idle_connections.py).
+    // Only what a plain HTTP/1 connection is served in is inline in its task; the TCP,
+    // TLS and HTTP/2 paths are boxed, so their larger state is not part of every
+    // connection's task.
     tokio::task::spawn_local(async move {
         let mut shutdown = serving.shutdown.clone();
         let header_timeout = serving.header_timeout;
@@ -541,18 +552,13 @@ fn serve_connection(
                 None => tracing::debug!(%client, "client sent no request head in time; closed"),
                 Some(Speaks::Http1) => {
                     let first_head_by = tokio::time::Instant::now() + header_timeout;
-                    let worker = Rc::clone(&serving.worker);
-                    let index = serving.listener;
-                    downstream::serve(
+                    let parked = Parked {
                         stream,
-                        worker,
-                        index,
-                        Rc::new(Client::new(client)),
-                        header_timeout,
-                        first_head_by,
-                        &mut shutdown,
-                    )
-                    .await;
+                        client,
+                        _held: held,
+                    };
+                    serve_plain_http1(&serving, parked, first_head_by, &mut shutdown).await;
+                    return;
                 }
                 Some(Speaks::Http2) => {
                     let peer = Rc::new(Client::new(client));
@@ -560,8 +566,90 @@ fn serve_connection(
                 }
             }
         }
-        drop((permit, guard, placed));
+        drop(held);
     });
+}
+
+/// What keeps a client connection counted while it is open: its place under the
+/// listener's `max_connections`, in the worker's open connections (shutdown waits for
+/// them), and in the spread over workers.
+struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _open: ConnectionGuard,
+    _placed: Placed,
+}
+
+/// A plain HTTP/1 client connection between requests, parked in its listener's
+/// [`Parking`] on this worker: all it keeps while it waits (its task and request state
+/// are gone).
+struct Parked {
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    _held: Held,
+}
+
+impl Parkable for Parked {
+    fn socket(&self) -> &tokio::net::TcpStream {
+        &self.stream
+    }
+}
+
+/// Serves a plain HTTP/1 connection until it closes, or turns idle: then it is parked
+/// (or, with its next request already there, served on).
+async fn serve_plain_http1(
+    serving: &Rc<Serving>,
+    mut connection: Parked,
+    mut head_by: tokio::time::Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    loop {
+        let served = downstream::serve(
+            connection.stream,
+            Rc::clone(&serving.worker),
+            serving.listener,
+            Rc::new(Client::new(connection.client)),
+            serving.header_timeout,
+            head_by,
+            shutdown,
+        )
+        .await;
+        let downstream::Served::Idle {
+            stream,
+            head_by: by,
+        } = served
+        else {
+            return;
+        };
+        connection.stream = stream;
+        head_by = by;
+        match serving.parking.park(connection, head_by) {
+            Ok(()) => return,
+            Err(ready) => connection = ready,
+        }
+    }
+}
+
+/// Takes this worker's parked connections of one listener out again until shutdown:
+/// those whose next request came are served in a task each, those past their deadline
+/// closed.
+async fn run_parking(serving: Rc<Serving>) {
+    let shutdown = serving.shutdown.clone();
+    serving
+        .parking
+        .run(
+            shutdown,
+            |parked, head_by| {
+                let serving = Rc::clone(&serving);
+                tokio::task::spawn_local(async move {
+                    let mut shutdown = serving.shutdown.clone();
+                    serve_plain_http1(&serving, parked, head_by, &mut shutdown).await;
+                });
+            },
+            |parked| {
+                tracing::debug!(client = %parked.client, "no request head within header_timeout; closed");
+            },
+        )
+        .await;
 }
 
 /// Serves a TLS client connection: the handshake, then HTTP/1 or HTTP/2 as ALPN chose.
