@@ -35,8 +35,18 @@ use crate::runtime::{PoolRuntime, Runtime};
 /// Monotonic time since the process's first call: the `now` that health state uses
 /// in a live process (the simulator uses its own virtual time instead).
 pub fn now() -> Duration {
+    epoch().elapsed() + Duration::from_secs(1)
+}
+
+/// [`now`] as of `instant`, a time the caller has read already (the proxy reads the
+/// clock once for a request and dates its health records from that reading).
+pub fn at(instant: Instant) -> Duration {
+    instant.saturating_duration_since(*epoch()) + Duration::from_secs(1)
+}
+
+fn epoch() -> &'static Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed() + Duration::from_secs(1)
+    EPOCH.get_or_init(Instant::now)
 }
 
 /// Starts the health thread for `runtime`; it stops when `shutdown` turns true.

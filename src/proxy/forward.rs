@@ -315,6 +315,9 @@ impl Worker {
         asks_upgrade: bool,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
+        // The health time of the request's start, for the pool's records of it: one
+        // clock read serves them all.
+        let started = health::at(start.into_std());
         let fields_as_sent = request.version() != http::Version::HTTP_2;
         let (parts, body) = request.into_parts();
         let snapshot = self.runtime.snapshot();
@@ -457,8 +460,8 @@ impl Worker {
                 .as_ref()
                 .and_then(|k| request_key(k, &parts, client.addr))
                 .map(|k| key_hash(&k));
-            pool.budget.record_request(health::now());
-            match self.first_backend(pool, key, deadline).await {
+            pool.budget.record_request(started);
+            match self.first_backend(pool, key, deadline, started).await {
                 Ok(backend) => break (backend, key),
                 // The health thread fails a pool over moments after it loses its last
                 // usable backend; until then, go to the backup directly.
@@ -582,7 +585,7 @@ impl Worker {
                     pool.record(
                         &backend.runtime,
                         status < 500,
-                        health::now(),
+                        health::at(head_at.into_std()),
                         &self.runtime.events,
                     );
                     let next = matches!(status, 502..=504).then(|| retry(true)).flatten();
@@ -653,15 +656,17 @@ impl Worker {
     /// The first backend for a request: a usable one under its connection limit, or —
     /// while every usable backend is at `limits.max_connections` — one that frees a
     /// slot before `deadline`, if fewer than `limits.max_pending` requests per backend
-    /// already wait; else a fast 503.
+    /// already wait; else a fast 503. `now`: the health time (`health::now`) to pick
+    /// at first.
     pub(super) async fn first_backend(
         &self,
         pool: &Arc<PoolRuntime>,
         key: Option<u64>,
         deadline: Instant,
+        mut now: Duration,
     ) -> Result<Picked, Refusal> {
         loop {
-            match pool.pick(key, &[], health::now()) {
+            match pool.pick(key, &[], now) {
                 Ok(backend) => return Ok(Picked::of(backend)),
                 Err(NoBackend::Unusable) => return Err(Refusal::NoBackend),
                 Err(NoBackend::Full) => {
@@ -676,6 +681,7 @@ impl Worker {
                         .saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(50));
                     let _ = tokio::time::timeout(nap, pool.slot_freed.notified()).await;
+                    now = health::now();
                 }
             }
         }

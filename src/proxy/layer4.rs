@@ -89,13 +89,14 @@ pub async fn serve(
         Some(HashKey::ClientIp) => Some(key_hash(client_addr.ip().to_string().as_bytes())),
         _ => None,
     };
-    pool.budget.record_request(health::now());
+    let now = health::now();
+    pool.budget.record_request(now);
     // From when the connection is ready to go on: a PROXY header's wait does not count.
     let deadline = Instant::now() + pool.timeouts.request;
     // The backup pool directly, while the health thread has not yet failed over.
     let mut hops = 0;
     let mut backend = loop {
-        match worker.first_backend(pool, key, deadline).await {
+        match worker.first_backend(pool, key, deadline, now).await {
             Ok(backend) => break backend,
             Err(Refusal::NoBackend) if hops < snapshot.pools.len() => {
                 match pool.backup.and_then(|b| snapshot.pools.get(b)) {
