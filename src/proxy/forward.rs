@@ -315,9 +315,6 @@ impl Worker {
         asks_upgrade: bool,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
-        // The health time of the request's start, for the pool's records of it: one
-        // clock read serves them all.
-        let started = health::at(start.into_std());
         let fields_as_sent = request.version() != http::Version::HTTP_2;
         let (parts, body) = request.into_parts();
         let snapshot = self.runtime.snapshot();
@@ -443,7 +440,12 @@ impl Worker {
         };
         let mut pool = snapshot.serving(routed);
         // The time the client took to send a buffered body does not count.
-        let mut deadline = if has_body { Instant::now() } else { start } + pool.timeouts.request;
+        let routed_at = if has_body { Instant::now() } else { start };
+        let mut deadline = routed_at + pool.timeouts.request;
+        // The health time for the pool's records of the request before a try (its count
+        // in the retry budget, the first pick): one clock reading serves them all. Not
+        // `start`: reading a body may have taken seconds.
+        let routed_health = health::at(routed_at.into_std());
         // A gRPC call's own deadline, when it is the earlier.
         let client_deadline = grpc
             .then(|| grpc::timeout(&parts.headers))
@@ -460,8 +462,14 @@ impl Worker {
                 .as_ref()
                 .and_then(|k| request_key(k, &parts, client.addr))
                 .map(|k| key_hash(&k));
-            pool.budget.record_request(started);
-            match self.first_backend(pool, key, deadline, started).await {
+            // A backup pool's turn may come after a wait for a free slot: read again.
+            let now = if hops == 0 {
+                routed_health
+            } else {
+                health::now()
+            };
+            pool.budget.record_request(now);
+            match self.first_backend(pool, key, deadline, now).await {
                 Ok(backend) => break (backend, key),
                 // The health thread fails a pool over moments after it loses its last
                 // usable backend; until then, go to the backup directly.
