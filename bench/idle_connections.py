@@ -23,6 +23,9 @@ Usage: bench/idle_connections.py [N] [WORKERS] [TARGETS] [IDLE_WAIT]
   IDLE_WAIT  seconds the connections idle before the second reading (default 15: past
            khugepaged's 10-second scan, which once folded evenkeel's allocator arena into
            huge pages about ten seconds in, after a 5-second reading had been taken)
+With IDLE_TLS=1 in the environment every proxy terminates TLS (a self-signed P-256
+certificate for `localhost`, made with openssl into a temporary folder) and the
+connections are HTTPS ones: one TLS 1.3 handshake and one request each, then idle.
 Needs a prior `cargo build --release` (or EVENKEEL_BINARY=path), nginx and haproxy installed, and a hard limit on
 open files above N + 200 (the script raises its own soft limit to it).
 """
@@ -31,6 +34,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,6 +50,23 @@ workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 targets = (sys.argv[3] if len(sys.argv) > 3 else "evenkeel,nginx,haproxy").split(",")
 idle_wait = float(sys.argv[4]) if len(sys.argv) > 4 else 15.0
 SMALL = 512
+tls_folder = None
+if os.environ.get("IDLE_TLS") == "1":
+    tls_folder = tempfile.mkdtemp(prefix="evenkeel-idle-tls-")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", os.path.join(tls_folder, "site.key"),
+                    "-out", os.path.join(tls_folder, "site.pem")],
+                   check=True, capture_output=True)
+    with open(os.path.join(tls_folder, "combined.pem"), "w") as combined:
+        for part in ("site.pem", "site.key"):
+            with open(os.path.join(tls_folder, part)) as f:
+                combined.write(f.read())
+    os.chmod(tls_folder, 0o755)
+    for part in ("site.pem", "site.key", "combined.pem"):
+        os.chmod(os.path.join(tls_folder, part), 0o644)
+    client_tls = ssl.create_default_context(cafile=os.path.join(tls_folder, "site.pem"))
 
 # HAProxy wants about two descriptors per connection it may hold; root may raise the
 # hard limit, anyone else needs it above N + 200 (and HAProxy then holds fewer).
@@ -76,7 +97,9 @@ def start_evenkeel(folder, backend_port, room):
     return run_evenkeel(
         binary, folder,
         '[[listener]]\nname = "public"\nlisten = "127.0.0.1:0"\nheader_timeout = "120s"\n'
-        f'max_connections = {room}\n[[route]]\npool = "web"\n'
+        + (f'tls = {{ certificates = [{{ cert = "{tls_folder}/site.pem", '
+           f'key = "{tls_folder}/site.key" }}] }}\n' if tls_folder else '')
+        + f'max_connections = {room}\n[[route]]\npool = "web"\n'
         f'[pool.web]\nbackends = [{{ address = "127.0.0.1:{backend_port}" }}]\n'
         '[pool.web.health]\npath = "/"\n',
         workers,
@@ -92,7 +115,8 @@ def start_nginx(folder, backend_port, room):
     keepalive_timeout 120s;
     upstream backends {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{" ssl" if tls_folder else ""};
+        {f"ssl_certificate {tls_folder}/site.pem; ssl_certificate_key {tls_folder}/site.key;" if tls_folder else ""}
         location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -120,7 +144,7 @@ defaults
     option http-keep-alive
 
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{f" ssl crt {tls_folder}/combined.pem" if tls_folder else ""}
     default_backend be
 
 backend be
@@ -136,7 +160,9 @@ backend be
 
 def get(port):
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nhost: idle\r\n\r\n")
+    if tls_folder:
+        s = client_tls.wrap_socket(s, server_hostname="localhost")
+    s.sendall(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
     if not s.recv(4096).startswith(b"HTTP/1.1 200"):
         raise SystemExit(f"a request through port {port} failed")
     return s
@@ -203,7 +229,8 @@ try:
         growth = (after - before) * 1024 / count
         cost = (after - small) * 1024 / count
         results[name] = (small, before, after, growth, cost)
-        print(f"{name:9} {count} idle keep-alive connections, {workers} worker(s): RSS "
+        kind = "TLS keep-alive" if tls_folder else "keep-alive"
+        print(f"{name:9} {count} idle {kind} connections, {workers} worker(s): RSS "
               f"{small / 1024:.1f} MiB (room for {SMALL}), {before / 1024:.1f} MiB (room "
               f"for {count + 100}) -> {after / 1024:.1f} MiB holding them: {growth:.0f} B "
               f"growth, {cost:.0f} B over the small baseline, per connection", flush=True)
@@ -211,6 +238,8 @@ finally:
     backend.terminate()
     backend.wait(timeout=15)
     shutil.rmtree(backend_folder, ignore_errors=True)
+    if tls_folder:
+        shutil.rmtree(tls_folder, ignore_errors=True)
 peers = [p for p in ("nginx", "haproxy") if p in results]
 if "evenkeel" in results and peers:
     ours = results["evenkeel"]
