@@ -691,3 +691,86 @@ fn a_tls_client_that_closes_with_close_notify_cancels_its_request() {
     drop(client);
     crate::hardening::assert_closed_soon_after(&upstream_closed, left);
 }
+
+/// An HTTPS keep-alive connection is parked after an idle second (its task and state
+/// freed, its session kept): the next request is served, a head split across the idle
+/// second too, two pipelined after it both, in order; a silent one is closed at its
+/// `header_timeout` with a close_notify (the client reads a clean end, not a cut), and
+/// SIGTERM closes a parked one at once.
+#[test]
+fn a_tls_connection_is_served_across_its_parked_phase_and_closed_cleanly() {
+    let backend = Backend::start("b1");
+    let dir = Dir::new();
+    let cert = TestCertificate::new(&["shop.example"]);
+    let files = cert.write(dir.path(), "shop");
+    let mut proxy = Proxy::start(
+        &config(
+            &entry(&files),
+            "header_timeout = \"3s\"",
+            &backend.address(),
+            "",
+        ),
+        1,
+    );
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: shop.example\r\n\r\n");
+    let mut client = tls_client(proxy.listener("https"), "shop.example", &cert, None);
+    // Reads responses until `paths` have all been answered, in order.
+    let answered = |client: &mut rustls::StreamOwned<_, TcpStream>, paths: &[&str]| {
+        let mut text = String::new();
+        let mut buf = [0u8; 16 * 1024];
+        while !paths
+            .iter()
+            .all(|p| text.contains(&format!("\"path\":\"{p}\"")))
+        {
+            let n = client.read(&mut buf).expect("read");
+            assert!(n > 0, "closed; got {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert_eq!(text.matches("HTTP/1.1 200").count(), paths.len(), "{text}");
+        let at: Vec<usize> = paths.iter().map(|p| text.find(p).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+    };
+    client.write_all(request("/first").as_bytes()).unwrap();
+    answered(&mut client, &["/first"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    client.write_all(request("/after-idle").as_bytes()).unwrap();
+    answered(&mut client, &["/after-idle"]);
+    let split = request("/split");
+    client.write_all(&split.as_bytes()[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    client.write_all(&split.as_bytes()[10..]).unwrap();
+    answered(&mut client, &["/split"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pipelined = request("/one") + &request("/two");
+    client.write_all(pipelined.as_bytes()).unwrap();
+    answered(&mut client, &["/one", "/two"]);
+    let last_answer = Instant::now();
+    assert_eq!(backend.requests(), 5);
+
+    // Silent: closed at 3 s, with a close_notify (rustls reports a cut as an error).
+    let mut buf = [0u8; 64];
+    let ended = client.read(&mut buf);
+    let after = last_answer.elapsed();
+    assert!(matches!(ended, Ok(0)), "{ended:?} after {after:?}");
+    assert!(
+        after >= Duration::from_millis(2500) && after < Duration::from_millis(4500),
+        "closed after {after:?}, header_timeout is 3 s"
+    );
+
+    // Parked at SIGTERM: closed at once, cleanly.
+    let mut parked = tls_client(proxy.listener("https"), "shop.example", &cert, None);
+    parked.write_all(request("/last").as_bytes()).unwrap();
+    answered(&mut parked, &["/last"]);
+    std::thread::sleep(Duration::from_millis(1300));
+    let term_sent = Instant::now();
+    proxy.signal("TERM");
+    let ended = parked.read(&mut buf);
+    assert!(matches!(ended, Ok(0)), "{ended:?}");
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exit");
+    assert_eq!(status.code(), Some(0), "{}", proxy.stderr());
+    assert!(
+        term_sent.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop",
+        term_sent.elapsed()
+    );
+}

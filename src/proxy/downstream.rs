@@ -2,14 +2,15 @@
 //! request head and writing a response head are [`h1::server`]'s; this loop owns the
 //! connection around them.
 //!
-//! An idle plain connection holds no buffer, no request state and no task: a connection
+//! An idle connection holds no read buffer, no request state and no task: a connection
 //! that waits for its next request drops its read buffer once a request has been read
 //! to its end, takes one again only when bytes wait, and after a second without a
-//! request [`serve`] returns it to be parked by its worker ([`super::parking`]; an idle
-//! TLS connection keeps its task, state and read buffer, as decrypted bytes may wait
-//! inside the session). hyper's server, which evenkeel used before, kept two 8 KiB
-//! buffers per connection for its whole life: 10,000 idle keep-alive clients cost
-//! 21.8 KB each; parked, one costs about 830 B (docs/benchmarks.md).
+//! request [`serve`] returns it to be parked by its worker ([`super::parking`]; over
+//! TLS, when its session holds nothing decrypted — the session and its 4 KiB record
+//! buffer stay). hyper's server, which evenkeel used before,
+//! kept two 8 KiB buffers per connection for its whole life: 10,000 idle keep-alive
+//! clients cost 21.8 KB each; a parked plain one costs about 500 B
+//! (docs/benchmarks.md).
 //! The response head and a body that is already at hand go out in one write.
 //!
 //! What the loop decides (RFC 9112):
@@ -69,11 +70,6 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A client connection's bytes: plain TCP, or TLS over TCP.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
-    /// Whether [`Self::poll_idle`] waits for the socket, so a connection can wait for
-    /// its next request parked, without its task and state ([`Served::Idle`]); not
-    /// over TLS.
-    const WAITS_UNBUFFERED: bool;
-
     /// Room asked for by the first read of a request. A request whose head and body
     /// arrive together in it (an 8 KiB upload) is read in one system call and goes to
     /// its backend in one write; with 4 KiB it took two of each (strace: 7 system calls
@@ -83,11 +79,21 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The TCP socket underneath (to peek for a close, and to set a reset on close).
     fn tcp(&self) -> &TcpStream;
 
+    /// Whether nothing read from the socket waits inside the stream: then readability of
+    /// the socket is what tells that the client sent more. Over TLS, decrypted bytes may
+    /// wait inside the session, where the socket shows nothing.
+    fn holds_nothing_unread(&self) -> bool;
+
     /// Ready once reading may make progress, so an idle connection can wait without a
-    /// read buffer. Over TLS, decrypted bytes may already wait inside the session where
-    /// the socket shows nothing, so it is ready at once (an idle TLS connection keeps
-    /// its read buffer).
-    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// read buffer: when the socket is readable, or at once while the stream holds
+    /// bytes read ([`Self::holds_nothing_unread`]).
+    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.holds_nothing_unread() {
+            self.tcp().poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
 
     /// While a request is served with its body read: `Ready(true)` once the client has
     /// closed or broken its connection, `Ready(false)` once it sent more (a pipelined
@@ -96,7 +102,6 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
 }
 
 impl ClientStream for TcpStream {
-    const WAITS_UNBUFFERED: bool = true;
     /// The buffer is taken once bytes wait, and dropped after the request.
     const FIRST_READ: usize = 16 * 1024;
 
@@ -104,8 +109,8 @@ impl ClientStream for TcpStream {
         self
     }
 
-    fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
+    fn holds_nothing_unread(&self) -> bool {
+        true
     }
 
     /// Peeks, so a pipelined request stays in the socket.
@@ -130,16 +135,18 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    const WAITS_UNBUFFERED: bool = false;
-    /// Smaller: an idle TLS connection holds its buffer while it waits.
+    /// 4 KiB, as measured before TLS connections were parked (16 KiB is not measured
+    /// over TLS).
     const FIRST_READ: usize = 4096;
 
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }
 
-    fn poll_idle(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// rustls wants bytes from the socket only when it holds no plaintext (and no
+    /// complete record: tokio-rustls decrypts what it reads at once).
+    fn holds_nothing_unread(&self) -> bool {
+        self.get_ref().1.wants_read()
     }
 
     /// Reads through the session: the socket's bytes may be only a close_notify (the
@@ -221,8 +228,8 @@ impl<S: ClientStream> Body for RequestBody<S> {
 pub enum Served<S> {
     /// It closed, or is closed by now.
     Closed,
-    /// A plain connection waits for its next request with nothing read of it: it can
-    /// wait parked ([`super::parking`]) until `head_by`, its deadline for that head.
+    /// The connection waits for its next request with nothing read of it: it can wait
+    /// parked ([`super::parking`]) until `head_by`, its deadline for that head.
     Idle {
         /// The connection.
         stream: S,
@@ -234,11 +241,10 @@ pub enum Served<S> {
 /// Serves the HTTP/1 connection `stream` from `client` on listener `listener` until
 /// it closes, fails, breaks the protocol, exceeds `header_timeout` (the first head is
 /// due by `first_head_by`), or — once `shutdown` turns true — has finished the request
-/// it was serving; or, over plain TCP, until it has waited a second (`BUSY_GRACE`) for
-/// its next request with nothing read of it: then it is [`Served::Idle`], for the
-/// caller to park, with neither a buffer nor a task (a TLS connection never is:
-/// decrypted bytes may wait inside its session, where the socket shows nothing; see
-/// [`ClientStream::WAITS_UNBUFFERED`]).
+/// it was serving; or until it has waited a second (`BUSY_GRACE`) for its next request
+/// with nothing read of it: then it is [`Served::Idle`], for the caller to park, with
+/// neither a buffer nor a task (over TLS, the caller parks it only when the session
+/// holds nothing decrypted: [`ClientStream::holds_nothing_unread`]).
 ///
 /// Requests are served in a boxed future that stays while requests keep coming, so a
 /// busy connection allocates it once, not per request.
@@ -274,11 +280,7 @@ pub async fn serve<S: ClientStream>(
     let mut stopping = shutdown.clone();
     let stop = stopping.wait_for(|stopping| *stopping);
     tokio::pin!(stop);
-    let head_timer = tokio::time::sleep_until(if S::WAITS_UNBUFFERED {
-        first_head_by.min(Instant::now() + BUSY_GRACE)
-    } else {
-        first_head_by
-    });
+    let head_timer = tokio::time::sleep_until(first_head_by.min(Instant::now() + BUSY_GRACE));
     tokio::pin!(head_timer);
     let busy = connection.busy(head_timer.as_mut(), stop.as_mut(), shutdown);
     let switched = match Box::pin(busy).await {
@@ -305,8 +307,8 @@ pub async fn serve<S: ClientStream>(
     Served::Closed
 }
 
-/// How long a plain connection that has served a request keeps its task and state for
-/// the next; then, with nothing read of it, it is parked (see [`serve`]).
+/// How long a connection that has served a request keeps its task and state for the
+/// next; then, with nothing read of it, it is parked (see [`serve`]).
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
 /// What a busy connection turned into.
@@ -352,6 +354,9 @@ impl<S: ClientStream> Connection<S> {
             let next = tokio::select! {
                 biased;
                 next = read_head(&self.inbound, &mut self.spans) => next,
+                // Before the timer: a connection that turns idle as shutdown comes is
+                // closed here (gracefully: a TLS one with its close_notify), not parked.
+                _ = stop.as_mut() => return Phase::Closing,
                 _ = head_timer.as_mut() => {
                     if Instant::now() >= self.head_by {
                         self.timed_out();
@@ -366,7 +371,6 @@ impl<S: ClientStream> Connection<S> {
                     }
                     continue;
                 }
-                _ = stop.as_mut() => return Phase::Closing,
             };
             let head = match next {
                 Ok(Some(head)) => head,
@@ -444,16 +448,13 @@ impl<S: ClientStream> Connection<S> {
                     return Phase::Closing;
                 }
             }
-            // `header_timeout` bounds the wait for the next head; a plain connection
-            // turns idle sooner (over TLS, bytes may wait inside the session, where
-            // an idle wait would not see them).
+            // `header_timeout` bounds the wait for the next head; the connection turns
+            // idle sooner.
             let now = Instant::now();
             self.head_by = now + self.header_timeout;
-            head_timer.as_mut().reset(if S::WAITS_UNBUFFERED {
-                self.head_by.min(now + BUSY_GRACE)
-            } else {
-                self.head_by
-            });
+            head_timer
+                .as_mut()
+                .reset(self.head_by.min(now + BUSY_GRACE));
             // Waiting for the next request: no buffer unless one is already pipelined.
             let mut inbound = self.inbound.borrow_mut();
             if inbound.read.is_empty() {

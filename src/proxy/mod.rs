@@ -22,7 +22,7 @@
 //! - [`stall`]: bounds on pauses in a body or a write, made only when one pauses.
 //! - [`read_ahead`]: a request body read before a backend is picked.
 //! - [`outbox`]: copying a body from one side to the other, gathered into few writes.
-//! - [`parking`]: idle plain HTTP/1 connections, held by their worker until their next
+//! - [`parking`]: idle HTTP/1 connections, held by their worker until their next
 //!   request, their deadline or shutdown.
 //! - [`spill`]: a response's overflow in a temporary file, for slow readers.
 //! - [`budget`]: the bytes a worker may hold for read-ahead and spills.

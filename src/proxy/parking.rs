@@ -1,5 +1,5 @@
-//! Idle plain HTTP/1 client connections, held by their worker rather than by a task of
-//! their own.
+//! Idle HTTP/1 client connections (plain, and over TLS when the session holds nothing
+//! decrypted), held by their worker rather than by a task of their own.
 //!
 //! A keep-alive connection spends most of its life waiting for its next request. A
 //! task per waiting connection cost about 1,400 bytes of heap each (the task's cell,
@@ -113,12 +113,13 @@ impl<T: Parkable> Default for Parking<T> {
 }
 
 impl<T: Parkable> Parking<T> {
-    /// Parks `connection` until its socket turns readable or `deadline` passes (after
-    /// shutdown it is dropped, closed, instead). `Err(connection)` when the socket is
-    /// readable already (or failed): it has something to serve now.
+    /// Parks `connection` until its socket turns readable or `deadline` passes.
+    /// `Err(connection)` when the socket is readable already (or failed), or after
+    /// [`Parking::run`] has ended (shutdown): its caller serves it on, and finds it has
+    /// something to serve or closes it.
     pub fn park(&self, connection: T, deadline: Instant) -> Result<(), T> {
         if self.closed.get() {
-            return Ok(());
+            return Err(connection);
         }
         let mut lot = self.lot.borrow_mut();
         let lot = &mut *lot;
@@ -180,13 +181,13 @@ impl<T: Parkable> Parking<T> {
 
     /// Takes parked connections out until `shutdown` turns true: each whose socket
     /// turned readable goes to `serve` with its deadline, each whose deadline passed to
-    /// `expire`; at shutdown every parked one is dropped (closed), and so is any parked
-    /// after.
+    /// `close`, and at shutdown every one still parked (a parking after that is
+    /// refused: [`Parking::park`]).
     pub async fn run(
         &self,
         mut shutdown: watch::Receiver<bool>,
         mut serve: impl FnMut(T, Instant),
-        mut expire: impl FnMut(T),
+        mut close: impl FnMut(T),
     ) {
         let next_deadline = tokio::time::sleep_until(Instant::now());
         tokio::pin!(next_deadline);
@@ -206,14 +207,16 @@ impl<T: Parkable> Parking<T> {
                 }
                 () = &mut next_deadline, if first.is_some() => {
                     for connection in self.take_expired(Instant::now()) {
-                        expire(connection);
+                        close(connection);
                     }
                 }
             }
         }
         self.closed.set(true);
         let parked = std::mem::take(&mut self.lot.borrow_mut().slots);
-        drop(parked);
+        for (_, slot) in parked {
+            close(slot.connection);
+        }
     }
 
     /// The earliest deadline of a connection still parked, dropping the parkings of
@@ -349,7 +352,7 @@ mod tests {
 
     /// Sockets that turn readable come out to be served, each once and only those;
     /// the others expire at their deadlines, in order; at shutdown the rest are
-    /// dropped; and a socket readable when parked is handed straight back.
+    /// closed; and a socket readable when parked is handed straight back.
     #[test]
     fn parked_connections_leave_when_readable_expired_or_shut_down() {
         runtime().block_on(tokio::task::LocalSet::new().run_until(async {
@@ -387,6 +390,11 @@ mod tests {
             running.task.await.unwrap();
             assert!(parking.is_empty());
             assert_eq!(names(&running.served), ["c"], "d never woke");
+            assert_eq!(
+                names(&running.expired),
+                ["a", "b", "d"],
+                "d closed at shutdown"
+            );
         }));
     }
 

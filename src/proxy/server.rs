@@ -276,9 +276,13 @@ fn run_worker(
                 shutdown: shutdown.clone(),
                 tls: RefCell::new(None),
                 parking: Parking::default(),
+                parking_tls: Parking::default(),
             });
             if !serving.tcp {
-                tokio::task::spawn_local(run_parking(Rc::clone(&serving)));
+                tokio::task::spawn_local(run_parking::<tokio::net::TcpStream>(Rc::clone(&serving)));
+                tokio::task::spawn_local(run_parking::<
+                    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                >(Rc::clone(&serving)));
             }
             tokio::task::spawn_local(accept_loop(
                 listener,
@@ -398,7 +402,9 @@ struct Serving {
     /// new certificates).
     tls: RefCell<Option<ListenerAcceptor>>,
     /// Its plain HTTP/1 connections waiting for their next request.
-    parking: Parking<Parked>,
+    parking: Parking<Parked<tokio::net::TcpStream>>,
+    /// Its HTTP/1 connections over TLS waiting for their next request.
+    parking_tls: Parking<Parked<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>,
 }
 
 impl Serving {
@@ -542,7 +548,16 @@ fn serve_connection(
                 super::layer4::serve(stream, worker, serving.listener, client, header_timeout);
             Box::pin(layer4).await;
         } else if let Some(tls) = serving.acceptor() {
-            Box::pin(serve_tls(&serving, tls, stream, client, &mut shutdown)).await;
+            Box::pin(serve_tls(
+                &serving,
+                tls,
+                stream,
+                client,
+                held,
+                &mut shutdown,
+            ))
+            .await;
+            return;
         } else {
             let protocol = tokio::select! {
                 protocol = detect_protocol(&stream, header_timeout) => protocol,
@@ -555,9 +570,10 @@ fn serve_connection(
                     let parked = Parked {
                         stream,
                         client,
+                        tls: None,
                         _held: held,
                     };
-                    serve_plain_http1(&serving, parked, first_head_by, &mut shutdown).await;
+                    serve_http1(&serving, parked, first_head_by, &mut shutdown).await;
                     return;
                 }
                 Some(Speaks::Http2) => {
@@ -579,35 +595,82 @@ struct Held {
     _placed: Placed,
 }
 
-/// A plain HTTP/1 client connection between requests, parked in its listener's
-/// [`Parking`] on this worker: all it keeps while it waits (its task and request state
-/// are gone).
-struct Parked {
-    stream: tokio::net::TcpStream,
+/// An HTTP/1 client connection between requests, parked in its listener's [`Parking`]
+/// on this worker: all it keeps while it waits (its task and request state are gone).
+struct Parked<S> {
+    stream: S,
     client: SocketAddr,
+    /// Its TLS session's record; `None`: plain HTTP.
+    tls: Option<Box<ClientTls>>,
     _held: Held,
 }
 
-impl Parkable for Parked {
+impl<S: ClientStream> Parkable for Parked<S> {
     fn socket(&self) -> &tokio::net::TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 }
 
-/// Serves a plain HTTP/1 connection until it closes, or turns idle: then it is parked
-/// (or, with its next request already there, served on).
-async fn serve_plain_http1(
+/// A client stream that can be parked, and where its parked connections wait.
+trait Parks: ClientStream + Sized {
+    fn parking(serving: &Serving) -> &Parking<Parked<Self>>;
+
+    /// Closes a parked connection whose wait ended without a request (its
+    /// `header_timeout`, or shutdown).
+    fn close_parked(parked: Parked<Self>);
+}
+
+impl Parks for tokio::net::TcpStream {
+    fn parking(serving: &Serving) -> &Parking<Parked<Self>> {
+        &serving.parking
+    }
+
+    fn close_parked(parked: Parked<Self>) {
+        tracing::debug!(client = %parked.client, "parked connection closed (header_timeout or shutdown)");
+    }
+}
+
+impl Parks for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn parking(serving: &Serving) -> &Parking<Parked<Self>> {
+        &serving.parking_tls
+    }
+
+    /// With a close_notify, as a TLS connection closed by its serving task is (bounded:
+    /// a client that takes nothing cannot hold it).
+    fn close_parked(mut parked: Parked<Self>) {
+        tracing::debug!(client = %parked.client, "parked TLS connection closed (header_timeout or shutdown)");
+        tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(
+                CLOSE_NOTIFY_WAIT,
+                tokio::io::AsyncWriteExt::shutdown(&mut parked.stream),
+            )
+            .await;
+        });
+    }
+}
+
+/// How long closing a parked TLS connection may take to send its close_notify.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_millis(500);
+
+/// Serves an HTTP/1 connection until it closes, or turns idle: then it is parked (or,
+/// with its next request already there, served on).
+async fn serve_http1<S: Parks>(
     serving: &Rc<Serving>,
-    mut connection: Parked,
+    mut connection: Parked<S>,
     mut head_by: tokio::time::Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     loop {
+        let client = Client::new(connection.client);
+        let client = match &connection.tls {
+            Some(tls) => client.with_tls(ClientTls::clone(tls)),
+            None => client,
+        };
         let served = downstream::serve(
             connection.stream,
             Rc::clone(&serving.worker),
             serving.listener,
-            Rc::new(Client::new(connection.client)),
+            Rc::new(client),
             serving.header_timeout,
             head_by,
             shutdown,
@@ -622,32 +685,32 @@ async fn serve_plain_http1(
         };
         connection.stream = stream;
         head_by = by;
-        match serving.parking.park(connection, head_by) {
+        if !connection.stream.holds_nothing_unread() {
+            continue;
+        }
+        match S::parking(serving).park(connection, head_by) {
             Ok(()) => return,
             Err(ready) => connection = ready,
         }
     }
 }
 
-/// Takes this worker's parked connections of one listener out again until shutdown:
-/// those whose next request came are served in a task each, those past their deadline
-/// closed.
-async fn run_parking(serving: Rc<Serving>) {
+/// Takes this worker's parked `S` connections of one listener out again until
+/// shutdown: those whose next request came are served in a task each, those past
+/// their deadline closed, and at shutdown all the others.
+async fn run_parking<S: Parks>(serving: Rc<Serving>) {
     let shutdown = serving.shutdown.clone();
-    serving
-        .parking
+    S::parking(&serving)
         .run(
             shutdown,
             |parked, head_by| {
                 let serving = Rc::clone(&serving);
                 tokio::task::spawn_local(async move {
                     let mut shutdown = serving.shutdown.clone();
-                    serve_plain_http1(&serving, parked, head_by, &mut shutdown).await;
+                    serve_http1(&serving, parked, head_by, &mut shutdown).await;
                 });
             },
-            |parked| {
-                tracing::debug!(client = %parked.client, "no request head within header_timeout; closed");
-            },
+            S::close_parked,
         )
         .await;
 }
@@ -658,6 +721,7 @@ async fn serve_tls(
     tls: ListenerAcceptor,
     stream: tokio::net::TcpStream,
     client: SocketAddr,
+    held: Held,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     // The handshake counts against `header_timeout`: a client that stalls inside it is
@@ -691,25 +755,23 @@ async fn serve_tls(
         server_name.as_deref(),
     ));
     let version = super::tls::version_name(session.protocol_version());
-    let peer = Rc::new(Client::new(client).with_tls(ClientTls {
+    let client_tls = ClientTls {
         server_name,
         certificate,
         version,
-    }));
+    };
     if http2 {
+        let peer = Rc::new(Client::new(client).with_tls(client_tls));
         serve_http2(serving, stream, peer, shutdown).await;
+        drop(held);
     } else {
-        let worker = Rc::clone(&serving.worker);
-        downstream::serve(
+        let parked = Parked {
             stream,
-            worker,
-            serving.listener,
-            peer,
-            header_timeout,
-            first_head_by,
-            shutdown,
-        )
-        .await;
+            client,
+            tls: Some(Box::new(client_tls)),
+            _held: held,
+        };
+        serve_http1(serving, parked, first_head_by, shutdown).await;
     }
 }
 

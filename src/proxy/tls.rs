@@ -33,7 +33,7 @@ use crate::config::tls::{Certificate, ListenerTls, TlsVersion};
 const SESSION_CACHE: usize = 16 * 1024;
 
 /// What a client's TLS connection was opened with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClientTls {
     /// The server name the client sent (SNI), lower case; `None`: it sent none.
     pub server_name: Option<String>,
