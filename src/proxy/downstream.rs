@@ -59,8 +59,9 @@ use super::tunnel::Tunnel;
 /// Response bytes gathered before a write; larger body pieces are written as they are.
 const GATHER: usize = 16 * 1024;
 /// How long, and how many bytes, a closing connection reads and drops what the
-/// client still sends.
-const LINGER: Duration = Duration::from_millis(500);
+/// client still sends; `LINGER` also bounds the wait to shut its side down (a TLS
+/// close_notify).
+pub(super) const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 /// The longest a client may take nothing of a response being written to it (NGINX's
 /// `send_timeout` default); then its connection is closed.

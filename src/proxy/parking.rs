@@ -170,12 +170,14 @@ impl<T: Parkable> Parking<T> {
     }
 
     /// How many connections are parked.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lot.borrow().slots.len()
     }
 
     /// Whether no connection is parked.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

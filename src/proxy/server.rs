@@ -641,16 +641,13 @@ impl Parks for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
         tracing::debug!(client = %parked.client, "parked TLS connection closed (header_timeout or shutdown)");
         tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(
-                CLOSE_NOTIFY_WAIT,
+                downstream::LINGER,
                 tokio::io::AsyncWriteExt::shutdown(&mut parked.stream),
             )
             .await;
         });
     }
 }
-
-/// How long closing a parked TLS connection may take to send its close_notify.
-const CLOSE_NOTIFY_WAIT: Duration = Duration::from_millis(500);
 
 /// Serves an HTTP/1 connection until it closes, or turns idle: then it is parked (or,
 /// with its next request already there, served on).
