@@ -13,10 +13,11 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::proxy::h1::body::poll_body;
 pub use crate::proxy::h1::body::{Chunk, Framing};
-use crate::proxy::h1::client::{encode, BodyFraming};
+use crate::proxy::h1::client::{encode, BodyFraming, Sender};
 use crate::proxy::h1::response::{parse_response, Asked};
 use crate::proxy::h1::server::{self, ReadError};
-use crate::proxy::h1::MAX_HEAD_BYTES;
+use crate::proxy::h1::{Fields, MAX_HEAD_BYTES};
+use crate::proxy::headers::RequestFields;
 pub use crate::proxy::headers::UpgradeOffer;
 pub use crate::proxy::proxy_protocol::{parse as parse_proxy_header, v2_header};
 
@@ -31,7 +32,8 @@ pub const FORWARDED_TO: &str = "backend.example:8080";
 /// The host a request is routed by (its `Host`, or its target's authority): the
 /// `Host` evenkeel sends on.
 pub fn routing_host(request: &ClientRequest) -> Option<Vec<u8>> {
-    crate::proxy::forward::request_host(&request.parts).map(|h| h.as_bytes().to_vec())
+    crate::proxy::forward::request_host(&request.parts, request.fields())
+        .map(|h| h.as_bytes().to_vec())
 }
 
 /// What reading a message head gave.
@@ -49,12 +51,21 @@ pub enum Read<T> {
 /// A request head as evenkeel read it from a client.
 #[derive(Debug)]
 pub struct ClientRequest {
-    /// Method, target, version and fields.
+    /// Method, target, version, and the fields as a header map (made here to be looked
+    /// at: evenkeel itself works on them as sent).
     pub parts: http::request::Parts,
     /// How its body is framed.
     pub framing: Framing,
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
+    /// The fields as the client sent them, as evenkeel reads and forwards them.
+    sent: Fields,
+}
+
+impl ClientRequest {
+    fn fields(&self) -> RequestFields<'_> {
+        RequestFields::Sent(&self.sent)
+    }
 }
 
 /// Reads a request head off the front of `bytes` as evenkeel's client side does.
@@ -64,12 +75,19 @@ pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
     match server::parse_head(&mut read, &mut spans) {
         Ok(None) => Read::Incomplete,
         Ok(Some(head)) => {
-            let (parts, ()) = head.request.into_parts();
+            let (mut parts, ()) = head.request.into_parts();
+            // httparse took every name and value that `HeaderName` and `HeaderValue`
+            // take: a field that would not make a header map is a finding.
+            parts.headers = head
+                .fields
+                .to_header_map()
+                .expect("a field httparse read that a header map refuses");
             Read::Parsed(
                 ClientRequest {
                     parts,
                     framing: head.framing,
                     keep_alive: head.keep_alive,
+                    sent: head.fields,
                 },
                 bytes.len() - read.len(),
             )
@@ -86,31 +104,28 @@ pub fn read_request(bytes: &[u8]) -> Read<ClientRequest> {
 /// answers the request itself instead (upgrades, CONNECT, transfer codings it does
 /// not decode).
 pub fn forwarded_head(request: &ClientRequest) -> Option<Bytes> {
-    let upgrade = crate::proxy::forward::upgrade_of(&request.parts);
-    if crate::proxy::forward::answered_here(&request.parts, upgrade.as_ref()).is_some() {
+    let fields = request.fields();
+    let upgrade = crate::proxy::forward::upgrade_of(&request.parts, fields);
+    if crate::proxy::forward::answered_here(&request.parts, fields, upgrade.as_ref()).is_some() {
         return None;
     }
     let framing = match request.framing {
         Framing::Length(length) => BodyFraming::Length(length),
         Framing::Chunked(_) => BodyFraming::Chunked,
-        Framing::Done
-            if request
-                .parts
-                .headers
-                .contains_key(http::header::CONTENT_LENGTH) =>
-        {
-            BodyFraming::Length(0)
-        }
+        Framing::Done if fields.contains("content-length") => BodyFraming::Length(0),
         Framing::Done | Framing::Close => BodyFraming::None,
     };
-    let host = crate::proxy::forward::request_host(&request.parts);
+    let host = crate::proxy::forward::request_host(&request.parts, fields);
     let client = crate::proxy::headers::client_value([192, 0, 2, 1].into());
     Some(
         encode(
             &request.parts,
+            fields,
             framing,
-            &client,
-            false,
+            Sender {
+                address: &client,
+                https: false,
+            },
             host.as_ref(),
             FORWARDED_TO,
             upgrade.as_ref(),

@@ -412,6 +412,7 @@ impl<S: ClientStream> Connection<S> {
             let request = head.request.map(|()| RequestBody(Rc::clone(&self.inbound)));
             let handled = Rc::clone(&self.worker).handle(
                 request,
+                Some(head.fields),
                 self.listener,
                 Rc::clone(&self.client),
                 asked_upgrade,

@@ -37,7 +37,7 @@ use super::h1::{self, Framing, Progress, RequestBody};
 use super::h2::connections::H2Connections;
 use super::h2::exchange::{BoxError, Relayed};
 use super::h2::forward::H2Request;
-use super::headers;
+use super::headers::{self, RequestFields};
 use super::read_ahead::{read_ahead, ReadAhead, ReadingAhead};
 use super::spill::Spill;
 use super::stall::Stall;
@@ -179,7 +179,7 @@ pub struct Worker {
 }
 
 /// The request id a client may send, logged when it is plain ([`super::access::is_plain_id`]).
-const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: &str = "x-request-id";
 /// The largest request, head and body, sent in one write ([`h1::Outgoing::with_body`]):
 /// one TLS record at most (a failed write over TLS then cannot have sent part of it
 /// unseen), and within a socket's first send buffer (16 KiB on Linux), so the write is
@@ -305,11 +305,13 @@ impl Drop for AccessRecord {
 
 impl Worker {
     /// Serves one request from `client` that arrived on listener number `listener`;
-    /// `asks_upgrade`: it has an `Upgrade` field (known from reading its head, so the
-    /// other requests look for none).
+    /// `fields_sent`: an HTTP/1 request's fields as the client sent them (its header map is
+    /// then empty); `asks_upgrade`: it has an `Upgrade` field (known from reading its
+    /// head, so the other requests look for none).
     pub async fn handle<B: RequestBody + 'static>(
         self: Rc<Self>,
         request: Request<B>,
+        fields_sent: Option<h1::Fields>,
         listener: usize,
         client: Rc<Client>,
         asks_upgrade: bool,
@@ -317,6 +319,10 @@ impl Worker {
         let start = Instant::now();
         let fields_as_sent = request.version() != http::Version::HTTP_2;
         let (parts, body) = request.into_parts();
+        let fields = match &fields_sent {
+            Some(sent) => RequestFields::Sent(sent),
+            None => RequestFields::Map(&parts.headers),
+        };
         let snapshot = self.runtime.snapshot();
         let record = |route: Option<&Arc<str>>,
                       pool: Option<&Arc<PoolRuntime>>,
@@ -326,11 +332,9 @@ impl Worker {
                 Box::new(AccessRecord {
                     method: parts.method.clone(),
                     uri: parts.uri.clone(),
-                    id: parts
-                        .headers
-                        .get(X_REQUEST_ID)
-                        .filter(|id| super::access::is_plain_id(id.as_bytes()))
-                        .cloned(),
+                    id: fields
+                        .value(X_REQUEST_ID)
+                        .filter(|id| super::access::is_plain_id(id.as_bytes())),
                     client: Rc::clone(&client),
                     status,
                     route: route.cloned(),
@@ -365,7 +369,7 @@ impl Worker {
 
         let on = snapshot.config.listeners.get(listener);
         if on.is_some_and(|l| l.redirect_https) {
-            return match self.redirect_https(&parts, &snapshot) {
+            return match self.redirect_https(&parts, fields, &snapshot) {
                 Some(response) => {
                     if let Some(mut log) = record(None, None, None, 0) {
                         log.answered(&response);
@@ -375,11 +379,11 @@ impl Worker {
                 None => refuse(Refusal::NoHostToRedirect, None, None),
             };
         }
-        let upgrade = asks_upgrade.then(|| upgrade_of(&parts)).flatten();
-        if let Some(refusal) = answered_here(&parts, upgrade.as_ref()) {
+        let upgrade = asks_upgrade.then(|| upgrade_of(&parts, fields)).flatten();
+        if let Some(refusal) = answered_here(&parts, fields, upgrade.as_ref()) {
             return refuse(refusal, None, None);
         }
-        let host = request_host(&parts);
+        let host = request_host(&parts, fields);
         // Routing matches the host as written; a backend reading `a@b` (an HTTP/2
         // `:authority`, a URL parser) could take it for `b`.
         if host.as_ref().is_some_and(|h| h.as_bytes().contains(&b'@')) {
@@ -460,7 +464,7 @@ impl Worker {
             let key = pool
                 .hash_key
                 .as_ref()
-                .and_then(|k| request_key(k, &parts, client.addr))
+                .and_then(|k| request_key(k, &parts, fields, client.addr))
                 .map(|k| key_hash(&k));
             // A backup pool's turn may come after a wait for a free slot: read again.
             let now = if hops == 0 {
@@ -496,11 +500,26 @@ impl Worker {
         // A request that may go out again after it was sent: its head is kept encoded,
         // and it has no body to lose.
         let replayable = is_idempotent(&parts.method) && !has_body;
-        let framing = h1::BodyFraming::of(&parts.headers, &body);
+        let framing = h1::BodyFraming::of(fields, &body);
         if pool.config.protocol.is_http2() {
+            // An HTTP/1 request's fields, as a header map for the HTTP/2 stream.
+            let mapped = match &fields_sent {
+                Some(sent) => match sent.to_header_map() {
+                    Ok(headers) => {
+                        let (mut mapped, ()) = Request::new(()).into_parts();
+                        mapped.method = parts.method.clone();
+                        mapped.uri = parts.uri.clone();
+                        mapped.version = parts.version;
+                        mapped.headers = headers;
+                        Some(mapped)
+                    }
+                    Err(_) => return refuse(Refusal::BadTarget, Some(route), Some(routed)),
+                },
+                None => None,
+            };
             return Ok(self
                 .forward_h2(H2Request {
-                    parts: &parts,
+                    parts: mapped.as_ref().unwrap_or(&parts),
                     body: has_body.then_some(body),
                     length: match framing {
                         h1::BodyFraming::Length(length) => Some(length),
@@ -523,9 +542,12 @@ impl Worker {
         let encode_head = |backend: &BackendRuntime| {
             h1::encode(
                 &parts,
+                fields,
                 framing,
-                &client.forwarded_for,
-                client.tls.is_some(),
+                h1::Sender {
+                    address: &client.forwarded_for,
+                    https: client.tls.is_some(),
+                },
                 host.as_ref(),
                 // As the health probe: the TLS name when there is one.
                 backend
@@ -1059,9 +1081,10 @@ impl Worker {
     fn redirect_https(
         &self,
         parts: &http::request::Parts,
+        fields: RequestFields<'_>,
         snapshot: &Snapshot,
     ) -> Option<Response<ProxyBody>> {
-        let host = redirect_host(request_host(parts)?.to_str().ok()?)?;
+        let host = redirect_host(request_host(parts, fields)?.to_str().ok()?)?;
         let port = snapshot
             .config
             .listeners
@@ -1120,13 +1143,14 @@ fn redirect_host(authority: &str) -> Option<String> {
 /// and an upgrade whose request has a body (501).
 pub(crate) fn answered_here(
     request: &http::request::Parts,
+    fields: RequestFields<'_>,
     upgrade: Option<&headers::UpgradeOffer>,
 ) -> Option<Refusal> {
     if request.method == Method::CONNECT {
         Some(Refusal::Connect)
-    } else if headers::has_unsupported_transfer_coding(&request.headers) {
+    } else if headers::has_unsupported_transfer_coding(fields) {
         Some(Refusal::TransferCoding)
-    } else if upgrade.is_some() && has_body_fields(&request.headers) {
+    } else if upgrade.is_some() && has_body_fields(fields) {
         Some(Refusal::UpgradeWithBody)
     } else {
         None
@@ -1136,9 +1160,12 @@ pub(crate) fn answered_here(
 /// What an upgrade request offers ([`headers::upgrade_offer`]); only HTTP/1.1
 /// requests upgrade (an HTTP/1.0 server must ignore `Upgrade`, RFC 9110 §7.8; HTTP/2
 /// has none).
-pub(crate) fn upgrade_of(request: &http::request::Parts) -> Option<headers::UpgradeOffer> {
+pub(crate) fn upgrade_of(
+    request: &http::request::Parts,
+    fields: RequestFields<'_>,
+) -> Option<headers::UpgradeOffer> {
     if request.version == http::Version::HTTP_11 {
-        headers::upgrade_offer(&request.headers)
+        headers::upgrade_offer(fields)
     } else {
         None
     }
@@ -1146,23 +1173,25 @@ pub(crate) fn upgrade_of(request: &http::request::Parts) -> Option<headers::Upgr
 
 /// Whether the fields announce a body: any `Transfer-Encoding`, or a `Content-Length`
 /// other than 0.
-fn has_body_fields(fields: &http::HeaderMap) -> bool {
-    fields.contains_key(header::TRANSFER_ENCODING)
+fn has_body_fields(fields: RequestFields<'_>) -> bool {
+    fields.contains("transfer-encoding")
         || fields
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v.as_bytes().trim_ascii() != b"0")
+            .get_all("content-length")
+            .any(|v| v.trim_ascii() != b"0")
 }
 
 /// The host a request is for: the authority of an absolute-form (or HTTP/2) target,
 /// which wins over `Host` (RFC 9112 §3.2.2), else its `Host` header; `None`
 /// when it names no host.
-pub(crate) fn request_host(request: &http::request::Parts) -> Option<HeaderValue> {
+pub(crate) fn request_host(
+    request: &http::request::Parts,
+    fields: RequestFields<'_>,
+) -> Option<HeaderValue> {
     let host = request
         .uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .or_else(|| request.headers.get(header::HOST).cloned())?;
+        .or_else(|| fields.value("host"))?;
     // An empty host (`Host:`, `Host: :80`, `http://:80/`) names nothing: the request is
     // treated as one without a host (NGINX and Django refuse an empty `Host`).
     let names_something = host.to_str().map_or(true, |h| !strip_port(h).is_empty());
@@ -1182,18 +1211,19 @@ fn strip_port(host: &str) -> &str {
 fn request_key(
     key: &HashKey,
     request: &http::request::Parts,
+    fields: RequestFields<'_>,
     client: SocketAddr,
 ) -> Option<Vec<u8>> {
     match key {
-        HashKey::Header(name) => request
-            .headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => request
-            .headers
-            .get_all(header::COOKIE)
+        HashKey::Header(name) => fields
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .find(|(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.to_vec()),
+        HashKey::Cookie(name) => fields
+            .get_all("cookie")
+            // Visible ASCII only, as `HeaderValue::to_str` reads a value.
+            .filter(|v| v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(n, _)| n == name)

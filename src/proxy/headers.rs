@@ -10,7 +10,9 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::h1::Fields;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -39,20 +41,108 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
-/// Whether a client's request field is left out of what goes to the backend, which
-/// gets its own instead: hop-by-hop fields and those its `Connection` lists (`named`),
-/// the framing (`Content-Length`), `Host` (or `:authority`), `Expect` (answered by
-/// evenkeel), and `X-Forwarded-*` (evenkeel sets them). HTTP/1 and HTTP/2 requests
-/// alike.
-pub fn is_replaced_toward_backend(name: &HeaderName, named: &ConnectionLists<'_>) -> bool {
-    is_hop_by_hop(name)
-        || *name == header::CONTENT_LENGTH
-        || *name == header::HOST
-        || *name == header::EXPECT
-        || *name == X_FORWARDED_FOR
-        || *name == X_FORWARDED_HOST
-        || *name == X_FORWARDED_PROTO
-        || named.names(name)
+/// The fields evenkeel makes its own toward a backend, besides the hop-by-hop ones.
+const REPLACED: [&[u8]; 6] = [
+    b"content-length",
+    b"host",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+];
+
+/// Whether a client's request field `name` (any case) is left out of what goes to the
+/// backend, which gets its own instead: hop-by-hop fields and those its `Connection`
+/// lists (`named`), the framing (`Content-Length`), `Host` (or `:authority`), `Expect`
+/// (answered by evenkeel), and `X-Forwarded-*` (evenkeel sets them). HTTP/1 and HTTP/2
+/// requests alike.
+pub fn is_replaced_toward_backend(name: &[u8], named: &ConnectionLists<'_>) -> bool {
+    // Every name above is 2 to 17 bytes long: most fields are told apart by length
+    // alone, with no comparison of their bytes.
+    let compared = |list: &[&[u8]]| {
+        list.iter()
+            .any(|known| known.len() == name.len() && name.eq_ignore_ascii_case(known))
+    };
+    compared(&HOP_BY_HOP) || compared(&REPLACED) || named.names(name)
+}
+
+/// A request's fields, however they were read: as an HTTP/1 client sent them (the
+/// bytes of its head and where each field is in them, with no header map built), or
+/// as hyper's header map (HTTP/2). Names are looked up without regard to case;
+/// `Sent` keeps the client's order and spelling.
+#[derive(Clone, Copy)]
+pub enum RequestFields<'a> {
+    /// As an HTTP/1 client sent them.
+    Sent(&'a Fields),
+    /// An HTTP/2 request's header map.
+    Map(&'a HeaderMap),
+}
+
+impl<'a> RequestFields<'a> {
+    /// Each field's name and value, in order (a header map's order: by name).
+    pub fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        match self {
+            RequestFields::Sent(fields) => Either::Sent(fields.iter()),
+            RequestFields::Map(map) => Either::Map(
+                map.iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            ),
+        }
+    }
+
+    /// About how many bytes the fields take written out.
+    pub fn size_hint(self) -> usize {
+        match self {
+            RequestFields::Sent(fields) => fields.head_len(),
+            RequestFields::Map(map) => map.len() * 32,
+        }
+    }
+
+    /// The values of the fields named `name` (lowercase), in order.
+    pub fn get_all(self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        match self {
+            RequestFields::Sent(fields) => Either::Sent(fields.values(name.as_bytes())),
+            RequestFields::Map(map) => {
+                Either::Map(map.get_all(name).into_iter().map(HeaderValue::as_bytes))
+            }
+        }
+    }
+
+    /// The value of the first field named `name` (lowercase).
+    pub fn get(self, name: &'static str) -> Option<&'a [u8]> {
+        self.get_all(name).next()
+    }
+
+    /// Whether a field is named `name` (lowercase).
+    pub fn contains(self, name: &'static str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The value of the first field named `name` (lowercase) as a header value, sharing
+    /// the bytes read where it can.
+    pub fn value(self, name: &'static str) -> Option<HeaderValue> {
+        match self {
+            RequestFields::Sent(fields) => fields.value(name.as_bytes()),
+            RequestFields::Map(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+/// One of the two kinds of [`RequestFields`]' iterators.
+enum Either<S, M> {
+    Sent(S),
+    Map(M),
+}
+
+impl<T, S: Iterator<Item = T>, M: Iterator<Item = T>> Iterator for Either<S, M> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        match self {
+            Either::Sent(sent) => sent.next(),
+            Either::Map(map) => map.next(),
+        }
+    }
 }
 
 /// The comma-separated tokens of a field value, trimmed, empty ones left out.
@@ -87,30 +177,38 @@ impl ConnectionOptions {
     }
 }
 
-/// The header names a message's `Connection` fields list (hop-by-hop as well).
+/// The header names a message's `Connection` fields list (hop-by-hop as well), read
+/// once per message: sorted (by length, then without regard to case) and without
+/// repeats, so a field is looked up in them by halving, however many a client lists.
 pub struct ConnectionLists<'a> {
-    values: Option<header::GetAll<'a, HeaderValue>>,
+    named: Vec<&'a [u8]>,
 }
 
-/// The `Connection` lists of `headers`.
-pub fn connection_lists(headers: &HeaderMap) -> ConnectionLists<'_> {
-    ConnectionLists {
-        values: headers
-            .contains_key(header::CONNECTION)
-            .then(|| headers.get_all(header::CONNECTION)),
-    }
+/// The `Connection` lists of `fields`.
+pub fn connection_lists(fields: RequestFields<'_>) -> ConnectionLists<'_> {
+    let mut named: Vec<&[u8]> = fields.get_all("connection").flat_map(tokens).collect();
+    named.sort_unstable_by(|a, b| by_name(a, b));
+    named.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    ConnectionLists { named }
+}
+
+/// Field names in order of length, then of their bytes in lowercase.
+fn by_name(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| {
+        a.iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b.iter().map(u8::to_ascii_lowercase))
+    })
 }
 
 impl ConnectionLists<'_> {
-    /// Whether `name` is listed.
-    pub fn names(&self, name: &HeaderName) -> bool {
-        let Some(values) = &self.values else {
-            return false;
-        };
-        let name = name.as_str().as_bytes();
-        values
-            .iter()
-            .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(name)))
+    /// Whether `name` (any case) is listed.
+    pub fn names(&self, name: &[u8]) -> bool {
+        !self.named.is_empty()
+            && self
+                .named
+                .binary_search_by(|listed| by_name(listed, name))
+                .is_ok()
     }
 }
 
@@ -152,18 +250,17 @@ pub fn websocket_accept(key: &[u8]) -> Bytes {
 /// request that offers only those is served as the HTTP/1.1 request it also is (a
 /// server may ignore an upgrade). `None`: no upgrade; the request is an ordinary one,
 /// and its `Upgrade` is hop-by-hop like any other.
-pub fn upgrade_offer(headers: &HeaderMap) -> Option<UpgradeOffer> {
-    let upgrade = headers.get(header::UPGRADE)?;
-    let asked = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+pub fn upgrade_offer(fields: RequestFields<'_>) -> Option<UpgradeOffer> {
+    let upgrade = fields.get("upgrade")?;
+    let asked = fields
+        .get_all("connection")
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
     if !asked {
         return None;
     }
     let mut offer = Vec::with_capacity(upgrade.len());
-    for value in headers.get_all(header::UPGRADE) {
-        for protocol in tokens(value.as_bytes()) {
+    for value in fields.get_all("upgrade") {
+        for protocol in tokens(value) {
             if !is_protocol(protocol) || carries_http(protocol) {
                 continue;
             }
@@ -177,12 +274,10 @@ pub fn upgrade_offer(headers: &HeaderMap) -> Option<UpgradeOffer> {
         return None;
     }
     let websocket = tokens(&offer).any(|p| p.eq_ignore_ascii_case(b"websocket"));
-    let key = headers.get("sec-websocket-key");
+    let key = fields.get("sec-websocket-key");
     Some(UpgradeOffer {
         protocols: Bytes::from(offer),
-        accept: key
-            .filter(|_| websocket)
-            .map(|key| websocket_accept(key.as_bytes())),
+        accept: key.filter(|_| websocket).map(websocket_accept),
     })
 }
 
@@ -226,22 +321,18 @@ pub fn switches_to_offered(offered: &[u8], answered: &[u8]) -> bool {
 /// `gzip, chunked`). Only the chunking is decoded ([`super::h1::body`]); since
 /// `Transfer-Encoding` is hop-by-hop, forwarding such a body would hand the backend
 /// coded bytes with nothing saying so.
-pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(str::trim)
-        .filter(|c| !c.is_empty());
+pub fn has_unsupported_transfer_coding(fields: RequestFields<'_>) -> bool {
+    let mut codings = fields.get_all("transfer-encoding").flat_map(tokens);
     match codings.next() {
         None => false,
-        Some(first) => !first.eq_ignore_ascii_case("chunked") || codings.next().is_some(),
+        Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn only_chunked_alone_is_a_supported_transfer_coding() {
@@ -250,7 +341,7 @@ mod tests {
             for v in values {
                 h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
             }
-            has_unsupported_transfer_coding(&h)
+            has_unsupported_transfer_coding(RequestFields::Map(&h))
         };
         assert!(!coded(&[]));
         assert!(!coded(&["chunked"]));
@@ -272,7 +363,8 @@ mod tests {
     /// that carries HTTP itself.
     #[test]
     fn an_upgrade_offer_needs_connection_upgrade_and_leaves_http_protocols_out() {
-        let offer = |fields| upgrade_offer(&headers(fields)).map(|o| o.protocols);
+        let offer =
+            |fields| upgrade_offer(RequestFields::Map(&headers(fields))).map(|o| o.protocols);
         assert_eq!(
             offer(&[
                 ("connection", "keep-alive, Upgrade"),
@@ -328,21 +420,21 @@ mod tests {
             b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
-        let ws = upgrade_offer(&headers(&[
+        let ws = upgrade_offer(RequestFields::Map(&headers(&[
             ("connection", "upgrade"),
             ("upgrade", "WebSocket"),
             key,
-        ]))
+        ])))
         .expect("an offer");
         assert_eq!(
             ws.accept.as_deref(),
             Some(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
         );
-        let other = upgrade_offer(&headers(&[
+        let other = upgrade_offer(RequestFields::Map(&headers(&[
             ("connection", "upgrade"),
             ("upgrade", "foo"),
             key,
-        ]))
+        ])))
         .expect("an offer");
         assert_eq!(other.accept, None);
     }

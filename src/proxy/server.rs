@@ -788,7 +788,7 @@ async fn serve_http2<S: ClientStream>(
     let service = service_fn(move |request| {
         let stream = streams.begin();
         // HTTP/2 has no `Upgrade` (RFC 9113 §8.2.2).
-        let handled = Rc::clone(&worker).handle(request, index, Rc::clone(&peer), false);
+        let handled = Rc::clone(&worker).handle(request, None, index, Rc::clone(&peer), false);
         async move {
             let Ok(response) = handled.await;
             Ok::<_, Infallible>(response.map(|body| Tracked {

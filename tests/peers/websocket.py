@@ -51,7 +51,8 @@ async def server(name):
             if message == "who":
                 await ws.send(name)
             elif message == "headers":
-                await ws.send(json.dumps(dict(ws.request.headers.raw_items())))
+                # Field names in lowercase: their case is the sender's (HTTP/1 keeps it).
+                await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
             elif message == "path":
                 await ws.send(ws.request.path)
             else:

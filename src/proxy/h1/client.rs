@@ -25,7 +25,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{request, Method};
 use hyper::body::Body;
 
@@ -33,7 +33,7 @@ use super::body::{poll_body, poll_fill, Framing};
 use super::response::{parse_response, Asked, ResponseHead, MAX_HEADERS};
 use super::{put_field, put_length, Error, FieldSpan, RequestBody, MAX_HEAD_BYTES};
 use crate::proxy::headers::{
-    connection_lists, is_replaced_toward_backend, tokens, UpgradeOffer, X_FORWARDED_FOR,
+    connection_lists, is_replaced_toward_backend, tokens, RequestFields, UpgradeOffer,
 };
 use crate::proxy::outbox::{
     poll_write_slices, pump, write_all, write_all_pieces, Outbox, PumpError, MAX_SLICES,
@@ -107,8 +107,8 @@ impl BodyFraming {
     /// The framing for a request with these fields and this body: its length when
     /// the body knows it exactly (the client's `Content-Length`, or a body evenkeel
     /// read whole before picking a backend), else chunked.
-    pub fn of<B: Body>(headers: &HeaderMap, body: &B) -> BodyFraming {
-        let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    pub fn of<B: Body>(fields: RequestFields<'_>, body: &B) -> BodyFraming {
+        let has_length = fields.contains("content-length");
         match (body.is_end_stream(), body.size_hint().exact()) {
             (true, _) if has_length => BodyFraming::Length(0),
             (true, _) => BodyFraming::None,
@@ -118,15 +118,25 @@ impl BodyFraming {
     }
 }
 
-/// Encodes a request for a backend: origin-form target, HTTP/1.1, the client's headers
-/// without hop-by-hop ones (nor those `Connection` names) and without `Expect` (the
-/// client got its 100 Continue from evenkeel). `Host` is the host the request was
+/// The client a request came from, as a backend is told of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    /// Its address, as an `X-Forwarded-For` value.
+    pub address: &'a HeaderValue,
+    /// It came over TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
+}
+
+/// Encodes a request (`parts`: method and target; `fields`: its fields) for a
+/// backend: origin-form target, HTTP/1.1, the client's fields (an HTTP/1 client's in
+/// its order and spelling) without hop-by-hop ones (nor those `Connection` names) and
+/// without `Expect` (the client got its 100 Continue from evenkeel). `Host` is the host the request was
 /// routed by (`host`: the client's `Host`, or the authority of an absolute-form or
 /// HTTP/2 target), or — when the client gave none, as an HTTP/1.0 client may —
 /// `backend`, the backend's address as the config writes it (what NGINX's `proxy_pass`
 /// sends): an HTTP/1.1 request must have a `Host`, and NGINX and Django refuse an
-/// empty one. `X-Forwarded-For` with the client appended, `X-Forwarded-Proto: https`
-/// when the client came over TLS (`https`) else `http`, `X-Forwarded-Host` set to the
+/// empty one. `X-Forwarded-For` with the client (`sender`) appended, `X-Forwarded-Proto: https`
+/// when the client came over TLS else `http`, `X-Forwarded-Host` set to the
 /// client's host (none when it gave none); `Content-Length` or chunked framing from
 /// `framing`. Cookie fields are joined into one (RFC 9113 §8.2.3). An upgrade
 /// (`upgrade`: what is offered, see [`upgrade_offer`]) is asked for with
@@ -135,16 +145,15 @@ impl BodyFraming {
 /// [`upgrade_offer`]: crate::proxy::headers::upgrade_offer
 pub fn encode(
     parts: &request::Parts,
+    fields: RequestFields<'_>,
     framing: BodyFraming,
-    client: &HeaderValue,
-    https: bool,
+    sender: Sender<'_>,
     host: Option<&HeaderValue>,
     backend: &str,
     upgrade: Option<&UpgradeOffer>,
 ) -> Outgoing {
-    let headers = &parts.headers;
     let chunked = framing == BodyFraming::Chunked;
-    let mut out = Vec::with_capacity(256 + headers.len() * 32);
+    let mut out = Vec::with_capacity(256 + fields.size_hint());
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -154,32 +163,32 @@ pub fn encode(
     }
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let named = connection_lists(headers);
+    let named = connection_lists(fields);
     let mut cookie_written = false;
-    for (name, value) in headers {
+    for (name, value) in fields.iter() {
         if is_replaced_toward_backend(name, &named) {
             continue;
         }
-        if *name == header::COOKIE {
+        if name.eq_ignore_ascii_case(b"cookie") {
             if !cookie_written {
                 cookie_written = true;
-                put_joined(&mut out, name, headers.get_all(header::COOKIE), b"; ");
+                put_joined(&mut out, name, fields.get_all("cookie"), b"; ");
             }
             continue;
         }
-        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        put_field(&mut out, name, value);
     }
     match host {
         Some(host) => put_field(&mut out, b"host", host.as_bytes()),
         None => put_field(&mut out, b"host", backend.as_bytes()),
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        out.extend_from_slice(value.as_bytes());
+    for value in fields.get_all("x-forwarded-for") {
+        out.extend_from_slice(value);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(client.as_bytes());
-    out.extend_from_slice(if https {
+    out.extend_from_slice(sender.address.as_bytes());
+    out.extend_from_slice(if sender.https {
         b"\r\nx-forwarded-proto: https\r\n"
     } else {
         b"\r\nx-forwarded-proto: http\r\n"
@@ -210,17 +219,17 @@ pub fn encode(
 
 fn put_joined<'a>(
     out: &mut Vec<u8>,
-    name: &HeaderName,
-    values: impl IntoIterator<Item = &'a HeaderValue>,
+    name: &[u8],
+    values: impl IntoIterator<Item = &'a [u8]>,
     separator: &[u8],
 ) {
-    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(separator);
         }
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -2,8 +2,9 @@
 //! connection loop that drives them — buffers, timeouts, `100 Continue`, pipelining,
 //! the lingering close — is [`crate::proxy::downstream`].
 //!
-//! A request head is parsed by httparse straight into the `http::Request` the proxy
-//! forwards, values sharing the bytes read ([`FieldSpan`]), and judged by the rules of
+//! A request head is parsed by httparse into the `http::Request` the proxy forwards
+//! (method, target, version) and its fields as sent ([`Fields`]: the head's bytes and
+//! where each field is in them; no header map is built), and judged by the rules of
 //! RFC 9112 (see docs/reliability.md for why each is strict):
 //! - A head is at most [`MAX_HEAD_BYTES`] and 100 fields (else 431); anything httparse
 //!   refuses (bad request line, obs-fold, bad field syntax) is a 400, and so is a line
@@ -32,7 +33,6 @@ use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Method, Request, StatusCode, Uri, Version};
 use hyper::body::Body;
 
@@ -58,7 +58,11 @@ pub(crate) enum ReadError {
 
 /// A request head, and what it says about its body and the connection.
 pub(crate) struct Head {
+    /// Method, target and version; its header map is empty: the fields are `fields`.
     pub(crate) request: Request<()>,
+    /// The fields as the client sent them (a `Content-Length` beside a chunked
+    /// `Transfer-Encoding` left out).
+    pub(crate) fields: Fields,
     pub(crate) framing: Framing,
     pub(crate) keep_alive: bool,
     pub(crate) expects_continue: bool,
@@ -135,26 +139,29 @@ pub(crate) fn parse_head(
         return Err(ReadError::Malformed);
     }
 
-    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut chunked_last: Option<bool> = None;
     let mut content_length: Option<u64> = None;
     let mut connection = ConnectionOptions::default();
     let mut expects_continue = false;
     let mut asks_upgrade = false;
     let mut has_host = false;
+    // No header map: the fields stay where they were read, and what evenkeel needs of
+    // them is found by name. httparse has checked every name (a token) and value (no
+    // control byte but tab), as `HeaderName` and `HeaderValue` would.
     for span in spans.iter() {
-        if is_disguised_framing(span.name(&raw)) {
+        let name = span.name(&raw);
+        if is_disguised_framing(name) {
             return Err(ReadError::Malformed);
         }
-        let name = HeaderName::from_bytes(span.name(&raw)).map_err(|_| ReadError::Malformed)?;
         let value = span.value(&raw);
-        if name == header::TRANSFER_ENCODING {
+        let is = |known: &[u8]| name.len() == known.len() && name.eq_ignore_ascii_case(known);
+        if is(b"transfer-encoding") {
             chunked_last = Some(
                 tokens(value)
                     .last()
                     .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
             );
-        } else if name == header::CONTENT_LENGTH {
+        } else if is(b"content-length") {
             // One field, one number. RFC 9110 §8.6 lets a recipient take `5, 5` or two
             // equal fields as one; hyper's server (the reference of
             // tests/differential.rs) and NGINX refuse them, and so does evenkeel: a
@@ -164,25 +171,22 @@ pub(crate) fn parse_head(
             }
             let length = parse_length(value.trim_ascii()).ok_or(ReadError::Malformed)?;
             content_length = Some(length);
-        } else if name == header::CONNECTION {
+        } else if is(b"connection") {
             connection.read(value);
-        } else if name == header::EXPECT {
+        } else if is(b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(ReadError::Expectation);
             }
             expects_continue = true;
-        } else if name == header::HOST {
+        } else if is(b"host") {
             if has_host {
                 // Two hosts: routing and the backend could each pick a different one.
                 return Err(ReadError::Malformed);
             }
             has_host = true;
-        } else if name == header::UPGRADE {
+        } else if is(b"upgrade") {
             asks_upgrade = true;
         }
-        let value = HeaderValue::from_maybe_shared(raw.slice(span.value_range()))
-            .map_err(|_| ReadError::Malformed)?;
-        headers.append(name, value);
     }
     // HTTP/1.1 requires Host (RFC 9112 §3.2): without it, routing by host is a guess.
     if version == Version::HTTP_11 && !has_host {
@@ -195,10 +199,17 @@ pub(crate) fn parse_head(
     } else {
         connection.keep_alive && !connection.close
     };
+    let mut kept = spans.as_slice();
+    let without_length: Vec<FieldSpan>;
     let framing = match chunked_last {
         Some(true) if version == Version::HTTP_11 => {
             if content_length.is_some() {
-                headers.remove(header::CONTENT_LENGTH);
+                without_length = spans
+                    .iter()
+                    .filter(|span| !span.name(&raw).eq_ignore_ascii_case(b"content-length"))
+                    .copied()
+                    .collect();
+                kept = &without_length;
                 keep_alive = false;
             }
             Framing::Chunked(Chunk::Size)
@@ -213,9 +224,9 @@ pub(crate) fn parse_head(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
     Ok(Some(Head {
         request,
+        fields: Fields::new(raw, kept.to_vec()),
         framing,
         keep_alive,
         expects_continue,

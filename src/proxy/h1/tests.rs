@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{
     encode, BodyFraming, Connection, Error, Framing, Limits, Outgoing, Progress, ResponseHead,
+    Sender,
 };
+use crate::proxy::headers::RequestFields;
 use crate::proxy::transport::Transport;
 use crate::proxy::upstream::Counted;
 
@@ -47,9 +49,13 @@ fn the_head_drops_hop_by_hop_fields_and_adds_forwarded_ones() {
     let client = HeaderValue::from_static("127.0.0.9");
     let out = encode(
         &request,
+        RequestFields::Map(&request.headers),
         BodyFraming::None,
-        &client,
-        false,
+        Sender {
+            address: &client,
+
+            https: false,
+        },
         Some(&host),
         "10.0.0.9:80",
         None,
@@ -60,6 +66,84 @@ fn the_head_drops_hop_by_hop_fields_and_adds_forwarded_ones() {
          host: shop.example\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\n\
          x-forwarded-proto: http\r\nx-forwarded-host: shop.example\r\n\r\n"
     );
+}
+
+/// An HTTP/1 client's fields go out as it sent them — its order, its spelling — with
+/// no header map between: framing and hop-by-hop fields of any case left out, as well
+/// as what `Connection` names, cookies joined, a chunked body's `Content-Length` gone.
+#[test]
+fn an_http1_clients_fields_go_out_in_its_order_and_spelling_without_what_evenkeel_replaces() {
+    let mut read = bytes::BytesMut::from(
+        &b"POST /up HTTP/1.1\r\nX-Trace-Id: 7\r\nHOST: shop.example\r\nCONTENT-LENGTH: 5\r\n\
+           Cookie: a=1\r\nConnection: X-Secret, Keep-Alive\r\nx-secret: 1\r\n\
+           Transfer-encoding: chunked\r\nAccept: */*\r\ncookie: b=2\r\nTE: trailers\r\n\
+           X-Forwarded-For: 10.0.0.1\r\n\r\n"[..],
+    );
+    let head = super::server::parse_head(&mut read, &mut Vec::new())
+        .expect("valid")
+        .expect("complete");
+    assert!(read.is_empty());
+    assert!(matches!(head.framing, Framing::Chunked(_)));
+    assert!(
+        !head.keep_alive,
+        "a length beside chunked closes after the response"
+    );
+    let (request, ()) = head.request.into_parts();
+    assert!(request.headers.is_empty(), "no header map is built");
+    let fields = RequestFields::Sent(&head.fields);
+    let host = crate::proxy::forward::request_host(&request, fields);
+    let out = encode(
+        &request,
+        fields,
+        BodyFraming::Chunked,
+        Sender {
+            address: &HeaderValue::from_static("127.0.0.9"),
+            https: false,
+        },
+        host.as_ref(),
+        "10.0.0.9:80",
+        None,
+    );
+    assert_eq!(
+        text(&out),
+        "POST /up HTTP/1.1\r\nX-Trace-Id: 7\r\nCookie: a=1; b=2\r\nAccept: */*\r\n\
+         host: shop.example\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
+         x-forwarded-proto: http\r\nx-forwarded-host: shop.example\r\n\
+         transfer-encoding: chunked\r\n\r\n"
+    );
+}
+
+/// httparse (which reads every name and value) takes exactly what a header map would:
+/// evenkeel builds none for an HTTP/1 request and relies on it. A byte a later
+/// httparse let through that `HeaderName` or `HeaderValue` refuse would fail here.
+#[test]
+fn every_field_byte_httparse_takes_a_header_map_takes_too() {
+    for byte in 0..=255u8 {
+        let parse = |head: Vec<u8>| {
+            super::server::parse_head(&mut bytes::BytesMut::from(&head[..]), &mut Vec::new())
+        };
+        let mut value = b"GET / HTTP/1.1\r\nHost: a\r\nX: a".to_vec();
+        value.extend_from_slice(&[byte, b'a']);
+        value.extend_from_slice(b"\r\n\r\n");
+        let taken = matches!(parse(value), Ok(Some(_)));
+        assert_eq!(
+            taken,
+            HeaderValue::from_bytes(&[b'a', byte, b'a']).is_ok(),
+            "value byte {byte:#04x}"
+        );
+        if byte == b':' {
+            continue; // `X:Y: 1` is a field `X`
+        }
+        let mut name = b"GET / HTTP/1.1\r\nHost: a\r\nX".to_vec();
+        name.extend_from_slice(&[byte, b'Y']);
+        name.extend_from_slice(b": 1\r\n\r\n");
+        if let Ok(Some(_)) = parse(name) {
+            assert!(
+                http::header::HeaderName::from_bytes(&[b'X', byte, b'Y']).is_ok(),
+                "name byte {byte:#04x}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -73,9 +157,13 @@ fn an_http2_request_gets_its_host_from_the_authority_and_a_body_without_length_i
     let client = HeaderValue::from_static("::1");
     let out = encode(
         &request,
+        RequestFields::Map(&request.headers),
         BodyFraming::Chunked,
-        &client,
-        true,
+        Sender {
+            address: &client,
+
+            https: true,
+        },
         Some(&host),
         "b:80",
         None,
@@ -98,9 +186,13 @@ fn a_request_without_host_goes_out_with_the_backends_address_as_host() {
     let client = HeaderValue::from_static("10.0.0.1");
     let out = encode(
         &request,
+        RequestFields::Map(&request.headers),
         BodyFraming::None,
-        &client,
-        false,
+        Sender {
+            address: &client,
+
+            https: false,
+        },
         None,
         "app1.internal:8080",
         None,
@@ -160,9 +252,13 @@ pub(crate) fn get() -> Outgoing {
     let request = parts(http::Request::get("/").header("host", "b"));
     encode(
         &request,
+        RequestFields::Map(&request.headers),
         BodyFraming::None,
-        &HeaderValue::from_static("127.0.0.1"),
-        false,
+        Sender {
+            address: &HeaderValue::from_static("127.0.0.1"),
+
+            https: false,
+        },
         Some(&HeaderValue::from_static("b")),
         "b:80",
         None,
@@ -346,9 +442,13 @@ fn responses_to_head_and_204_have_no_body_whatever_their_length_says() {
         let request = parts(http::Request::head("/").header("host", "b"));
         let head_request = encode(
             &request,
+            RequestFields::Map(&request.headers),
             BodyFraming::None,
-            &HeaderValue::from_static("1.2.3.4"),
-            false,
+            Sender {
+                address: &HeaderValue::from_static("1.2.3.4"),
+
+                https: false,
+            },
             None,
             "b:80",
             None,
@@ -522,9 +622,13 @@ fn a_body_in_many_pieces_is_gathered_so_it_goes_in_one_write() {
     let head = || {
         encode(
             &request,
+            RequestFields::Map(&request.headers),
             BodyFraming::Length(2000),
-            &HeaderValue::from_static("127.0.0.1"),
-            false,
+            Sender {
+                address: &HeaderValue::from_static("127.0.0.1"),
+
+                https: false,
+            },
             Some(&HeaderValue::from_static("b")),
             "b:80",
             None,
@@ -565,9 +669,13 @@ fn a_body_sent_with_its_head_arrives_whole_and_a_reset_connection_leaves_it_unwr
                 [Bytes::from_static(b"hello "), Bytes::from_static(b"world")].into();
             encode(
                 &request,
+                RequestFields::Map(&request.headers),
                 BodyFraming::Length(11),
-                &HeaderValue::from_static("127.0.0.1"),
-                false,
+                Sender {
+                    address: &HeaderValue::from_static("127.0.0.1"),
+
+                    https: false,
+                },
                 Some(&HeaderValue::from_static("b")),
                 "b:80",
                 None,

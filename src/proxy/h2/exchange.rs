@@ -37,8 +37,8 @@ use tokio::time::Instant;
 use super::connections::OpenStream;
 use crate::proxy::h1::RequestBody;
 use crate::proxy::headers::{
-    connection_lists, is_replaced_toward_backend, tokens, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO,
+    connection_lists, is_replaced_toward_backend, tokens, RequestFields, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::proxy::stall::Stall;
 
@@ -79,7 +79,7 @@ pub fn request_head(
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
     let headers = request.headers_mut();
-    let named = connection_lists(&parts.headers);
+    let named = connection_lists(RequestFields::Map(&parts.headers));
     for (name, value) in &parts.headers {
         if *name == header::TE {
             if tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
@@ -87,7 +87,7 @@ pub fn request_head(
             }
             continue;
         }
-        if is_replaced_toward_backend(name, &named) {
+        if is_replaced_toward_backend(name.as_str().as_bytes(), &named) {
             continue;
         }
         headers.append(name.clone(), value.clone());
@@ -345,10 +345,10 @@ impl<B: RequestBody> Pipe for RequestPipe<B> {
                             // No framing, routing or hop-by-hop field in trailers (RFC
                             // 9110 §6.5.1): they are left out as from the head.
                             let none = HeaderMap::new();
-                            let named = connection_lists(&none);
+                            let named = connection_lists(RequestFields::Map(&none));
                             let names: Vec<_> = trailers.keys().cloned().collect();
                             for name in names {
-                                if is_replaced_toward_backend(&name, &named) {
+                                if is_replaced_toward_backend(name.as_str().as_bytes(), &named) {
                                     trailers.remove(&name);
                                 }
                             }
