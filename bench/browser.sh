@@ -31,19 +31,6 @@ real_wrk=$(command -v wrk) || { echo "browser.sh: wrk is missing (apt-get instal
 
 shim=$(mktemp -d "${TMPDIR:-/tmp}/evenkeel-browser.XXXXXX")
 trap 'rm -rf "$shim"' EXIT
-cat >"$shim/fields.lua" <<'LUA'
-wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
-wrk.headers["Accept-Language"] = "en-GB,en;q=0.9,de;q=0.8"
-wrk.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
-wrk.headers["Referer"] = "http://127.0.0.1/catalogue/index.html"
-wrk.headers["Cookie"] = "session=4f2a9c1e7b3d5a8f0e6c2b9d; theme=dark; consent=1"
-wrk.headers["Cache-Control"] = "max-age=0"
-wrk.headers["Upgrade-Insecure-Requests"] = "1"
-wrk.headers["Sec-Fetch-Dest"] = "document"
-wrk.headers["Sec-Fetch-Mode"] = "navigate"
-wrk.headers["Sec-Fetch-Site"] = "same-origin"
-LUA
 # The shim: the harness calls `wrk ... -s stats.lua URL`; this runs the real wrk on the
 # fields followed by the harness's script.
 cat >"$shim/wrk" <<SH
@@ -52,7 +39,7 @@ args=()
 while [[ \$# -gt 0 ]]; do
   if [[ \$1 == -s ]]; then
     script=\$(mktemp "$shim/run.XXXXXX.lua")
-    cat "$shim/fields.lua" "\$2" >"\$script"
+    cat "$root/bench/browser-fields.lua" "\$2" >"\$script"
     args+=(-s "\$script"); shift 2
   else
     args+=("\$1"); shift
