@@ -3,8 +3,9 @@
 //! connection around them.
 //!
 //! An idle connection holds no read buffer, no request state and no task: a connection
-//! that waits for its next request drops its read buffer once a request has been read
-//! to its end, takes one again only when bytes wait, and after a second without a
+//! that waits for its next request gives its read buffer back to its worker's spares
+//! once a request has been read to its end, takes one again only when bytes wait, and
+//! after a second without a
 //! request [`serve`] returns it to be parked by its worker ([`super::parking`]; over
 //! TLS, when its session holds nothing decrypted — the session and its 4 KiB record
 //! buffer stay). hyper's server, which evenkeel used before,
@@ -103,7 +104,7 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
 }
 
 impl ClientStream for TcpStream {
-    /// The buffer is taken once bytes wait, and dropped after the request.
+    /// The buffer is taken once bytes wait, and given back after the request.
     const FIRST_READ: usize = 16 * 1024;
 
     fn tcp(&self) -> &TcpStream {
@@ -366,7 +367,7 @@ impl<S: ClientStream> Connection<S> {
                     head_timer.as_mut().reset(self.head_by);
                     let mut inbound = self.inbound.borrow_mut();
                     if inbound.read.is_empty() {
-                        inbound.read = BytesMut::new();
+                        give_back(std::mem::take(&mut inbound.read), S::FIRST_READ);
                         self.spans = Vec::new();
                         return Phase::Idle;
                     }
@@ -460,7 +461,7 @@ impl<S: ClientStream> Connection<S> {
             // Waiting for the next request: no buffer unless one is already pipelined.
             let mut inbound = self.inbound.borrow_mut();
             if inbound.read.is_empty() {
-                inbound.read = BytesMut::new();
+                give_back(std::mem::take(&mut inbound.read), S::FIRST_READ);
             }
         }
     }
@@ -530,6 +531,75 @@ async fn client_gone<S: ClientStream>(inbound: &Shared<S>) {
     .await
 }
 
+/// Read buffers a worker keeps for its connections' next requests at most (1 MiB of
+/// plain connections' 16 KiB first reads, 256 KiB of TLS ones' 4 KiB).
+const SPARE_READS: usize = 64;
+
+/// A worker's spare read buffers, and whether one was taken since the last sweep.
+struct Spares {
+    buffers: Vec<BytesMut>,
+    taken: bool,
+}
+
+thread_local! {
+    /// Each worker's spare read buffers: a connection takes one when bytes of its next
+    /// request arrive and gives it back once the request is served, so a busy worker
+    /// allocates none per request, and a connection waiting for its next request
+    /// holds none. (Two allocations per request were: the buffer, and the shared
+    /// header its head's bytes needed once split off; callgrind, session 16.)
+    static SPARES: RefCell<Spares> = const {
+        RefCell::new(Spares { buffers: Vec::new(), taken: false })
+    };
+}
+
+/// A read buffer with room for exactly `size` bytes: a spare one, or a new one.
+fn take_spare(size: usize) -> BytesMut {
+    SPARES
+        .with(|spares| {
+            let mut spares = spares.borrow_mut();
+            spares.taken = true;
+            // Plain and TLS connections' buffers differ in size; the newest that fits.
+            let found = spares.buffers.iter().rposition(|b| b.capacity() == size)?;
+            Some(spares.buffers.swap_remove(found))
+        })
+        .unwrap_or_else(|| BytesMut::with_capacity(size))
+}
+
+/// Keeps the emptied read buffer `buffer`, taken with room for `size` bytes, as a
+/// spare — only once nothing else shares its memory (the request's head and body
+/// pieces split off it are gone), so that it takes `size` bytes again from the start
+/// of its allocation, and only if that allocation is `size` bytes (a buffer that grew
+/// for a large head or body is freed).
+fn give_back(mut buffer: BytesMut, size: usize) {
+    // With room for `size` left, `try_reclaim` would keep the buffer where it is, after
+    // pieces that may still be alive; with less, it reclaims the allocation's start,
+    // which it does only when no other handle shares it.
+    if !buffer.is_empty()
+        || buffer.capacity() >= size
+        || !buffer.try_reclaim(size)
+        || buffer.capacity() != size
+    {
+        return;
+    }
+    SPARES.with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if spares.buffers.len() < SPARE_READS {
+            spares.buffers.push(buffer);
+        }
+    });
+}
+
+/// Frees this worker's spare read buffers if none was taken since the last call (once
+/// a second, from the worker's sweep): an idle worker keeps none.
+pub(super) fn free_unused_spares() {
+    SPARES.with(|spares| {
+        let mut spares = spares.borrow_mut();
+        if !std::mem::take(&mut spares.taken) {
+            spares.buffers = Vec::new();
+        }
+    });
+}
+
 /// Reads the next request head; `None` when the client closed between requests.
 async fn read_head<S: ClientStream>(
     inbound: &Shared<S>,
@@ -550,7 +620,7 @@ async fn read_head<S: ClientStream>(
             if inbound.read.capacity() == 0 {
                 // Idle: take a buffer only once there is something to read.
                 ready!(inbound.stream.poll_idle(cx))?;
-                inbound.read.reserve(S::FIRST_READ);
+                inbound.read = take_spare(S::FIRST_READ);
             }
             h1::poll_fill(&mut inbound.stream, &mut inbound.read, cx)
         })
@@ -668,4 +738,78 @@ async fn write_all<S: ClientStream>(inbound: &Shared<S>, bytes: &[u8]) -> io::Re
         outbox::poll_write_slices(Pin::new(&mut inbound.borrow_mut().stream), cx, slices)
     };
     outbox::write_all(&mut writer, bytes, &mut Stall::new(SEND_STALL)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spares() -> usize {
+        SPARES.with(|spares| spares.borrow().buffers.len())
+    }
+
+    /// A read buffer goes back to the spares only once the head split off it is gone,
+    /// and then from the start of its allocation; one that grew is freed.
+    #[test]
+    fn a_read_buffer_is_kept_only_once_nothing_shares_it() {
+        let size = 16 * 1024;
+        let mut read = take_spare(size);
+        let start = read.as_ptr();
+        read.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let head = read.split_to(read.len()).freeze();
+        give_back(std::mem::take(&mut read), size);
+        assert_eq!(spares(), 0, "its head still shares it");
+
+        let mut read = take_spare(size);
+        read.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let again = read.split_to(read.len()).freeze();
+        drop(again);
+        give_back(read, size);
+        assert_eq!(spares(), 1);
+        let reused = take_spare(size);
+        assert_eq!(reused.capacity(), size);
+        assert_ne!(
+            reused.as_ptr(),
+            start,
+            "the first is still held by its head"
+        );
+        assert_eq!(&head[..4], b"GET ", "and its bytes are untouched");
+
+        // Room for a whole first read left behind a head still alive (a buffer that
+        // grew for a large head): not kept, or the head's allocation would stay with it.
+        let mut large = BytesMut::with_capacity(2 * size);
+        large.extend_from_slice(&[b'h'; 100]);
+        let large_head = large.split_to(100).freeze();
+        give_back(large, size);
+        assert_eq!(spares(), 0, "{} bytes still share it", large_head.len());
+
+        let mut grown = reused;
+        grown.extend_from_slice(&vec![b'x'; size + 1]);
+        let _ = grown.split_to(grown.len());
+        give_back(grown, size);
+        assert_eq!(spares(), 0, "a buffer that grew is freed");
+    }
+
+    /// Plain and TLS connections' buffers differ in size: each gets its own kind, and
+    /// an unused second frees them all.
+    #[test]
+    fn each_size_gets_its_own_spares_and_idle_ones_are_freed() {
+        let used = |size: usize| {
+            let mut read = BytesMut::with_capacity(size);
+            read.extend_from_slice(b"x");
+            let _ = read.split_to(1);
+            read
+        };
+        give_back(used(4096), 4096);
+        give_back(used(16 * 1024), 16 * 1024);
+        give_back(used(4096), 4096);
+        assert_eq!(spares(), 3);
+        assert_eq!(take_spare(16 * 1024).capacity(), 16 * 1024);
+        assert_eq!(take_spare(4096).capacity(), 4096);
+        assert_eq!(spares(), 1);
+        free_unused_spares();
+        assert_eq!(spares(), 1, "one was taken since the last sweep");
+        free_unused_spares();
+        assert_eq!(spares(), 0);
+    }
 }

@@ -299,6 +299,7 @@ fn run_worker(
                 sweeper.upstream.sweep();
                 sweeper.h2.sweep();
                 super::access::flush();
+                super::downstream::free_unused_spares();
                 return_freed_memory();
             }
         });
